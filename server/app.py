@@ -1,0 +1,140 @@
+"""build_server(): the servicers, health, reflection and the interceptor."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+import grpc
+from buildplatform.v1 import (
+    app_spec_pb2,
+    app_spec_pb2_grpc,
+    build_event_pb2,
+    build_event_pb2_grpc,
+    build_log_pb2,
+    build_log_pb2_grpc,
+    build_pb2,
+    build_pb2_grpc,
+    chat_session_pb2,
+    chat_session_pb2_grpc,
+    project_pb2,
+    project_pb2_grpc,
+    user_pb2,
+    user_pb2_grpc,
+)
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from server.config import DEV_PAGE_TOKEN_SECRET, Settings
+from server.rpc.builds import BuildService
+from server.rpc.deps import Deps
+from server.rpc.interceptors import ServerInterceptor
+from server.rpc.pagination import PageTokens
+from server.rpc.resources import AppSpecService, ChatSessionService, ProjectService, UserService
+from server.rpc.streams import BuildEventService, BuildLogService
+from server.store.db import Database
+from server.store.notify import Hub
+
+log = logging.getLogger(__name__)
+
+# Service names come from the generated descriptors, never from literals.
+SERVICES = [
+    (user_pb2, "UserService", user_pb2_grpc.add_UserServiceServicer_to_server, UserService),
+    (project_pb2, "ProjectService", project_pb2_grpc.add_ProjectServiceServicer_to_server, ProjectService),
+    (build_pb2, "BuildService", build_pb2_grpc.add_BuildServiceServicer_to_server, BuildService),
+    (build_log_pb2, "BuildLogService", build_log_pb2_grpc.add_BuildLogServiceServicer_to_server, BuildLogService),
+    (build_event_pb2, "BuildEventService", build_event_pb2_grpc.add_BuildEventServiceServicer_to_server, BuildEventService),
+    (chat_session_pb2, "ChatSessionService", chat_session_pb2_grpc.add_ChatSessionServiceServicer_to_server, ChatSessionService),
+    (app_spec_pb2, "AppSpecService", app_spec_pb2_grpc.add_AppSpecServiceServicer_to_server, AppSpecService),
+]
+SERVICE_NAMES = [module.DESCRIPTOR.services_by_name[name].full_name for module, name, _, _ in SERVICES]
+
+SERVER_OPTIONS = [
+    # Detect clients that vanished (a follower whose laptop went to sleep)
+    # and release their streams.
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    # An append of 5000 lines of up to 64 KiB can be large.
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 16 * 1024 * 1024),
+    # Several processes may serve one port (see docs/operations.md).
+    ("grpc.so_reuseport", 1),
+]
+
+
+@dataclass
+class App:
+    server: grpc.aio.Server
+    port: int
+    db: Database
+    hub: Hub
+    health: health.aio.HealthServicer
+    health_interval: float = 2.0
+    _monitor: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.hub.start()
+        await self.server.start()
+        self._monitor = asyncio.create_task(self._watch_database())
+
+    async def _watch_database(self) -> None:
+        """Health follows the database: NOT_SERVING while it is unreachable."""
+        interval = self.health_interval
+        serving: bool | None = None
+        while True:
+            try:
+                await asyncio.wait_for(self.db.ping(), timeout=max(interval, 1.0))
+                ok = True
+            except Exception:  # any failure means not serving
+                ok = False
+            if ok != serving:
+                serving = ok
+                status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
+                for name in ["", *SERVICE_NAMES]:
+                    await self.health.set(name, status)
+                log.log(logging.INFO if ok else logging.WARNING, "health: %s", "SERVING" if ok else "NOT_SERVING (database unreachable)")
+            await asyncio.sleep(interval)
+
+    async def stop(self, grace: float) -> None:
+        await self.health.enter_graceful_shutdown()
+        if self._monitor is not None:
+            self._monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._monitor
+        await self.server.stop(grace)
+        await self.hub.close()
+        await self.db.close()
+
+
+def build_server(settings: Settings) -> App:
+    if not settings.page_token_secret:
+        log.warning("PAGE_TOKEN_SECRET is not set: using the development key (set it in production)")
+    db = Database(settings.database_url, pool_size=settings.db_pool_size, max_overflow=settings.db_pool_max_overflow)
+    hub = Hub(db, settings.database_url)
+    deps = Deps(
+        db=db,
+        tokens=PageTokens(settings.page_token_secret or DEV_PAGE_TOKEN_SECRET),
+        hub=hub,
+        heartbeat_seconds=settings.stream_heartbeat_seconds,
+    )
+    server = grpc.aio.server(interceptors=[ServerInterceptor()], options=SERVER_OPTIONS)
+    for _, _, add, servicer in SERVICES:
+        add(servicer(deps), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+        server,
+    )
+    port = server.add_insecure_port(settings.grpc_address)
+    if port == 0:
+        raise SystemExit(f"cannot listen on {settings.grpc_address}")
+    return App(
+        server=server, port=port, db=db, hub=hub, health=health_servicer,
+        health_interval=settings.health_check_seconds,
+    )

@@ -1,0 +1,1 @@
+"""Rules with no I/O: nothing here imports grpc or SQLAlchemy."""

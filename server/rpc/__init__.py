@@ -1,0 +1,1 @@
+"""Transport: servicers check input, call the store, convert the result."""

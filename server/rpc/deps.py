@@ -1,0 +1,35 @@
+"""What the servicers are given: injected, so tests can pin the clock and ids."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import cuid
+
+from server.rpc.pagination import PageTokens
+from server.store.db import Database
+
+if TYPE_CHECKING:
+    from server.store.notify import Hub
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_cuid() -> str:
+    value: str = cuid.cuid()
+    return value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Deps:
+    db: Database
+    tokens: PageTokens
+    hub: Hub
+    heartbeat_seconds: float
+    clock: Callable[[], datetime] = utc_now
+    new_id: Callable[[], str] = new_cuid

@@ -1,0 +1,77 @@
+"""The one map from errors to gRPC statuses, with google.rpc error details.
+
+  InvalidArgument     INVALID_ARGUMENT     BadRequest: one FieldViolation per bad field
+  NotFound            NOT_FOUND            ResourceInfo
+  AlreadyExists       ALREADY_EXISTS       ResourceInfo
+  FailedPrecondition  FAILED_PRECONDITION  ErrorInfo: reason + metadata
+  Aborted             ABORTED              ErrorInfo ETAG_MISMATCH + current etag
+  DatabaseUnavailable UNAVAILABLE          (retry later)
+  anything else       INTERNAL             a request id to find the traceback in the log;
+                                           no traceback on the wire
+"""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from server.domain import errors
+from server.store.db import DatabaseUnavailable
+
+DOMAIN = "buildplatform.v1"
+
+
+def _status(code: int, message: str, *details: object) -> grpc.Status:
+    packed = []
+    for detail in details:
+        container = any_pb2.Any()
+        container.Pack(detail)  # type: ignore[arg-type]
+        packed.append(container)
+    return rpc_status.to_status(status_pb2.Status(code=code, message=message, details=packed))
+
+
+def to_status(error: BaseException, request_id: str) -> grpc.Status:
+    if isinstance(error, errors.InvalidArgument):
+        return _status(
+            code_pb2.INVALID_ARGUMENT,
+            error.message,
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                    for v in error.violations
+                ]
+            ),
+        )
+    if isinstance(error, errors.NotFound):
+        return _status(
+            code_pb2.NOT_FOUND,
+            error.message,
+            error_details_pb2.ResourceInfo(resource_type=error.resource, resource_name=error.key),
+        )
+    if isinstance(error, errors.AlreadyExists):
+        return _status(
+            code_pb2.ALREADY_EXISTS,
+            error.message,
+            error_details_pb2.ResourceInfo(
+                resource_type=error.resource, description=f"{error.field} {error.value!r} is taken"
+            ),
+        )
+    if isinstance(error, errors.FailedPrecondition):
+        return _status(
+            code_pb2.FAILED_PRECONDITION,
+            error.message,
+            error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=error.metadata),
+        )
+    if isinstance(error, errors.Aborted):
+        return _status(
+            code_pb2.ABORTED,
+            error.message,
+            error_details_pb2.ErrorInfo(
+                reason="ETAG_MISMATCH", domain=DOMAIN, metadata={"current_etag": error.current_etag}
+            ),
+        )
+    if isinstance(error, DatabaseUnavailable):
+        return _status(code_pb2.UNAVAILABLE, "the database is unavailable; retry later")
+    return _status(code_pb2.INTERNAL, f"internal error (request id {request_id})")

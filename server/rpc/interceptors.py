@@ -1,0 +1,126 @@
+"""The interceptor chain. There is one interceptor, because its three jobs
+share one measurement and must happen in this order around the handler:
+
+1. request id: taken from the `x-request-id` metadata or generated; it is
+   in every log line of the call and in the message of an INTERNAL status;
+2. error mapping: a DomainError becomes its precise status
+   (server.rpc.errors); anything unexpected is logged with its traceback
+   and answered INTERNAL with the request id, never with the traceback;
+3. access log: one structured line per RPC with method, status code,
+   duration and peer, written after the status is known.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from server.domain.errors import DomainError
+from server.rpc.errors import to_status
+from server.store.db import DatabaseUnavailable
+
+log = logging.getLogger("server.access")
+error_log = logging.getLogger("server.rpc")
+
+EXPECTED = (DomainError, DatabaseUnavailable)
+
+
+def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-request-id" and isinstance(value, str) and value.isprintable() and len(value) <= 128:
+            return value
+    return os.urandom(8).hex()
+
+
+class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        method: str = details.method
+        if handler.unary_unary is not None:
+            return handler._replace(unary_unary=_unary(method, handler.unary_unary))
+        if handler.unary_stream is not None:
+            return handler._replace(unary_stream=_stream(method, handler.unary_stream))
+        return handler
+
+
+async def _fail(
+    error: Exception, context: grpc.aio.ServicerContext[Any, Any], method: str, request_id: str
+) -> str:
+    """Abort the call with the status for `error`; return the status name."""
+    if not isinstance(error, EXPECTED):
+        error_log.error(
+            "unhandled error in %s", method, exc_info=error, extra={"request_id": request_id}
+        )
+    status = to_status(error, request_id)
+    await context.abort_with_status(status)
+    return str(status.code.name)  # pragma: no cover - abort_with_status raises
+
+
+def _access(method: str, code: str, started: float, context: Any, request_id: str) -> None:
+    if log.isEnabledFor(logging.INFO):
+        log.info(
+            "rpc",
+            extra={
+                "method": method,
+                "code": code,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                "peer": context.peer(),
+                "request_id": request_id,
+            },
+        )
+
+
+def _code_of(error: BaseException, context: Any) -> str:
+    if isinstance(error, asyncio.CancelledError):
+        return "CANCELLED"
+    code = context.code()
+    return code.name if isinstance(code, grpc.StatusCode) else str(to_status(error, "").code.name)
+
+
+def _unary(method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        started = time.perf_counter()
+        request_id = _request_id(context)
+        code = "OK"
+        try:
+            return await behavior(request, context)
+        except BaseException as error:
+            code = _code_of(error, context)
+            if isinstance(error, Exception) and not isinstance(error, grpc.aio.AbortError):
+                await _fail(error, context, method, request_id)
+            raise
+        finally:
+            _access(method, code, started, context, request_id)
+
+    return wrapper
+
+
+def _stream(method: str, behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        started = time.perf_counter()
+        request_id = _request_id(context)
+        code = "OK"
+        try:
+            async for response in behavior(request, context):
+                yield response
+        except BaseException as error:
+            code = _code_of(error, context)
+            if isinstance(error, Exception) and not isinstance(error, grpc.aio.AbortError):
+                await _fail(error, context, method, request_id)
+            raise
+        finally:
+            _access(method, code, started, context, request_id)
+
+    return wrapper

@@ -1,0 +1,294 @@
+"""BuildLogService and BuildEventService: one implementation, two kinds.
+
+A stream moves a cursor (the last sequence number considered) forward
+through the build's feed. While the cursor is inside the process's ring
+(server.store.notify.Feed) it reads from memory, otherwise from PostgreSQL
+in pages; either way it sends everything available in one message (bounded
+by MAX_MESSAGE_BYTES), never one message per row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from buildplatform.v1 import (
+    build_event_pb2,
+    build_event_pb2_grpc,
+    build_log_pb2,
+    build_log_pb2_grpc,
+)
+
+from server.domain.errors import InvalidArgument
+from server.domain.status import TERMINAL
+from server.domain.validation import EVENT_TYPE_PATTERN, Checker
+from server.rpc import convert
+from server.rpc.convert import struct_to_dict, validate_id
+from server.rpc.deps import Deps
+from server.store import feeds
+from server.store.feeds import Kind
+from server.store.notify import Entry
+
+Context = Any
+
+MAX_BATCH = 5000
+MAX_LOG_MESSAGE_BYTES = 65536
+MAX_LOG_METADATA_BYTES = 16384
+MAX_EVENT_DATA_BYTES = 65536
+MAX_MESSAGE_BYTES = 1 << 20     # per stream message; the gRPC default limit is 4 MiB
+DB_PAGE = 1000
+
+
+def log_entry(row: dict[str, Any]) -> Entry:
+    message = convert.log_to_pb(row)
+    return Entry(row["seq"], message, row["level"], len(row["message"]) + 64)
+
+
+def event_entry(row: dict[str, Any]) -> Entry:
+    message = convert.event_to_pb(row)
+    return Entry(row["seq"], message, row["type"], message.ByteSize())
+
+
+def _batch_size(check: Checker, count: int) -> None:
+    if count == 0:
+        check.add("entries", "must contain at least one entry")
+    elif count > MAX_BATCH:
+        check.add("entries", f"must contain at most {MAX_BATCH} entries, got {count}")
+    check.done()
+
+
+def log_entries(request: build_log_pb2.AppendBuildLogsRequest) -> list[tuple[str, str, str | None]]:
+    check = Checker()
+    _batch_size(check, len(request.entries))
+    levels = convert.LEVEL_FROM_PB
+    out: list[tuple[str, str, str | None]] = []
+    for index, entry in enumerate(request.entries):
+        level = levels.get(entry.level)
+        if level is None:
+            check.add(f"entries[{index}].level", "must be a LogLevel other than LOG_LEVEL_UNSPECIFIED")
+        metadata = (
+            check.json(f"entries[{index}].metadata", struct_to_dict(entry.metadata), max_bytes=MAX_LOG_METADATA_BYTES)
+            if entry.HasField("metadata")
+            else None
+        )
+        message = entry.message
+        if not message and metadata is None:
+            check.add(f"entries[{index}].message", "is required (it may be empty only when metadata is set)")
+        else:
+            check.text(f"entries[{index}].message", message, max_bytes=MAX_LOG_MESSAGE_BYTES)
+        out.append((level or "", message, metadata))
+    check.done()
+    return out
+
+
+def event_entries(request: build_event_pb2.AppendBuildEventsRequest) -> list[tuple[str, str]]:
+    check = Checker()
+    _batch_size(check, len(request.entries))
+    out: list[tuple[str, str]] = []
+    for index, entry in enumerate(request.entries):
+        if not EVENT_TYPE_PATTERN.fullmatch(entry.type):
+            check.add(
+                f"entries[{index}].type",
+                "must be 1 to 64 characters from a-z, 0-9, '_', '.', ':', '-', starting with a letter",
+            )
+        data = check.json(f"entries[{index}].data", struct_to_dict(entry.data), max_bytes=MAX_EVENT_DATA_BYTES)
+        out.append((entry.type, data or "{}"))
+    check.done()
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRequest:
+    build_id: str
+    after: int
+    follow: bool
+    tail: int
+    since: Any
+    values: Sequence[str]
+
+
+def _stream_request(request: Any, tail: int, tail_field: str, values: Sequence[str]) -> StreamRequest:
+    build_id = validate_id("build_id", request.build_id)
+    check = Checker()
+    if request.after_sequence < 0:
+        check.add("after_sequence", "must not be negative")
+    if tail < 0:
+        check.add(tail_field, "must not be negative")
+    check.done()
+    since = convert.from_timestamp(request.since_time) if request.HasField("since_time") else None
+    return StreamRequest(build_id, request.after_sequence, request.follow, tail, since, values)
+
+
+class FeedStreams:
+    """The stream, list and append logic shared by logs and events."""
+
+    def __init__(self, deps: Deps, kind: Kind, to_entry: Callable[[dict[str, Any]], Entry]) -> None:
+        self.d = deps
+        self.kind = kind
+        self.to_entry = to_entry
+
+    async def list(self, request: Any, values: Sequence[str]) -> tuple[list[Any], str]:
+        build_id = validate_id("build_id", request.build_id)
+        check = Checker()
+        limit = check.page_size("page_size", request.page_size, default=500, maximum=MAX_BATCH)
+        if request.after_sequence < 0:
+            check.add("after_sequence", "must not be negative")
+        check.done()
+        filters = [build_id, list(values)]
+        position = self.d.tokens.decode(request.page_token, self.kind.table, filters)
+        after = int(position[0]) if position else request.after_sequence
+        async with self.d.db.read() as conn:
+            await feeds.build_position(conn, self.kind, build_id)  # NOT_FOUND for a missing build
+            rows = await feeds.read_after(conn, self.kind, build_id, after, limit + 1, values=values)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        token = self.d.tokens.encode(self.kind.table, filters, [rows[-1]["seq"]]) if more else ""
+        return [self.to_entry(row).message for row in rows], token
+
+    async def stream(
+        self, req: StreamRequest, respond: Callable[[list[Any], int, bool], Any]
+    ) -> AsyncIterator[Any]:
+        d, kind = self.d, self.kind
+        wanted = frozenset(req.values)
+        async with contextlib.AsyncExitStack() as stack:
+            feed = event = None
+            if req.follow:
+                # Follow before reading the position: nothing committed in
+                # between can be missed.
+                feed, event = await stack.enter_async_context(d.hub.follow(kind, req.build_id, self.to_entry))
+            async with d.db.read() as conn:
+                status, upto = await feeds.build_position(conn, kind, req.build_id)
+                cursor = await feeds.start_cursor(
+                    conn, kind, req.build_id, after=req.after, upto=upto, since=req.since,
+                    tail=req.tail, values=req.values,
+                )
+            final = upto if status in TERMINAL else None
+            caught_up = False
+            while True:
+                if event is not None:
+                    event.clear()
+                start = cursor
+                if feed is not None and feed.covers(cursor):
+                    entries = feed.after(cursor, MAX_MESSAGE_BYTES)
+                else:
+                    async with d.db.read() as conn:
+                        rows = await feeds.read_after(conn, kind, req.build_id, cursor, DB_PAGE)
+                    entries = [self.to_entry(row) for row in rows]
+                if entries:
+                    cursor = entries[-1].seq
+                batch = [e.message for e in entries if not wanted or e.value in wanted]
+                reached = not caught_up and cursor >= upto
+                if batch or reached:
+                    yield respond(batch, cursor, reached)
+                    caught_up = caught_up or reached
+                if caught_up and not req.follow:
+                    return
+                if cursor != start:
+                    continue  # more may be ready now
+                if not req.follow or (caught_up and final is not None and cursor >= final):
+                    return
+                if feed is not None and feed.final is not None:
+                    final = feed.final
+                    if cursor >= final:
+                        return
+                assert event is not None
+                try:
+                    await asyncio.wait_for(event.wait(), d.heartbeat_seconds)
+                except TimeoutError:
+                    yield respond([], cursor, False)  # heartbeat, keeps idle proxies from cutting us
+                    # Notifications are hints: make sure none was missed.
+                    async with d.db.read() as conn:
+                        status, last = await feeds.build_position(conn, kind, req.build_id)
+                    if status in TERMINAL:
+                        final = last
+
+    async def append(self, build_id: str, entries: Sequence[Sequence[Any]], first_sequence: int) -> feeds.Appended:
+        validate_id("build_id", build_id)
+        if first_sequence < 0:
+            raise InvalidArgument.one("first_sequence", "must not be negative")
+        return await feeds.append(
+            self.d.db, self.kind, build_id, entries, first_sequence=first_sequence, now=self.d.clock()
+        )
+
+
+class BuildLogService(build_log_pb2_grpc.BuildLogServiceServicer):
+    def __init__(self, deps: Deps) -> None:
+        self.feed = FeedStreams(deps, feeds.LOGS, log_entry)
+
+    async def AppendBuildLogs(
+        self, request: build_log_pb2.AppendBuildLogsRequest, context: Context
+    ) -> build_log_pb2.AppendBuildLogsResponse:
+        done = await self.feed.append(request.build_id, log_entries(request), request.first_sequence)
+        return build_log_pb2.AppendBuildLogsResponse(
+            first_sequence=done.first, last_sequence=done.last, already_written=done.already_written
+        )
+
+    async def ListBuildLogs(
+        self, request: build_log_pb2.ListBuildLogsRequest, context: Context
+    ) -> build_log_pb2.ListBuildLogsResponse:
+        logs, token = await self.feed.list(request, _levels(request.levels))
+        return build_log_pb2.ListBuildLogsResponse(logs=logs, next_page_token=token)
+
+    async def StreamBuildLogs(
+        self, request: build_log_pb2.StreamBuildLogsRequest, context: Context
+    ) -> AsyncIterator[build_log_pb2.StreamBuildLogsResponse]:
+        req = _stream_request(request, request.tail_lines, "tail_lines", _levels(request.levels))
+        respond = build_log_pb2.StreamBuildLogsResponse
+        async for message in self.feed.stream(
+            req, lambda items, cursor, caught_up: respond(logs=items, cursor=cursor, caught_up=caught_up)
+        ):
+            yield message
+
+
+class BuildEventService(build_event_pb2_grpc.BuildEventServiceServicer):
+    def __init__(self, deps: Deps) -> None:
+        self.feed = FeedStreams(deps, feeds.EVENTS, event_entry)
+
+    async def AppendBuildEvents(
+        self, request: build_event_pb2.AppendBuildEventsRequest, context: Context
+    ) -> build_event_pb2.AppendBuildEventsResponse:
+        done = await self.feed.append(request.build_id, event_entries(request), request.first_sequence)
+        return build_event_pb2.AppendBuildEventsResponse(
+            first_sequence=done.first, last_sequence=done.last, already_written=done.already_written
+        )
+
+    async def ListBuildEvents(
+        self, request: build_event_pb2.ListBuildEventsRequest, context: Context
+    ) -> build_event_pb2.ListBuildEventsResponse:
+        events, token = await self.feed.list(request, _types(request.types))
+        return build_event_pb2.ListBuildEventsResponse(events=events, next_page_token=token)
+
+    async def StreamBuildEvents(
+        self, request: build_event_pb2.StreamBuildEventsRequest, context: Context
+    ) -> AsyncIterator[build_event_pb2.StreamBuildEventsResponse]:
+        req = _stream_request(request, request.tail_events, "tail_events", _types(request.types))
+        respond = build_event_pb2.StreamBuildEventsResponse
+        async for message in self.feed.stream(
+            req, lambda items, cursor, caught_up: respond(events=items, cursor=cursor, caught_up=caught_up)
+        ):
+            yield message
+
+
+def _levels(values: Sequence[int]) -> list[str]:
+    check = Checker()
+    levels = []
+    for index, value in enumerate(values):
+        level = convert.LEVEL_FROM_PB.get(value)
+        if level is None:
+            check.add(f"levels[{index}]", "must be a LogLevel other than LOG_LEVEL_UNSPECIFIED")
+        else:
+            levels.append(level)
+    check.done()
+    return sorted(set(levels))
+
+
+def _types(values: Sequence[str]) -> list[str]:
+    check = Checker()
+    for index, value in enumerate(values):
+        if not EVENT_TYPE_PATTERN.fullmatch(value):
+            check.add(f"types[{index}]", "is not a valid event type")
+    check.done()
+    return sorted(set(values))

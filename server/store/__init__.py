@@ -1,0 +1,1 @@
+"""PostgreSQL access. Never imports grpc; raises server.domain.errors."""

@@ -1,0 +1,216 @@
+"""The schema, as SQLAlchemy 2 typed models. Alembic migrations create it.
+
+Differences from the seed (database-schema.md), each for a reason:
+- Columns are snake_case (clerk_id, create_time); the wire names match.
+- The seed's single-column indexes on builds (user_id, status, created_at)
+  are composite here, (column, create_time, id): they serve the same
+  filters and also the newest-first keyset order of ListBuilds, so a page is
+  one index range scan instead of a sort.
+- build_logs and build_events are keyed by (build_id, seq), which is also
+  the seed's build_id index; `seq` comes from the counter on the build row.
+- revision counts the writes of a row; its etag is derived from it.
+- Every foreign key cascades as documented in the protos.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from server.domain.status import BuildStatus
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+LOG_LEVELS = ("info", "warn", "error", "tool")
+CHAT_ROLES = ("user", "assistant", "system", "tool")
+
+ID = String(32)
+TS = DateTime(timezone=True)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    clerk_id: Mapped[str] = mapped_column(Text, unique=True)
+    email: Mapped[str] = mapped_column(Text, index=True)
+    name: Mapped[str | None] = mapped_column(Text)
+    create_time: Mapped[datetime] = mapped_column(TS)
+    update_time: Mapped[datetime] = mapped_column(TS)
+    revision: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+
+    __table_args__ = (Index("ix_users_create_time_id", "create_time", "id"),)
+
+
+class Project(Base):
+    __tablename__ = "projects"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    create_time: Mapped[datetime] = mapped_column(TS)
+    update_time: Mapped[datetime] = mapped_column(TS)
+    revision: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+    # Counter of app spec versions: the next CreateAppSpec takes this + 1.
+    last_app_spec_version: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+
+    __table_args__ = (
+        Index("ix_projects_user_id_create_time_id", "user_id", "create_time", "id"),
+        Index("ix_projects_create_time_id", "create_time", "id"),
+    )
+
+
+class AppSpec(Base):
+    __tablename__ = "app_specs"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    content: Mapped[str] = mapped_column(Text)
+    chat_session_id: Mapped[str | None] = mapped_column(
+        ForeignKey("chat_sessions.id", ondelete="SET NULL"), index=True
+    )
+    summary: Mapped[str] = mapped_column(Text, server_default=text("''"))
+    create_time: Mapped[datetime] = mapped_column(TS)
+    update_time: Mapped[datetime] = mapped_column(TS)
+    revision: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+
+    __table_args__ = (
+        UniqueConstraint("project_id", "version"),
+        Index("ix_app_specs_create_time_id", "create_time", "id"),
+    )
+
+
+class Build(Base):
+    __tablename__ = "builds"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    status: Mapped[BuildStatus] = mapped_column(
+        Enum(BuildStatus, name="build_status", values_callable=lambda e: [m.value for m in e]),
+        server_default=text("'PENDING'"),
+    )
+    app_spec: Mapped[str] = mapped_column(Text)
+    app_spec_id: Mapped[str | None] = mapped_column(
+        ForeignKey("app_specs.id", ondelete="SET NULL"), index=True
+    )
+    sandbox_id: Mapped[str | None] = mapped_column(Text)
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    output_url: Mapped[str | None] = mapped_column(Text)
+    artifact_key: Mapped[str | None] = mapped_column(Text)
+    create_time: Mapped[datetime] = mapped_column(TS)
+    update_time: Mapped[datetime] = mapped_column(TS)
+    start_time: Mapped[datetime | None] = mapped_column(TS)
+    finish_time: Mapped[datetime | None] = mapped_column(TS)
+    status_reason: Mapped[str] = mapped_column(Text, server_default=text("''"))
+    # Review history, oldest first: a small append-only list read with the row.
+    reviews: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, server_default=text("'[]'"))
+    revision: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+    # Per-build sequence counters. An append bumps one inside its own
+    # transaction, which serialises the appends of one build: sequence order
+    # is commit order, so readers can resume with `seq > cursor` safely.
+    last_log_seq: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    last_event_seq: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+
+    __table_args__ = (
+        Index("ix_builds_user_id_create_time_id", "user_id", "create_time", "id"),
+        Index("ix_builds_project_id_create_time_id", "project_id", "create_time", "id"),
+        Index("ix_builds_status_create_time_id", "status", "create_time", "id"),
+        Index("ix_builds_create_time_id", "create_time", "id"),
+    )
+
+
+class BuildLog(Base):
+    __tablename__ = "build_logs"
+
+    build_id: Mapped[str] = mapped_column(
+        ForeignKey("builds.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True))
+    level: Mapped[str] = mapped_column(Text)
+    message: Mapped[str] = mapped_column(Text)
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONB)
+    create_time: Mapped[datetime] = mapped_column(TS)
+
+    __table_args__ = (
+        CheckConstraint(f"level IN {LOG_LEVELS!r}", name="level"),
+    )
+
+
+class BuildEvent(Base):
+    __tablename__ = "build_events"
+
+    build_id: Mapped[str] = mapped_column(
+        ForeignKey("builds.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True))
+    type: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    create_time: Mapped[datetime] = mapped_column(TS)
+
+
+class ChatSession(Base):
+    __tablename__ = "chat_sessions"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    project_id: Mapped[str | None] = mapped_column(
+        ForeignKey("projects.id", ondelete="SET NULL"), index=True
+    )
+    title: Mapped[str] = mapped_column(Text, server_default=text("''"))
+    message_count: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    create_time: Mapped[datetime] = mapped_column(TS)
+    update_time: Mapped[datetime] = mapped_column(TS)
+    revision: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+
+    __table_args__ = (
+        Index("ix_chat_sessions_user_id_create_time_id", "user_id", "create_time", "id"),
+        Index("ix_chat_sessions_create_time_id", "create_time", "id"),
+    )
+
+
+class ChatMessage(Base):
+    __tablename__ = "chat_messages"
+
+    session_id: Mapped[str] = mapped_column(
+        ForeignKey("chat_sessions.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    role: Mapped[str] = mapped_column(Text)
+    content: Mapped[str] = mapped_column(Text)
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONB)
+    create_time: Mapped[datetime] = mapped_column(TS)
+
+    __table_args__ = (CheckConstraint(f"role IN {CHAT_ROLES!r}", name="role"),)
