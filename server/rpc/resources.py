@@ -20,7 +20,7 @@ from server.rpc import convert
 from server.rpc.convert import mask_paths, parse_etag, require_message, validate_id
 from server.rpc.deps import Deps
 from server.store import crud, resources
-from server.store.resources import app_specs, chat_sessions, projects, users
+from server.store.models import app_specs, chat_sessions, projects, users
 
 Context = Any  # grpc.aio.ServicerContext
 

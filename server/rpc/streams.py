@@ -130,7 +130,7 @@ class FeedStreams:
         self.kind = kind
         self.to_entry = to_entry
 
-    async def list(self, request: Any, values: Sequence[str]) -> tuple[list[Any], str]:
+    async def list_page(self, request: Any, values: Sequence[str]) -> tuple[list[Any], str]:
         build_id = validate_id("build_id", request.build_id)
         check = Checker()
         limit = check.page_size("page_size", request.page_size, default=500, maximum=MAX_BATCH)
@@ -229,7 +229,7 @@ class BuildLogService(build_log_pb2_grpc.BuildLogServiceServicer):
     async def ListBuildLogs(
         self, request: build_log_pb2.ListBuildLogsRequest, context: Context
     ) -> build_log_pb2.ListBuildLogsResponse:
-        logs, token = await self.feed.list(request, _levels(request.levels))
+        logs, token = await self.feed.list_page(request, _levels(request.levels))
         return build_log_pb2.ListBuildLogsResponse(logs=logs, next_page_token=token)
 
     async def StreamBuildLogs(
@@ -258,7 +258,7 @@ class BuildEventService(build_event_pb2_grpc.BuildEventServiceServicer):
     async def ListBuildEvents(
         self, request: build_event_pb2.ListBuildEventsRequest, context: Context
     ) -> build_event_pb2.ListBuildEventsResponse:
-        events, token = await self.feed.list(request, _types(request.types))
+        events, token = await self.feed.list_page(request, _types(request.types))
         return build_event_pb2.ListBuildEventsResponse(events=events, next_page_token=token)
 
     async def StreamBuildEvents(

@@ -19,10 +19,8 @@ from server.domain.errors import FailedPrecondition, NotFound
 from server.domain.status import TERMINAL, BuildStatus
 from server.store import crud
 from server.store.crud import Page, Row
-from server.store.models import Build
-from server.store.resources import app_specs, check_project_owner
-
-builds = Build.__table__
+from server.store.models import app_specs, builds
+from server.store.resources import check_project_owner
 
 BUILD_CHANNEL = "bp_build"
 

@@ -28,6 +28,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
     text,
@@ -214,3 +215,20 @@ class ChatMessage(Base):
     create_time: Mapped[datetime] = mapped_column(TS)
 
     __table_args__ = (CheckConstraint(f"role IN {CHAT_ROLES!r}", name="role"),)
+
+
+def _table(model: type[Base]) -> Table:
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
+# Typed handles for SQLAlchemy Core queries.
+users = _table(User)
+projects = _table(Project)
+app_specs = _table(AppSpec)
+builds = _table(Build)
+build_logs = _table(BuildLog)
+build_events = _table(BuildEvent)
+chat_sessions = _table(ChatSession)
+chat_messages = _table(ChatMessage)

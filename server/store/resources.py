@@ -12,13 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from server.domain.errors import FailedPrecondition, NotFound
 from server.store import crud
 from server.store.crud import Page, Row
-from server.store.models import AppSpec, ChatMessage, ChatSession, Project, User
-
-users = User.__table__
-projects = Project.__table__
-chat_sessions = ChatSession.__table__
-chat_messages = ChatMessage.__table__
-app_specs = AppSpec.__table__
+from server.store.models import app_specs, chat_messages, chat_sessions, projects, users
 
 
 async def get_user_by_clerk_id(conn: AsyncConnection, clerk_id: str) -> Row:

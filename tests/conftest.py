@@ -1,0 +1,94 @@
+"""Fixtures: one real PostgreSQL and one real server per test session.
+
+Tests call the server the way its users do: through the generated stubs over
+a real port (and grpcurl and node where those are the client).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from types import SimpleNamespace
+
+import grpc
+import pytest
+from buildplatform.v1 import build_pb2, project_pb2, user_pb2
+
+from server import migrate
+from tests.support import ServerProcess, create_database, drop_database, start_database, stubs
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    """The admin URL of a real PostgreSQL server."""
+    handle, url = start_database()
+    yield url
+    if handle is not None:
+        handle.cleanup()
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres: str) -> Iterator[str]:
+    """A fresh database at the newest migration, for this session."""
+    url = create_database(postgres)
+    migrate.upgrade(url)
+    yield url
+    drop_database(postgres, url)
+
+
+@pytest.fixture(scope="session")
+def server(database_url: str) -> Iterator[ServerProcess]:
+    proc = ServerProcess(database_url).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def channel(server: ServerProcess) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(server.address) as ch:
+        grpc.channel_ready_future(ch).result(timeout=10)
+        yield ch
+
+
+@pytest.fixture(scope="session")
+def api(channel: grpc.Channel) -> SimpleNamespace:
+    """Every service's stub, named for what it serves (api.users, api.builds, ...)."""
+    return stubs(channel)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def user(api: SimpleNamespace) -> user_pb2.User:
+    clerk = unique("user")
+    response = api.users.CreateUser(
+        user_pb2.CreateUserRequest(user=user_pb2.User(clerk_id=clerk, email=f"{clerk}@example.com", name="Test User"))
+    )
+    return response.user
+
+
+@pytest.fixture
+def project(api: SimpleNamespace, user: user_pb2.User) -> project_pb2.Project:
+    response = api.projects.CreateProject(
+        project_pb2.CreateProjectRequest(project=project_pb2.Project(user_id=user.id, name="Todo app"))
+    )
+    return response.project
+
+
+@pytest.fixture
+def make_build(api: SimpleNamespace, user: user_pb2.User, project: project_pb2.Project):  # type: ignore[no-untyped-def]
+    def make(app_spec: str = "# A todo app\nUsers can add and tick off todos.") -> build_pb2.Build:
+        return api.builds.CreateBuild(
+            build_pb2.CreateBuildRequest(
+                build=build_pb2.Build(user_id=user.id, project_id=project.id, app_spec=app_spec)
+            )
+        ).build
+
+    return make
+
+
+@pytest.fixture
+def build(make_build) -> build_pb2.Build:  # type: ignore[no-untyped-def]
+    return make_build()
