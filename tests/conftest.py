@@ -38,9 +38,10 @@ def database_url(postgres: str) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def server(database_url: str) -> Iterator[ServerProcess]:
-    proc = ServerProcess(database_url).start()
+    proc = ServerProcess(database_url, env={"PYTHONFAULTHANDLER": "1"}).start()
     yield proc
-    proc.stop()
+    code = proc.stop()
+    assert code == 0, f"the server exited with {code}:\n{proc.log()[-5000:]}"
 
 
 @pytest.fixture(scope="session")

@@ -68,7 +68,7 @@ async def _fail(
     return str(status.code.name)  # pragma: no cover - abort_with_status raises
 
 
-def _access(method: str, code: str, started: float, context: Any, request_id: str) -> None:
+def _access(method: str, code: str, started: float, peer: str, request_id: str) -> None:
     if log.isEnabledFor(logging.INFO):
         log.info(
             "rpc",
@@ -76,7 +76,7 @@ def _access(method: str, code: str, started: float, context: Any, request_id: st
                 "method": method,
                 "code": code,
                 "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-                "peer": context.peer(),
+                "peer": peer,
                 "request_id": request_id,
             },
         )
@@ -93,6 +93,9 @@ def _unary(method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[...
     async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         started = time.perf_counter()
         request_id = _request_id(context)
+        # Read now: grpc.aio crashes the process (SIGSEGV) when peer() is
+        # called on a call that was cancelled and torn down.
+        peer = context.peer()
         code = "OK"
         try:
             return await behavior(request, context)
@@ -102,7 +105,7 @@ def _unary(method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[...
                 await _fail(error, context, method, request_id)
             raise
         finally:
-            _access(method, code, started, context, request_id)
+            _access(method, code, started, peer, request_id)
 
     return wrapper
 
@@ -111,6 +114,9 @@ def _stream(method: str, behavior: Callable[..., AsyncIterator[Any]]) -> Callabl
     async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         started = time.perf_counter()
         request_id = _request_id(context)
+        # Read now: grpc.aio crashes the process (SIGSEGV) when peer() is
+        # called on a call that was cancelled and torn down.
+        peer = context.peer()
         code = "OK"
         try:
             async for response in behavior(request, context):
@@ -121,6 +127,6 @@ def _stream(method: str, behavior: Callable[..., AsyncIterator[Any]]) -> Callabl
                 await _fail(error, context, method, request_id)
             raise
         finally:
-            _access(method, code, started, context, request_id)
+            _access(method, code, started, peer, request_id)
 
     return wrapper
