@@ -335,7 +335,7 @@ def chat_message_values(message: chat_session_pb2.ChatMessage) -> dict[str, Any]
     metadata = struct_to_dict(message.metadata) if message.HasField("metadata") else None
     check.json("message.metadata", metadata, max_bytes=MAX_CHAT_METADATA_BYTES)
     check.done()
-    return {"role": role, "content": content, "metadata_": metadata}
+    return {"role": role, "content": content, "metadata": metadata}
 
 
 # --- app specs ----------------------------------------------------------------
