@@ -90,7 +90,13 @@ async def add_chat_message(
         await conn.execute(
             update(chat_sessions)
             .where(chat_sessions.c.id == session_id)
-            .values(message_count=chat_sessions.c.message_count + 1, update_time=now)
+            # The session's representation changes (message_count,
+            # update_time), so its etag must change too.
+            .values(
+                message_count=chat_sessions.c.message_count + 1,
+                update_time=now,
+                revision=chat_sessions.c.revision + 1,
+            )
             .returning(chat_sessions.c.message_count)
         )
     ).scalar()
