@@ -1,0 +1,97 @@
+"""What happens to live streams when connections break."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import psycopg
+from buildplatform.v1 import build_log_pb2 as L
+
+from tests.e2e.streaming import append, finish, lines, start_running
+from tests.support import ROOT
+
+
+def _next_with_lines(stream):
+    response = next(stream)
+    while not response.logs:
+        response = next(stream)
+    return response
+
+
+def test_lines_of_one_append_arrive_in_one_message(api, build):
+    start_running(api, build.id)
+    stream = api.logs.StreamBuildLogs(L.StreamBuildLogsRequest(build_id=build.id, follow=True), timeout=30)
+    assert next(stream).caught_up
+    append(api, build.id, lines(*[f"line {i}" for i in range(50)]))
+    response = _next_with_lines(stream)
+    assert [log.sequence for log in response.logs] == list(range(1, 51))
+    stream.cancel()
+
+
+def test_a_lost_listen_connection_loses_no_line(api, database_url, build):
+    """The server's LISTEN connection is killed; lines appended while it is
+    down still reach the follower once the listener has reconnected."""
+    start_running(api, build.id)
+    stream = api.logs.StreamBuildLogs(L.StreamBuildLogsRequest(build_id=build.id, follow=True), timeout=60)
+    assert next(stream).caught_up
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        killed = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+        ).fetchall()
+        assert killed, "no LISTEN connection found"
+        append(api, build.id, lines("written while the listener was away"))
+    received = _next_with_lines(stream)
+    assert [log.message for log in received.logs] == ["written while the listener was away"]
+    append(api, build.id, lines("after the reconnect"))
+    assert [log.message for log in _next_with_lines(stream).logs] == ["after the reconnect"]
+    finish(api, build.id)
+    assert [r for r in stream if r.logs] == []
+
+
+FOLLOWER = """
+import sys, grpc
+from buildplatform.v1 import build_log_pb2 as L, build_log_pb2_grpc
+channel = grpc.insecure_channel(sys.argv[1])
+stub = build_log_pb2_grpc.BuildLogServiceStub(channel)
+for response in stub.StreamBuildLogs(L.StreamBuildLogsRequest(build_id=sys.argv[2], follow=True)):
+    if response.caught_up:
+        print("following", flush=True)
+"""
+
+
+def test_a_follower_whose_client_vanished_is_released(api, server, build):
+    """A client process holding a follow stream is killed with SIGKILL; the
+    server notices, ends the stream (CANCELLED in its access log) and keeps
+    serving."""
+    start_running(api, build.id)
+
+    def cancelled_streams() -> int:
+        count = 0
+        for line in list(server.lines):
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("method", "").endswith("/StreamBuildLogs") and entry.get("code") == "CANCELLED":
+                count += 1
+        return count
+
+    before = cancelled_streams()
+    client = subprocess.Popen(
+        [sys.executable, "-c", FOLLOWER, server.address, build.id], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    assert client.stdout is not None
+    assert client.stdout.readline().strip() == "following"
+    client.kill()
+    client.wait()
+    client.stdout.close()
+    deadline = time.monotonic() + 30
+    while cancelled_streams() == before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert cancelled_streams() == before + 1, "the server did not release the vanished follower"
+    append(api, build.id, lines("the server still serves"))
+    finish(api, build.id)
