@@ -19,6 +19,7 @@ builds run in parallel.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -57,8 +58,7 @@ class Appended:
 
 
 def _same(stored: dict[str, Any], entry: Sequence[Any], kind: Kind) -> bool:
-    import json
-
+    """Whether a stored row holds the same line as `entry` (JSON compared as values)."""
     for column, value in zip(kind.columns, entry, strict=True):
         if column in ("metadata", "data"):
             if stored[column] != (json.loads(value) if value is not None else None):
