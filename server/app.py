@@ -102,6 +102,9 @@ class App:
 
     async def stop(self, grace: float) -> None:
         await self.health.enter_graceful_shutdown()
+        # Streams that follow a build would hold the grace period open; they
+        # end now with UNAVAILABLE, and their clients resume elsewhere.
+        self.hub.begin_shutdown()
         if self._monitor is not None:
             self._monitor.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -8,6 +8,7 @@ DomainError
  +-- FailedPrecondition   FAILED_PRECONDITION
  |    +-- InvalidTransition  a move the build state machine refuses
  +-- Aborted              ABORTED: a stale etag lost an optimistic-concurrency race
+ +-- Unavailable          UNAVAILABLE: retry, possibly on another replica
 """
 
 from __future__ import annotations
@@ -91,3 +92,7 @@ class Aborted(DomainError):
             f"(current etag {current!r}); re-read it and retry"
         )
         self.current_etag = current
+
+
+class Unavailable(DomainError):
+    """The call cannot be served here now; the same call may succeed on retry."""

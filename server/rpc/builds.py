@@ -10,7 +10,7 @@ from typing import Any
 
 from buildplatform.v1 import build_pb2, build_pb2_grpc
 
-from server.domain.errors import InvalidArgument
+from server.domain.errors import InvalidArgument, Unavailable
 from server.domain.status import TERMINAL, BuildStatus, ReviewDecision, review_outcome, transition
 from server.domain.validation import Checker
 from server.rpc import convert
@@ -163,6 +163,8 @@ class BuildService(build_pb2_grpc.BuildServiceServicer):
                     yield build_pb2.WatchBuildResponse(build=convert.build_to_pb(row))
                 if row["status"] in TERMINAL:
                     return
+                if self.d.hub.shutting_down:
+                    raise Unavailable("the server is shutting down: watch again on another replica")
                 # Notifications are hints; re-read now and then in case one was missed.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), self.d.heartbeat_seconds)

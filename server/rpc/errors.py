@@ -5,6 +5,7 @@
   AlreadyExists       ALREADY_EXISTS       ResourceInfo
   FailedPrecondition  FAILED_PRECONDITION  ErrorInfo: reason + metadata
   Aborted             ABORTED              ErrorInfo ETAG_MISMATCH + current etag
+  Unavailable         UNAVAILABLE          (retry, possibly on another replica)
   DatabaseUnavailable UNAVAILABLE          (retry later)
   anything else       INTERNAL             a request id to find the traceback in the log;
                                            no traceback on the wire
@@ -72,6 +73,8 @@ def to_status(error: BaseException, request_id: str) -> grpc.Status:
                 reason="ETAG_MISMATCH", domain=DOMAIN, metadata={"current_etag": error.current_etag}
             ),
         )
+    if isinstance(error, errors.Unavailable):
+        return _status(code_pb2.UNAVAILABLE, error.message)
     if isinstance(error, DatabaseUnavailable):
         return _status(code_pb2.UNAVAILABLE, "the database is unavailable; retry later")
     return _status(code_pb2.INTERNAL, f"internal error (request id {request_id})")

@@ -22,7 +22,7 @@ from buildplatform.v1 import (
     build_log_pb2_grpc,
 )
 
-from server.domain.errors import InvalidArgument
+from server.domain.errors import InvalidArgument, Unavailable
 from server.domain.status import TERMINAL
 from server.domain.validation import EVENT_TYPE_PATTERN, Checker
 from server.rpc import convert
@@ -194,6 +194,10 @@ class FeedStreams:
                     final = feed.final
                     if cursor >= final:
                         return
+                if d.hub.shutting_down:
+                    raise Unavailable(
+                        f"the server is shutting down: resume on another replica with after_sequence={cursor}"
+                    )
                 assert event is not None
                 try:
                     await asyncio.wait_for(event.wait(), d.heartbeat_seconds)

@@ -154,10 +154,20 @@ class Hub:
         self.connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self.shutting_down = False
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._listen())
         await asyncio.wait_for(self.connected.wait(), timeout=30)
+
+    def begin_shutdown(self) -> None:
+        """Wake every follower and watcher so that they end their streams now."""
+        self.shutting_down = True
+        for events in self.watchers.values():
+            for event in events:
+                event.set()
+        for feed in self.feeds.values():
+            feed.wake()
 
     async def close(self) -> None:
         self._closing = True

@@ -95,3 +95,33 @@ def test_a_follower_whose_client_vanished_is_released(api, server, build):
     assert cancelled_streams() == before + 1, "the server did not release the vanished follower"
     append(api, build.id, lines("the server still serves"))
     finish(api, build.id)
+
+
+def test_shutdown_ends_follow_streams_with_unavailable_and_the_resume_cursor(api, database_url, build):
+    """On SIGTERM a follower is told to resume elsewhere (UNAVAILABLE, with
+    its cursor) instead of holding the grace period open, and the server
+    exits cleanly."""
+    import grpc
+
+    from tests.support import ServerProcess, stubs
+
+    start_running(api, build.id)
+    append(api, build.id, lines("one", "two"))
+    proc = ServerProcess(database_url, env={"SHUTDOWN_GRACE_SECONDS": "30"}).start()
+    try:
+        with grpc.insecure_channel(proc.address) as channel:
+            stream = stubs(channel).logs.StreamBuildLogs(
+                L.StreamBuildLogsRequest(build_id=build.id, follow=True), timeout=60
+            )
+            assert next(stream).cursor == 2
+            proc.proc.terminate()
+            try:
+                for _ in stream:
+                    pass
+                raise AssertionError("the stream ended normally although the build is running")
+            except grpc.RpcError as error:
+                assert error.code() == grpc.StatusCode.UNAVAILABLE, error
+                assert "after_sequence=2" in error.details()
+    finally:
+        assert proc.stop() == 0, proc.log()
+    assert '"code": "UNAVAILABLE"' in proc.log()
