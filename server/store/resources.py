@@ -39,13 +39,18 @@ async def list_projects(
 async def check_project_owner(
     conn: AsyncConnection, project_id: str, user_id: str, *, field: str
 ) -> None:
-    """NotFound unless the project exists; FailedPrecondition unless user_id owns it."""
+    """NotFound unless the project (and the user) exist; FailedPrecondition
+    unless user_id owns the project."""
     owner = (
         await conn.execute(select(projects.c.user_id).where(projects.c.id == project_id))
     ).scalar()
     if owner is None:
         raise NotFound("project", project_id, field=field)
     if owner != user_id:
+        # A user that does not exist is NOT_FOUND, as the contract says,
+        # not a project owned by "another" user.
+        if (await crud.get_row(conn, users, user_id)) is None:
+            raise NotFound("user", user_id, field=field.rsplit(".", 1)[0] + ".user_id")
         raise FailedPrecondition(
             f"project {project_id!r} belongs to another user than {user_id!r}",
             reason="PROJECT_OWNER_MISMATCH",
