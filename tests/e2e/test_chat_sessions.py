@@ -320,3 +320,12 @@ def test_add_chat_message_with_oversized_metadata_is_invalid_argument(api, sessi
     message = pb.ChatMessage(role=USER_ROLE, content="x")
     message.metadata.update({"blob": "x" * (64 * 1024 + 1)})
     invalid(api.chats.AddChatMessage, pb.AddChatMessageRequest(session_id=session.id, message=message), "message.metadata")
+
+
+def test_create_chat_session_of_unknown_user_about_a_project_is_not_found(api, project):
+    got = failure(
+        api.chats.CreateChatSession,
+        pb.CreateChatSessionRequest(chat_session=pb.ChatSession(user_id="c" + "3" * 24, project_id=project.id)),
+    )
+    assert got.code == grpc.StatusCode.NOT_FOUND
+    assert got.resource_type == "user"
