@@ -38,7 +38,33 @@ lint: $(STAMP)  ## buf lint on the contract, ruff on the code
 typecheck: $(STAMP)  ## mypy --strict on the server
 	$(VENV)/bin/mypy
 
-check: lint typecheck check-generated  ## everything CI checks besides the tests
+check: lint typecheck check-generated breaking check-version  ## everything CI checks besides the tests
+
+# The published clients and their contract (docs/clients.md).
+.PHONY: node-modules breaking check-version version accept-break
+TS := generated/typescript
+
+node-modules:  ## install the TypeScript generator and compiler from the lock file (npm ci), if missing
+	test -d $(TS)/node_modules || (cd $(TS) && npm ci --no-audit --no-fund)
+
+breaking: $(STAMP)  ## fail when protos/ break the released contract (contracts/released.binpb)
+	$(VENV)/bin/buf breaking protos --against contracts/released.binpb || { echo "protos/ break the released contract: undo the change, or record it on purpose with: make accept-break REASON='...' (docs/clients.md)"; exit 1; }
+
+check-version: $(STAMP)  ## every package carries the same version, and CHANGELOG.md has its section
+	$(PY) tools/version.py check
+
+version: $(STAMP)  ## print the version; `make version BUMP=minor` (major, minor, patch, X.Y.Z) releases one
+	$(PY) tools/version.py $(if $(BUMP),bump $(BUMP),show)
+
+accept-break: $(STAMP)  ## record an intended breaking change: make accept-break REASON='what breaks and why'
+	test -n "$(REASON)" || { echo "usage: make accept-break REASON='what breaks and why'"; exit 1; }
+	$(PY) tools/version.py accept-break "$(REASON)"
+
+dist: $(STAMP) node-modules  ## build the wheel, the sdist and the npm tarball into dist/
+	mkdir -p dist
+	$(PY) -m build --outdir dist generated/python
+	cd $(TS) && npm pack --pack-destination ../../dist
+	ls -l dist
 
 bench: $(STAMP)  ## measure throughput and latency against their floors (see docs/benchmarks.md)
 	$(PY) -m bench $(BENCH_ARGS)

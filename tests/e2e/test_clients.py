@@ -1,0 +1,293 @@
+"""The published clients, used the way another service uses them.
+
+The Python wheel is built and installed into a fresh virtual environment; the
+TypeScript package is packed with `npm pack` and installed into a fresh node
+project; each then runs its quickstart from examples/ against the real server.
+grpcurl calls the server with generated/buildplatform.binpb instead of
+reflection.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+import venv
+from pathlib import Path
+
+import pytest
+
+from tests.support import ROOT, ServerProcess
+
+PY_PACKAGE = ROOT / "generated" / "python"
+TS_PACKAGE = ROOT / "generated" / "typescript"
+PROTOSET = ROOT / "generated" / "buildplatform.binpb"
+EXAMPLES = ROOT / "examples"
+GRPCURL = ROOT / ".venv" / "bin" / "grpcurl"
+MYPY = Path(sys.executable).parent / "mypy"
+
+
+def run(*cmd: str | Path, cwd: Path = ROOT, timeout: float = 240) -> str:
+    result = subprocess.run(
+        [str(c) for c in cmd], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+    assert result.returncode == 0, (
+        f"{cmd} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+    )
+    return result.stdout
+
+
+def assert_followed_the_build_live(output: str) -> None:
+    """Both quickstarts print the same: the backlog, the caught-up marker, the
+    lines written after it, and the end of the stream once the build ended."""
+    lines = output.strip().splitlines()
+    assert lines[:4] == [
+        "1 INFO queued",
+        "-- caught up, now live --",
+        "2 INFO compiling",
+        "3 TOOL npm test: 12 passed",
+    ], output
+    assert len(lines) == 5 and re.fullmatch(r"build \S+ ended COMPLETED", lines[4]), output
+
+
+# Python: the wheel in a fresh virtual environment
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("python-dist")
+    run(
+        sys.executable, "-m", "build", "--outdir", out, PY_PACKAGE
+    )  # sdist, then the wheel from the sdist
+    (built,) = out.glob("buildplatform_api-*-py3-none-any.whl")
+    return built
+
+
+@pytest.fixture(scope="module")
+def fresh_python(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The python of a new virtual environment holding only the wheel (with
+    its [typing] extra) and what it depends on."""
+    env = tmp_path_factory.mktemp("fresh-venv")
+    venv.create(env, with_pip=True)
+    python = env / "bin" / "python"
+    run(
+        python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", f"{wheel}[typing]"
+    )
+    return python
+
+
+def test_wheel_carries_the_stubs_type_information_and_generator_pinned_dependencies(wheel: Path):
+    import zipfile
+
+    names = zipfile.ZipFile(wheel).namelist()
+    modules = sorted(
+        p.stem for p in (PY_PACKAGE / "src" / "buildplatform" / "v1").glob("*_pb2*.py")
+    )
+    for module in modules:
+        assert (
+            f"buildplatform/v1/{module}.py" in names and f"buildplatform/v1/{module}.pyi" in names
+        )
+    assert "buildplatform/py.typed" in names
+
+    # The lower bounds are the versions the code was generated for: older
+    # runtimes refuse to import it.
+    deps = tomllib.loads((PY_PACKAGE / "pyproject.toml").read_text())["project"]["dependencies"]
+    grpc_gen = re.search(
+        r"GRPC_GENERATED_VERSION = '([\d.]+)'",
+        (PY_PACKAGE / "src/buildplatform/v1/build_pb2_grpc.py").read_text(),
+    )
+    pb_gen = re.search(
+        r"Domain.PUBLIC,\s+(\d+),\s+(\d+),\s+(\d+),",
+        (PY_PACKAGE / "src/buildplatform/v1/build_pb2.py").read_text(),
+    )
+    assert grpc_gen and pb_gen
+    assert f"grpcio>={grpc_gen.group(1)},<2" in deps
+    assert f"protobuf>={'.'.join(pb_gen.groups())},<{int(pb_gen.group(1)) + 1}" in deps
+
+
+def test_python_quickstart_from_the_installed_wheel_follows_a_build_live(
+    fresh_python: Path, server: ServerProcess
+):
+    where = run(fresh_python, "-c", "import buildplatform.v1.build_pb2 as m; print(m.__file__)")
+    assert where.startswith(str(fresh_python.parent.parent)), (
+        where
+    )  # the wheel, not the repo's generated/
+    output = run(fresh_python, EXAMPLES / "python" / "quickstart.py", server.address, timeout=120)
+    assert_followed_the_build_live(output)
+
+
+def test_python_quickstart_passes_mypy_strict_against_the_installed_wheel(
+    fresh_python: Path, tmp_path: Path
+):
+    output = run(
+        MYPY,
+        "--config-file",
+        EXAMPLES / "python" / "mypy.ini",
+        "--python-executable",
+        fresh_python,  # resolve imports in the fresh venv only
+        "--cache-dir",
+        tmp_path / "mypy-cache",
+        EXAMPLES / "python" / "quickstart.py",
+    )
+    assert "Success: no issues found" in output
+
+
+# TypeScript: the npm package in a fresh node project
+
+
+@pytest.fixture(scope="module")
+def ts_quickstart(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """examples/typescript, compiled with tsc, with the packed @buildplatform/api installed."""
+    if not (TS_PACKAGE / "node_modules").exists():
+        run("npm", "ci", "--no-audit", "--no-fund", cwd=TS_PACKAGE)
+    packs = tmp_path_factory.mktemp("npm-pack")
+    run("npm", "pack", "--pack-destination", packs, cwd=TS_PACKAGE)  # prepack compiles with tsc
+    (tarball,) = packs.glob("buildplatform-api-*.tgz")
+    project = tmp_path_factory.mktemp("ts-service")
+    for name in ("package.json", "tsconfig.json", "quickstart.ts"):
+        shutil.copy(EXAMPLES / "typescript" / name, project / name)
+    run("npm", "install", "--prefer-offline", "--no-audit", "--no-fund", tarball, cwd=project)
+    run(project / "node_modules" / ".bin" / "tsc", "-p", project, cwd=project)
+    return project
+
+
+def test_typescript_quickstart_from_the_packed_package_follows_a_build_live(
+    ts_quickstart: Path, server: ServerProcess
+):
+    installed = json.loads(
+        (ts_quickstart / "node_modules" / "@buildplatform" / "api" / "package.json").read_text()
+    )
+    assert installed["version"] == json.loads((TS_PACKAGE / "package.json").read_text())["version"]
+    output = run(
+        "node",
+        ts_quickstart / "dist" / "quickstart.js",
+        f"http://{server.address}",
+        cwd=ts_quickstart,
+        timeout=120,
+    )
+    assert_followed_the_build_live(output)
+
+
+# grpcurl with the descriptor set, no reflection
+
+
+def test_grpcurl_describes_a_service_with_its_comments_from_the_protoset(server: ServerProcess):
+    out = run(
+        GRPCURL,
+        "-plaintext",
+        "-protoset",
+        PROTOSET,
+        server.address,
+        "describe",
+        "buildplatform.v1.BuildLogService",
+    )
+    assert (
+        "rpc StreamBuildLogs ( .buildplatform.v1.StreamBuildLogsRequest ) returns ( stream .buildplatform.v1.StreamBuildLogsResponse );"
+        in out
+    ), out
+    # Comments come only from the descriptor set's source info; reflection carries none.
+    assert "// Streams a build's lines, like `tail -f`." in out, out
+
+
+def test_grpcurl_calls_a_method_with_the_protoset(server: ServerProcess, build):  # type: ignore[no-untyped-def]
+    out = run(
+        GRPCURL,
+        "-plaintext",
+        "-protoset",
+        PROTOSET,
+        "-d",
+        json.dumps({"id": build.id}),
+        server.address,
+        "buildplatform.v1.BuildService/GetBuild",
+    )
+    got = json.loads(out)["build"]
+    assert (
+        got["id"] == build.id
+        and got["status"] == "BUILD_STATUS_PENDING"
+        and got["appSpec"] == build.app_spec
+    )  # lowerCamel JSON names
+
+
+# The documentation shows the examples that these tests run
+
+
+def test_docs_show_the_quickstarts_verbatim():
+    docs = (ROOT / "docs" / "clients.md").read_text()
+    for example in (
+        EXAMPLES / "python" / "quickstart.py",
+        EXAMPLES / "typescript" / "quickstart.ts",
+    ):
+        assert example.read_text() in docs, (
+            f"docs/clients.md does not show {example.relative_to(ROOT)} as it is"
+        )
+
+
+# The contract: a break fails `buf breaking` until it is recorded on purpose
+
+
+def test_a_breaking_change_fails_until_recorded_and_then_needs_a_new_minor_or_major(tmp_path: Path):
+    for name in (
+        "buf.yaml",
+        "pyproject.toml",
+        "CHANGELOG.md",
+        "tools/version.py",
+        "generated/python/pyproject.toml",
+        "generated/typescript/package.json",
+        "generated/typescript/package-lock.json",
+    ):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / name, tmp_path / name)
+    for name in ("protos", "third_party", "contracts"):
+        shutil.copytree(ROOT / name, tmp_path / name)
+    buf = Path(sys.executable).parent / "buf"
+    breaking = [buf, "breaking", "protos", "--against", "contracts/released.binpb"]
+
+    def version(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "tools/version.py", *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+        )
+
+    run(*breaking, cwd=tmp_path)  # the working tree is compatible with the last release
+    proto = tmp_path / "protos" / "buildplatform" / "v1" / "build_log.proto"
+    proto.write_text(proto.read_text().replace("bool caught_up = 3;", "bool up_to_date = 3;"))
+    refused = subprocess.run(
+        [str(c) for c in breaking], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert (
+        refused.returncode != 0
+        and 'changed name from "caught_up" to "up_to_date"' in refused.stdout
+    )
+    assert version("bump", "major").returncode != 0  # no release with an unrecorded break
+
+    assert version("accept-break", "Renamed caught_up to up_to_date.").returncode == 0
+    run(*breaking, cwd=tmp_path)
+    assert (
+        "### Breaking\n\n- Renamed caught_up to up_to_date."
+        in (tmp_path / "CHANGELOG.md").read_text()
+    )
+    major, minor, _ = tomllib.loads((ROOT / "generated/python/pyproject.toml").read_text())[
+        "project"
+    ]["version"].split(".")
+    compatible, breaking_part, expected = (
+        ("patch", "minor", f"{major}.{int(minor) + 1}.0")
+        if major == "0"
+        else ("minor", "major", f"{int(major) + 1}.0.0")
+    )
+    refused_bump = version("bump", compatible)
+    assert refused_bump.returncode != 0 and f"bump {breaking_part}" in refused_bump.stderr
+    assert version("bump", breaking_part, "--date", "2030-01-02").returncode == 0
+    assert version("show").stdout.strip() == expected
+    assert (
+        f"## [{expected}] - 2030-01-02\n\n### Breaking" in (tmp_path / "CHANGELOG.md").read_text()
+    )
+    assert (
+        json.loads((tmp_path / "generated/typescript/package.json").read_text())["version"]
+        == expected
+    )
+    run(*breaking, cwd=tmp_path)  # the new release's contract is the baseline now
