@@ -78,6 +78,7 @@ class App:
     _monitor: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        await self.db.open()
         await self.hub.start()
         await self.server.start()
         self._monitor = asyncio.create_task(self._watch_database())

@@ -140,7 +140,7 @@ class FeedStreams:
         filters = [build_id, list(values)]
         position = self.d.tokens.decode(request.page_token, self.kind.table, filters)
         after = int(position[0]) if position else request.after_sequence
-        async with self.d.db.read() as conn:
+        async with self.d.db.connection() as conn:
             await feeds.build_position(conn, self.kind, build_id)  # NOT_FOUND for a missing build
             rows = await feeds.read_after(conn, self.kind, build_id, after, limit + 1, values=values)
         more = len(rows) > limit
@@ -159,7 +159,7 @@ class FeedStreams:
                 # Follow before reading the position: nothing committed in
                 # between can be missed.
                 feed, event = await stack.enter_async_context(d.hub.follow(kind, req.build_id, self.to_entry))
-            async with d.db.read() as conn:
+            async with d.db.connection() as conn:
                 status, upto = await feeds.build_position(conn, kind, req.build_id)
                 cursor = await feeds.start_cursor(
                     conn, kind, req.build_id, after=req.after, upto=upto, since=req.since,
@@ -174,7 +174,7 @@ class FeedStreams:
                 if feed is not None and feed.covers(cursor):
                     entries = feed.after(cursor, MAX_MESSAGE_BYTES)
                 else:
-                    async with d.db.read() as conn:
+                    async with d.db.connection() as conn:
                         rows = await feeds.read_after(conn, kind, req.build_id, cursor, DB_PAGE)
                     entries = [self.to_entry(row) for row in rows]
                 if entries:
@@ -204,7 +204,7 @@ class FeedStreams:
                 except TimeoutError:
                     yield respond([], cursor, False)  # heartbeat, keeps idle proxies from cutting us
                     # Notifications are hints: make sure none was missed.
-                    async with d.db.read() as conn:
+                    async with d.db.connection() as conn:
                         status, last = await feeds.build_position(conn, kind, req.build_id)
                     if status in TERMINAL:
                         final = last

@@ -1,8 +1,16 @@
-"""The connection pool and the unit of work.
+"""The connection pools and the unit of work.
 
-`transaction()` is the one place a write transaction opens: it commits when
-the block ends normally and rolls back on any exception. `read()` runs
-single-statement reads in autocommit mode: one round trip, no BEGIN/ROLLBACK.
+Two pools, each for what it is best at (measured in docs/benchmarks.md):
+- SQLAlchemy's engine, for CRUD writes and filtered lists built with
+  SQLAlchemy Core. `transaction()` is the one place such a write transaction
+  opens: it commits when the block ends normally and rolls back on any
+  exception. `read()` runs single-statement reads in autocommit mode.
+- a psycopg_pool of autocommit connections, for the hot paths: get-by-id
+  reads and the log/event feeds (appends by COPY, followers' reads). Going
+  through SQLAlchemy's connection checkout and execution costs about three
+  times the CPU of a plain psycopg call per query, which the hottest
+  RPCs cannot afford. `connection()` hands one out; a transaction on it is
+  opened explicitly with `conn.transaction()`.
 Database errors become domain errors here, and nowhere else.
 """
 
@@ -11,12 +19,16 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import psycopg
+import psycopg_pool
+from psycopg import sql
+from psycopg.rows import dict_row
 from sqlalchemy import exc, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from server.config import sqlalchemy_url
+from server.config import libpq_url, sqlalchemy_url
 from server.domain.errors import AlreadyExists, DomainError, FailedPrecondition, NotFound
 
 # constraint name -> (resource, field) for unique violations
@@ -36,6 +48,9 @@ _FOREIGN = {
     "fk_app_specs_chat_session_id_chat_sessions": ("chat session", "chat_session_id"),
 }
 _KEY_VALUE = re.compile(r"Key \((?P<cols>[^)]*)\)=\((?P<value>.*)\)")
+
+
+_GET_BY_ID: dict[str, sql.Composed] = {}
 
 
 class DatabaseUnavailable(Exception):
@@ -75,6 +90,39 @@ class Database:
             pool_recycle=1800,
         )
         self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.pool: psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[Any]] = (
+            psycopg_pool.AsyncConnectionPool(
+                libpq_url(database_url),
+                min_size=1,
+                max_size=pool_size + max_overflow,
+                kwargs={"autocommit": True},
+                open=False,
+                name="hot-path",
+            )
+        )
+
+    async def open(self) -> None:
+        await self.pool.open(wait=False)
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A psycopg connection in autocommit mode, for the hot paths."""
+        try:
+            async with self.pool.connection() as conn:
+                yield conn
+        except DomainError:
+            raise
+        except (psycopg.OperationalError, psycopg_pool.PoolTimeout, OSError) as error:
+            raise DatabaseUnavailable(str(error).strip()) from error
+
+    async def get_by_id(self, table: str, key: str) -> dict[str, Any] | None:
+        """One row by primary key, as a dict: the hot read of every Get RPC."""
+        query = _GET_BY_ID.get(table)
+        if query is None:
+            query = _GET_BY_ID[table] = sql.SQL("SELECT * FROM {} WHERE id = %s").format(sql.Identifier(table))
+        async with self.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query, (key,))
+            return await cur.fetchone()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -105,4 +153,5 @@ class Database:
             await conn.execute(text("SELECT 1"))
 
     async def close(self) -> None:
+        await self.pool.close()
         await self.engine.dispose()

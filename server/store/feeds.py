@@ -27,7 +27,6 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain.errors import FailedPrecondition, NotFound
 from server.domain.status import TERMINAL, BuildStatus
@@ -85,20 +84,19 @@ async def append(
         + (f" AND {kind.counter} = %(expected)s - 1" if first_sequence else "")
         + f" RETURNING {kind.counter}, pg_notify('{kind.channel}', id || ' ' || {kind.counter})"
     )
-    async with db.transaction() as conn:
-        pg = await _driver(conn)
-        async with pg.cursor() as cur:
-            await cur.execute(sql, {"n": n, "id": build_id, "expected": first_sequence})
-            found = await cur.fetchone()
-            if found is not None:
-                last = int(found[0])
-                first = last - n + 1
-                columns = ", ".join(("build_id", "seq", *kind.columns, "create_time"))
-                async with cur.copy(f"COPY {kind.table} ({columns}) FROM STDIN") as copy:
-                    for offset, entry in enumerate(entries):
-                        await copy.write_row((build_id, first + offset, *entry, now))
-                return Appended(first, last, False)
+    # One transaction: the counter, the rows and the notification commit together.
+    async with db.connection() as pg, pg.transaction(), pg.cursor() as cur:
+        await cur.execute(sql, {"n": n, "id": build_id, "expected": first_sequence})
+        found = await cur.fetchone()
+        if found is None:
             return await _refused(pg, kind, build_id, entries, first_sequence)
+        last = int(found[0])
+        first = last - n + 1
+        columns = ", ".join(("build_id", "seq", *kind.columns, "create_time"))
+        async with cur.copy(f"COPY {kind.table} ({columns}) FROM STDIN") as copy:
+            for offset, entry in enumerate(entries):
+                await copy.write_row((build_id, first + offset, *entry, now))
+        return Appended(first, last, False)
 
 
 async def _refused(
@@ -140,14 +138,8 @@ async def _refused(
         )
 
 
-async def _driver(conn: AsyncConnection) -> psycopg.AsyncConnection[Any]:
-    raw = await conn.get_raw_connection()
-    driver: psycopg.AsyncConnection[Any] = raw.driver_connection  # type: ignore[assignment]
-    return driver
-
-
 async def read_after(
-    conn: AsyncConnection,
+    pg: psycopg.AsyncConnection[Any],
     kind: Kind,
     build_id: str,
     after: int,
@@ -157,7 +149,6 @@ async def read_after(
 ) -> list[dict[str, Any]]:
     """Up to `limit` rows with seq > after, oldest first (optionally only
     those whose level/type is in `values`)."""
-    pg = await _driver(conn)
     where = f" AND {kind.filter_column} = ANY(%(values)s)" if values else ""
     async with pg.cursor(row_factory=dict_row) as cur:
         await cur.execute(
@@ -168,9 +159,8 @@ async def read_after(
         return await cur.fetchall()
 
 
-async def build_position(conn: AsyncConnection, kind: Kind, build_id: str) -> tuple[BuildStatus, int]:
+async def build_position(pg: psycopg.AsyncConnection[Any], kind: Kind, build_id: str) -> tuple[BuildStatus, int]:
     """The build's status and last sequence of this kind; NotFound when absent."""
-    pg = await _driver(conn)
     async with pg.cursor() as cur:
         await cur.execute(f"SELECT status, {kind.counter} FROM builds WHERE id = %s", (build_id,))
         row = await cur.fetchone()
@@ -180,7 +170,7 @@ async def build_position(conn: AsyncConnection, kind: Kind, build_id: str) -> tu
 
 
 async def start_cursor(
-    conn: AsyncConnection,
+    pg: psycopg.AsyncConnection[Any],
     kind: Kind,
     build_id: str,
     *,
@@ -192,7 +182,6 @@ async def start_cursor(
 ) -> int:
     """The cursor a stream starts from: after `after`, from `since`, and only
     the last `tail` matching rows up to `upto` (the backlog's end)."""
-    pg = await _driver(conn)
     cursor = after
     async with pg.cursor() as cur:
         if since is not None:

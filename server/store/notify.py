@@ -89,7 +89,7 @@ class Feed:
         try:
             while True:
                 if self.head is None:
-                    async with self.hub.db.read() as conn:
+                    async with self.hub.db.connection() as conn:
                         status, last = await feeds.build_position(conn, self.kind, self.build_id)
                     self.head = self.base = last
                     self.seqs.clear()
@@ -99,7 +99,7 @@ class Feed:
                 if self._wanted <= self.head:
                     break
                 announcements = self._announcements
-                async with self.hub.db.read() as conn:
+                async with self.hub.db.connection() as conn:
                     rows = await feeds.read_after(conn, self.kind, self.build_id, self.head, READ_PAGE)
                 if not rows:
                     # A notification that arrived during the read may name a
