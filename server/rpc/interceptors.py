@@ -8,6 +8,11 @@ share one measurement and must happen in this order around the handler:
    and answered INTERNAL with the request id, never with the traceback;
 3. access log: one structured line per RPC with method, status code,
    duration and peer, written after the status is known.
+
+It also makes the request deserializer tolerant: bytes that are not a valid
+request message (bad UTF-8 in a string field, a corrupt wire format) would
+otherwise fail inside grpc as UNKNOWN with the exception's class in the
+message; here they reach the wrapper, which answers INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
@@ -20,8 +25,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
-from server.domain.errors import DomainError
+from server.domain.errors import DomainError, InvalidArgument
 from server.rpc.errors import to_status
 from server.store.db import DatabaseUnavailable
 
@@ -38,6 +44,33 @@ def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     return os.urandom(8).hex()
 
 
+class _Undecodable:
+    """Stands in for a request whose bytes did not parse."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: DecodeError) -> None:
+        self.error = error
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError as error:
+            return _Undecodable(error)
+
+    return deserialize
+
+
+def _check_decoded(request: Any) -> None:
+    if isinstance(request, _Undecodable):
+        raise InvalidArgument.one("request", f"is not a valid protobuf message: {request.error}")
+
+
 class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     async def intercept_service(
         self,
@@ -48,10 +81,15 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler is None:
             return None
         method: str = details.method
+        deserializer = _tolerant(handler.request_deserializer)
         if handler.unary_unary is not None:
-            return handler._replace(unary_unary=_unary(method, handler.unary_unary))
+            return handler._replace(
+                unary_unary=_unary(method, handler.unary_unary), request_deserializer=deserializer
+            )
         if handler.unary_stream is not None:
-            return handler._replace(unary_stream=_stream(method, handler.unary_stream))
+            return handler._replace(
+                unary_stream=_stream(method, handler.unary_stream), request_deserializer=deserializer
+            )
         return handler
 
 
@@ -98,6 +136,7 @@ def _unary(method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[...
         peer = context.peer()
         code = "OK"
         try:
+            _check_decoded(request)
             return await behavior(request, context)
         except BaseException as error:
             code = _code_of(error, context)
@@ -119,6 +158,7 @@ def _stream(method: str, behavior: Callable[..., AsyncIterator[Any]]) -> Callabl
         peer = context.peer()
         code = "OK"
         try:
+            _check_decoded(request)
             async for response in behavior(request, context):
                 yield response
         except BaseException as error:
