@@ -1,0 +1,219 @@
+"""Cross-cutting: bad input gets a precise status naming the field, never
+INTERNAL and never a traceback, and a rejected request writes nothing."""
+
+from __future__ import annotations
+
+import uuid
+
+import grpc
+import pytest
+from buildplatform.v1 import app_spec_pb2, build_pb2, chat_session_pb2, project_pb2, user_pb2
+from google.protobuf import field_mask_pb2, struct_pb2
+
+from tests.e2e.expect import failure, invalid, sql_count
+
+NUL = "a\x00b"
+TABLES = ["users", "projects", "builds", "build_logs", "build_events", "chat_sessions", "chat_messages", "app_specs"]
+
+
+def mask(*paths: str) -> field_mask_pb2.FieldMask:
+    return field_mask_pb2.FieldMask(paths=list(paths))
+
+
+def counts(database_url: str) -> dict[str, int]:
+    return {table: sql_count(database_url, f"SELECT count(*) FROM {table}") for table in TABLES}
+
+
+def clerk() -> str:
+    return f"clerk_{uuid.uuid4().hex[:12]}"
+
+
+# Each case: (stub attribute, method, a function of the fixtures giving the
+# request, the field BadRequest must name).
+NUL_CASES = [
+    ("users", "CreateUser", lambda f: user_pb2.CreateUserRequest(user=user_pb2.User(clerk_id=NUL, email="a@example.com")), "user.clerk_id"),
+    ("users", "CreateUser", lambda f: user_pb2.CreateUserRequest(user=user_pb2.User(clerk_id=clerk(), email="a\x00@example.com")), "user.email"),
+    ("users", "CreateUser", lambda f: user_pb2.CreateUserRequest(user=user_pb2.User(clerk_id=clerk(), email="a@example.com", name=NUL)), "user.name"),
+    ("users", "GetUserByClerkId", lambda f: user_pb2.GetUserByClerkIdRequest(clerk_id=NUL), "clerk_id"),
+    ("users", "ListUsers", lambda f: user_pb2.ListUsersRequest(email=NUL), "email"),
+    ("users", "UpdateUser", lambda f: user_pb2.UpdateUserRequest(user=user_pb2.User(id=f.user.id, name=NUL), update_mask=mask("name")), "user.name"),
+    ("projects", "CreateProject", lambda f: project_pb2.CreateProjectRequest(project=project_pb2.Project(user_id=f.user.id, name=NUL)), "project.name"),
+    ("projects", "CreateProject", lambda f: project_pb2.CreateProjectRequest(project=project_pb2.Project(user_id=f.user.id, name="n", description=NUL)), "project.description"),
+    ("builds", "CreateBuild", lambda f: build_pb2.CreateBuildRequest(build=build_pb2.Build(user_id=f.user.id, project_id=f.project.id, app_spec=NUL)), "build.app_spec"),
+    ("builds", "CreateBuild", lambda f: build_pb2.CreateBuildRequest(build=build_pb2.Build(user_id=f.user.id, project_id=f.project.id, app_spec="x", sandbox_id=NUL)), "build.sandbox_id"),
+    ("builds", "UpdateBuild", lambda f: build_pb2.UpdateBuildRequest(build=build_pb2.Build(id=f.build.id, output_url=NUL), update_mask=mask("output_url")), "build.output_url"),
+    ("builds", "TransitionBuild", lambda f: build_pb2.TransitionBuildRequest(id=f.build.id, status=build_pb2.BUILD_STATUS_FAILED, reason=NUL), "reason"),
+    ("builds", "CancelBuild", lambda f: build_pb2.CancelBuildRequest(id=f.build.id, reason=NUL), "reason"),
+    ("builds", "ReviewBuild", lambda f: build_pb2.ReviewBuildRequest(id=f.build.id, decision=build_pb2.REVIEW_DECISION_APPROVE, reviewer=NUL), "reviewer"),
+    ("builds", "ReviewBuild", lambda f: build_pb2.ReviewBuildRequest(id=f.build.id, decision=build_pb2.REVIEW_DECISION_APPROVE, reviewer="r", comment=NUL), "comment"),
+    ("chats", "CreateChatSession", lambda f: chat_session_pb2.CreateChatSessionRequest(chat_session=chat_session_pb2.ChatSession(user_id=f.user.id, title=NUL)), "chat_session.title"),
+    ("chats", "AddChatMessage", lambda f: chat_session_pb2.AddChatMessageRequest(session_id=f.session.id, message=chat_session_pb2.ChatMessage(role=chat_session_pb2.CHAT_ROLE_USER, content=NUL)), "message.content"),
+    ("specs", "CreateAppSpec", lambda f: app_spec_pb2.CreateAppSpecRequest(app_spec=app_spec_pb2.AppSpec(project_id=f.project.id, content=NUL)), "app_spec.content"),
+    ("specs", "CreateAppSpec", lambda f: app_spec_pb2.CreateAppSpecRequest(app_spec=app_spec_pb2.AppSpec(project_id=f.project.id, content="x", summary=NUL)), "app_spec.summary"),
+]
+
+
+class Fixtures:
+    def __init__(self, api, user, project, build) -> None:
+        self.user, self.project, self.build = user, project, build
+        self.session = api.chats.CreateChatSession(
+            chat_session_pb2.CreateChatSessionRequest(chat_session=chat_session_pb2.ChatSession(user_id=user.id))
+        ).chat_session
+
+
+@pytest.fixture
+def f(api, user, project, build) -> Fixtures:
+    return Fixtures(api, user, project, build)
+
+
+@pytest.mark.parametrize(("service", "method", "request_of", "field"), NUL_CASES, ids=[f"{c[1]}-{c[3]}" for c in NUL_CASES])
+def test_nul_character_in_text_is_invalid_argument_naming_the_field(api, f, database_url, service, method, request_of, field):
+    before = counts(database_url)
+    got = invalid(getattr(getattr(api, service), method), request_of(f), field)
+    assert "NUL" in got.violations[field]
+    assert counts(database_url) == before
+
+
+def progress_update(build_id: str, fill) -> build_pb2.UpdateBuildRequest:
+    request = build_pb2.UpdateBuildRequest(build=build_pb2.Build(id=build_id), update_mask=mask("progress"))
+    fill(request.build.progress)
+    return request
+
+
+@pytest.mark.parametrize(
+    ("fill", "field"),
+    [
+        (lambda s: s.update({"bad\x00key": 1}), "build.progress.'bad\\x00key'"),
+        (lambda s: s.update({"nested": {"text": NUL}}), "build.progress.nested.text"),
+        (lambda s: s.update({"items": ["ok", NUL]}), "build.progress.items[1]"),
+        (lambda s: s.fields["ratio"].CopyFrom(struct_pb2.Value(number_value=float("nan"))), "build.progress.ratio"),
+        (lambda s: s.fields["big"].CopyFrom(struct_pb2.Value(number_value=float("inf"))), "build.progress.big"),
+        (lambda s: s.update({"list": [1, {"x": float("-inf")}]}), "build.progress.list[1].x"),
+    ],
+    ids=["nul-key", "nul-nested-string", "nul-in-list", "nan", "infinity", "minus-infinity-deep"],
+)
+def test_values_postgresql_refuses_in_a_struct_are_invalid_argument_naming_the_path(api, build, fill, field):
+    got = invalid(api.builds.UpdateBuild, progress_update(build.id, fill), field)
+    assert len(got.violations) == 1
+    assert api.builds.GetBuild(build_pb2.GetBuildRequest(id=build.id)).build == build
+
+
+def test_create_build_with_nan_progress_is_invalid_argument_and_creates_nothing(api, user, project, database_url):
+    before = counts(database_url)
+    request = build_pb2.Build(user_id=user.id, project_id=project.id, app_spec="x")
+    request.progress.fields["p"].CopyFrom(struct_pb2.Value(number_value=float("nan")))
+    invalid(api.builds.CreateBuild, build_pb2.CreateBuildRequest(build=request), "build.progress.p")
+    assert counts(database_url) == before
+
+
+@pytest.mark.parametrize("etag", ["0", "999999999999999999", "2147483648"])
+def test_an_etag_that_was_never_issued_is_aborted_not_internal(api, build, etag):
+    got = failure(api.builds.TransitionBuild, build_pb2.TransitionBuildRequest(id=build.id, status=build_pb2.BUILD_STATUS_INITIALIZING, etag=etag))
+    assert got.code == grpc.StatusCode.ABORTED
+
+
+@pytest.mark.parametrize("etag", ["abc", "-1", "1" * 19, " 1"])
+def test_a_malformed_etag_is_invalid_argument(api, user, etag):
+    invalid(api.users.DeleteUser, user_pb2.DeleteUserRequest(id=user.id, etag=etag), "etag")
+    assert api.users.GetUser(user_pb2.GetUserRequest(id=user.id)).user == user
+
+
+@pytest.mark.parametrize("page_size", [-1, 1001, 2**31 - 1, -(2**31)])
+def test_page_size_out_of_range_is_invalid_argument_for_every_list(api, page_size):
+    invalid(api.users.ListUsers, user_pb2.ListUsersRequest(page_size=page_size), "page_size")
+    invalid(api.projects.ListProjects, project_pb2.ListProjectsRequest(page_size=page_size), "page_size")
+    invalid(api.builds.ListBuilds, build_pb2.ListBuildsRequest(page_size=page_size), "page_size")
+    invalid(api.chats.ListChatSessions, chat_session_pb2.ListChatSessionsRequest(page_size=page_size), "page_size")
+    invalid(api.specs.ListAppSpecs, app_spec_pb2.ListAppSpecsRequest(page_size=page_size), "page_size")
+
+
+def test_a_page_token_of_one_list_is_invalid_argument_for_another(api, user, make_build):
+    for _ in range(2):
+        make_build()
+    token = api.builds.ListBuilds(build_pb2.ListBuildsRequest(user_id=user.id, page_size=1)).next_page_token
+    invalid(api.projects.ListProjects, project_pb2.ListProjectsRequest(user_id=user.id, page_token=token), "page_token")
+    invalid(api.chats.ListChatSessions, chat_session_pb2.ListChatSessionsRequest(user_id=user.id, page_token=token), "page_token")
+
+
+@pytest.mark.parametrize("token", ["x", "a.b", "....", "eyJmIjoiIn0.AAAA", "\u00e9.\u00e9", "=" * 40])
+def test_a_forged_page_token_is_invalid_argument(api, token):
+    invalid(api.builds.ListBuilds, build_pb2.ListBuildsRequest(page_token=token), "page_token")
+
+
+def test_out_of_range_enum_values_are_invalid_argument(api, build, f):
+    invalid(api.builds.TransitionBuild, build_pb2.TransitionBuildRequest(id=build.id, status=99), "status")
+    invalid(api.builds.ListBuilds, build_pb2.ListBuildsRequest(statuses=[42]), "statuses[0]")
+    invalid(api.builds.ReviewBuild, build_pb2.ReviewBuildRequest(id=build.id, decision=7, reviewer="r"), "decision")
+    invalid(
+        api.chats.AddChatMessage,
+        chat_session_pb2.AddChatMessageRequest(session_id=f.session.id, message=chat_session_pb2.ChatMessage(role=-3, content="x")),
+        "message.role",
+    )
+
+
+def test_oversized_text_is_invalid_argument(api, user, project):
+    invalid(
+        api.builds.CreateBuild,
+        build_pb2.CreateBuildRequest(build=build_pb2.Build(user_id=user.id, project_id=project.id, app_spec="x" * ((1 << 20) + 1))),
+        "build.app_spec",
+    )
+    invalid(
+        api.builds.CreateBuild,
+        build_pb2.CreateBuildRequest(build=build_pb2.Build(user_id=user.id, project_id=project.id, app_spec="x", output_url="u" * 4097)),
+        "build.output_url",
+    )
+
+
+def test_a_request_that_is_not_a_protobuf_message_is_invalid_argument(channel):
+    for method, raw in [
+        ("/buildplatform.v1.UserService/GetUser", b"\x0a\x02\xff\xfe"),  # a string field with bad UTF-8
+        ("/buildplatform.v1.BuildService/ListBuilds", b"\xff\xff\xff"),  # corrupt wire format
+    ]:
+        call = channel.unary_unary(method)
+        with pytest.raises(grpc.RpcError) as caught:
+            call(raw, timeout=10)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+        assert "Traceback" not in caught.value.details() and "<class" not in caught.value.details()
+
+
+def test_every_error_of_a_bad_request_is_reported_in_one_answer(api, user):
+    got = failure(
+        api.builds.CreateBuild,
+        build_pb2.CreateBuildRequest(build=build_pb2.Build(user_id="nope", project_id="", app_spec=NUL, output_url="u" * 4097)),
+    )
+    assert got.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert {"build.user_id", "build.project_id", "build.app_spec", "build.output_url"} <= set(got.violations)
+
+
+def test_rejected_requests_write_nothing(api, f, database_url):
+    before = counts(database_url)
+    build_before = api.builds.GetBuild(build_pb2.GetBuildRequest(id=f.build.id)).build
+    rejected = [
+        (api.users.CreateUser, user_pb2.CreateUserRequest(user=user_pb2.User(clerk_id=f.user.clerk_id, email="dup@example.com"))),
+        (api.projects.CreateProject, project_pb2.CreateProjectRequest(project=project_pb2.Project(user_id="c" + "z" * 24, name="x"))),
+        (api.builds.TransitionBuild, build_pb2.TransitionBuildRequest(id=f.build.id, status=build_pb2.BUILD_STATUS_COMPLETED)),
+        (api.builds.ReviewBuild, build_pb2.ReviewBuildRequest(id=f.build.id, decision=build_pb2.REVIEW_DECISION_APPROVE, reviewer="r")),
+        (api.specs.CreateAppSpec, app_spec_pb2.CreateAppSpecRequest(app_spec=app_spec_pb2.AppSpec(project_id=f.project.id, content="x", chat_session_id="c" + "y" * 24))),
+        (api.chats.AddChatMessage, chat_session_pb2.AddChatMessageRequest(session_id=f.session.id, message=chat_session_pb2.ChatMessage(content="no role"))),
+        (api.users.DeleteUser, user_pb2.DeleteUserRequest(id=f.user.id, etag="12345")),
+        (api.projects.DeleteProject, project_pb2.DeleteProjectRequest(id=f.project.id, etag="12345")),
+    ]
+    for call, request in rejected:
+        got = failure(call, request)
+        assert got.code not in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN), (request, got)
+    assert counts(database_url) == before
+    assert api.builds.GetBuild(build_pb2.GetBuildRequest(id=f.build.id)).build == build_before
+    assert api.projects.GetProject(project_pb2.GetProjectRequest(id=f.project.id)).project == f.project
+    assert api.chats.GetChatSession(chat_session_pb2.GetChatSessionRequest(id=f.session.id)).chat_session == f.session
+    assert api.specs.CreateAppSpec(
+        app_spec_pb2.CreateAppSpecRequest(app_spec=app_spec_pb2.AppSpec(project_id=f.project.id, content="x"))
+    ).app_spec.version == 1
+
+
+def test_required_messages_missing_are_invalid_argument(api):
+    invalid(api.projects.CreateProject, project_pb2.CreateProjectRequest(), "project")
+    invalid(api.builds.CreateBuild, build_pb2.CreateBuildRequest(), "build")
+    invalid(api.builds.UpdateBuild, build_pb2.UpdateBuildRequest(update_mask=mask("progress")), "build")
+    invalid(api.chats.CreateChatSession, chat_session_pb2.CreateChatSessionRequest(), "chat_session")
+    invalid(api.specs.CreateAppSpec, app_spec_pb2.CreateAppSpecRequest(), "app_spec")
+    invalid(api.chats.AddChatMessage, chat_session_pb2.AddChatMessageRequest(session_id="c" + "0" * 24), "message")
