@@ -53,6 +53,13 @@ def assert_followed_the_build_live(output: str) -> None:
     assert len(lines) == 5 and re.fullmatch(r"build \S+ ended COMPLETED", lines[4]), output
 
 
+def assert_lists_newest_builds(output: str, newest_id: str) -> None:
+    """Both first calls print up to five builds, newest first."""
+    lines = output.strip().splitlines()
+    assert 1 <= len(lines) <= 5 and lines[0] == f"{newest_id} BUILD_STATUS_PENDING", output
+    assert all(re.fullmatch(r"\S+ BUILD_STATUS_[A-Z_]+", line) for line in lines), output
+
+
 # Python: the wheel in a fresh virtual environment
 
 
@@ -119,7 +126,14 @@ def test_python_quickstart_from_the_installed_wheel_follows_a_build_live(
     assert_followed_the_build_live(output)
 
 
-def test_python_quickstart_passes_mypy_strict_against_the_installed_wheel(
+def test_python_first_call_from_the_installed_wheel_lists_the_newest_build(
+    fresh_python: Path, server: ServerProcess, build
+):  # type: ignore[no-untyped-def]
+    output = run(fresh_python, EXAMPLES / "python" / "first_call.py", server.address)
+    assert_lists_newest_builds(output, build.id)
+
+
+def test_python_examples_pass_mypy_strict_against_the_installed_wheel(
     fresh_python: Path, tmp_path: Path
 ):
     output = run(
@@ -130,9 +144,10 @@ def test_python_quickstart_passes_mypy_strict_against_the_installed_wheel(
         fresh_python,  # resolve imports in the fresh venv only
         "--cache-dir",
         tmp_path / "mypy-cache",
+        EXAMPLES / "python" / "first_call.py",
         EXAMPLES / "python" / "quickstart.py",
     )
-    assert "Success: no issues found" in output
+    assert "Success: no issues found in 2 source files" in output
 
 
 # TypeScript: the npm package in a fresh node project
@@ -147,7 +162,7 @@ def ts_quickstart(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run("npm", "pack", "--pack-destination", packs, cwd=TS_PACKAGE)  # prepack compiles with tsc
     (tarball,) = packs.glob("buildplatform-api-*.tgz")
     project = tmp_path_factory.mktemp("ts-service")
-    for name in ("package.json", "tsconfig.json", "quickstart.ts"):
+    for name in ("package.json", "tsconfig.json", "first_call.ts", "quickstart.ts"):
         shutil.copy(EXAMPLES / "typescript" / name, project / name)
     run("npm", "install", "--prefer-offline", "--no-audit", "--no-fund", tarball, cwd=project)
     run(project / "node_modules" / ".bin" / "tsc", "-p", project, cwd=project)
@@ -169,6 +184,18 @@ def test_typescript_quickstart_from_the_packed_package_follows_a_build_live(
         timeout=120,
     )
     assert_followed_the_build_live(output)
+
+
+def test_typescript_first_call_from_the_packed_package_lists_the_newest_build(
+    ts_quickstart: Path, server: ServerProcess, build
+):  # type: ignore[no-untyped-def]
+    output = run(
+        "node",
+        ts_quickstart / "dist" / "first_call.js",
+        f"http://{server.address}",
+        cwd=ts_quickstart,
+    )
+    assert_lists_newest_builds(output, build.id)
 
 
 # grpcurl with the descriptor set, no reflection
@@ -217,7 +244,9 @@ def test_grpcurl_calls_a_method_with_the_protoset(server: ServerProcess, build):
 def test_docs_show_the_quickstarts_verbatim():
     docs = (ROOT / "docs" / "clients.md").read_text()
     for example in (
+        EXAMPLES / "python" / "first_call.py",
         EXAMPLES / "python" / "quickstart.py",
+        EXAMPLES / "typescript" / "first_call.ts",
         EXAMPLES / "typescript" / "quickstart.ts",
     ):
         assert example.read_text() in docs, (
