@@ -10,19 +10,12 @@ from dataclasses import dataclass
 import grpc
 from buildplatform.v1 import (
     app_spec_pb2,
-    app_spec_pb2_grpc,
     build_event_pb2,
-    build_event_pb2_grpc,
     build_log_pb2,
-    build_log_pb2_grpc,
     build_pb2,
-    build_pb2_grpc,
     chat_session_pb2,
-    chat_session_pb2_grpc,
     project_pb2,
-    project_pb2_grpc,
     user_pb2,
-    user_pb2_grpc,
 )
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -32,6 +25,7 @@ from server.rpc.builds import BuildService
 from server.rpc.deps import Deps
 from server.rpc.interceptors import ServerInterceptor
 from server.rpc.pagination import PageTokens
+from server.rpc.registry import add_servicer
 from server.rpc.resources import AppSpecService, ChatSessionService, ProjectService, UserService
 from server.rpc.streams import BuildEventService, BuildLogService
 from server.store.db import Database
@@ -41,15 +35,15 @@ log = logging.getLogger(__name__)
 
 # Service names come from the generated descriptors, never from literals.
 SERVICES = [
-    (user_pb2, "UserService", user_pb2_grpc.add_UserServiceServicer_to_server, UserService),
-    (project_pb2, "ProjectService", project_pb2_grpc.add_ProjectServiceServicer_to_server, ProjectService),
-    (build_pb2, "BuildService", build_pb2_grpc.add_BuildServiceServicer_to_server, BuildService),
-    (build_log_pb2, "BuildLogService", build_log_pb2_grpc.add_BuildLogServiceServicer_to_server, BuildLogService),
-    (build_event_pb2, "BuildEventService", build_event_pb2_grpc.add_BuildEventServiceServicer_to_server, BuildEventService),
-    (chat_session_pb2, "ChatSessionService", chat_session_pb2_grpc.add_ChatSessionServiceServicer_to_server, ChatSessionService),
-    (app_spec_pb2, "AppSpecService", app_spec_pb2_grpc.add_AppSpecServiceServicer_to_server, AppSpecService),
+    (user_pb2.DESCRIPTOR.services_by_name["UserService"], UserService),
+    (project_pb2.DESCRIPTOR.services_by_name["ProjectService"], ProjectService),
+    (build_pb2.DESCRIPTOR.services_by_name["BuildService"], BuildService),
+    (build_log_pb2.DESCRIPTOR.services_by_name["BuildLogService"], BuildLogService),
+    (build_event_pb2.DESCRIPTOR.services_by_name["BuildEventService"], BuildEventService),
+    (chat_session_pb2.DESCRIPTOR.services_by_name["ChatSessionService"], ChatSessionService),
+    (app_spec_pb2.DESCRIPTOR.services_by_name["AppSpecService"], AppSpecService),
 ]
-SERVICE_NAMES = [module.DESCRIPTOR.services_by_name[name].full_name for module, name, _, _ in SERVICES]
+SERVICE_NAMES = [service.full_name for service, _ in SERVICES]
 
 SERVER_OPTIONS = [
     # Detect clients that vanished (a follower whose laptop went to sleep)
@@ -127,8 +121,8 @@ def build_server(settings: Settings) -> App:
         heartbeat_seconds=settings.stream_heartbeat_seconds,
     )
     server = grpc.aio.server(interceptors=[ServerInterceptor()], options=SERVER_OPTIONS)
-    for _, _, add, servicer in SERVICES:
-        add(servicer(deps), server)  # type: ignore[operator]
+    for service, servicer in SERVICES:
+        add_servicer(server, service, servicer(deps))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -28,6 +28,7 @@ from server.domain.validation import EVENT_TYPE_PATTERN, Checker
 from server.rpc import convert
 from server.rpc.convert import struct_to_dict, validate_id
 from server.rpc.deps import Deps
+from server.rpc.registry import repeated_field_1, stream_response
 from server.store import feeds
 from server.store.feeds import Kind
 from server.store.notify import Entry
@@ -43,13 +44,11 @@ DB_PAGE = 1000
 
 
 def log_entry(row: dict[str, Any]) -> Entry:
-    message = convert.log_to_pb(row)
-    return Entry(row["seq"], message, row["level"], len(row["message"]) + 64)
+    return Entry(row["seq"], row["level"], repeated_field_1(convert.log_to_pb(row).SerializeToString()))
 
 
 def event_entry(row: dict[str, Any]) -> Entry:
-    message = convert.event_to_pb(row)
-    return Entry(row["seq"], message, row["type"], message.ByteSize())
+    return Entry(row["seq"], row["type"], repeated_field_1(convert.event_to_pb(row).SerializeToString()))
 
 
 def _batch_size(check: Checker, count: int) -> None:
@@ -125,10 +124,17 @@ def _stream_request(request: Any, tail: int, tail_field: str, values: Sequence[s
 class FeedStreams:
     """The stream, list and append logic shared by logs and events."""
 
-    def __init__(self, deps: Deps, kind: Kind, to_entry: Callable[[dict[str, Any]], Entry]) -> None:
+    def __init__(
+        self,
+        deps: Deps,
+        kind: Kind,
+        to_entry: Callable[[dict[str, Any]], Entry],
+        to_pb: Callable[[dict[str, Any]], Any],
+    ) -> None:
         self.d = deps
         self.kind = kind
         self.to_entry = to_entry
+        self.to_pb = to_pb
 
     async def list_page(self, request: Any, values: Sequence[str]) -> tuple[list[Any], str]:
         build_id = validate_id("build_id", request.build_id)
@@ -146,11 +152,11 @@ class FeedStreams:
         more = len(rows) > limit
         rows = rows[:limit]
         token = self.d.tokens.encode(self.kind.table, filters, [rows[-1]["seq"]]) if more else ""
-        return [self.to_entry(row).message for row in rows], token
+        return [self.to_pb(row) for row in rows], token
 
-    async def stream(
-        self, req: StreamRequest, respond: Callable[[list[Any], int, bool], Any]
-    ) -> AsyncIterator[Any]:
+    async def stream(self, req: StreamRequest) -> AsyncIterator[bytes]:
+        """Serialized StreamBuild{Logs,Events}Response messages (see server.rpc.registry)."""
+        respond = stream_response
         d, kind = self.d, self.kind
         wanted = frozenset(req.values)
         async with contextlib.AsyncExitStack() as stack:
@@ -179,7 +185,7 @@ class FeedStreams:
                     entries = [self.to_entry(row) for row in rows]
                 if entries:
                     cursor = entries[-1].seq
-                batch = [e.message for e in entries if not wanted or e.value in wanted]
+                batch = [e.wire for e in entries if not wanted or e.value in wanted]
                 reached = not caught_up and cursor >= upto
                 if batch or reached:
                     yield respond(batch, cursor, reached)
@@ -220,7 +226,7 @@ class FeedStreams:
 
 class BuildLogService(build_log_pb2_grpc.BuildLogServiceServicer):
     def __init__(self, deps: Deps) -> None:
-        self.feed = FeedStreams(deps, feeds.LOGS, log_entry)
+        self.feed = FeedStreams(deps, feeds.LOGS, log_entry, convert.log_to_pb)
 
     async def AppendBuildLogs(
         self, request: build_log_pb2.AppendBuildLogsRequest, context: Context
@@ -236,20 +242,17 @@ class BuildLogService(build_log_pb2_grpc.BuildLogServiceServicer):
         logs, token = await self.feed.list_page(request, _levels(request.levels))
         return build_log_pb2.ListBuildLogsResponse(logs=logs, next_page_token=token)
 
-    async def StreamBuildLogs(
+    async def StreamBuildLogs(  # type: ignore[override]  # yields serialized responses, see server.rpc.registry
         self, request: build_log_pb2.StreamBuildLogsRequest, context: Context
-    ) -> AsyncIterator[build_log_pb2.StreamBuildLogsResponse]:
+    ) -> AsyncIterator[bytes]:
         req = _stream_request(request, request.tail_lines, "tail_lines", _levels(request.levels))
-        respond = build_log_pb2.StreamBuildLogsResponse
-        async for message in self.feed.stream(
-            req, lambda items, cursor, caught_up: respond(logs=items, cursor=cursor, caught_up=caught_up)
-        ):
+        async for message in self.feed.stream(req):
             yield message
 
 
 class BuildEventService(build_event_pb2_grpc.BuildEventServiceServicer):
     def __init__(self, deps: Deps) -> None:
-        self.feed = FeedStreams(deps, feeds.EVENTS, event_entry)
+        self.feed = FeedStreams(deps, feeds.EVENTS, event_entry, convert.event_to_pb)
 
     async def AppendBuildEvents(
         self, request: build_event_pb2.AppendBuildEventsRequest, context: Context
@@ -265,14 +268,11 @@ class BuildEventService(build_event_pb2_grpc.BuildEventServiceServicer):
         events, token = await self.feed.list_page(request, _types(request.types))
         return build_event_pb2.ListBuildEventsResponse(events=events, next_page_token=token)
 
-    async def StreamBuildEvents(
+    async def StreamBuildEvents(  # type: ignore[override]  # yields serialized responses, see server.rpc.registry
         self, request: build_event_pb2.StreamBuildEventsRequest, context: Context
-    ) -> AsyncIterator[build_event_pb2.StreamBuildEventsResponse]:
+    ) -> AsyncIterator[bytes]:
         req = _stream_request(request, request.tail_events, "tail_events", _types(request.types))
-        respond = build_event_pb2.StreamBuildEventsResponse
-        async for message in self.feed.stream(
-            req, lambda items, cursor, caught_up: respond(events=items, cursor=cursor, caught_up=caught_up)
-        ):
+        async for message in self.feed.stream(req):
             yield message
 
 

@@ -40,13 +40,13 @@ READ_PAGE = 2000       # rows per feed read
 
 
 class Entry(NamedTuple):
-    """A row converted once for every follower: its wire message, the value
-    stream filters look at (level or type), and its approximate size."""
+    """A row converted once for every follower: its sequence, the value
+    stream filters look at (level or type), and the row serialized as an
+    element of the stream response's repeated field."""
 
     seq: int
-    message: Any
     value: str
-    size: int
+    wire: bytes
 
 
 class Feed:
@@ -138,7 +138,7 @@ class Feed:
         taken = 0
         end = start
         while end < len(self.rows) and taken < max_bytes:
-            taken += self.rows[end].size
+            taken += len(self.rows[end].wire)
             end += 1
         return self.rows[start:end]
 
