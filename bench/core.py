@@ -1,0 +1,133 @@
+"""Issue 2: GetBuild, CreateBuild and ListBuilds (a page of 50) under h2load,
+each beside the bare handler (bench.bare) doing the same SQL in the same run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import psycopg
+from buildplatform.v1 import build_pb2
+
+from bench import h2, load, procs
+from bench.h2 import Load, Result
+
+SERVICE = "/buildplatform.v1.BuildService/"
+
+
+@dataclass
+class Figures:
+    results: dict[str, Result] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    plan: str = ""
+
+
+def requests() -> dict[str, tuple[str, Any, Any]]:
+    """name -> (method, request, response type); ids are the loader's."""
+    user, project = load.uid("u", 1), load.uid("p", 1)   # project 1 belongs to user 1
+    return {
+        "get": ("GetBuild", build_pb2.GetBuildRequest(id=load.uid("b", 123_455)), build_pb2.GetBuildResponse),
+        "list": (
+            "ListBuilds",
+            build_pb2.ListBuildsRequest(user_id=load.uid("u", 4242), page_size=50),
+            build_pb2.ListBuildsResponse,
+        ),
+        "create": (
+            "CreateBuild",
+            build_pb2.CreateBuildRequest(
+                build=build_pb2.Build(
+                    user_id=user, project_id=project,
+                    app_spec="# Todo app\n" + "Users can add, edit and tick off todos. " * 12,
+                )
+            ),
+            build_pb2.CreateBuildResponse,
+        ),
+    }
+
+
+def _check(figures: Figures, who: str, address: str, name: str) -> Any:
+    method, message, reply_type = requests()[name]
+    code, reply = h2.sample_call(address, SERVICE + method, message, reply_type)
+    if code != grpc.StatusCode.OK:
+        figures.errors.append(f"{who} {method}: sample call answered {code.name}: {reply}")
+        return None
+    if name == "list" and len(reply.builds) != 50:
+        figures.errors.append(f"{who} ListBuilds: sample page has {len(reply.builds)} builds, not 50")
+    return reply
+
+
+def _drive(figures: Figures, h2load: str, key: str, who: str, address: str, name: str, shape: Load) -> Result:
+    method, message, _ = requests()[name]
+    before = _check(figures, who, address, name)
+    result = h2.run(h2load, key, address, SERVICE + method, message, shape)
+    after = _check(figures, who, address, name)
+    if before is None or after is None:
+        result.failed += 1
+    if result.failed:
+        figures.errors.append(f"{key}: h2load counted {result.failed} failed requests")
+    figures.results[key] = result
+    pace = f" (paced: {shape.rps_per_connection * shape.connections:.0f} req/s offered)" if shape.rps_per_connection else ""
+    print(f"  {key:<26} {result.row()}{pace}", flush=True)
+    return result
+
+
+def explain_list(url: str) -> str:
+    """The plan of the ListBuilds page query for a user, with 1,000,000 rows."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) SELECT * FROM builds WHERE user_id = %s "
+            "ORDER BY create_time DESC, id DESC LIMIT 51",
+            (load.uid("u", 777),),
+        ).fetchall()
+    return "\n".join(str(r[0]) for r in rows)
+
+
+def run(url: str, h2load: str, shape: Load, only: set[str]) -> Figures:
+    figures = Figures()
+    figures.plan = explain_list(url)
+    get_id = requests()["get"][1].id
+    names = [n for n in ("get", "list", "create") if n in only]
+    server = procs.server("server-info", url)
+    bare = procs.Proc("bare", ["-m", "bench.bare", "--database-url", url], {}).wait_listening()
+    try:
+        # Same work: the bare handler's replies must equal the server's.
+        for name in ("get", "list"):
+            if name in names:
+                mine, theirs = _check(figures, "server", server.address, name), _check(figures, "bare", bare.address, name)
+                if mine is not None and theirs is not None and mine != theirs:
+                    figures.errors.append(f"bare {name} reply differs from the server's")
+        print(f"GetBuild / ListBuilds / CreateBuild, h2load -c{shape.connections} -m{shape.streams}, "
+              f"{shape.warmup:g} s warm-up + {shape.duration:g} s", flush=True)
+        # Server and floor alternate per method, so neither gets a warmer cache.
+        for name in names:
+            served = _drive(figures, h2load, f"{name}.server", "server", server.address, name, shape)
+            _drive(figures, h2load, f"{name}.bare", "bare", bare.address, name, shape)
+            if name == "list":
+                # Latency target: at half the server's saturated throughput.
+                paced = Load(shape.connections, shape.streams, shape.duration, shape.warmup,
+                             rps_per_connection=max(1.0, round(served.rps / 2 / shape.connections)))
+                _drive(figures, h2load, "list.server.paced", "server", server.address, name, paced)
+                _drive(figures, h2load, "list.bare.paced", "bare", bare.address, name, paced)
+    finally:
+        server.stop()
+        bare_code = bare.stop()
+    codes = procs.access_codes(server)
+    bad = {code: n for code, n in codes.items() if code != "OK"}
+    figures.notes.append(f"server access log (INFO run): {sum(codes.values())} RPCs, non-OK: {bad or 'none'}")
+    if bad:
+        figures.errors.append(f"server answered non-OK statuses: {bad}")
+    if "failures 0" not in bare.log_path.read_text():
+        figures.errors.append(f"bare handler reported failures (exit {bare_code}): {bare.log_path.read_text()[-500:]}")
+
+    if "get" in names:
+        quiet = procs.server("server-warning", url, LOG_LEVEL="WARNING")
+        fixed = procs.Proc("bare-fixed", ["-m", "bench.bare", "--database-url", url, "--fixed", get_id], {}).wait_listening()
+        try:
+            _drive(figures, h2load, "get.server.nolog", "server", quiet.address, "get", shape)
+            _drive(figures, h2load, "get.fixed", "bare", fixed.address, "get", shape)
+        finally:
+            quiet.stop()
+            fixed.stop()
+    return figures

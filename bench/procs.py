@@ -1,0 +1,123 @@
+"""Processes under test: `python -m server` as an operator runs it, and the
+bench's own helpers, each with its stderr in a file under .data/bench-run."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.env import ROOT, RUN_DIR
+
+LISTENING = re.compile(r"listening on [^\"\s]*:(\d+)")
+
+
+class Proc:
+    def __init__(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        RUN_DIR.mkdir(parents=True, exist_ok=True)
+        self.name = name
+        self.log_path = RUN_DIR / f"{name}.log"
+        self._log = self.log_path.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, *args],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+        )
+        self.port = 0
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def wait_listening(self, timeout: float = 60) -> Proc:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = LISTENING.search(self.log_path.read_text())
+            if match:
+                self.port = int(match.group(1))
+                return self
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"{self.name} did not start:\n{self.log_path.read_text()[-3000:]}")
+
+    def rss_mib(self) -> float:
+        """Resident memory of the process now (VmRSS), in MiB."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self, timeout: float = 20) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self._log.close()
+        return code
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def server(name: str, database_url: str, **env: str) -> Proc:
+    """`python -m server` with the operator defaults (INFO access log, pool
+    10+10, 15 s heartbeats) unless `env` overrides them; returns once its
+    health service says SERVING (at LOG_LEVEL=WARNING nothing is logged)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    port = free_port()
+    proc = Proc(name, ["-m", "server"], {"DATABASE_URL": database_url, "GRPC_ADDRESS": f"127.0.0.1:{port}", **env})
+    proc.port = port
+    deadline = time.monotonic() + 60
+    with grpc.insecure_channel(proc.address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline and proc.proc.poll() is None:
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return proc
+            except grpc.RpcError:
+                pass
+            time.sleep(0.1)
+    proc.stop()
+    raise RuntimeError(f"{name} did not become SERVING:\n{proc.log_path.read_text()[-3000:]}")
+
+
+def access_codes(proc: Proc) -> dict[str, int]:
+    """Status codes counted from the server's access log (one JSON line per RPC)."""
+    import json
+
+    codes: dict[str, int] = {}
+    with proc.log_path.open() as lines:
+        for line in lines:
+            if '"msg": "rpc"' not in line:
+                continue
+            code = json.loads(line).get("code", "?")
+            codes[code] = codes.get(code, 0) + 1
+    return codes
