@@ -83,7 +83,7 @@ def parse_etag(field: str, value: str) -> int | None:
     """The revision an etag names, None when empty; INVALID_ARGUMENT when forged."""
     if not value:
         return None
-    if not value.isdigit() or len(value) > 18:
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
         raise InvalidArgument.one(field, "is not an etag issued by this API")
     return int(value)
 
