@@ -112,7 +112,7 @@ def test_an_etag_that_was_never_issued_is_aborted_not_internal(api, build, etag)
     assert got.code == grpc.StatusCode.ABORTED
 
 
-@pytest.mark.parametrize("etag", ["abc", "-1", "1" * 19, " 1"])
+@pytest.mark.parametrize("etag", ["abc", "-1", "1" * 19, " 1", "\u00b2", "\u0661"])
 def test_a_malformed_etag_is_invalid_argument(api, user, etag):
     invalid(api.users.DeleteUser, user_pb2.DeleteUserRequest(id=user.id, etag=etag), "etag")
     assert api.users.GetUser(user_pb2.GetUserRequest(id=user.id)).user == user
