@@ -41,3 +41,9 @@ def test_the_readme_documents_every_environment_variable():
         assert row is not None, f"{name} is not in the README's configuration table"
         if default:
             assert f"`{default}`" in row.group(1), f"{name}: the README does not show the default {default!r}"
+
+
+def test_the_readme_shows_the_tested_first_call_examples_as_they_are():
+    """tests/e2e/test_clients.py runs these files from the built packages."""
+    for example in ("examples/python/first_call.py", "examples/typescript/first_call.ts"):
+        assert (ROOT / example).read_text() in README, f"the README does not show {example} as it is"
