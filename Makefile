@@ -70,4 +70,4 @@ bench: $(STAMP)  ## measure throughput and latency against their floors (see doc
 	$(PY) -m bench $(BENCH_ARGS)
 
 clean:  ## remove the virtual environment, the embedded database and build output
-	rm -rf $(VENV) .data build dist generated/python/dist
+	rm -rf $(VENV) .data build dist generated/python/dist generated/typescript/node_modules generated/typescript/dist
