@@ -21,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from server.config import DEV_PAGE_TOKEN_SECRET, Settings
+from server.rpc import reflection as rpc_reflection
 from server.rpc.builds import BuildService
 from server.rpc.deps import Deps
 from server.rpc.interceptors import ServerInterceptor
@@ -125,7 +126,7 @@ def build_server(settings: Settings) -> App:
         add_servicer(server, service, servicer(deps))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
+    rpc_reflection.enable(
         [*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
         server,
     )
