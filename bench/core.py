@@ -10,7 +10,7 @@ import grpc
 import psycopg
 from buildplatform.v1 import build_pb2
 
-from bench import h2, load, procs
+from bench import cpu, h2, load, procs
 from bench.h2 import Load, Result
 
 SERVICE = "/buildplatform.v1.BuildService/"
@@ -58,10 +58,13 @@ def _check(figures: Figures, who: str, address: str, name: str) -> Any:
     return reply
 
 
-def _drive(figures: Figures, h2load: str, key: str, who: str, address: str, name: str, shape: Load) -> Result:
+def _drive(figures: Figures, h2load: str, key: str, who: str, proc: procs.Proc, name: str, shape: Load) -> Result:
     method, message, _ = requests()[name]
+    address = proc.address
     before = _check(figures, who, address, name)
+    meter = cpu.Meter({who: proc.pid})
     result = h2.run(h2load, key, address, SERVICE + method, message, shape)
+    result.cpu = meter.stop()
     after = _check(figures, who, address, name)
     if before is None or after is None:
         result.failed += 1
@@ -69,7 +72,7 @@ def _drive(figures: Figures, h2load: str, key: str, who: str, address: str, name
         figures.errors.append(f"{key}: h2load counted {result.failed} failed requests")
     figures.results[key] = result
     pace = f" (paced: {shape.rps_per_connection * shape.connections:.0f} req/s offered)" if shape.rps_per_connection else ""
-    print(f"  {key:<26} {result.row()}{pace}", flush=True)
+    print(f"  {key:<26} {result.row()}{pace}  [{result.cpu.text()}]", flush=True)
     return result
 
 
@@ -95,21 +98,21 @@ def run(url: str, h2load: str, shape: Load, only: set[str]) -> Figures:
         # Same work: the bare handler's replies must equal the server's.
         for name in ("get", "list"):
             if name in names:
-                mine, theirs = _check(figures, "server", server.address, name), _check(figures, "bare", bare.address, name)
+                mine, theirs = _check(figures, "server", server, name), _check(figures, "bare", bare, name)
                 if mine is not None and theirs is not None and mine != theirs:
                     figures.errors.append(f"bare {name} reply differs from the server's")
         print(f"GetBuild / ListBuilds / CreateBuild, h2load -c{shape.connections} -m{shape.streams}, "
               f"{shape.warmup:g} s warm-up + {shape.duration:g} s", flush=True)
         # Server and floor alternate per method, so neither gets a warmer cache.
         for name in names:
-            served = _drive(figures, h2load, f"{name}.server", "server", server.address, name, shape)
-            _drive(figures, h2load, f"{name}.bare", "bare", bare.address, name, shape)
+            served = _drive(figures, h2load, f"{name}.server", "server", server, name, shape)
+            _drive(figures, h2load, f"{name}.bare", "bare", bare, name, shape)
             if name == "list":
                 # Latency target: at half the server's saturated throughput.
                 paced = Load(shape.connections, shape.streams, shape.duration, shape.warmup,
                              rps_per_connection=max(1.0, round(served.rps / 2 / shape.connections)))
-                _drive(figures, h2load, "list.server.paced", "server", server.address, name, paced)
-                _drive(figures, h2load, "list.bare.paced", "bare", bare.address, name, paced)
+                _drive(figures, h2load, "list.server.paced", "server", server, name, paced)
+                _drive(figures, h2load, "list.bare.paced", "bare", bare, name, paced)
     finally:
         server.stop()
         bare_code = bare.stop()
@@ -125,8 +128,8 @@ def run(url: str, h2load: str, shape: Load, only: set[str]) -> Figures:
         quiet = procs.server("server-warning", url, LOG_LEVEL="WARNING")
         fixed = procs.Proc("bare-fixed", ["-m", "bench.bare", "--database-url", url, "--fixed", get_id], {}).wait_listening()
         try:
-            _drive(figures, h2load, "get.server.nolog", "server", quiet.address, "get", shape)
-            _drive(figures, h2load, "get.fixed", "bare", fixed.address, "get", shape)
+            _drive(figures, h2load, "get.server.nolog", "server", quiet, "get", shape)
+            _drive(figures, h2load, "get.fixed", "bare", fixed, "get", shape)
         finally:
             quiet.stop()
             fixed.stop()

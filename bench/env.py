@@ -140,6 +140,9 @@ class Postgres:
                 time.sleep(0.1)
         self.handle = handle
         self.admin_url = str(handle.get_uri())
+        from bench import cpu
+
+        cpu.set_postmaster(int(handle.get_pid()))
 
     def _statements_preloaded(self) -> bool:
         with psycopg.connect(self.admin_url) as conn:
@@ -161,3 +164,16 @@ class Postgres:
                 print(f"could not drop {name}: {error}", file=sys.stderr)
         if self.handle is not None:
             self.handle.cleanup()
+
+
+def background_cpu(seconds: float = 3.0) -> float:
+    """How busy the machine is before the bench starts anything, in % of one core."""
+    def sample() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        return sum(fields) - fields[3] - fields[4], sum(fields)
+
+    busy0, total0 = sample()
+    time.sleep(seconds)
+    busy1, total1 = sample()
+    cores = os.cpu_count() or 1
+    return (busy1 - busy0) / max(1, total1 - total0) * 100 * cores

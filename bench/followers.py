@@ -60,6 +60,22 @@ async def follow(address: str, build_id: str, stream: Stream, batch: int, latenc
                 if not logs:
                     continue
                 seqs = [log.sequence for log in logs]
+                first = stream.last + 1
+                if seqs[0] == first and seqs[-1] == first + len(seqs) - 1 and seqs == list(range(first, first + len(seqs))):
+                    # The usual case, checked in C: exactly the next lines, in order.
+                    group_start = 0
+                    for index in range((-(first - 1)) % batch, len(seqs), batch):
+                        if index > group_start:
+                            latencies[round((now - stream.batch_sent) * 1000, 2)] += index - group_start
+                        group_start = index
+                        sent, named, _ = logs[index].message.split(" ", 2)
+                        stream.batch_sent = int(sent) / 1e9
+                        if int(named) != seqs[index]:
+                            stream.mismatches += 1
+                    latencies[round((now - stream.batch_sent) * 1000, 2)] += len(seqs) - group_start
+                    stream.last = seqs[-1]
+                    stream.lines += len(seqs)
+                    continue
                 group_start = 0
                 for index, seq in enumerate(seqs):
                     if seq <= stream.last:

@@ -34,6 +34,7 @@ class Result:
     p99_ms: float
     failed: int             # h2load's failed + errored (HTTP level)
     bytes_per_response: float
+    cpu: Any = None         # bench.cpu.Usage during the run
 
     def row(self) -> str:
         return f"{self.rps:8.0f} req/s  p50 {self.p50_ms:6.2f} ms  p99 {self.p99_ms:6.2f} ms"

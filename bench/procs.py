@@ -53,11 +53,11 @@ class Proc:
         self.stop()
         raise RuntimeError(f"{self.name} did not start:\n{self.log_path.read_text()[-3000:]}")
 
-    def rss_mib(self) -> float:
-        """Resident memory of the process now (VmRSS), in MiB."""
+    def rss_mb(self) -> float:
+        """Resident memory of the process now (VmRSS), in MB (10^6 bytes, as the target)."""
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
+                return int(line.split()[1]) * 1024 / 1e6
         return 0.0
 
     def cpu_seconds(self) -> float:

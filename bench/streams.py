@@ -18,7 +18,7 @@ import grpc
 import psycopg
 from buildplatform.v1 import build_log_pb2, build_log_pb2_grpc, build_pb2, build_pb2_grpc
 
-from bench import load, procs
+from bench import cpu, load, procs
 from bench.h2 import percentile
 
 FILLER = "[compile] src/components/TodoList.tsx: 14 modules transformed, bundle 182.4 kB (gzip 54.1 kB)"
@@ -228,12 +228,14 @@ def latency(url: str, figures: Figures, *, followers: int = 100, rate: float = 1
         groups = [Followers(f"followers-{i}", r.address, [build_id], half, size) for i, r in enumerate(replicas)]
         for group in groups:
             group.wait_ready()
-        cpu = [r.cpu_seconds() for r in replicas]
+        meter = cpu.Meter({"replica A": replicas[0].pid, "replica B": replicas[1].pid,
+                           "followers A": groups[0].proc.pid, "followers B": groups[1].proc.pid,
+                           "appender": os.getpid()})
         sent = asyncio.run(_paced([r.address for r in replicas], build_id, rate=rate, size=size, seconds=seconds))
         for group in groups:
             if not group.wait_min(sent["lines"], timeout=30):
                 figures.errors.append(f"latency: {group.proc.name} did not receive all {sent['lines']} lines")
-        cpu = [(r.cpu_seconds() - c) / sent["elapsed"] * 100 for r, c in zip(replicas, cpu, strict=True)]
+        usage = meter.stop()
         cancel(replicas[0].address, build_id)
         results = [g.finish() for g in groups]
     finally:
@@ -265,14 +267,13 @@ def latency(url: str, figures: Figures, *, followers: int = 100, rate: float = 1
         "latency.samples": total, "latency.lost": lost, "latency.duplicates": dup,
         "latency.rate": sent["lines"] / sent["elapsed"], "latency.late": sent["late"],
         "latency.append_p50": sent["rpc_p50"], "latency.append_p99": sent["rpc_p99"],
-        "latency.cpu": cpu, "latency.followers": followers, "latency.seconds": seconds,
+        "latency.cpu": usage, "latency.followers": followers, "latency.seconds": seconds,
     })
     print(f"  {followers} followers on 2 replicas, {sent['lines'] / sent['elapsed']:.0f} lines/s appended for "
           f"{sent['elapsed']:.1f} s ({sent['late']} batches sent >50 ms late)", flush=True)
     print(f"  append-to-follower p50 {pct(0.5):.1f} ms  p99 {pct(0.99):.1f} ms  max {samples[-1][0]:.1f} ms "
           f"(target p99 <= 50 ms); {total} line deliveries, lost {lost}, duplicated {dup}", flush=True)
-    print(f"  AppendBuildLogs RPC p50 {sent['rpc_p50']:.1f} ms p99 {sent['rpc_p99']:.1f} ms; "
-          f"replica CPU {cpu[0]:.0f}% / {cpu[1]:.0f}%", flush=True)
+    print(f"  AppendBuildLogs RPC p50 {sent['rpc_p50']:.1f} ms p99 {sent['rpc_p99']:.1f} ms; {usage.text()}", flush=True)
 
 
 # -- memory ----------------------------------------------------------------------
@@ -283,13 +284,13 @@ def memory(url: str, figures: Figures, *, followers: int = 1000, hold: float = 1
     try:
         builds = new_builds(url, followers)
         time.sleep(1)
-        idle = server.rss_mib()
+        idle = server.rss_mb()
         group = Followers("followers-idle", server.address, builds, followers)
         group.wait_ready(timeout=180)
-        peak = server.rss_mib()
+        peak = server.rss_mb()
         deadline = time.monotonic() + hold   # one heartbeat round (15 s) included
         while time.monotonic() < deadline:
-            peak = max(peak, server.rss_mib())
+            peak = max(peak, server.rss_mb())
             time.sleep(0.5)
         result = group.finish(timeout=0)
     finally:
@@ -300,8 +301,8 @@ def memory(url: str, figures: Figures, *, followers: int = 1000, hold: float = 1
         figures.errors.append(f"memory: streams ended {result['ended']} before the bench stopped them")
     figures.values.update({"memory.idle": idle, "memory.peak": peak, "memory.followers": followers,
                            "memory.ready_s": group.ready_s, "memory.hold": hold})
-    print(f"  server RSS: {idle:.0f} MiB idle, {peak:.0f} MiB peak with {followers} idle followers on "
-          f"{followers} builds (target <= 100 MB); {(peak - idle) * 1024 / followers:.0f} KiB per follower; "
+    print(f"  server RSS: {idle:.0f} MB idle, {peak:.0f} MB peak with {followers} idle followers on "
+          f"{followers} builds (target <= 100 MB); {(peak - idle) * 1000 / followers:.0f} kB per follower; "
           f"all connected in {group.ready_s:.1f} s", flush=True)
 
 
@@ -331,7 +332,7 @@ def statements(url: str, figures: Figures, *, counts: tuple[int, ...] = (1, 1000
                         figures.errors.append(f"statements: {count} followers did not get every line")
                     time.sleep(0.3)
                     rows = admin.execute(STATEMENTS).fetchall()
-                    rss = server.rss_mib()
+                    rss = server.rss_mb()
                     cancel(server.address, build_id)
                     result = group.finish()
                 finally:
@@ -344,6 +345,6 @@ def statements(url: str, figures: Figures, *, counts: tuple[int, ...] = (1, 1000
                 figures.values[f"statements.{count}.rows"] = [(" ".join(q.split())[:110], c) for q, c in counted]
                 figures.values[f"statements.{count}.rss"] = rss
                 print(f"  {count:>5} follower(s): {per_batch:.2f} statements per appended batch "
-                      f"({sum(c for _, c in counted)} over {batches} batches; server RSS {rss:.0f} MiB)", flush=True)
+                      f"({sum(c for _, c in counted)} over {batches} batches; server RSS {rss:.0f} MB)", flush=True)
     finally:
         server.stop()

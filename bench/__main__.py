@@ -1,0 +1,115 @@
+"""python -m bench: run the benches, print each figure beside its floor or
+target measured in the same run, and write docs/benchmarks.md.
+
+    make bench                                   everything (about 6-8 minutes)
+    make bench BENCH_ARGS="--only get,list"      a subset; docs are not rewritten
+    make bench BENCH_ARGS="--duration 5"         shorter h2load runs
+
+Benches: get, list, create (issue 2; need the 1,000,000-build load),
+ingest, latency, memory, statements (issue 3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+
+from bench import env, report
+from bench.h2 import Load
+
+CORE = ("get", "list", "create")
+STREAMS = ("ingest", "latency", "memory", "statements")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default=",".join(CORE + STREAMS),
+                        help=f"comma-separated subset of: {', '.join(CORE + STREAMS)}")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per h2load run (10)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="h2load warm-up seconds per run (2)")
+    parser.add_argument("--connections", type=int, default=16, help="h2load connections (16)")
+    parser.add_argument("--streams", type=int, default=8, help="h2load concurrent streams per connection (8)")
+    parser.add_argument("--builds", type=int, default=1_000_000, help="builds loaded for get/list/create (1,000,000)")
+    parser.add_argument("--users", type=int, default=10_000, help="users owning them (10,000)")
+    parser.add_argument("--docs", default=str(env.ROOT / "docs" / "benchmarks.md"),
+                        help="where to write the report (written only when every bench ran, or with --write-docs)")
+    parser.add_argument("--write-docs", action="store_true", help="write the report even for a subset")
+    parser.add_argument("--keep-database", action="store_true", help="keep the bench database afterwards")
+    args = parser.parse_args()
+    args.selected = {name.strip() for name in args.only.split(",") if name.strip()}
+    unknown = args.selected - set(CORE + STREAMS)
+    if unknown:
+        parser.error(f"unknown bench(es): {', '.join(sorted(unknown))}; choose from {', '.join(CORE + STREAMS)}")
+    return args
+
+
+def main() -> int:
+    args = parse_args()
+    began = time.monotonic()
+    core_wanted = bool(args.selected & set(CORE))
+    h2load = env.ensure_h2load() if core_wanted else ""
+    background = env.background_cpu()
+    print(f"machine busy before the bench starts (other processes): {background:.0f}% of one core", flush=True)
+    pg = env.Postgres()
+    pg.start()
+    run = report.Run(args=args, background=background)
+    failed = False
+    try:
+        from server import migrate
+
+        migrate.upgrade(pg.url)
+        from bench import load
+
+        users, builds = (args.users, args.builds) if core_wanted else (100, 1000)
+        print(f"loading {builds:,} builds of {users:,} users ...", flush=True)
+        run.load = load.load(pg.url, users=users, builds=builds)
+        run.builds, run.users = builds, users
+        print("  " + ", ".join(f"{k} {v:.1f}" for k, v in run.load.items()), flush=True)
+        run.machine = env.machine(pg.url)
+        run.pg_settings = pg.settings()
+        run.statements_available = pg.has_statements
+        for line in run.machine.lines():
+            print(line, flush=True)
+        if core_wanted:
+            from bench import core
+
+            shape = Load(args.connections, args.streams, args.duration, args.warmup)
+            run.shape = shape
+            run.core = core.run(pg.url, h2load, shape, args.selected)
+        if args.selected & set(STREAMS):
+            from bench import streams
+
+            run.streams = streams.Figures()
+            for name in STREAMS:
+                if name not in args.selected:
+                    continue
+                if name == "statements" and not pg.has_statements:
+                    run.streams.errors.append("statements: pg_stat_statements is not preloaded on BENCH_DATABASE_URL's server; skipped")
+                    continue
+                print(f"{name}:", flush=True)
+                try:
+                    getattr(streams, name)(pg.url, run.streams)
+                except Exception as error:  # report the others even if one bench breaks
+                    failed = True
+                    traceback.print_exc()
+                    run.streams.errors.append(f"{name}: {type(error).__name__}: {error}")
+    finally:
+        pg.stop(keep=args.keep_database)
+    run.minutes = (time.monotonic() - began) / 60
+    table = report.table(run)
+    print("\n" + table, flush=True)
+    for error in run.all_errors():
+        print(f"ERROR: {error}", file=sys.stderr, flush=True)
+    if args.selected == set(CORE + STREAMS) or args.write_docs:
+        report.write(run, args.docs)
+        print(f"\nwrote {args.docs}", flush=True)
+    else:
+        print("\n(a subset ran: docs/benchmarks.md left as it was; add --write-docs to overwrite it)", flush=True)
+    return 1 if failed or run.all_errors() else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
