@@ -75,26 +75,31 @@ class App:
     async def start(self) -> None:
         await self.db.open()
         await self.hub.start()
+        # Publish the health of every service before listening: a check that
+        # arrives first must not find the service unknown (NOT_FOUND).
+        serving = await self._publish_health(None)
         await self.server.start()
-        self._monitor = asyncio.create_task(self._watch_database())
+        self._monitor = asyncio.create_task(self._watch_database(serving))
 
-    async def _watch_database(self) -> None:
+    async def _publish_health(self, serving: bool | None) -> bool:
+        """Ping the database once; publish SERVING or NOT_SERVING when it changed."""
+        try:
+            await asyncio.wait_for(self.db.ping(), timeout=max(self.health_interval, 1.0))
+            ok = True
+        except Exception:  # any failure means not serving
+            ok = False
+        if ok != serving:
+            status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
+            for name in ["", *SERVICE_NAMES]:
+                await self.health.set(name, status)
+            log.log(logging.INFO if ok else logging.WARNING, "health: %s", "SERVING" if ok else "NOT_SERVING (database unreachable)")
+        return ok
+
+    async def _watch_database(self, serving: bool) -> None:
         """Health follows the database: NOT_SERVING while it is unreachable."""
-        interval = self.health_interval
-        serving: bool | None = None
         while True:
-            try:
-                await asyncio.wait_for(self.db.ping(), timeout=max(interval, 1.0))
-                ok = True
-            except Exception:  # any failure means not serving
-                ok = False
-            if ok != serving:
-                serving = ok
-                status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
-                for name in ["", *SERVICE_NAMES]:
-                    await self.health.set(name, status)
-                log.log(logging.INFO if ok else logging.WARNING, "health: %s", "SERVING" if ok else "NOT_SERVING (database unreachable)")
-            await asyncio.sleep(interval)
+            await asyncio.sleep(self.health_interval)
+            serving = await self._publish_health(serving)
 
     async def stop(self, grace: float) -> None:
         await self.health.enter_graceful_shutdown()
