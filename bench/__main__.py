@@ -78,7 +78,7 @@ def main() -> int:
 
             shape = Load(args.connections, args.streams, args.duration, args.warmup)
             run.shape = shape
-            run.core = core.run(pg.url, h2load, shape, args.selected)
+            run.core = core.run(pg.url, h2load, shape, args.selected, builds=builds)
         if args.selected & set(STREAMS):
             from bench import streams
 

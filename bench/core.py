@@ -24,11 +24,14 @@ class Figures:
     plan: str = ""
 
 
+BUILDS = [1_000_000]  # set by run(): the number of builds loaded
+
+
 def requests() -> dict[str, tuple[str, Any, Any]]:
     """name -> (method, request, response type); ids are the loader's."""
     user, project = load.uid("u", 1), load.uid("p", 1)   # project 1 belongs to user 1
     return {
-        "get": ("GetBuild", build_pb2.GetBuildRequest(id=load.uid("b", 123_455)), build_pb2.GetBuildResponse),
+        "get": ("GetBuild", build_pb2.GetBuildRequest(id=load.uid("b", BUILDS[0] // 2 + 7)), build_pb2.GetBuildResponse),
         "list": (
             "ListBuilds",
             build_pb2.ListBuildsRequest(user_id=load.uid("u", 4242), page_size=50),
@@ -87,7 +90,8 @@ def explain_list(url: str) -> str:
     return "\n".join(str(r[0]) for r in rows)
 
 
-def run(url: str, h2load: str, shape: Load, only: set[str]) -> Figures:
+def run(url: str, h2load: str, shape: Load, only: set[str], *, builds: int) -> Figures:
+    BUILDS[0] = builds
     figures = Figures()
     figures.plan = explain_list(url)
     get_id = requests()["get"][1].id
@@ -98,7 +102,7 @@ def run(url: str, h2load: str, shape: Load, only: set[str]) -> Figures:
         # Same work: the bare handler's replies must equal the server's.
         for name in ("get", "list"):
             if name in names:
-                mine, theirs = _check(figures, "server", server, name), _check(figures, "bare", bare, name)
+                mine, theirs = _check(figures, "server", server.address, name), _check(figures, "bare", bare.address, name)
                 if mine is not None and theirs is not None and mine != theirs:
                     figures.errors.append(f"bare {name} reply differs from the server's")
         print(f"GetBuild / ListBuilds / CreateBuild, h2load -c{shape.connections} -m{shape.streams}, "
