@@ -1,7 +1,8 @@
 """Followers: `python -m bench.followers --address A --builds ID[,ID...] --count N`.
 
 Opens N StreamBuildLogs(follow=true) streams (stream i follows build
-i % len(builds)), each on its own connection, as N separate clients would.
+i % len(builds)), each on its own connection as N separate clients would
+(or several per connection with --streams-per-connection).
 Prints `ready` once every stream has its first reply (the backlog's end),
 then `min <seq>` now and then (the lowest sequence every stream has
 reached), and at the end one `result <json>` line: per-stream delivery
@@ -42,66 +43,70 @@ class Stream:
         self.batch_sent = 0.0
 
 
-async def follow(address: str, build_id: str, stream: Stream, batch: int, latencies: Counter[float],
-                 ready: asyncio.Event, total_ready: list[int], count: int) -> None:
+def connect(address: str) -> grpc.aio.Channel:
+    # A subchannel pool of its own: its own TCP connection, as a separate client has.
     options = [("grpc.use_local_subchannel_pool", 1), ("grpc.max_receive_message_length", 64 * 1024 * 1024)]
-    async with grpc.aio.insecure_channel(address, options=options) as channel:
-        stub = build_log_pb2_grpc.BuildLogServiceStub(channel)
-        call = stub.StreamBuildLogs(build_log_pb2.StreamBuildLogsRequest(build_id=build_id, follow=True))
-        try:
-            async for reply in call:
-                now = time.time()
-                if not stream.ready:
-                    stream.ready = True
-                    total_ready[0] += 1
-                    if total_ready[0] == count:
-                        ready.set()
-                logs = reply.logs
-                if not logs:
-                    continue
-                seqs = [log.sequence for log in logs]
-                first = stream.last + 1
-                if seqs[0] == first and seqs[-1] == first + len(seqs) - 1 and seqs == list(range(first, first + len(seqs))):
-                    # The usual case, checked in C: exactly the next lines, in order.
-                    group_start = 0
-                    for index in range((-(first - 1)) % batch, len(seqs), batch):
-                        if index > group_start:
-                            latencies[round((now - stream.batch_sent) * 1000, 2)] += index - group_start
-                        group_start = index
-                        sent, named, _ = logs[index].message.split(" ", 2)
-                        stream.batch_sent = int(sent) / 1e9
-                        if int(named) != seqs[index]:
-                            stream.mismatches += 1
-                    latencies[round((now - stream.batch_sent) * 1000, 2)] += len(seqs) - group_start
-                    stream.last = seqs[-1]
-                    stream.lines += len(seqs)
-                    continue
+    return grpc.aio.insecure_channel(address, options=options)
+
+
+async def follow(channel: grpc.aio.Channel, build_id: str, stream: Stream, batch: int, latencies: Counter[float],
+                 ready: asyncio.Event, total_ready: list[int], count: int) -> None:
+    stub = build_log_pb2_grpc.BuildLogServiceStub(channel)
+    call = stub.StreamBuildLogs(build_log_pb2.StreamBuildLogsRequest(build_id=build_id, follow=True))
+    try:
+        async for reply in call:
+            now = time.time()
+            if not stream.ready:
+                stream.ready = True
+                total_ready[0] += 1
+                if total_ready[0] == count:
+                    ready.set()
+            logs = reply.logs
+            if not logs:
+                continue
+            seqs = [log.sequence for log in logs]
+            first = stream.last + 1
+            if seqs[0] == first and seqs[-1] == first + len(seqs) - 1 and seqs == list(range(first, first + len(seqs))):
+                # The usual case, checked in C: exactly the next lines, in order.
                 group_start = 0
-                for index, seq in enumerate(seqs):
-                    if seq <= stream.last:
-                        stream.duplicates += 1
-                        continue
-                    if seq != stream.last + 1:
-                        stream.gaps += seq - stream.last - 1
-                    stream.last = seq
-                    stream.lines += 1
-                    if (seq - 1) % batch == 0:
-                        # First line of a batch: its send time and own sequence.
-                        if index > group_start:
-                            latencies[round((now - stream.batch_sent) * 1000, 2)] += index - group_start
-                        group_start = index
-                        sent, named, _ = logs[index].message.split(" ", 2)
-                        stream.batch_sent = int(sent) / 1e9
-                        if int(named) != seq:
-                            stream.mismatches += 1
-                if len(seqs) > group_start and stream.batch_sent:
-                    latencies[round((now - stream.batch_sent) * 1000, 2)] += len(seqs) - group_start
-            stream.ended = "OK"
-        except grpc.aio.AioRpcError as error:
-            stream.ended = error.code().name
-        except asyncio.CancelledError:
-            stream.ended = "stopped"
-            call.cancel()
+                for index in range((-(first - 1)) % batch, len(seqs), batch):
+                    if index > group_start:
+                        latencies[round((now - stream.batch_sent) * 1000, 2)] += index - group_start
+                    group_start = index
+                    sent, named, _ = logs[index].message.split(" ", 2)
+                    stream.batch_sent = int(sent) / 1e9
+                    if int(named) != seqs[index]:
+                        stream.mismatches += 1
+                latencies[round((now - stream.batch_sent) * 1000, 2)] += len(seqs) - group_start
+                stream.last = seqs[-1]
+                stream.lines += len(seqs)
+                continue
+            group_start = 0
+            for index, seq in enumerate(seqs):
+                if seq <= stream.last:
+                    stream.duplicates += 1
+                    continue
+                if seq != stream.last + 1:
+                    stream.gaps += seq - stream.last - 1
+                stream.last = seq
+                stream.lines += 1
+                if (seq - 1) % batch == 0:
+                    # First line of a batch: its send time and own sequence.
+                    if index > group_start:
+                        latencies[round((now - stream.batch_sent) * 1000, 2)] += index - group_start
+                    group_start = index
+                    sent, named, _ = logs[index].message.split(" ", 2)
+                    stream.batch_sent = int(sent) / 1e9
+                    if int(named) != seq:
+                        stream.mismatches += 1
+            if len(seqs) > group_start and stream.batch_sent:
+                latencies[round((now - stream.batch_sent) * 1000, 2)] += len(seqs) - group_start
+        stream.ended = "OK"
+    except grpc.aio.AioRpcError as error:
+        stream.ended = error.code().name
+    except asyncio.CancelledError:
+        stream.ended = "stopped"
+        call.cancel()
 
 
 async def main_async(args: argparse.Namespace) -> None:
@@ -110,8 +115,12 @@ async def main_async(args: argparse.Namespace) -> None:
     latencies: Counter[float] = Counter()
     ready = asyncio.Event()
     total_ready = [0]
+    per = max(1, args.streams_per_connection)
+    channels = [connect(args.address) for _ in range((args.count + per - 1) // per)]
     tasks = [
-        asyncio.create_task(follow(args.address, builds[i % len(builds)], s, args.batch, latencies, ready, total_ready, args.count))
+        asyncio.create_task(
+            follow(channels[i // per], builds[i % len(builds)], s, args.batch, latencies, ready, total_ready, args.count)
+        )
         for i, s in enumerate(streams)
     ]
     stop = asyncio.Event()
@@ -135,6 +144,8 @@ async def main_async(args: argparse.Namespace) -> None:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     reporter.cancel()
+    for channel in channels:
+        await channel.close()
     ended = Counter(s.ended or "not started" for s in streams)
     result: dict[str, Any] = {
         "streams": len(streams),
@@ -155,6 +166,8 @@ def main() -> None:
     parser.add_argument("--builds", required=True, help="comma-separated build ids")
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--batch", type=int, default=50, help="lines per appended batch")
+    parser.add_argument("--streams-per-connection", type=int, default=1,
+                        help="streams sharing one connection (1: every follower is its own client)")
     args = parser.parse_args()
     asyncio.run(main_async(args))
     sys.stdout.flush()

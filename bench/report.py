@@ -90,9 +90,16 @@ def rows(run: Run) -> list[tuple[str, str, str, str]]:
                     "target p99 <= 50 ms at 5,000 lines/s, nothing lost or repeated",
                     _verdict(ok and v["latency.rate"] >= 4750)))
     if "memory.peak" in v:
-        out.append((f"Server memory, {v['memory.followers']} idle followers", f"{v['memory.peak']:.0f} MB RSS "
-                    f"(idle server {v['memory.idle']:.0f} MB)", "target <= 100 MB per process",
-                    _verdict(v["memory.peak"] <= 100)))
+        out.append((f"Server memory, {v['memory.followers']:,} idle followers, 1 connection each",
+                    f"{v['memory.peak']:.0f} MB RSS (idle server {v['memory.idle']:.0f} MB, "
+                    f"+{(v['memory.peak'] - v['memory.idle']) * 1000 / v['memory.followers']:.0f} kB per follower)",
+                    "target <= 100 MB per process", _verdict(v["memory.peak"] <= 100)))
+    if "memory.shared.peak" in v:
+        out.append((f"Server memory, {v['memory.shared.followers']:,} idle followers over "
+                    f"{v['memory.shared.connections']} connections",
+                    f"{v['memory.shared.peak']:.0f} MB RSS (idle server {v['memory.shared.idle']:.0f} MB, "
+                    f"+{(v['memory.shared.peak'] - v['memory.shared.idle']) * 1000 / v['memory.shared.followers']:.0f} kB per follower)",
+                    "target <= 100 MB per process", _verdict(v["memory.shared.peak"] <= 100)))
     if "statements.1" in v and "statements.1000" in v:
         one, many = v["statements.1"], v["statements.1000"]
         out.append(("Statements per appended batch", f"{one:.2f} with 1 follower, {many:.2f} with 1,000",

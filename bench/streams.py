@@ -54,10 +54,10 @@ def entries(first_seq: int, count: int, stamp: bool = True) -> list[build_log_pb
 class Followers:
     """A bench.followers process, its progress read from its stdout."""
 
-    def __init__(self, name: str, address: str, builds: list[str], count: int, batch: int = 50) -> None:
+    def __init__(self, name: str, address: str, builds: list[str], count: int, batch: int = 50, per_connection: int = 1) -> None:
         self.proc = procs.Proc(
             name, ["-m", "bench.followers", "--address", address, "--builds", ",".join(builds),
-                   "--count", str(count), "--batch", str(batch)], {},
+                   "--count", str(count), "--batch", str(batch), "--streams-per-connection", str(per_connection)], {},
         )
         self.ready = threading.Event()
         self.minimum = 0
@@ -279,31 +279,38 @@ def latency(url: str, figures: Figures, *, followers: int = 100, rate: float = 1
 # -- memory ----------------------------------------------------------------------
 
 def memory(url: str, figures: Figures, *, followers: int = 1000, hold: float = 16.0) -> None:
-    server = procs.server("server-memory", url)
-    group = None
-    try:
-        builds = new_builds(url, followers)
-        time.sleep(1)
-        idle = server.rss_mb()
-        group = Followers("followers-idle", server.address, builds, followers)
-        group.wait_ready(timeout=180)
-        peak = server.rss_mb()
-        deadline = time.monotonic() + hold   # one heartbeat round (15 s) included
-        while time.monotonic() < deadline:
-            peak = max(peak, server.rss_mb())
-            time.sleep(0.5)
-        result = group.finish(timeout=0)
-    finally:
-        if group is not None and group.proc.proc.poll() is None:
-            group.proc.stop()
-        server.stop()
-    if result["ended"] != {"stopped": followers}:
-        figures.errors.append(f"memory: streams ended {result['ended']} before the bench stopped them")
-    figures.values.update({"memory.idle": idle, "memory.peak": peak, "memory.followers": followers,
-                           "memory.ready_s": group.ready_s, "memory.hold": hold})
-    print(f"  server RSS: {idle:.0f} MB idle, {peak:.0f} MB peak with {followers} idle followers on "
-          f"{followers} builds (target <= 100 MB); {(peak - idle) * 1000 / followers:.0f} kB per follower; "
-          f"all connected in {group.ready_s:.1f} s", flush=True)
+    """Peak RSS of a fresh server while `followers` idle streams follow as
+    many builds: each on its own connection (the target's case), then 100
+    per connection (to tell the cost of a connection from that of a stream).
+    The hold covers one heartbeat round (STREAM_HEARTBEAT_SECONDS=15)."""
+    for per, key in ((1, "memory"), (100, "memory.shared")):
+        server = procs.server(f"server-{key}", url)
+        group = None
+        try:
+            builds = new_builds(url, followers)
+            time.sleep(1)
+            idle = server.rss_mb()
+            group = Followers(f"followers-{key}", server.address, builds, followers, per_connection=per)
+            group.wait_ready(timeout=180)
+            peak = server.rss_mb()
+            deadline = time.monotonic() + hold
+            while time.monotonic() < deadline:
+                peak = max(peak, server.rss_mb())
+                time.sleep(0.5)
+            result = group.finish(timeout=0)
+        finally:
+            if group is not None and group.proc.proc.poll() is None:
+                group.proc.stop()
+            server.stop()
+        if result["ended"] != {"stopped": followers}:
+            figures.errors.append(f"{key}: streams ended {result['ended']} before the bench stopped them")
+        connections = (followers + per - 1) // per
+        figures.values.update({f"{key}.idle": idle, f"{key}.peak": peak, f"{key}.followers": followers,
+                               f"{key}.connections": connections, f"{key}.ready_s": group.ready_s})
+        print(f"  server RSS: {idle:.0f} MB idle, {peak:.0f} MB peak with {followers} idle followers of "
+              f"{followers} builds over {connections} connections (target <= 100 MB); "
+              f"{(peak - idle) * 1000 / followers:.0f} kB per follower; all connected in {group.ready_s:.1f} s", flush=True)
+    figures.values["memory.hold"] = hold
 
 
 # -- statements per batch ----------------------------------------------------------
