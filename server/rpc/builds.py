@@ -10,14 +10,15 @@ from typing import Any
 
 from buildplatform.v1 import build_pb2, build_pb2_grpc
 
-from server.domain.errors import InvalidArgument, NotFound, Unavailable
+from server.domain.errors import InvalidArgument, Unavailable
 from server.domain.status import TERMINAL, BuildStatus, ReviewDecision, review_outcome, transition
 from server.domain.validation import Checker
 from server.rpc import convert
 from server.rpc.convert import mask_paths, parse_etag, require_message, validate_id
 from server.rpc.deps import Deps
 from server.rpc.resources import _filter_id, _page_size
-from server.store import builds
+from server.store import builds, crud
+from server.store.models import builds as builds_table
 
 Context = Any
 
@@ -39,9 +40,7 @@ class BuildService(build_pb2_grpc.BuildServiceServicer):
 
     async def GetBuild(self, request: build_pb2.GetBuildRequest, context: Context) -> build_pb2.GetBuildResponse:
         key = validate_id("id", request.id)
-        row = await self.d.db.get_by_id("builds", key)
-        if row is None:
-            raise NotFound("build", key)
+        row = await crud.fetch(self.d.db, builds_table, key, "build")
         return build_pb2.GetBuildResponse(build=convert.build_to_pb(row))
 
     async def ListBuilds(self, request: build_pb2.ListBuildsRequest, context: Context) -> build_pb2.ListBuildsResponse:
@@ -156,9 +155,7 @@ class BuildService(build_pb2_grpc.BuildServiceServicer):
         async with self.d.hub.watch_build(key) as wake:
             while True:
                 wake.clear()
-                row = await self.d.db.get_by_id("builds", key)
-                if row is None:
-                    raise NotFound("build", key)
+                row = await crud.fetch(self.d.db, builds_table, key, "build")
                 if row["revision"] != last_revision:
                     last_revision = row["revision"]
                     yield build_pb2.WatchBuildResponse(build=convert.build_to_pb(row))

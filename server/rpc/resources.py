@@ -54,8 +54,7 @@ class UserService(user_pb2_grpc.UserServiceServicer):
 
     async def GetUser(self, request: user_pb2.GetUserRequest, context: Context) -> user_pb2.GetUserResponse:
         key = validate_id("id", request.id)
-        async with self.d.db.read() as conn:
-            row = await crud.must_get(conn, users, key, "user")
+        row = await crud.fetch(self.d.db, users, key, "user")
         return user_pb2.GetUserResponse(user=convert.user_to_pb(row))
 
     async def GetUserByClerkId(
@@ -121,8 +120,7 @@ class ProjectService(project_pb2_grpc.ProjectServiceServicer):
 
     async def GetProject(self, request: project_pb2.GetProjectRequest, context: Context) -> project_pb2.GetProjectResponse:
         key = validate_id("id", request.id)
-        async with self.d.db.read() as conn:
-            row = await crud.must_get(conn, projects, key, "project")
+        row = await crud.fetch(self.d.db, projects, key, "project")
         return project_pb2.GetProjectResponse(project=convert.project_to_pb(row))
 
     async def ListProjects(
@@ -189,8 +187,7 @@ class ChatSessionService(chat_session_pb2_grpc.ChatSessionServiceServicer):
         self, request: chat_session_pb2.GetChatSessionRequest, context: Context
     ) -> chat_session_pb2.GetChatSessionResponse:
         key = validate_id("id", request.id)
-        async with self.d.db.read() as conn:
-            row = await crud.must_get(conn, chat_sessions, key, "chat session")
+        row = await crud.fetch(self.d.db, chat_sessions, key, "chat session")
         return chat_session_pb2.GetChatSessionResponse(chat_session=convert.chat_session_to_pb(row))
 
     async def ListChatSessions(
@@ -277,8 +274,7 @@ class AppSpecService(app_spec_pb2_grpc.AppSpecServiceServicer):
 
     async def GetAppSpec(self, request: app_spec_pb2.GetAppSpecRequest, context: Context) -> app_spec_pb2.GetAppSpecResponse:
         key = validate_id("id", request.id)
-        async with self.d.db.read() as conn:
-            row = await crud.must_get(conn, app_specs, key, "app spec")
+        row = await crud.fetch(self.d.db, app_specs, key, "app spec")
         return app_spec_pb2.GetAppSpecResponse(app_spec=convert.app_spec_to_pb(row))
 
     async def ListAppSpecs(

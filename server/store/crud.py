@@ -17,6 +17,7 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain.errors import Aborted, NotFound
+from server.store.db import Database
 
 Row = RowMapping
 
@@ -44,6 +45,14 @@ async def must_get(
     conn: AsyncConnection, table: Table, key: str, resource: str, *, lock: bool = False
 ) -> Row:
     row = await get_row(conn, table, key, lock=lock)
+    if row is None:
+        raise NotFound(resource, key)
+    return row
+
+
+async def fetch(db: Database, table: Table, key: str, resource: str) -> dict[str, Any]:
+    """A row by id through the hot-path pool (every Get RPC); NotFound when absent."""
+    row = await db.get_by_id(table.name, key)
     if row is None:
         raise NotFound(resource, key)
     return row

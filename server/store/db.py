@@ -80,6 +80,19 @@ def translate(error: exc.DBAPIError) -> Exception:
     return error
 
 
+@asynccontextmanager
+async def _translated() -> AsyncIterator[None]:
+    """Database errors raised inside the block leave it as domain errors."""
+    try:
+        yield
+    except DomainError:
+        raise
+    except exc.DBAPIError as error:
+        raise translate(error) from error
+    except OSError as error:
+        raise DatabaseUnavailable(str(error)) from error
+
+
 class Database:
     def __init__(self, database_url: str, *, pool_size: int, max_overflow: int) -> None:
         self.engine: AsyncEngine = create_async_engine(
@@ -126,27 +139,13 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
-        try:
-            async with self.engine.begin() as conn:
-                yield conn
-        except DomainError:
-            raise
-        except exc.DBAPIError as error:
-            raise translate(error) from error
-        except OSError as error:
-            raise DatabaseUnavailable(str(error)) from error
+        async with _translated(), self.engine.begin() as conn:
+            yield conn
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        try:
-            async with self._autocommit.connect() as conn:
-                yield conn
-        except DomainError:
-            raise
-        except exc.DBAPIError as error:
-            raise translate(error) from error
-        except OSError as error:
-            raise DatabaseUnavailable(str(error)) from error
+        async with _translated(), self._autocommit.connect() as conn:
+            yield conn
 
     async def ping(self) -> None:
         async with self.read() as conn:
