@@ -51,9 +51,10 @@ def rows(run: Run) -> list[tuple[str, str, str, str]]:
         ratio = s.rps / b.rps
         out.append(("GetBuild, server (INFO access log)", _rps(s), f"bare handler {_rps(b)}",
                     f"{ratio:.2f} (target >= 0.80: {_verdict(ratio >= 0.8)})"))
-    if "get.server.nolog" in results and "get.bare" in results:
-        s, b = results["get.server.nolog"], results["get.bare"]
-        out.append(("GetBuild, server (LOG_LEVEL=WARNING)", _rps(s), f"bare handler {_rps(b)}", f"{s.rps / b.rps:.2f}"))
+    if "get.server.nolog" in results and "get.bare.again" in results:
+        s, b = results["get.server.nolog"], results["get.bare.again"]
+        out.append(("GetBuild, server (LOG_LEVEL=WARNING: no access log)", _rps(s),
+                    f"bare handler, measured again right after: {_rps(b)}", f"{s.rps / b.rps:.2f}"))
     if "get.fixed" in results:
         f = results["get.fixed"]
         out.append(("GetBuild, bare grpc.aio, prebuilt reply, no database", _rps(f), "(the ceiling of grpc.aio here)", ""))
@@ -67,6 +68,13 @@ def rows(run: Run) -> list[tuple[str, str, str, str]]:
         out.append((f"ListBuilds, page of 50, paced ({offered}), {run.builds:,} builds",
                     f"p50 {s.p50_ms:.1f} ms, p99 {s.p99_ms:.1f} ms",
                     "target p99 < 20 ms" + (f"; bare handler p99 {b.p99_ms:.1f} ms" if b else ""),
+                    _verdict(s.p99_ms < 20)))
+    if "list.server.single" in results:
+        s = results["list.server.single"]
+        b = results.get("list.bare.single")
+        out.append((f"ListBuilds, page of 50, one request at a time (h2load -c1 -m1), {run.builds:,} builds",
+                    f"p50 {s.p50_ms:.1f} ms, p99 {s.p99_ms:.1f} ms ({s.rps:,.0f} req/s)",
+                    "target p99 < 20 ms" + (f"; bare handler p50 {b.p50_ms:.1f} ms, p99 {b.p99_ms:.1f} ms" if b else ""),
                     _verdict(s.p99_ms < 20)))
     if "create.server" in results and "create.bare" in results:
         s, b = results["create.server"], results["create.bare"]
@@ -167,6 +175,8 @@ def write(run: Run, path: str) -> None:
                    f"(server RSS {v[f'statements.{count}.rss']:.0f} MB)", "",
                    "| calls | statement |", "|---:|---|"]
             md += [f"| {calls} | `{query.replace('|', '/')}` |" for query, calls in v[key]]
+            md += [f"| ({calls}) | `{query}` (not counted: the health check's ping, on a timer) |"
+                   for query, calls in v.get(f"statements.{count}.background", [])]
             md.append("")
     if "latency.p99" in v:
         md += ["### Latency run details", "",

@@ -320,7 +320,7 @@ STATEMENTS = (
     "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) "
     "AND query NOT LIKE '%pg_stat_statements%' ORDER BY calls DESC"
 )
-BACKGROUND = ("SELECT $1",)  # the health check's ping, every HEALTH_CHECK_SECONDS
+BACKGROUND = ("SELECT $1", "SELECT 1")  # the health check's ping, every HEALTH_CHECK_SECONDS
 
 
 def statements(url: str, figures: Figures, *, counts: tuple[int, ...] = (1, 1000), batches: int = 100, size: int = 50, rate: float = 20) -> None:
@@ -351,6 +351,7 @@ def statements(url: str, figures: Figures, *, counts: tuple[int, ...] = (1, 1000
                 figures.values[f"statements.{count}"] = per_batch
                 figures.values[f"statements.{count}.rows"] = [(" ".join(q.split())[:110], c) for q, c in counted]
                 figures.values[f"statements.{count}.rss"] = rss
+                figures.values[f"statements.{count}.background"] = [(q, c) for q, c in rows if q.strip() in BACKGROUND]
                 print(f"  {count:>5} follower(s): {per_batch:.2f} statements per appended batch "
                       f"({sum(c for _, c in counted)} over {batches} batches; server RSS {rss:.0f} MB)", flush=True)
     finally:
