@@ -32,6 +32,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=2.0, help="h2load warm-up seconds per run (2)")
     parser.add_argument("--connections", type=int, default=16, help="h2load connections (16)")
     parser.add_argument("--streams", type=int, default=8, help="h2load concurrent streams per connection (8)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="GetBuild server/bare pairs, alternating; the target is judged on the median ratio (3)")
     parser.add_argument("--builds", type=int, default=1_000_000, help="builds loaded for get/list/create (1,000,000)")
     parser.add_argument("--users", type=int, default=10_000, help="users owning them (10,000)")
     parser.add_argument("--docs", default=str(env.ROOT / "docs" / "benchmarks.md"),
@@ -78,7 +80,7 @@ def main() -> int:
 
             shape = Load(args.connections, args.streams, args.duration, args.warmup)
             run.shape = shape
-            run.core = core.run(pg.url, h2load, shape, args.selected, builds=builds)
+            run.core = core.run(pg.url, h2load, shape, args.selected, builds=builds, rounds=args.rounds)
         if args.selected & set(STREAMS):
             from bench import streams
 

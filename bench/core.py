@@ -90,7 +90,7 @@ def explain_list(url: str) -> str:
     return "\n".join(str(r[0]) for r in rows)
 
 
-def run(url: str, h2load: str, shape: Load, only: set[str], *, builds: int) -> Figures:
+def run(url: str, h2load: str, shape: Load, only: set[str], *, builds: int, rounds: int = 3) -> Figures:
     BUILDS[0] = builds
     figures = Figures()
     figures.plan = explain_list(url)
@@ -111,6 +111,12 @@ def run(url: str, h2load: str, shape: Load, only: set[str], *, builds: int) -> F
         for name in names:
             served = _drive(figures, h2load, f"{name}.server", "server", server, name, shape)
             _drive(figures, h2load, f"{name}.bare", "bare", bare, name, shape)
+            if name == "get":
+                # The 0.8 target is a ratio of two noisy figures: measure the
+                # pair again (alternating) and judge on the median ratio.
+                for again in range(2, rounds + 1):
+                    _drive(figures, h2load, f"get.server.{again}", "server", server, name, shape)
+                    _drive(figures, h2load, f"get.bare.{again}", "bare", bare, name, shape)
             if name == "list":
                 # The latency target, away from saturation: at half the
                 # server's saturated throughput, and one request at a time.
