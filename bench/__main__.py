@@ -57,7 +57,8 @@ def main() -> int:
     print(f"machine busy before the bench starts (other processes): {background:.0f}% of one core", flush=True)
     pg = env.Postgres()
     pg.start()
-    run = report.Run(args=args, background=background)
+    run = report.Run(args=args, background=background, revision=env.revision())
+    print(f"measuring {run.revision}", flush=True)
     failed = False
     try:
         from server import migrate

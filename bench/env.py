@@ -166,6 +166,20 @@ class Postgres:
             self.handle.cleanup()
 
 
+def revision() -> str:
+    """The commit measured, and whether server code differed from it."""
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--", "server", "migrations", "generated")
+    if dirty:
+        files = ", ".join(line[3:] for line in dirty.splitlines())
+        return f"{commit} with uncommitted changes in {files}"
+    return commit
+
+
 def background_cpu(seconds: float = 3.0) -> float:
     """How busy the machine is before the bench starts anything, in % of one core."""
     def sample() -> tuple[int, int]:

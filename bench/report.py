@@ -15,6 +15,7 @@ from bench.h2 import Load, Result
 class Run:
     args: argparse.Namespace
     background: float
+    revision: str = ""
     machine: Machine | None = None
     pg_settings: dict[str, str] = field(default_factory=dict)
     statements_available: bool = False
@@ -152,6 +153,7 @@ def write(run: Run, path: str) -> None:
         "",
         "## Last run",
         "",
+        f"- code measured: {run.revision}",
         *run.machine.lines(),
         f"- PostgreSQL settings: {', '.join(f'{k}={v}' for k, v in run.pg_settings.items())} "
         "(defaults of a fresh cluster: durable commits)",
