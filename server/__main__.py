@@ -7,12 +7,15 @@ import asyncio
 import logging
 import os
 import signal
+import subprocess
+import sys
 from dataclasses import replace
 
 from server import logs
 from server.config import Settings, help_text
 
-log = logging.getLogger("server")
+# Lifecycle lines (the port listened on, shutdown) are printed whatever LOG_LEVEL says.
+log = logging.getLogger("server.lifecycle")
 
 
 def parse_args() -> argparse.Namespace:
@@ -44,6 +47,23 @@ async def serve(settings: Settings) -> None:
     log.info("stopped")
 
 
+def _migrations(action: str, database_url: str) -> str:
+    """Run server.migrate in a child process (this one never imports Alembic);
+    return what is wrong with the schema, or "" when it is at head."""
+    result = subprocess.run(
+        [sys.executable, "-m", "server.migrate", action],
+        env={**os.environ, "DATABASE_URL": database_url},
+        stdout=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    if result.returncode == 0:
+        return ""
+    if action == "check" and result.returncode == 3:  # server.migrate.SCHEMA_NOT_AT_HEAD
+        return result.stdout.strip()
+    raise SystemExit(f"`python -m server.migrate {action}` failed with exit code {result.returncode}")
+
+
 def main() -> None:
     args = parse_args()
     settings = Settings.from_env()
@@ -56,14 +76,12 @@ def main() -> None:
         settings = replace(settings, database_url=url)
         os.environ["DATABASE_URL"] = url
         log.info("DATABASE_URL is not set: using the embedded PostgreSQL", extra={"database_url": url})
-    from server import migrate
-
     if args.migrate or args.migrate_only:
-        migrate.upgrade(settings.database_url)
+        _migrations("upgrade", settings.database_url)
         log.info("database schema is at the newest migration")
         if args.migrate_only:
             return
-    problem = migrate.schema_problem(settings.database_url)
+    problem = _migrations("check", settings.database_url)
     if problem:
         raise SystemExit(f"refusing to start: {problem}")
     try:

@@ -51,3 +51,4 @@ def configure(level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("alembic").setLevel(max(logging.INFO, root.level))
+    logging.getLogger("server.lifecycle").setLevel(logging.INFO)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 from alembic import command
@@ -57,3 +59,36 @@ def schema_problem(database_url: str) -> str | None:
         f"this server needs {head}: run `python -m server --migrate` "
         f"(or `make run`, or `.venv/bin/alembic upgrade head`)"
     )
+
+
+SCHEMA_NOT_AT_HEAD = 3
+
+
+def main(argv: list[str]) -> int:
+    """`python -m server.migrate upgrade|check`, against DATABASE_URL.
+
+    `python -m server` runs this in a child process so that the serving
+    process never imports Alembic (about 8 MB of resident memory that every
+    replica would carry for nothing). `check` prints what is wrong and exits
+    with SCHEMA_NOT_AT_HEAD when the schema is not at the newest migration.
+    """
+    from server import logs
+
+    logs.configure(os.environ.get("LOG_LEVEL", "INFO"))
+    url = os.environ["DATABASE_URL"]
+    action = argv[0] if argv else "check"
+    if action == "upgrade":
+        upgrade(url)
+        return 0
+    if action != "check":
+        print(f"usage: python -m server.migrate upgrade|check (got {action!r})", file=sys.stderr)
+        return 2
+    problem = schema_problem(url)
+    if problem:
+        print(problem)
+        return SCHEMA_NOT_AT_HEAD
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -165,7 +165,8 @@ class BuildService(build_pb2_grpc.BuildServiceServicer):
                     raise Unavailable("the server is shutting down: watch again on another replica")
                 # Notifications are hints; re-read now and then in case one was missed.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), self.d.heartbeat_seconds)
+                    async with asyncio.timeout(self.d.heartbeat_seconds):
+                        await wake.wait()
 
 
 def _move(current: BuildStatus, *, target: BuildStatus) -> BuildStatus:

@@ -206,7 +206,10 @@ class FeedStreams:
                     )
                 assert event is not None
                 try:
-                    await asyncio.wait_for(event.wait(), d.heartbeat_seconds)
+                    # asyncio.timeout, unlike wait_for, creates no Task per wait:
+                    # an idle follower holds as little as possible.
+                    async with asyncio.timeout(d.heartbeat_seconds):
+                        await event.wait()
                 except TimeoutError:
                     yield respond([], cursor, False)  # heartbeat, keeps idle proxies from cutting us
                     # Notifications are hints: make sure none was missed.
