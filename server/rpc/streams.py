@@ -156,7 +156,6 @@ class FeedStreams:
 
     async def stream(self, req: StreamRequest) -> AsyncIterator[bytes]:
         """Serialized StreamBuild{Logs,Events}Response messages (see server.rpc.registry)."""
-        respond = stream_response
         d, kind = self.d, self.kind
         wanted = frozenset(req.values)
         async with contextlib.AsyncExitStack() as stack:
@@ -188,7 +187,7 @@ class FeedStreams:
                 batch = [e.wire for e in entries if not wanted or e.value in wanted]
                 reached = not caught_up and cursor >= upto
                 if batch or reached:
-                    yield respond(batch, cursor, reached)
+                    yield stream_response(batch, cursor, reached)
                     caught_up = caught_up or reached
                 if caught_up and not req.follow:
                     return
@@ -211,12 +210,14 @@ class FeedStreams:
                     async with asyncio.timeout(d.heartbeat_seconds):
                         await event.wait()
                 except TimeoutError:
-                    yield respond([], cursor, False)  # heartbeat, keeps idle proxies from cutting us
+                    yield stream_response([], cursor, False)  # heartbeat, keeps idle proxies from cutting us
                     # Notifications are hints: make sure none was missed.
                     async with d.db.connection() as conn:
                         status, last = await feeds.build_position(conn, kind, req.build_id)
                     if status in TERMINAL:
                         final = last
+                    if feed is not None:
+                        feed.announce(last)  # the feed reads up to `last` if it has not yet
 
     async def append(self, build_id: str, entries: Sequence[Sequence[Any]], first_sequence: int) -> feeds.Appended:
         validate_id("build_id", build_id)
