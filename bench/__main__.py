@@ -104,8 +104,8 @@ def main() -> int:
     run.minutes = (time.monotonic() - began) / 60
     table = report.table(run)
     print("\n" + table, flush=True)
-    for error in run.all_errors():
-        print(f"ERROR: {error}", file=sys.stderr, flush=True)
+    for problem in run.all_errors():
+        print(f"ERROR: {problem}", file=sys.stderr, flush=True)
     if args.selected == set(CORE + STREAMS) or args.write_docs:
         report.write(run, args.docs)
         print(f"\nwrote {args.docs}", flush=True)
