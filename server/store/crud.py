@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, delete, insert, select, tuple_, update
+from sqlalchemy import ClauseElement, ColumnElement, Table, delete, insert, select, tuple_, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -29,8 +29,19 @@ class Page:
     next_after: tuple[datetime, str] | None
 
 
+_INSERT: dict[str, Any] = {}
+
+
 async def insert_row(conn: AsyncConnection, table: Table, values: Mapping[str, Any]) -> Row:
-    result = await conn.execute(insert(table).values(**values).returning(*table.c))
+    if any(isinstance(value, ClauseElement) for value in values.values()):
+        # A value computed by PostgreSQL (clock_timestamp()) must be part of the statement.
+        result = await conn.execute(insert(table).values(**values).returning(*table.c))
+    else:
+        # One statement per table, built once; the values travel as parameters.
+        stmt = _INSERT.get(table.name)
+        if stmt is None:
+            stmt = _INSERT[table.name] = insert(table).returning(*table.c)
+        result = await conn.execute(stmt, dict(values))
     return result.mappings().one()
 
 
