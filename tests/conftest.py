@@ -15,7 +15,14 @@ import pytest
 from buildplatform.v1 import build_pb2, project_pb2, user_pb2
 
 from server import migrate
-from tests.support import ServerProcess, create_database, drop_database, start_database, stubs
+from tests.support import (
+    ServerProcess,
+    create_database,
+    drop_database,
+    running_server,
+    start_database,
+    stubs,
+)
 
 
 @pytest.fixture(scope="session")
@@ -38,10 +45,8 @@ def database_url(postgres: str) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def server(database_url: str) -> Iterator[ServerProcess]:
-    proc = ServerProcess(database_url, env={"PYTHONFAULTHANDLER": "1"}).start()
-    yield proc
-    code = proc.stop()
-    assert code == 0, f"the server exited with {code}:\n{proc.log()[-5000:]}"
+    with running_server(database_url) as proc:
+        yield proc
 
 
 @pytest.fixture(scope="session")

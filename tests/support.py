@@ -10,6 +10,8 @@ import threading
 import time
 import urllib.parse
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -139,6 +141,18 @@ class ServerProcess:
 
     def log(self) -> str:
         return "".join(self.lines)
+
+
+@contextmanager
+def running_server(database_url: str, **env: str) -> Iterator[ServerProcess]:
+    """A server for the duration of the block, which must then exit cleanly:
+    a crash (a signal, a non-zero exit) fails the test with the server's log."""
+    proc = ServerProcess(database_url, env={"PYTHONFAULTHANDLER": "1", **env}).start()
+    try:
+        yield proc
+    finally:
+        code = proc.stop()
+    assert code == 0, f"the server exited with {code}:\n{proc.log()[-5000:]}"
 
 
 def stubs(channel: grpc.Channel) -> SimpleNamespace:

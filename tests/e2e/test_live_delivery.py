@@ -17,15 +17,13 @@ from buildplatform.v1 import build_log_pb2 as L
 from buildplatform.v1 import build_log_pb2_grpc
 
 from tests.e2e.streaming import append, finish, lines, start_running
-from tests.support import ServerProcess, stubs
+from tests.support import ServerProcess, running_server, stubs
 
 
 @pytest.fixture(scope="module")
 def replica(database_url: str) -> Iterator[ServerProcess]:
-    proc = ServerProcess(database_url, env={"PYTHONFAULTHANDLER": "1"}).start()
-    yield proc
-    code = proc.stop()
-    assert code == 0, f"replica exited with {code}:\n{proc.log()[-3000:]}"
+    with running_server(database_url) as proc:
+        yield proc
 
 
 @pytest.fixture(scope="module")
