@@ -49,22 +49,26 @@ class Entry(NamedTuple):
     wire: bytes
 
 
+def _seq(entry: Entry) -> int:
+    return entry.seq
+
+
 class Feed:
     """The rows of one build and kind that this process has read, for its followers."""
 
-    def __init__(self, hub: Hub, kind: Kind, build_id: str, to_message: Callable[[dict[str, Any]], Entry]) -> None:
+    def __init__(self, hub: Hub, kind: Kind, build_id: str, to_entry: Callable[[dict[str, Any]], Entry]) -> None:
         self.hub = hub
         self.kind = kind
         self.build_id = build_id
-        self.to_message = to_message
+        self.to_entry = to_entry
         self.followers: set[asyncio.Event] = set()
-        self.seqs: list[int] = []
-        self.rows: list[Entry] = []             # one per seq
+        self.entries: list[Entry] = []          # the ring, in sequence order
         self.base = 0          # the ring holds exactly the rows with base < seq <= head
         self.head: int | None = None            # None until the first read
         self.final: int | None = None           # last sequence once the build finished
         self._wanted = 0       # highest sequence announced by a notification
         self._announcements = 0
+        self._stale = False    # the build's position must be read again
         self._task: asyncio.Task[None] | None = None
 
     # -- reading ---------------------------------------------------------------
@@ -75,6 +79,13 @@ class Feed:
             self._wanted = seq
         if self.head is None or self._wanted > self.head:
             self._schedule()
+
+    def refresh(self) -> None:
+        """Read the build's position again before anything else: after the
+        LISTEN connection was lost, notifications may have been missed."""
+        self._stale = True
+        self._announcements += 1
+        self._schedule()
 
     def finished(self, final: int) -> None:
         self.final = final
@@ -88,12 +99,13 @@ class Feed:
     async def _pump(self) -> None:
         try:
             while True:
-                if self.head is None:
+                if self.head is None or self._stale:
+                    self._stale = False
                     async with self.hub.db.connection() as conn:
                         status, last = await feeds.build_position(conn, self.kind, self.build_id)
-                    self.head = self.base = last
-                    self.seqs.clear()
-                    self.rows.clear()
+                    if self.head is None:
+                        self.head = self.base = last
+                    self._wanted = max(self._wanted, last)
                     if status in TERMINAL:
                         self.final = last
                 if self._wanted <= self.head:
@@ -108,14 +120,12 @@ class Feed:
                     if announcements != self._announcements:
                         continue
                     break
-                for row in rows:
-                    self.seqs.append(row["seq"])
-                    self.rows.append(self.to_message(row))
+                self.entries.extend(self.to_entry(row) for row in rows)
                 self.head = rows[-1]["seq"]
-                if len(self.seqs) > RING_CAPACITY:
-                    drop = len(self.seqs) - RING_CAPACITY
-                    self.base = self.seqs[drop - 1]
-                    del self.seqs[:drop], self.rows[:drop]
+                if len(self.entries) > RING_CAPACITY:
+                    drop = len(self.entries) - RING_CAPACITY
+                    self.base = self.entries[drop - 1].seq
+                    del self.entries[:drop]
                 self.wake()
         except Exception:  # the next notification or heartbeat retries
             log.exception("reading %ss of build %s failed", self.kind.name, self.build_id)
@@ -134,13 +144,13 @@ class Feed:
     def after(self, cursor: int, max_bytes: int) -> list[Entry]:
         """Entries of the ring after `cursor` (which must be covered), up to
         about max_bytes of messages."""
-        start = bisect.bisect_right(self.seqs, cursor)
+        start = bisect.bisect_right(self.entries, cursor, key=_seq)
         taken = 0
         end = start
-        while end < len(self.rows) and taken < max_bytes:
-            taken += len(self.rows[end].wire)
+        while end < len(self.entries) and taken < max_bytes:
+            taken += len(self.entries[end].wire)
             end += 1
-        return self.rows[start:end]
+        return self.entries[start:end]
 
 
 class Hub:
@@ -219,13 +229,12 @@ class Hub:
             for event in events:
                 event.set()
         for feed in self.feeds.values():
-            feed.head = None  # re-read the build's position and everything after it
-            feed.announce(0)
+            feed.refresh()
             feed.wake()
 
     @contextlib.asynccontextmanager
     async def follow(
-        self, kind: Kind, build_id: str, to_message: Callable[[dict[str, Any]], Entry]
+        self, kind: Kind, build_id: str, to_entry: Callable[[dict[str, Any]], Entry]
     ) -> AsyncIterator[tuple[Feed, asyncio.Event]]:
         """Register a follower of a build's feed; yields the feed and the
         follower's wake-up event. Register BEFORE reading the backlog, so
@@ -233,7 +242,7 @@ class Hub:
         key = (kind.name, build_id)
         feed = self.feeds.get(key)
         if feed is None:
-            feed = self.feeds[key] = Feed(self, kind, build_id, to_message)
+            feed = self.feeds[key] = Feed(self, kind, build_id, to_entry)
             feed.announce(0)  # first read: the build's position
         event = asyncio.Event()
         feed.followers.add(event)
