@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import time
+import uuid
 
 import psycopg
 from buildplatform.v1 import build_log_pb2 as L
@@ -57,7 +58,8 @@ import sys, grpc
 from buildplatform.v1 import build_log_pb2 as L, build_log_pb2_grpc
 channel = grpc.insecure_channel(sys.argv[1])
 stub = build_log_pb2_grpc.BuildLogServiceStub(channel)
-for response in stub.StreamBuildLogs(L.StreamBuildLogsRequest(build_id=sys.argv[2], follow=True)):
+request = L.StreamBuildLogsRequest(build_id=sys.argv[2], follow=True)
+for response in stub.StreamBuildLogs(request, metadata=[("x-request-id", sys.argv[3])]):
     if response.caught_up:
         print("following", flush=True)
 """
@@ -69,30 +71,33 @@ def test_a_follower_whose_client_vanished_is_released(api, server, build):
     serving."""
     start_running(api, build.id)
 
-    def cancelled_streams() -> int:
-        count = 0
+    request_id = f"vanishing-follower-{uuid.uuid4().hex}"
+
+    def released() -> bool:
         for line in list(server.lines):
             try:
                 entry = json.loads(line)
             except ValueError:
                 continue
-            if entry.get("method", "").endswith("/StreamBuildLogs") and entry.get("code") == "CANCELLED":
-                count += 1
-        return count
+            if entry.get("request_id") == request_id:
+                assert entry["method"].endswith("/StreamBuildLogs")
+                assert entry["code"] == "CANCELLED", entry
+                return True
+        return False
 
-    before = cancelled_streams()
     client = subprocess.Popen(
-        [sys.executable, "-c", FOLLOWER, server.address, build.id], cwd=ROOT, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", FOLLOWER, server.address, build.id, request_id], cwd=ROOT, stdout=subprocess.PIPE, text=True
     )
     assert client.stdout is not None
     assert client.stdout.readline().strip() == "following"
+    assert not released()
     client.kill()
     client.wait()
     client.stdout.close()
     deadline = time.monotonic() + 30
-    while cancelled_streams() == before and time.monotonic() < deadline:
+    while not released() and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert cancelled_streams() == before + 1, "the server did not release the vanished follower"
+    assert released(), "the server did not release the vanished follower"
     append(api, build.id, lines("the server still serves"))
     finish(api, build.id)
 
