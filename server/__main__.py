@@ -33,14 +33,16 @@ def parse_args() -> argparse.Namespace:
 async def serve(settings: Settings) -> None:
     from server.app import build_server
 
-    app = build_server(settings)
-    await app.start()
-    host = settings.grpc_address.rsplit(":", 1)[0]
-    log.info("listening on %s:%d", host, app.port, extra={"port": app.port})
+    # Handlers first: "listening on" is the readiness signal, and a SIGTERM
+    # sent right after it must already mean a graceful stop.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    app = build_server(settings)
+    await app.start()
+    host = settings.grpc_address.rsplit(":", 1)[0]
+    log.info("listening on %s:%d", host, app.port, extra={"port": app.port})
     await stop.wait()
     log.info("shutting down: finishing running calls for up to %.0fs", settings.shutdown_grace_seconds)
     await app.stop(settings.shutdown_grace_seconds)

@@ -48,7 +48,7 @@ def fresh_database(postgres: str) -> Iterator[str]:
 @pytest.fixture
 def own_server(fresh_database: str) -> Iterator[ServerProcess]:
     migrate.upgrade(fresh_database)
-    proc = ServerProcess(fresh_database).start()
+    proc = ServerProcess(fresh_database, env={"PYTHONFAULTHANDLER": "1"}).start()
     yield proc
     proc.stop()
 
@@ -217,7 +217,8 @@ def _waiting_on_a_lock(conn: psycopg.Connection) -> bool:
 def test_new_calls_are_refused_once_shutdown_began(fresh_database, own_server):
     assert own_server.proc is not None
     own_server.proc.send_signal(signal.SIGTERM)
-    assert own_server.proc.wait(WAIT) == 0
+    code = own_server.proc.wait(WAIT)
+    assert code == 0, f"exit code {code}:\n{own_server.log()}"
     with grpc.insecure_channel(own_server.address) as channel, pytest.raises(grpc.RpcError) as caught:
         stubs(channel).users.GetUser(user_pb2.GetUserRequest(id="c" + "0" * 24), timeout=5)
-    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, caught.value
