@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,3 +71,23 @@ def sql_count(database_url: str, query: str, *params: Any) -> int:
         row = conn.execute(query, params).fetchone()
     assert row is not None
     return int(row[0])
+
+
+def race(count: int, action: Callable[[int], Any]) -> list[tuple[int, Any]]:
+    """Run action(i) in `count` threads released together; (i, result or RpcError)."""
+    barrier = threading.Barrier(count)
+    results: list[tuple[int, Any]] = []
+
+    def run(index: int) -> None:
+        barrier.wait()
+        try:
+            results.append((index, action(index)))
+        except grpc.RpcError as error:
+            results.append((index, error))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results

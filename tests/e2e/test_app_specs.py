@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import threading
-
 import grpc
 from buildplatform.v1 import app_spec_pb2 as pb
 from buildplatform.v1 import build_pb2, chat_session_pb2, project_pb2
 from google.protobuf import field_mask_pb2
 
-from tests.e2e.expect import code_of, failure, invalid
+from tests.e2e.expect import code_of, failure, invalid, race
 
 
 def create(api, project_id: str, content: str = "# spec", **fields) -> pb.AppSpec:
@@ -35,18 +33,7 @@ def test_versions_are_numbered_per_project(api, user, project):
 
 
 def test_concurrent_creates_get_distinct_versions(api, project):
-    barrier = threading.Barrier(8)
-    versions: list[int] = []
-
-    def add(index: int) -> None:
-        barrier.wait()
-        versions.append(create(api, project.id, f"# {index}").version)
-
-    threads = [threading.Thread(target=add, args=(i,)) for i in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    versions = [spec.version for _, spec in race(8, lambda index: create(api, project.id, f"# {index}"))]
     assert sorted(versions) == list(range(1, 9))
 
 

@@ -3,7 +3,6 @@ concurrent moves. (WatchBuild, logs and events have their own tests.)"""
 
 from __future__ import annotations
 
-import threading
 import uuid
 
 import grpc
@@ -12,7 +11,7 @@ from buildplatform.v1 import app_spec_pb2, project_pb2, user_pb2
 from buildplatform.v1 import build_pb2 as pb
 from google.protobuf import field_mask_pb2, struct_pb2
 
-from tests.e2e.expect import code_of, failure, invalid
+from tests.e2e.expect import code_of, failure, invalid, race
 
 S = pb.BuildStatus
 PENDING, INITIALIZING, RUNNING, PAUSED = S.Value("BUILD_STATUS_PENDING"), S.Value("BUILD_STATUS_INITIALIZING"), S.Value("BUILD_STATUS_RUNNING"), S.Value("BUILD_STATUS_PAUSED")
@@ -72,26 +71,6 @@ def new_user(api) -> user_pb2.User:
 
 def new_project(api, user_id: str) -> project_pb2.Project:
     return api.projects.CreateProject(project_pb2.CreateProjectRequest(project=project_pb2.Project(user_id=user_id, name="p"))).project
-
-
-def race(count: int, action) -> list[tuple[int, object]]:
-    """Run action(i) in `count` threads released together; (i, result or RpcError)."""
-    barrier = threading.Barrier(count)
-    results: list[tuple[int, object]] = []
-
-    def run(index: int) -> None:
-        barrier.wait()
-        try:
-            results.append((index, action(index)))
-        except grpc.RpcError as error:
-            results.append((index, error))
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return results
 
 
 # --- CreateBuild -----------------------------------------------------------------

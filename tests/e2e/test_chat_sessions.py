@@ -3,7 +3,6 @@ their append-only, numbered conversation."""
 
 from __future__ import annotations
 
-import threading
 import uuid
 
 import grpc
@@ -12,7 +11,7 @@ from buildplatform.v1 import chat_session_pb2 as pb
 from buildplatform.v1 import project_pb2, user_pb2
 from google.protobuf import field_mask_pb2, struct_pb2
 
-from tests.e2e.expect import code_of, failure, invalid, sql_count
+from tests.e2e.expect import code_of, failure, invalid, race, sql_count
 
 USER_ROLE = pb.CHAT_ROLE_USER
 
@@ -239,18 +238,7 @@ def test_add_chat_message_keeps_its_metadata(api, session):
 
 
 def test_concurrent_messages_get_distinct_gapless_numbers(api, session):
-    barrier = threading.Barrier(10)
-    sequences: list[int] = []
-
-    def add(index: int) -> None:
-        barrier.wait()
-        sequences.append(say(api, session.id, f"message {index}").sequence)
-
-    threads = [threading.Thread(target=add, args=(i,)) for i in range(10)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    sequences = [message.sequence for _, message in race(10, lambda index: say(api, session.id, f"message {index}"))]
     assert sorted(sequences) == list(range(1, 11))
     assert api.chats.GetChatSession(pb.GetChatSessionRequest(id=session.id)).chat_session.message_count == 10
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 import uuid
 
 import grpc
 from buildplatform.v1 import user_pb2
 from google.protobuf import field_mask_pb2
 
-from tests.e2e.expect import code_of, failure, invalid
+from tests.e2e.expect import code_of, failure, invalid, race
 
 
 def new_user(api, *, email: str | None = None, name: str | None = "Ada") -> user_pb2.User:
@@ -271,25 +270,15 @@ def test_update_of_unknown_user_is_not_found(api):
 
 
 def test_concurrent_updates_with_one_etag_have_exactly_one_winner(api, user):
-    barrier = threading.Barrier(8)
-    outcomes: list[grpc.StatusCode] = []
-
-    def update(index: int) -> None:
-        request = user_pb2.UpdateUserRequest(
+    def update(index: int) -> user_pb2.UpdateUserResponse:
+        return api.users.UpdateUser(user_pb2.UpdateUserRequest(
             user=user_pb2.User(id=user.id, name=f"writer {index}", etag=user.etag), update_mask=mask("name")
-        )
-        barrier.wait()
-        try:
-            api.users.UpdateUser(request)
-            outcomes.append(grpc.StatusCode.OK)
-        except grpc.RpcError as error:
-            outcomes.append(error.code())
+        ))
 
-    threads = [threading.Thread(target=update, args=(i,)) for i in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    outcomes = [
+        result.code() if isinstance(result, grpc.RpcError) else grpc.StatusCode.OK
+        for _, result in race(8, update)
+    ]
     assert outcomes.count(grpc.StatusCode.OK) == 1
     assert outcomes.count(grpc.StatusCode.ABORTED) == 7
 
