@@ -10,6 +10,7 @@ from typing import Any
 
 from buildplatform.v1 import build_pb2, build_pb2_grpc
 
+from server.domain import limits
 from server.domain.errors import InvalidArgument, Unavailable
 from server.domain.status import TERMINAL, BuildStatus, ReviewDecision, review_outcome, transition
 from server.domain.validation import Checker
@@ -82,7 +83,7 @@ class BuildService(build_pb2_grpc.BuildServiceServicer):
 
     def _reason(self, field: str, value: str) -> str:
         check = Checker()
-        check.text(field, value, max_chars=convert.MAX_SHORT_TEXT)
+        check.text(field, value, max_chars=limits.MAX_SHORT_TEXT)
         check.done()
         return value
 
@@ -125,8 +126,8 @@ class BuildService(build_pb2_grpc.BuildServiceServicer):
         decision = convert.DECISION_FROM_PB.get(request.decision)
         if decision is None:
             check.add("decision", "must be a ReviewDecision other than REVIEW_DECISION_UNSPECIFIED")
-        check.text("reviewer", request.reviewer, required=True, max_chars=convert.MAX_NAME)
-        check.text("comment", request.comment, max_chars=convert.MAX_SHORT_TEXT * 10)
+        check.text("reviewer", request.reviewer, required=True, max_chars=limits.MAX_NAME)
+        check.text("comment", request.comment, max_chars=limits.MAX_SHORT_TEXT * 10)
         check.done()
         assert decision is not None
         revision = parse_etag("etag", request.etag)

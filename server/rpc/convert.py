@@ -23,15 +23,16 @@ from buildplatform.v1 import (
 from google.protobuf import field_mask_pb2, struct_pb2, timestamp_pb2
 
 from server.domain.errors import InvalidArgument
+from server.domain.limits import (
+    MAX_CHAT_METADATA_BYTES,
+    MAX_DOCUMENT_BYTES,
+    MAX_NAME,
+    MAX_PROGRESS_BYTES,
+    MAX_SHORT_TEXT,
+    MAX_URL,
+)
 from server.domain.status import BuildStatus, ReviewDecision
 from server.domain.validation import Checker
-
-MAX_NAME = 200
-MAX_SHORT_TEXT = 2000
-MAX_URL = 4096
-MAX_DOCUMENT_BYTES = 1 << 20  # app specs, chat messages
-MAX_PROGRESS_BYTES = 256 * 1024
-MAX_CHAT_METADATA_BYTES = 64 * 1024
 
 # --- well-known types ---------------------------------------------------------
 

@@ -15,6 +15,7 @@ from buildplatform.v1 import (
     user_pb2_grpc,
 )
 
+from server.domain import limits
 from server.domain.validation import Checker
 from server.rpc import convert
 from server.rpc.convert import mask_paths, parse_etag, require_message, validate_id
@@ -61,7 +62,7 @@ class UserService(user_pb2_grpc.UserServiceServicer):
         self, request: user_pb2.GetUserByClerkIdRequest, context: Context
     ) -> user_pb2.GetUserByClerkIdResponse:
         check = Checker()
-        check.text("clerk_id", request.clerk_id, required=True, max_chars=convert.MAX_NAME)
+        check.text("clerk_id", request.clerk_id, required=True, max_chars=limits.MAX_NAME)
         check.done()
         async with self.d.db.read() as conn:
             row = await resources.get_user_by_clerk_id(conn, request.clerk_id)

@@ -23,6 +23,13 @@ from buildplatform.v1 import (
 )
 
 from server.domain.errors import InvalidArgument, Unavailable
+from server.domain.limits import (
+    MAX_BATCH,
+    MAX_EVENT_DATA_BYTES,
+    MAX_LOG_MESSAGE_BYTES,
+    MAX_LOG_METADATA_BYTES,
+)
+from server.domain.limits import RESPONSE_BYTES as MAX_MESSAGE_BYTES
 from server.domain.status import TERMINAL
 from server.domain.validation import EVENT_TYPE_PATTERN, Checker
 from server.rpc import convert
@@ -35,11 +42,7 @@ from server.store.notify import Entry
 
 Context = Any
 
-MAX_BATCH = 5000
-MAX_LOG_MESSAGE_BYTES = 65536
-MAX_LOG_METADATA_BYTES = 16384
-MAX_EVENT_DATA_BYTES = 65536
-MAX_MESSAGE_BYTES = 1 << 20     # per stream message; the gRPC default limit is 4 MiB
+
 DB_PAGE = 1000
 
 

@@ -1,0 +1,33 @@
+"""Size limits of the API, in bytes as well as counts, in one place.
+
+A response must be accepted by a client that keeps gRPC's default receive
+limit (4 MiB). Every List page and stream message is cut at RESPONSE_BYTES
+of serialized items (it always carries at least one item, and no single item
+can exceed MAX_ITEM_BYTES), so RESPONSE_BYTES + MAX_ITEM_BYTES stays below
+CLIENT_RECEIVE_BYTES with room for the response's own fields.
+"""
+
+from __future__ import annotations
+
+CLIENT_RECEIVE_BYTES = 4 << 20   # gRPC's default max_receive_message_length
+
+# Target size of one List page or stream message (its repeated items).
+RESPONSE_BYTES = 1 << 20
+
+# Field limits (checked before anything reaches PostgreSQL).
+MAX_NAME = 200
+MAX_SHORT_TEXT = 2000
+MAX_URL = 4096
+MAX_DOCUMENT_BYTES = 1 << 20        # app specs, chat messages, a build's app_spec
+MAX_PROGRESS_BYTES = 256 * 1024
+MAX_CHAT_METADATA_BYTES = 64 * 1024
+MAX_LOG_MESSAGE_BYTES = 65536
+MAX_LOG_METADATA_BYTES = 16384
+MAX_EVENT_DATA_BYTES = 65536
+MAX_BATCH = 5000                    # entries of one append
+
+# The largest single item any response carries: a build with a full app_spec,
+# progress and review history. Kept in check by the field limits above.
+MAX_ITEM_BYTES = MAX_DOCUMENT_BYTES + MAX_PROGRESS_BYTES + 512 * 1024
+
+assert RESPONSE_BYTES + MAX_ITEM_BYTES + 64 * 1024 < CLIENT_RECEIVE_BYTES
