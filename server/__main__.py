@@ -1,4 +1,11 @@
-"""python -m server: migrate (optionally) and serve until SIGTERM or SIGINT."""
+"""python -m server: migrate (optionally) and serve until SIGTERM or SIGINT.
+
+Every way start-up can fail ends in one line on stderr that says what
+happened and what to do, and a non-zero exit; never a traceback. A database
+that is merely unreachable is waited for: the server listens, answers
+health NOT_SERVING, logs what it waits for, and serves once the database
+answers and its schema is at the newest migration.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,6 @@ import asyncio
 import logging
 import os
 import signal
-import subprocess
 import sys
 from dataclasses import replace
 
@@ -16,6 +22,12 @@ from server.config import Settings, help_text
 
 # Lifecycle lines (the port listened on, shutdown) are printed whatever LOG_LEVEL says.
 log = logging.getLogger("server.lifecycle")
+
+RETRY_SECONDS = 2.0   # between attempts to reach a database that is down
+
+
+class StartupError(Exception):
+    """Start-up cannot go on; the message is the one line to print."""
 
 
 def parse_args() -> argparse.Namespace:
@@ -30,7 +42,33 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-async def serve(settings: Settings) -> None:
+async def schema(action: str, database_url: str) -> str:
+    """Run `python -m server.migrate ACTION` in a child process (this one
+    never imports Alembic). Return "" when the schema is at the newest
+    migration, or why the database cannot be reached (worth waiting for);
+    raise StartupError when waiting will not help."""
+    from server import migrate
+
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "server.migrate", action,
+        env={**os.environ, "DATABASE_URL": database_url},
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await child.communicate()
+    said = out.decode().strip().splitlines()[-1] if out.strip() else ""
+    if child.returncode == 0:
+        return ""
+    if child.returncode == migrate.DATABASE_UNREACHABLE:
+        return said
+    if child.returncode == migrate.SCHEMA_NOT_AT_HEAD:
+        raise StartupError(f"refusing to start: {said}")
+    if child.returncode == migrate.DATABASE_REJECTED:
+        raise StartupError(f"cannot start: {said}")
+    raise StartupError(f"`python -m server.migrate {action}` failed with exit code {child.returncode}: {said}")
+
+
+async def serve(settings: Settings, *, action: str) -> int:
+    """Serve until a signal; return the exit code."""
     from server.app import build_server
 
     # Handlers first: "listening on" is the readiness signal, and a SIGTERM
@@ -39,31 +77,43 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    unreachable = await schema(action, settings.database_url)
+    if unreachable:
+        log.warning("waiting for the database: %s; retrying every %.0fs", unreachable, RETRY_SECONDS)
     app = build_server(settings)
-    await app.start()
+    await app.start(ready=not unreachable)
     host = settings.grpc_address.rsplit(":", 1)[0]
     log.info("listening on %s:%d", host, app.port, extra={"port": app.port})
+    failure: list[str] = []
+
+    async def wait_for_database() -> None:
+        said = unreachable
+        while True:
+            await asyncio.sleep(RETRY_SECONDS)
+            try:
+                now = await schema(action, settings.database_url)
+            except StartupError as error:
+                failure.append(str(error))
+                stop.set()
+                return
+            if not now:
+                log.info("the database answers and its schema is at the newest migration")
+                await app.mark_ready()
+                return
+            if now != said:
+                log.warning("waiting for the database: %s", now)
+                said = now
+
+    waiting = asyncio.create_task(wait_for_database()) if unreachable else None
     await stop.wait()
+    if waiting is not None:
+        waiting.cancel()
+    if failure:
+        log.error("%s", failure[0])
     log.info("shutting down: finishing running calls for up to %.0fs", settings.shutdown_grace_seconds)
     await app.stop(settings.shutdown_grace_seconds)
     log.info("stopped")
-
-
-def _migrations(action: str, database_url: str) -> str:
-    """Run server.migrate in a child process (this one never imports Alembic);
-    return what is wrong with the schema, or "" when it is at head."""
-    result = subprocess.run(
-        [sys.executable, "-m", "server.migrate", action],
-        env={**os.environ, "DATABASE_URL": database_url},
-        stdout=subprocess.PIPE,
-        text=True,
-        check=False,
-    )
-    if result.returncode == 0:
-        return ""
-    if action == "check" and result.returncode == 3:  # server.migrate.SCHEMA_NOT_AT_HEAD
-        return result.stdout.strip()
-    raise SystemExit(f"`python -m server.migrate {action}` failed with exit code {result.returncode}")
+    return 1 if failure else 0
 
 
 def main() -> None:
@@ -74,23 +124,32 @@ def main() -> None:
     if not settings.database_url:
         from server import embedded as embedded_pg
 
-        embedded, url = embedded_pg.start(settings.embedded_pg_dir)
+        try:
+            embedded, url = embedded_pg.start(settings.embedded_pg_dir)
+        except Exception as error:  # whatever the package raises, one line
+            raise SystemExit(
+                f"cannot start the embedded PostgreSQL in {settings.embedded_pg_dir}: {error}; "
+                "set DATABASE_URL to use another server"
+            ) from None
         settings = replace(settings, database_url=url)
         os.environ["DATABASE_URL"] = url
         log.info("DATABASE_URL is not set: using the embedded PostgreSQL", extra={"database_url": url})
-    if args.migrate or args.migrate_only:
-        _migrations("upgrade", settings.database_url)
-        log.info("database schema is at the newest migration")
-        if args.migrate_only:
-            return
-    problem = _migrations("check", settings.database_url)
-    if problem:
-        raise SystemExit(f"refusing to start: {problem}")
+    action = "upgrade" if args.migrate or args.migrate_only else "check"
     try:
-        asyncio.run(serve(settings))
+        if args.migrate_only:
+            unreachable = asyncio.run(schema(action, settings.database_url))
+            if unreachable:
+                raise StartupError(f"cannot migrate: {unreachable}; start the database or fix DATABASE_URL")
+            log.info("database schema is at the newest migration")
+            return
+        code = asyncio.run(serve(settings, action=action))
+    except StartupError as error:
+        raise SystemExit(str(error)) from None
     finally:
         if embedded is not None:
             embedded.cleanup()
+    if code:
+        raise SystemExit(code)
 
 
 if __name__ == "__main__":

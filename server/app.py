@@ -1,11 +1,15 @@
-"""build_server(): the servicers, health, reflection and the interceptor."""
+"""build_server(): the servicers, health, reflection and the interceptor;
+App: start, health that follows the database, and shutdown."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
-from dataclasses import dataclass
+import socket
+from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from buildplatform.v1 import (
@@ -24,12 +28,13 @@ from server.config import DEV_PAGE_TOKEN_SECRET, Settings
 from server.rpc import reflection as rpc_reflection
 from server.rpc.builds import BuildService
 from server.rpc.deps import Deps
-from server.rpc.interceptors import ServerInterceptor
+from server.rpc.interceptors import Calls, ServerInterceptor
 from server.rpc.pagination import PageTokens
 from server.rpc.registry import add_servicer
 from server.rpc.resources import AppSpecService, ChatSessionService, ProjectService, UserService
 from server.rpc.streams import BuildEventService, BuildLogService
-from server.store.db import Database
+from server.store import db as store_db
+from server.store.db import Database, DatabaseRejected, DatabaseUnavailable
 from server.store.notify import Hub
 
 log = logging.getLogger(__name__)
@@ -46,7 +51,7 @@ SERVICES = [
 ]
 SERVICE_NAMES = [service.full_name for service, _ in SERVICES]
 
-SERVER_OPTIONS = [
+SERVER_OPTIONS: list[tuple[str, Any]] = [
     # Detect clients that vanished (a follower whose laptop went to sleep)
     # and release their streams.
     ("grpc.keepalive_time_ms", 30_000),
@@ -57,9 +62,10 @@ SERVER_OPTIONS = [
     # An append of 5000 lines of up to 64 KiB can be large.
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.max_send_message_length", 16 * 1024 * 1024),
-    # Several processes may serve one port (see docs/operations.md).
-    ("grpc.so_reuseport", 1),
 ]
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 @dataclass
@@ -69,37 +75,71 @@ class App:
     db: Database
     hub: Hub
     health: health.aio.HealthServicer
+    calls: Calls
     health_interval: float = 2.0
-    _monitor: asyncio.Task[None] | None = None
+    # False until the schema is known to be at the newest migration (a
+    # server started while the database was down learns it later).
+    ready: bool = True
+    serving: bool | None = None
+    problem: str = ""
+    _probe: Any = None
+    _monitor: asyncio.Task[None] | None = field(default=None, repr=False)
 
-    async def start(self) -> None:
+    async def start(self, *, ready: bool = True) -> None:
+        self.ready = ready
         await self.db.open()
-        await self.hub.start()
+        self.hub.start()
         # Publish the health of every service before listening: a check that
         # arrives first must not find the service unknown (NOT_FOUND).
-        serving = await self._publish_health(None)
+        await self._publish_health()
         await self.server.start()
-        self._monitor = asyncio.create_task(self._watch_database(serving))
+        self._monitor = asyncio.create_task(self._watch_database())
 
-    async def _publish_health(self, serving: bool | None) -> bool:
-        """Ping the database once; publish SERVING or NOT_SERVING when it changed."""
+    async def mark_ready(self) -> None:
+        """The schema is confirmed: serve as soon as the database answers."""
+        self.ready = True
+        await self._publish_health()
+
+    async def _database_answers(self) -> bool:
+        """One round trip on the probe's own connection. Never a pooled one:
+        a pool busy with calls is not a database that is down, and health
+        must not pull every replica out of a load balancer under load."""
+        timeout = min(self.db.timeout, max(self.health_interval, 1.0))
         try:
-            await asyncio.wait_for(self.db.ping(), timeout=max(self.health_interval, 1.0))
-            ok = True
-        except Exception:  # any failure means not serving
-            ok = False
-        if ok != serving:
-            status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
-            for name in ["", *SERVICE_NAMES]:
-                await self.health.set(name, status)
-            log.log(logging.INFO if ok else logging.WARNING, "health: %s", "SERVING" if ok else "NOT_SERVING (database unreachable)")
-        return ok
+            if self._probe is None or self._probe.closed:
+                self._probe = await store_db.connect(self.db.url, timeout=timeout, name="buildplatform-health")
+            await store_db.ping(self._probe, timeout=timeout)
+        except (DatabaseUnavailable, DatabaseRejected) as error:
+            self.problem = str(error)
+            if self._probe is not None:
+                await self._probe.close()
+            self._probe = None
+            return False
+        return True
 
-    async def _watch_database(self, serving: bool) -> None:
+    async def _publish_health(self) -> None:
+        """Publish SERVING or NOT_SERVING for every service when it changed."""
+        ok = await self._database_answers() and self.ready
+        if ok == self.serving:
+            return
+        if ok and self.serving is False:
+            # Back after an outage: the pools still hold dead connections.
+            await self.db.recycle()
+        self.serving = ok
+        for name in ["", *SERVICE_NAMES]:
+            await self.health.set(name, SERVING if ok else NOT_SERVING)
+        if ok:
+            log.info("health: SERVING")
+        elif not self.ready and not self.problem:
+            log.warning("health: NOT_SERVING (waiting for the database schema check)")
+        else:
+            log.warning("health: NOT_SERVING (%s)", self.problem)
+
+    async def _watch_database(self) -> None:
         """Health follows the database: NOT_SERVING while it is unreachable."""
         while True:
             await asyncio.sleep(self.health_interval)
-            serving = await self._publish_health(serving)
+            await self._publish_health()
 
     async def stop(self, grace: float) -> None:
         await self.health.enter_graceful_shutdown()
@@ -110,23 +150,65 @@ class App:
             self._monitor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._monitor
-        await self.server.stop(grace)
+        # grpc refuses new calls from here on. Running ones get the grace
+        # period; what is left then is answered UNAVAILABLE by the interceptor
+        # (Calls.drain) before grpc's own stop would cancel it.
+        stopping = asyncio.create_task(self.server.stop(grace + 5))
+        await self.calls.drain(grace)
+        await stopping
         await self.hub.close()
         await self.db.close()
+        if self._probe is not None:
+            await self._probe.close()
+
+
+def _cannot_listen(address: str) -> str | None:
+    """Why `address` cannot be listened on, in one line with what to do, or
+    None when it can. Asked before grpc binds, because grpc's own failure is
+    a multi-line log from its C core and a bare "Failed to bind"."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as grpc does
+            probe.bind((host, int(port)))
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            return (
+                f"cannot listen on {address}: the port is in use (another server?); stop it, "
+                "or set GRPC_ADDRESS to another port (REUSE_PORT=true shares a port on purpose)"
+            )
+        if error.errno == errno.EADDRNOTAVAIL:
+            return f"cannot listen on {address}: {host} is not an address of this machine; fix GRPC_ADDRESS"
+        if error.errno == errno.EACCES:
+            return f"cannot listen on {address}: permission denied (ports below 1024 need privileges); fix GRPC_ADDRESS"
+        return f"cannot listen on {address}: {error.strerror}; fix GRPC_ADDRESS"
+    except (socket.gaierror, ValueError):
+        return f"cannot listen on {address}: {host!r} is not a local host name or address; fix GRPC_ADDRESS"
+    return None
 
 
 def build_server(settings: Settings) -> App:
     if not settings.page_token_secret:
         log.warning("PAGE_TOKEN_SECRET is not set: using the development key (set it in production)")
-    db = Database(settings.database_url, pool_size=settings.db_pool_size, max_overflow=settings.db_pool_max_overflow)
-    hub = Hub(db, settings.database_url)
+    db = Database(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_pool_max_overflow,
+        pool_timeout=settings.db_pool_timeout_seconds,
+        timeout=settings.db_timeout_seconds,
+    )
+    hub = Hub(db, settings.database_url, check_seconds=settings.health_check_seconds)
     deps = Deps(
         db=db,
         tokens=PageTokens(settings.page_token_secret or DEV_PAGE_TOKEN_SECRET),
         hub=hub,
         heartbeat_seconds=settings.stream_heartbeat_seconds,
     )
-    server = grpc.aio.server(interceptors=[ServerInterceptor()], options=SERVER_OPTIONS)
+    calls = Calls(max_unary=settings.max_concurrent_calls, max_streams=settings.max_streams)
+    options = [*SERVER_OPTIONS, ("grpc.so_reuseport", 1 if settings.reuse_port else 0)]
+    server = grpc.aio.server(interceptors=[ServerInterceptor(calls)], options=options)
     for service, servicer in SERVICES:
         add_servicer(server, service, servicer(deps))
     health_servicer = health.aio.HealthServicer()
@@ -135,10 +217,16 @@ def build_server(settings: Settings) -> App:
         [*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
         server,
     )
-    port = server.add_insecure_port(settings.grpc_address)
+    problem = None if settings.reuse_port else _cannot_listen(settings.grpc_address)
+    if problem:
+        raise SystemExit(problem)
+    try:
+        port = server.add_insecure_port(settings.grpc_address)
+    except RuntimeError:
+        port = 0
     if port == 0:
-        raise SystemExit(f"cannot listen on {settings.grpc_address}")
+        raise SystemExit(f"cannot listen on {settings.grpc_address}; fix GRPC_ADDRESS")
     return App(
-        server=server, port=port, db=db, hub=hub, health=health_servicer,
+        server=server, port=port, db=db, hub=hub, health=health_servicer, calls=calls,
         health_interval=settings.health_check_seconds,
     )

@@ -26,7 +26,7 @@ def alembic_config(database_url: str) -> Config:
 
 def _with_connection(database_url: str, action: str, revision: str) -> None:
     config = alembic_config(database_url)
-    engine = create_engine(sqlalchemy_url(database_url))
+    engine = create_engine(sqlalchemy_url(database_url), connect_args={"connect_timeout": 5})
     try:
         with engine.begin() as connection:
             config.attributes["connection"] = connection
@@ -46,7 +46,7 @@ def downgrade(database_url: str, revision: str = "base") -> None:
 def schema_problem(database_url: str) -> str | None:
     """None when the database is at the newest migration, else what to do."""
     head = ScriptDirectory.from_config(alembic_config(database_url)).get_current_head()
-    engine = create_engine(sqlalchemy_url(database_url))
+    engine = create_engine(sqlalchemy_url(database_url), connect_args={"connect_timeout": 5})
     try:
         with engine.connect() as connection:
             current = MigrationContext.configure(connection).get_current_revision()
@@ -61,7 +61,31 @@ def schema_problem(database_url: str) -> str | None:
     )
 
 
+# Exit codes of `python -m server.migrate`, read by `python -m server`.
 SCHEMA_NOT_AT_HEAD = 3
+DATABASE_UNREACHABLE = 4   # try again later
+DATABASE_REJECTED = 5      # credentials or database name: fix the configuration
+
+_REJECTED = {
+    "28P01": "the database rejected the credentials in DATABASE_URL",
+    "28000": "the database rejected the connection (pg_hba.conf or the role in DATABASE_URL)",
+    "3D000": "the database named in DATABASE_URL does not exist: create it, or fix the URL",
+}
+
+
+def _connection_problem(error: BaseException) -> tuple[int, str] | None:
+    """(exit code, one line) when `error` says the database cannot be used."""
+    import psycopg
+    from sqlalchemy import exc
+
+    orig = error.orig if isinstance(error, exc.DBAPIError) else error
+    if not isinstance(orig, psycopg.OperationalError):
+        return None
+    reason = _REJECTED.get(orig.sqlstate or "")
+    if reason:
+        return DATABASE_REJECTED, reason
+    detail = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+    return DATABASE_UNREACHABLE, f"the database is unreachable: {detail}"
 
 
 def main(argv: list[str]) -> int:
@@ -77,13 +101,20 @@ def main(argv: list[str]) -> int:
     logs.configure(os.environ.get("LOG_LEVEL", "INFO"))
     url = os.environ["DATABASE_URL"]
     action = argv[0] if argv else "check"
-    if action == "upgrade":
-        upgrade(url)
-        return 0
-    if action != "check":
+    if action not in ("upgrade", "check"):
         print(f"usage: python -m server.migrate upgrade|check (got {action!r})", file=sys.stderr)
         return 2
-    problem = schema_problem(url)
+    try:
+        if action == "upgrade":
+            upgrade(url)
+            return 0
+        problem = schema_problem(url)
+    except Exception as error:
+        found = _connection_problem(error)
+        if found is None:
+            raise
+        print(found[1])
+        return found[0]
     if problem:
         print(problem)
         return SCHEMA_NOT_AT_HEAD

@@ -9,6 +9,7 @@ DomainError
  |    +-- InvalidTransition  a move the build state machine refuses
  +-- Aborted              ABORTED: a stale etag lost an optimistic-concurrency race
  +-- Unavailable          UNAVAILABLE: retry, possibly on another replica
+ +-- ResourceExhausted    RESOURCE_EXHAUSTED: the process is full; retry after a pause
 """
 
 from __future__ import annotations
@@ -96,3 +97,16 @@ class Aborted(DomainError):
 
 class Unavailable(DomainError):
     """The call cannot be served here now; the same call may succeed on retry."""
+
+    def __init__(self, message: str, *, retry_after: float = 0.0, metadata: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.metadata = dict(metadata or {})
+
+
+class ResourceExhausted(DomainError):
+    """The process works on as many calls as it may (admission control)."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

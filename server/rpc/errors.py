@@ -5,8 +5,10 @@
   AlreadyExists       ALREADY_EXISTS       ResourceInfo
   FailedPrecondition  FAILED_PRECONDITION  ErrorInfo: reason + metadata
   Aborted             ABORTED              ErrorInfo ETAG_MISMATCH + current etag
-  Unavailable         UNAVAILABLE          (retry, possibly on another replica)
-  DatabaseUnavailable UNAVAILABLE          (retry later)
+  Unavailable         UNAVAILABLE          RetryInfo when a pause helps; ErrorInfo with the
+                                           resume cursor of a stream
+  DatabaseUnavailable UNAVAILABLE          RetryInfo: the database is down, slow or saturated
+  ResourceExhausted   RESOURCE_EXHAUSTED   RetryInfo: the process is full (admission control)
   anything else       INTERNAL             a request id to find the traceback in the log;
                                            no traceback on the wire
 """
@@ -14,7 +16,7 @@
 from __future__ import annotations
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -31,6 +33,12 @@ def _status(code: int, message: str, *details: object) -> grpc.Status:
         container.Pack(detail)  # type: ignore[arg-type]
         packed.append(container)
     return rpc_status.to_status(status_pb2.Status(code=code, message=message, details=packed))
+
+
+def _retry(seconds: float) -> error_details_pb2.RetryInfo:
+    delay = duration_pb2.Duration()
+    delay.FromNanoseconds(int(seconds * 1e9))
+    return error_details_pb2.RetryInfo(retry_delay=delay)
 
 
 def to_status(error: BaseException, request_id: str) -> grpc.Status:
@@ -74,7 +82,14 @@ def to_status(error: BaseException, request_id: str) -> grpc.Status:
             ),
         )
     if isinstance(error, errors.Unavailable):
-        return _status(code_pb2.UNAVAILABLE, error.message)
+        details: list[object] = []
+        if error.retry_after:
+            details.append(_retry(error.retry_after))
+        if error.metadata:
+            details.append(error_details_pb2.ErrorInfo(reason="UNAVAILABLE", domain=DOMAIN, metadata=error.metadata))
+        return _status(code_pb2.UNAVAILABLE, error.message, *details)
     if isinstance(error, DatabaseUnavailable):
-        return _status(code_pb2.UNAVAILABLE, "the database is unavailable; retry later")
+        return _status(code_pb2.UNAVAILABLE, str(error), _retry(1.0))
+    if isinstance(error, errors.ResourceExhausted):
+        return _status(code_pb2.RESOURCE_EXHAUSTED, error.message, _retry(error.retry_after))
     return _status(code_pb2.INTERNAL, f"internal error (request id {request_id})")

@@ -1,13 +1,24 @@
-"""The interceptor chain. There is one interceptor, because its three jobs
-share one measurement and must happen in this order around the handler:
+"""The interceptor chain. There is one interceptor, because its jobs share
+one measurement and must happen in this order around the handler:
 
 1. request id: taken from the `x-request-id` metadata or generated; it is
    in every log line of the call and in the message of an INTERNAL status;
-2. error mapping: a DomainError becomes its precise status
+2. admission: a process works on at most MAX_CONCURRENT_CALLS unary calls
+   and MAX_STREAMS streams at once; the excess is refused at once with
+   RESOURCE_EXHAUSTED and RetryInfo instead of queueing for seconds. The
+   call's deadline becomes `server.store.db.call_deadline`, the bound of
+   every database wait it causes;
+3. error mapping: a DomainError becomes its precise status
    (server.rpc.errors); anything unexpected is logged with its traceback
    and answered INTERNAL with the request id, never with the traceback;
-3. access log: one structured line per RPC with method, status code,
-   duration and peer, written after the status is known.
+4. access log: one structured line per RPC with method, status code,
+   duration and peer, written after the status is known. The duration runs
+   from the moment the call reached Python (before the handler lookup), so
+   time spent queueing in the server is in it.
+
+At shutdown, `Calls.drain()` lets running calls finish for the grace period
+and then answers what is left with UNAVAILABLE (retryable), never leaving a
+call to be CANCELLED by the server's stop.
 
 It also makes the request deserializer tolerant: bytes that are not a valid
 request message (bad UTF-8 in a string field, a corrupt wire format) would
@@ -27,9 +38,9 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
-from server.domain.errors import DomainError, InvalidArgument
+from server.domain.errors import DomainError, InvalidArgument, ResourceExhausted, Unavailable
 from server.rpc.errors import to_status
-from server.store.db import DatabaseUnavailable
+from server.store.db import DatabaseUnavailable, call_deadline
 
 log = logging.getLogger("server.access")
 error_log = logging.getLogger("server.rpc")
@@ -71,12 +82,75 @@ def _check_decoded(request: Any) -> None:
         raise InvalidArgument.one("request", f"is not a valid protobuf message: {request.error}")
 
 
+class Calls:
+    """The calls this process works on: admission limits, and the drain at shutdown."""
+
+    RETRY_AFTER = 1.0  # seconds a refused caller is advised to wait
+
+    def __init__(self, *, max_unary: int, max_streams: int) -> None:
+        self.max_unary = max_unary
+        self.max_streams = max_streams
+        self.unary = 0
+        self.streams = 0
+        self.running: set[asyncio.Task[Any]] = set()
+        self.draining = False
+
+    def admit(self, stream: bool) -> None:
+        """Count the call in, or raise ResourceExhausted."""
+        if stream:
+            if self.streams >= self.max_streams:
+                raise ResourceExhausted(
+                    f"this server has {self.streams} streams open, its limit (MAX_STREAMS); "
+                    "retry after a pause, or on another replica",
+                    retry_after=self.RETRY_AFTER,
+                )
+            self.streams += 1
+        else:
+            if self.unary >= self.max_unary:
+                raise ResourceExhausted(
+                    f"this server is working on {self.unary} calls, its limit (MAX_CONCURRENT_CALLS); "
+                    "retry after a pause, or on another replica",
+                    retry_after=self.RETRY_AFTER,
+                )
+            self.unary += 1
+        task = asyncio.current_task()
+        if task is not None:
+            self.running.add(task)
+
+    def release(self, stream: bool) -> None:
+        if stream:
+            self.streams -= 1
+        else:
+            self.unary -= 1
+        task = asyncio.current_task()
+        if task is not None:
+            self.running.discard(task)
+
+    async def drain(self, grace: float) -> None:
+        """Wait up to `grace` seconds for the running calls, then end the
+        rest with UNAVAILABLE (the wrappers see `draining` and answer so)."""
+        deadline = time.monotonic() + grace
+        while self.running and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if not self.running:
+            return
+        self.draining = True
+        left = list(self.running)
+        for task in left:
+            task.cancel()
+        await asyncio.wait(left, timeout=2.0)
+
+
 class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    def __init__(self, calls: Calls | None = None) -> None:
+        self.calls = calls or Calls(max_unary=1 << 30, max_streams=1 << 30)
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
+        arrived = time.perf_counter()
         handler = await continuation(details)
         if handler is None:
             return None
@@ -84,26 +158,15 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         deserializer = _tolerant(handler.request_deserializer)
         if handler.unary_unary is not None:
             return handler._replace(
-                unary_unary=_unary(method, handler.unary_unary), request_deserializer=deserializer
+                unary_unary=_unary(method, handler.unary_unary, self.calls, arrived),
+                request_deserializer=deserializer,
             )
         if handler.unary_stream is not None:
             return handler._replace(
-                unary_stream=_stream(method, handler.unary_stream), request_deserializer=deserializer
+                unary_stream=_stream(method, handler.unary_stream, self.calls, arrived),
+                request_deserializer=deserializer,
             )
         return handler
-
-
-async def _fail(
-    error: Exception, context: grpc.aio.ServicerContext[Any, Any], method: str, request_id: str
-) -> str:
-    """Abort the call with the status for `error`; return the status name."""
-    if not isinstance(error, EXPECTED):
-        error_log.error(
-            "unhandled error in %s", method, exc_info=error, extra={"request_id": request_id}
-        )
-    status = to_status(error, request_id)
-    await context.abort_with_status(status)
-    return str(status.code.name)  # pragma: no cover - abort_with_status raises
 
 
 def _access(method: str, code: str, started: float, peer: str, request_id: str) -> None:
@@ -120,53 +183,89 @@ def _access(method: str, code: str, started: float, peer: str, request_id: str) 
         )
 
 
-def _code_of(error: BaseException, context: Any) -> str:
+SHUTTING_DOWN = "the server is shutting down; retry the call (on another replica)"
+
+
+def _outcome(
+    error: BaseException, calls: Calls, context: Any, method: str, request_id: str
+) -> tuple[str, grpc.Status | None]:
+    """The status name for the access log, and the status to answer with
+    (None when the call is already answered or the client is gone)."""
     if isinstance(error, asyncio.CancelledError):
-        return "CANCELLED"
-    code = context.code()
-    return code.name if isinstance(code, grpc.StatusCode) else str(to_status(error, "").code.name)
+        if not calls.draining:
+            return "CANCELLED", None
+        # Cut at the end of the shutdown grace period: retryable, not CANCELLED.
+        asyncio.current_task().uncancel()  # type: ignore[union-attr]
+        error = Unavailable(SHUTTING_DOWN)
+    if isinstance(error, grpc.aio.AbortError) or not isinstance(error, Exception):
+        code = context.code()
+        return (code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"), None
+    if not isinstance(error, EXPECTED):
+        error_log.error("unhandled error in %s", method, exc_info=error, extra={"request_id": request_id})
+    status = to_status(error, request_id)
+    return str(status.code.name), status
 
 
-def _unary(method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+def _begin(context: Any) -> None:
+    remaining = context.time_remaining()
+    if remaining is not None:
+        call_deadline.set(time.monotonic() + remaining)
+
+
+def _unary(
+    method: str, behavior: Callable[..., Awaitable[Any]], calls: Calls, started: float
+) -> Callable[..., Awaitable[Any]]:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        started = time.perf_counter()
         request_id = _request_id(context)
         # Read now: grpc.aio crashes the process (SIGSEGV) when peer() is
         # called on a call that was cancelled and torn down.
         peer = context.peer()
         code = "OK"
+        admitted = False
         try:
+            calls.admit(stream=False)
+            admitted = True
+            _begin(context)
             _check_decoded(request)
             return await behavior(request, context)
         except BaseException as error:
-            code = _code_of(error, context)
-            if isinstance(error, Exception) and not isinstance(error, grpc.aio.AbortError):
-                await _fail(error, context, method, request_id)
+            code, status = _outcome(error, calls, context, method, request_id)
+            if status is not None:
+                await context.abort_with_status(status)
             raise
         finally:
+            if admitted:
+                calls.release(stream=False)
             _access(method, code, started, peer, request_id)
 
     return wrapper
 
 
-def _stream(method: str, behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+def _stream(
+    method: str, behavior: Callable[..., AsyncIterator[Any]], calls: Calls, started: float
+) -> Callable[..., AsyncIterator[Any]]:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-        started = time.perf_counter()
         request_id = _request_id(context)
         # Read now: grpc.aio crashes the process (SIGSEGV) when peer() is
         # called on a call that was cancelled and torn down.
         peer = context.peer()
         code = "OK"
+        admitted = False
         try:
+            calls.admit(stream=True)
+            admitted = True
+            _begin(context)
             _check_decoded(request)
             async for response in behavior(request, context):
                 yield response
         except BaseException as error:
-            code = _code_of(error, context)
-            if isinstance(error, Exception) and not isinstance(error, grpc.aio.AbortError):
-                await _fail(error, context, method, request_id)
+            code, status = _outcome(error, calls, context, method, request_id)
+            if status is not None:
+                await context.abort_with_status(status)
             raise
         finally:
+            if admitted:
+                calls.release(stream=True)
             _access(method, code, started, peer, request_id)
 
     return wrapper

@@ -11,12 +11,23 @@ Two pools, each for what it is best at (measured in docs/benchmarks.md):
   times the CPU of a plain psycopg call per query, which the hottest
   RPCs cannot afford. `connection()` hands one out; a transaction on it is
   opened explicitly with `conn.transaction()`.
-Database errors become domain errors here, and nowhere else.
+Database errors become domain errors here, and nowhere else: `translate()`
+is the one map, for both paths.
+
+Every unit of work is bounded in time: waiting for a pooled connection by
+DB_POOL_TIMEOUT_SECONDS, the whole unit by DB_TIMEOUT_SECONDS, and both by
+the deadline of the call it serves (`call_deadline`, set by the rpc layer).
+A database that is down, frozen or partitioned away therefore costs a call
+a few seconds and an UNAVAILABLE, never a hang.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import logging
 import re
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -25,11 +36,30 @@ import psycopg
 import psycopg_pool
 from psycopg import sql
 from psycopg.rows import dict_row
-from sqlalchemy import exc, text
+from sqlalchemy import exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from server.config import libpq_url, sqlalchemy_url
 from server.domain.errors import AlreadyExists, DomainError, FailedPrecondition, NotFound
+
+log = logging.getLogger(__name__)
+
+# The monotonic time by which the current call must be answered, when the
+# caller gave a deadline (set by the rpc layer for each call).
+call_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("call_deadline", default=None)
+
+# libpq options of every connection: a bounded connect, and TCP keepalives so
+# that a peer that vanished without a reset (a partition) is noticed within
+# seconds instead of the kernel's two hours. (Unix sockets ignore them.)
+# Connections are named in pg_stat_activity: `buildplatform` (the pools),
+# `buildplatform-listen` (LISTEN/NOTIFY), `buildplatform-health` (the probe).
+CONNECT_OPTIONS: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 15_000,
+}
 
 # constraint name -> (resource, field) for unique violations
 _UNIQUE = {
@@ -50,18 +80,48 @@ _FOREIGN = {
 _KEY_VALUE = re.compile(r"Key \((?P<cols>[^)]*)\)=\((?P<value>.*)\)")
 
 
+
 _GET_BY_ID: dict[str, sql.Composed] = {}
 
 
 class DatabaseUnavailable(Exception):
-    """PostgreSQL could not be reached; the rpc layer answers UNAVAILABLE."""
+    """PostgreSQL could not be reached or did not answer in time: UNAVAILABLE,
+    and the same call may succeed when retried. The message says what
+    happened and what to do, in one line, and is sent to the caller."""
 
 
-def translate(error: exc.DBAPIError) -> Exception:
-    """Map a database error to a domain error (or DatabaseUnavailable)."""
-    orig = error.orig
-    if isinstance(orig, psycopg.OperationalError) or error.connection_invalidated:
-        return DatabaseUnavailable(str(orig).strip())
+class DatabaseBusy(DatabaseUnavailable):
+    """No pooled connection became free in time: this process is saturated."""
+
+
+class DatabaseRejected(Exception):
+    """PostgreSQL answered but refused us (credentials, a missing database):
+    retrying will not help until the configuration changes."""
+
+
+_REJECTED = {
+    "28P01": "rejected the credentials in DATABASE_URL",
+    "28000": "rejected the connection (pg_hba.conf or the role in DATABASE_URL)",
+    "3D000": "has no database of the name in DATABASE_URL: create it, or fix the URL",
+}
+
+
+def translate(error: BaseException) -> BaseException:
+    """Map a database error (SQLAlchemy's or psycopg's) to a domain error,
+    DatabaseUnavailable, or the error itself when it is a bug."""
+    if isinstance(error, exc.TimeoutError):  # SQLAlchemy's pool wait ran out
+        return DatabaseBusy("no database connection became free in time: the server is saturated; retry with backoff")
+    if isinstance(error, psycopg_pool.PoolTimeout):
+        return DatabaseBusy("no database connection became free in time: the server is saturated; retry with backoff")
+    orig: BaseException | None = error.orig if isinstance(error, exc.DBAPIError) else error
+    if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
+        return DatabaseUnavailable("the database connection was lost; retry")
+    if isinstance(orig, psycopg.errors.QueryCanceled):
+        return DatabaseUnavailable("the database did not finish in time; retry later")
+    if isinstance(orig, psycopg.errors.LockNotAvailable):
+        return DatabaseUnavailable("the resource is locked by another change; retry")
+    if isinstance(orig, psycopg.OperationalError | psycopg_pool.PoolClosed | OSError):
+        return DatabaseUnavailable("the database is unreachable; retry later")
     if not isinstance(orig, psycopg.Error) or orig.diag is None:
         return error
     constraint = orig.diag.constraint_name or ""
@@ -81,52 +141,136 @@ def translate(error: exc.DBAPIError) -> Exception:
 
 
 @asynccontextmanager
-async def _translated() -> AsyncIterator[None]:
-    """Database errors raised inside the block leave it as domain errors."""
+async def hard_timeout(seconds: float) -> AsyncIterator[None]:
+    """Raise TimeoutError when the block runs longer than `seconds`.
+
+    Unlike asyncio.timeout this also gets out of psycopg: cancelled in the
+    middle of a query, psycopg asks the server to cancel it and waits up to
+    ten seconds for the answer, which never comes from a frozen server. A
+    second cancellation a moment later makes psycopg close the connection
+    and give up at once (the pool then discards it)."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    cancels = 0
+    second: asyncio.TimerHandle | None = None
+
+    def expire() -> None:
+        nonlocal cancels, second
+        cancels += 1
+        task.cancel()
+        if cancels == 1:
+            second = loop.call_later(0.2, expire)
+
+    first = loop.call_later(max(seconds, 0.0), expire)
     try:
         yield
+    except asyncio.CancelledError:
+        if not cancels:
+            raise
+        for _ in range(cancels):
+            task.uncancel()
+        raise TimeoutError from None
+    finally:
+        first.cancel()
+        if second is not None:
+            second.cancel()
+
+
+@asynccontextmanager
+async def _translated(budget: float, what: str) -> AsyncIterator[None]:
+    """The block's database errors leave it as domain errors, and the block
+    is cut at `budget` seconds."""
+    try:
+        async with hard_timeout(budget):
+            yield
     except DomainError:
         raise
-    except exc.DBAPIError as error:
-        raise translate(error) from error
-    except OSError as error:
-        raise DatabaseUnavailable(str(error)) from error
+    except TimeoutError:
+        raise DatabaseUnavailable(f"the database did not answer within {what}; retry later") from None
+    except (exc.SQLAlchemyError, psycopg.Error, psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed, OSError) as error:
+        translated = translate(error)
+        if translated is error:
+            raise
+        raise translated from error
 
 
 class Database:
-    def __init__(self, database_url: str, *, pool_size: int, max_overflow: int) -> None:
-        self.engine: AsyncEngine = create_async_engine(
-            sqlalchemy_url(database_url),
-            pool_size=pool_size,
-            max_overflow=max_overflow,
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        pool_size: int,
+        max_overflow: int,
+        pool_timeout: float = 2.0,
+        timeout: float = 5.0,
+    ) -> None:
+        self.url = libpq_url(database_url)
+        self.pool_size = pool_size
+        self.max_overflow = max_overflow
+        self.pool_timeout = pool_timeout
+        self.timeout = timeout
+        self.connect_options = {
+            **CONNECT_OPTIONS, "connect_timeout": max(1, round(timeout)), "application_name": "buildplatform",
+        }
+        self.engine: AsyncEngine = self._engine()
+        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.pool = self._pool()
+
+    def _engine(self) -> AsyncEngine:
+        return create_async_engine(
+            sqlalchemy_url(self.url),
+            pool_size=self.pool_size,
+            max_overflow=self.max_overflow,
+            pool_timeout=self.pool_timeout,
             pool_pre_ping=False,
             pool_recycle=1800,
+            connect_args=self.connect_options,
         )
-        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
-        self.pool: psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[Any]] = (
-            psycopg_pool.AsyncConnectionPool(
-                libpq_url(database_url),
-                min_size=1,
-                max_size=pool_size + max_overflow,
-                kwargs={"autocommit": True},
-                open=False,
-                name="hot-path",
-            )
+
+    def _pool(self) -> psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
+        return psycopg_pool.AsyncConnectionPool(
+            self.url,
+            min_size=1,
+            max_size=self.pool_size + self.max_overflow,
+            kwargs={"autocommit": True, **self.connect_options},
+            timeout=self.pool_timeout,
+            reconnect_timeout=self.timeout,
+            open=False,
+            name="hot-path",
         )
 
     async def open(self) -> None:
         await self.pool.open(wait=False)
 
+    async def recycle(self) -> None:
+        """Replace every pooled connection: after an outage, the pools hold
+        connections to a server that is gone, and psycopg_pool's reconnect
+        back-off can wait longer than the outage lasted. Calls in flight
+        finish on the old connections, which are closed when returned."""
+        old_pool, old_engine = self.pool, self.engine
+        self.pool = self._pool()
+        await self.pool.open(wait=False)
+        self.engine = self._engine()
+        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        await old_engine.dispose()
+        asyncio.get_running_loop().create_task(old_pool.close(timeout=self.timeout))
+
+    def _budget(self) -> tuple[float, str]:
+        """Seconds the next unit of work may take, and how to name that limit."""
+        deadline = call_deadline.get()
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left < self.timeout:
+                return left, "the call's deadline"
+        return self.timeout, f"{self.timeout:g}s (DB_TIMEOUT_SECONDS)"
+
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """A psycopg connection in autocommit mode, for the hot paths."""
-        try:
-            async with self.pool.connection() as conn:
-                yield conn
-        except DomainError:
-            raise
-        except (psycopg.OperationalError, psycopg_pool.PoolTimeout, OSError) as error:
-            raise DatabaseUnavailable(str(error).strip()) from error
+        budget, what = self._budget()
+        async with _translated(budget, what), self.pool.connection(timeout=min(budget, self.pool_timeout)) as conn:
+            yield conn
 
     async def get_by_id(self, table: str, key: str) -> dict[str, Any] | None:
         """One row by primary key, as a dict: the hot read of every Get RPC."""
@@ -139,18 +283,45 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
-        async with _translated(), self.engine.begin() as conn:
+        budget, what = self._budget()
+        async with _translated(budget, what), self.engine.begin() as conn:
             yield conn
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        async with _translated(), self._autocommit.connect() as conn:
+        budget, what = self._budget()
+        async with _translated(budget, what), self._autocommit.connect() as conn:
             yield conn
-
-    async def ping(self) -> None:
-        async with self.read() as conn:
-            await conn.execute(text("SELECT 1"))
 
     async def close(self) -> None:
         await self.pool.close()
         await self.engine.dispose()
+
+
+async def connect(url: str, *, timeout: float, name: str) -> psycopg.AsyncConnection[Any]:
+    """A connection of its own (the health probe's, the LISTEN connection),
+    outside the pools, named `name` in pg_stat_activity.application_name;
+    DatabaseUnavailable or DatabaseRejected when it cannot."""
+    options = {**CONNECT_OPTIONS, "connect_timeout": max(1, round(timeout)), "application_name": name}
+    try:
+        async with hard_timeout(timeout + 1):
+            return await psycopg.AsyncConnection.connect(libpq_url(url), autocommit=True, **options)
+    except TimeoutError:
+        raise DatabaseUnavailable(f"the database did not accept a connection within {timeout:g}s") from None
+    except psycopg.OperationalError as error:
+        reason = _REJECTED.get(error.sqlstate or "")
+        if reason:
+            raise DatabaseRejected(f"the database {reason}") from error
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise DatabaseUnavailable(f"the database is unreachable ({detail})") from error
+
+
+async def ping(conn: psycopg.AsyncConnection[Any], *, timeout: float) -> None:
+    """One round trip on `conn`; DatabaseUnavailable when it does not come back."""
+    try:
+        async with hard_timeout(timeout):
+            await conn.execute("SELECT 1")
+    except TimeoutError:
+        raise DatabaseUnavailable(f"the database did not answer within {timeout:g}s") from None
+    except (psycopg.Error, OSError) as error:
+        raise DatabaseUnavailable("the database connection was lost") from error

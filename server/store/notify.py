@@ -30,7 +30,7 @@ import psycopg
 from server.domain.status import TERMINAL, BuildStatus
 from server.store import feeds
 from server.store.builds import BUILD_CHANNEL
-from server.store.db import Database
+from server.store.db import Database, DatabaseRejected, DatabaseUnavailable, connect, ping
 from server.store.feeds import Kind
 
 log = logging.getLogger(__name__)
@@ -156,9 +156,10 @@ class Feed:
 class Hub:
     """The process's LISTEN connection and the feeds and watchers it wakes."""
 
-    def __init__(self, db: Database, database_url: str) -> None:
+    def __init__(self, db: Database, database_url: str, *, check_seconds: float = 5.0) -> None:
         self.db = db
         self.url = database_url
+        self.check_seconds = check_seconds
         self.feeds: dict[tuple[str, str], Feed] = {}
         self.watchers: dict[str, set[asyncio.Event]] = {}
         self.connected = asyncio.Event()
@@ -166,9 +167,10 @@ class Hub:
         self._closing = False
         self.shutting_down = False
 
-    async def start(self) -> None:
+    def start(self) -> None:
+        """Listen in the background; the server does not wait for it (a
+        server may start while the database is down)."""
         self._task = asyncio.create_task(self._listen())
-        await asyncio.wait_for(self.connected.wait(), timeout=30)
 
     def begin_shutdown(self) -> None:
         """Wake every follower and watcher so that they end their streams now."""
@@ -190,19 +192,29 @@ class Hub:
         backoff = 0.1
         while not self._closing:
             try:
-                conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+                conn = await connect(self.url, timeout=self.db.timeout, name="buildplatform-listen")
                 async with conn:
                     for channel in (BUILD_CHANNEL, feeds.LOGS.channel, feeds.EVENTS.channel):
                         await conn.execute(f"LISTEN {channel}")
                     self.connected.set()
                     backoff = 0.1
                     self._wake_everything()  # whatever was sent while we were away
-                    async for note in conn.notifies():
-                        self._dispatch(note.channel, note.payload)
-            except (psycopg.Error, OSError) as error:
+                    while True:
+                        async for note in conn.notifies(timeout=self.check_seconds):
+                            self._dispatch(note.channel, note.payload)
+                        # A quiet spell: make sure the connection is alive. A
+                        # frozen or partitioned server sends no reset, and
+                        # without this check we would wait for it forever.
+                        await ping(conn, timeout=self.db.timeout)
+            except (psycopg.Error, OSError, DatabaseUnavailable, DatabaseRejected) as error:
+                was_connected = self.connected.is_set()
                 self.connected.clear()
                 if self._closing:
                     return
+                if was_connected:
+                    # Followers check the database now: if it is gone, their
+                    # streams end with UNAVAILABLE and a resume cursor.
+                    self._wake_everything()
                 log.warning("LISTEN connection lost (%s); reconnecting in %.1fs", error, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)

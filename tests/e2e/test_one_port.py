@@ -1,5 +1,6 @@
-"""Several server processes can serve one port (grpc.so_reuseport), the way
-docs/operations.md says to use more than one core on a machine."""
+"""Several server processes can serve one port (REUSE_PORT=true, grpc.so_reuseport),
+the way docs/operations.md says to use more than one core on a machine; without
+it, a second server on a port in use refuses to start."""
 
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ def _free_port() -> int:
 def test_two_processes_serve_one_port_and_either_can_stop(database_url, user):
     port = _free_port()
     address = f"127.0.0.1:{port}"
-    with running_server(database_url, GRPC_ADDRESS=address) as first:
-        with running_server(database_url, GRPC_ADDRESS=address) as second:
+    with running_server(database_url, GRPC_ADDRESS=address, REUSE_PORT="true") as first:
+        with running_server(database_url, GRPC_ADDRESS=address, REUSE_PORT="true") as second:
             assert first.port == second.port == port
             assert first.proc is not None and second.proc is not None
             assert first.proc.pid != second.proc.pid

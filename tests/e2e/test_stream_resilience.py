@@ -41,7 +41,7 @@ def test_a_lost_listen_connection_loses_no_line(api, database_url, build):
     with psycopg.connect(database_url, autocommit=True) as conn:
         killed = conn.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+            "WHERE datname = current_database() AND application_name = 'buildplatform-listen'"
         ).fetchall()
         assert killed, "no LISTEN connection found"
         append(api, build.id, lines("written while the listener was away"))
