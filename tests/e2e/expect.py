@@ -21,6 +21,7 @@ class Failure:
     reason: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
     resource_type: str = ""
+    retry_delay: float | None = None  # google.rpc.RetryInfo, in seconds
 
 
 def failure(call: Callable[[Any], Any], request: Any) -> Failure:
@@ -45,6 +46,10 @@ def read(error: grpc.RpcError) -> Failure:
                 info = error_details_pb2.ErrorInfo()
                 detail.Unpack(info)
                 result.reason, result.metadata = info.reason, dict(info.metadata)
+            elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+                retry = error_details_pb2.RetryInfo()
+                detail.Unpack(retry)
+                result.retry_delay = retry.retry_delay.ToTimedelta().total_seconds()
             elif detail.Is(error_details_pb2.ResourceInfo.DESCRIPTOR):
                 resource = error_details_pb2.ResourceInfo()
                 detail.Unpack(resource)

@@ -4,22 +4,14 @@ it, a second server on a port in use refuses to start."""
 
 from __future__ import annotations
 
-import socket
-
 import grpc
 from buildplatform.v1 import user_pb2
 
-from tests.support import running_server, stubs
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from tests.support import free_port, running_server, stubs
 
 
 def test_two_processes_serve_one_port_and_either_can_stop(database_url, user):
-    port = _free_port()
+    port = free_port()
     address = f"127.0.0.1:{port}"
     with running_server(database_url, GRPC_ADDRESS=address, REUSE_PORT="true") as first:
         with running_server(database_url, GRPC_ADDRESS=address, REUSE_PORT="true") as second:

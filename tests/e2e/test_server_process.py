@@ -9,7 +9,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+import urllib.parse
+from collections.abc import Iterator
 
 import grpc
 import psycopg
@@ -19,17 +20,20 @@ from grpc_health.v1 import health_pb2
 
 from server import migrate
 from server.config import ENVIRONMENT
-from tests.support import ROOT, ServerProcess, create_database, drop_database, stubs
-
-WAIT = 30.0  # an upper bound for things that happen "soon"; never asserted as a duration
-
-
-def eventually(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.05)
+from tests.support import (
+    ROOT,
+    WAIT,
+    ServerProcess,
+    create_database,
+    drop_database,
+    eventually,
+    free_port,
+    health,
+    running_server,
+    stubs,
+    waiting_on_a_lock,
+    with_database,
+)
 
 
 def run_server(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -51,11 +55,6 @@ def own_server(fresh_database: str) -> Iterator[ServerProcess]:
     proc = ServerProcess(fresh_database, env={"PYTHONFAULTHANDLER": "1"}).start()
     yield proc
     proc.stop()
-
-
-def health(address: str, service: str = "") -> int:
-    with grpc.insecure_channel(address) as channel:
-        return stubs(channel).health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
 
 
 # --- --help and the schema check -----------------------------------------------------
@@ -191,7 +190,7 @@ def test_a_signal_lets_the_running_call_finish_and_the_process_exits_0(fresh_dat
 
             caller = threading.Thread(target=call)
             caller.start()
-            eventually(lambda: _waiting_on_a_lock(blocker), "the call to wait for the row lock")
+            eventually(lambda: waiting_on_a_lock(fresh_database), "the call to wait for the row lock")
             assert own_server.proc is not None
             own_server.proc.send_signal(sig)
             eventually(lambda: "shutting down" in own_server.log(), "the server to begin shutting down")
@@ -206,14 +205,6 @@ def test_a_signal_lets_the_running_call_finish_and_the_process_exits_0(fresh_dat
         assert conn.execute("SELECT status FROM builds WHERE id = %s", (build.id,)).fetchone() == ("INITIALIZING",)
 
 
-def _waiting_on_a_lock(conn: psycopg.Connection) -> bool:
-    with psycopg.connect(conn.info.dsn, autocommit=True) as probe:
-        row = probe.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        ).fetchone()
-    return row is not None and row[0] > 0
-
-
 def test_new_calls_are_refused_once_shutdown_began(fresh_database, own_server):
     assert own_server.proc is not None
     own_server.proc.send_signal(signal.SIGTERM)
@@ -222,3 +213,71 @@ def test_new_calls_are_refused_once_shutdown_began(fresh_database, own_server):
     with grpc.insecure_channel(own_server.address) as channel, pytest.raises(grpc.RpcError) as caught:
         stubs(channel).users.GetUser(user_pb2.GetUserRequest(id="c" + "0" * 24), timeout=5)
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, caught.value
+
+
+# --- start-up failures: one line saying what and what to do -------------------------------
+
+
+def _fails_with_one_line(env: dict[str, str], *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "server", *args], cwd=ROOT, env={**os.environ, "GRPC_ADDRESS": "127.0.0.1:0", **env},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "listening on" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert not last.startswith("{"), f"the last line should be the reason, not a log record: {last}"
+    return last
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        ("DB_POOL_SIZE", "0", "DB_POOL_SIZE='0' must be at least 1"),
+        ("LOG_LEVEL", "LOUD", "LOG_LEVEL='LOUD' must be one of DEBUG, INFO, WARNING, ERROR"),
+        ("HEALTH_CHECK_SECONDS", "-1", "HEALTH_CHECK_SECONDS='-1' must be a finite number of seconds above 0"),
+        ("STREAM_HEARTBEAT_SECONDS", "nan", "STREAM_HEARTBEAT_SECONDS='nan'"),
+        ("GRPC_ADDRESS", "localhost", "GRPC_ADDRESS='localhost' must be host:port"),
+        ("REUSE_PORT", "maybe", "REUSE_PORT='maybe' must be true or false"),
+        ("DATABASE_URL", "mysql://x/y", "DATABASE_URL='mysql://x/y' must start with postgresql://"),
+    ],
+)
+def test_an_invalid_setting_is_refused_by_name_in_one_line(database_url, variable, value, said):
+    line = _fails_with_one_line({"DATABASE_URL": database_url, variable: value})
+    assert said in line and "--help" in line, line
+
+
+def test_every_invalid_setting_is_named_at_once(database_url):
+    line = _fails_with_one_line({"DATABASE_URL": database_url, "DB_POOL_SIZE": "ten", "MAX_STREAMS": "-5"})
+    assert "DB_POOL_SIZE='ten' is not a whole number" in line and "MAX_STREAMS='-5' must be at least 1" in line
+
+
+def test_a_database_that_does_not_exist_is_one_line(postgres):
+    line = _fails_with_one_line({"DATABASE_URL": with_database(postgres, "no_such_database")})
+    assert "does not exist" in line and "DATABASE_URL" in line, line
+
+
+def test_a_role_the_database_rejects_is_one_line(postgres):
+    parts = urllib.parse.urlsplit(postgres)
+    url = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.replace("postgres", "nobody_here", 1)))
+    line = _fails_with_one_line({"DATABASE_URL": url})
+    assert "no role of the name in DATABASE_URL" in line, line
+
+
+def test_migrate_only_against_an_unreachable_database_is_one_line():
+    port = free_port()  # nothing listens there
+    line = _fails_with_one_line({"DATABASE_URL": f"postgresql://postgres@127.0.0.1:{port}/db"}, "--migrate-only")
+    assert "cannot migrate" in line and "unreachable" in line, line
+
+
+def test_a_port_in_use_is_one_line_unless_reuse_port_is_asked_for(database_url):
+    with running_server(database_url) as first:
+        line = _fails_with_one_line({"DATABASE_URL": database_url, "GRPC_ADDRESS": first.address})
+        assert f"cannot listen on {first.address}: the port is in use" in line and "REUSE_PORT" in line, line
+        assert health(first.address) == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_an_address_that_is_not_local_is_one_line(database_url):
+    line = _fails_with_one_line({"DATABASE_URL": database_url, "GRPC_ADDRESS": "192.0.2.1:50051"})
+    assert "is not an address of this machine" in line, line
