@@ -6,7 +6,8 @@ target measured in the same run, and write docs/benchmarks.md.
     make bench BENCH_ARGS="--duration 5"         shorter h2load runs
 
 Benches: get, list, create (issue 2; need the 1,000,000-build load),
-ingest, latency, memory, statements (issue 3).
+ingest, latency, memory, statements (issue 3); delivery, idle (issue 7:
+live delivery and idle followers beside a bare grpc.aio fan-out).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from bench import env, report
 from bench.h2 import Load
 
 CORE = ("get", "list", "create")
-STREAMS = ("ingest", "latency", "memory", "statements")
+STREAMS = ("ingest", "latency", "memory", "statements", "delivery", "idle")
 
 
 def parse_args() -> argparse.Namespace:
@@ -83,7 +84,7 @@ def main() -> int:
             run.shape = shape
             run.core = core.run(pg.url, h2load, shape, args.selected, builds=builds, rounds=args.rounds)
         if args.selected & set(STREAMS):
-            from bench import streams
+            from bench import delivery, streams
 
             run.streams = streams.Figures()
             for name in STREAMS:
@@ -94,7 +95,7 @@ def main() -> int:
                     continue
                 print(f"{name}:", flush=True)
                 try:
-                    getattr(streams, name)(pg.url, run.streams)
+                    getattr(delivery if hasattr(delivery, name) else streams, name)(pg.url, run.streams)
                 except Exception as error:  # report the others even if one bench breaks
                     failed = True
                     traceback.print_exc()
