@@ -119,7 +119,7 @@ def build_server(settings: Settings) -> App:
     if not settings.page_token_secret:
         log.warning("PAGE_TOKEN_SECRET is not set: using the development key (set it in production)")
     db = Database(settings.database_url, pool_size=settings.db_pool_size, max_overflow=settings.db_pool_max_overflow)
-    hub = Hub(db, settings.database_url)
+    hub = Hub(db, settings.database_url, ring_bytes=settings.feed_ring_bytes, total_bytes=settings.feed_total_bytes)
     deps = Deps(
         db=db,
         tokens=PageTokens(settings.page_token_secret or DEV_PAGE_TOKEN_SECRET),

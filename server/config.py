@@ -19,6 +19,10 @@ ENVIRONMENT: list[tuple[str, str, str]] = [
      "When unset a fixed development key is used and a warning is logged."),
     ("HEALTH_CHECK_SECONDS", "2", "how often the database is pinged for the health service."),
     ("STREAM_HEARTBEAT_SECONDS", "15", "idle time after which a stream sends a heartbeat."),
+    ("FEED_RING_BYTES", "8388608", "bytes of recent lines (events) kept in memory per followed build "
+     "and kind; followers further behind read the database."),
+    ("FEED_TOTAL_BYTES", "268435456", "bytes of recent lines and events kept in memory for all "
+     "followed builds of a process; above it the largest rings lose their oldest entries."),
     ("EMBEDDED_PG_DIR", ".data/postgres", "data directory of the embedded PostgreSQL."),
 ]
 
@@ -41,6 +45,8 @@ class Settings:
     page_token_secret: str
     health_check_seconds: float
     stream_heartbeat_seconds: float
+    feed_ring_bytes: int
+    feed_total_bytes: int
     embedded_pg_dir: str
 
     @classmethod
