@@ -190,8 +190,10 @@ class FeedStreams:
             async for message in self._stream(req, position):
                 yield message
         except DatabaseUnavailable as error:
+            # The database's own message stays in the server (it may name
+            # hosts); the client learns what to do.
             raise Unavailable(
-                f"the database is unavailable ({error}): resume with after_sequence={position.cursor}"
+                f"the database is unavailable: resume with after_sequence={position.cursor}"
             ) from error
 
     async def _stream(self, req: StreamRequest, position: _Position) -> AsyncIterator[bytes]:
@@ -245,11 +247,20 @@ class FeedStreams:
                     raise Unavailable(
                         f"the server is shutting down: resume on another replica with after_sequence={cursor}"
                     )
-                if feed is not None and feed.error is not None:
-                    # The feed could not read what was announced: say so now,
-                    # with the cursor, rather than wait for a heartbeat.
-                    raise feed.error
-                assert event is not None
+                assert feed is not None and event is not None
+                if feed.error is not None or not d.hub.connected.is_set():
+                    # The feed could not read, or notifications may be lost
+                    # (no LISTEN connection): ask the database now. If it does
+                    # not answer, the stream ends with its cursor instead of
+                    # waiting for a heartbeat; if it does, the feed reads on.
+                    async with d.db.connection() as conn:
+                        status, last = await feeds.build_position(conn, kind, req.build_id)
+                    feed.error = None
+                    feed.announce(last)
+                    if status in TERMINAL:
+                        final = last
+                        if cursor >= final:
+                            return
                 try:
                     # asyncio.timeout, unlike wait_for, creates no Task per wait:
                     # an idle follower holds as little as possible.

@@ -212,6 +212,31 @@ def _matching(kind: Kind, *, values: Sequence[str], upto: int | None, descending
     )
 
 
+def read_statement(
+    kind: Kind,
+    build_id: str,
+    after: int,
+    *,
+    limit: int,
+    max_bytes: int,
+    upto: int | None = None,
+    values: Sequence[str] = (),
+) -> tuple[str, dict[str, Any]]:
+    """The SQL of read_after and its parameters (also EXPLAINed by the bench)."""
+    sql = (
+        "SELECT * FROM (SELECT *, sum(wire_bytes) OVER w - wire_bytes AS bytes_before, "
+        "lead(seq) OVER w AS next_seq FROM ("
+        + _matching(kind, values=values, upto=upto)
+        + ") AS matching WINDOW w AS (ORDER BY seq)) AS counted "
+        "WHERE bytes_before < %(max_bytes)s ORDER BY seq LIMIT %(limit)s"
+    )
+    params = {
+        "id": build_id, "after": after, "upto": upto, "values": list(values),
+        "scan": limit + 1, "limit": limit, "max_bytes": max_bytes,
+    }
+    return sql, params
+
+
 async def read_after(
     pg: psycopg.AsyncConnection[Any],
     kind: Kind,
@@ -231,17 +256,7 @@ async def read_after(
     The window runs over at most limit + 1 rows (the inner LIMIT stops the
     scan), and rows past the cut are never detoasted: PostgreSQL reads their
     heap tuples, not their messages."""
-    sql = (
-        "SELECT * FROM (SELECT *, sum(wire_bytes) OVER w - wire_bytes AS bytes_before, "
-        "lead(seq) OVER w AS next_seq FROM ("
-        + _matching(kind, values=values, upto=upto)
-        + ") AS matching WINDOW w AS (ORDER BY seq)) AS counted "
-        "WHERE bytes_before < %(max_bytes)s ORDER BY seq LIMIT %(limit)s"
-    )
-    params = {
-        "id": build_id, "after": after, "upto": upto, "values": list(values),
-        "scan": limit + 1, "limit": limit, "max_bytes": max_bytes,
-    }
+    sql, params = read_statement(kind, build_id, after, limit=limit, max_bytes=max_bytes, upto=upto, values=values)
     async with pg.cursor(row_factory=dict_row) as cur:
         await cur.execute(sql, params)
         rows = await cur.fetchall()
@@ -258,16 +273,11 @@ async def build_position(pg: psycopg.AsyncConnection[Any], kind: Kind, build_id:
     return BuildStatus(row[0]), int(row[1])
 
 
-async def since_cursor(
-    pg: psycopg.AsyncConnection[Any], kind: Kind, build_id: str, *, after: int, upto: int, since: datetime
-) -> int:
-    """The cursor before the first row in (after, upto] created at or after
-    `since` (upto when there is none).
-
-    create_time does not decrease with seq (see append) and seq has no gaps,
-    so this is a binary search over seq by primary key: about log2(n) index
-    lookups in one statement, with no index on create_time for appends to
-    maintain. Invariant: rows in (after, lo] are older than `since`, rows in
+def since_statement(
+    kind: Kind, build_id: str, *, after: int, upto: int, since: datetime
+) -> tuple[str, dict[str, Any]]:
+    """The SQL of since_cursor (a binary search, see there) and its parameters.
+    Invariant: rows in (after, lo] are older than `since`, rows in
     [hi, upto] are not."""
     sql = (
         "WITH RECURSIVE search(lo, hi) AS ("
@@ -280,11 +290,35 @@ async def since_cursor(
         "WHERE s.hi - s.lo > 1) "
         "SELECT min(hi) FROM search"
     )
+    return sql, {"id": build_id, "after": after, "upto": upto, "since": since}
+
+
+async def since_cursor(
+    pg: psycopg.AsyncConnection[Any], kind: Kind, build_id: str, *, after: int, upto: int, since: datetime
+) -> int:
+    """The cursor before the first row in (after, upto] created at or after
+    `since` (upto when there is none).
+
+    create_time does not decrease with seq (see append) and seq has no gaps,
+    so this is a binary search over seq by primary key: about log2(n) index
+    lookups in one statement, with no index on create_time for appends to
+    maintain."""
     async with pg.cursor() as cur:
-        await cur.execute(sql, {"id": build_id, "after": after, "upto": upto, "since": since})
+        await cur.execute(*since_statement(kind, build_id, after=after, upto=upto, since=since))
         found = await cur.fetchone()
     assert found is not None
     return max(after, int(found[0]) - 1)
+
+
+def tail_statement(
+    kind: Kind, build_id: str, *, after: int, upto: int, tail: int, values: Sequence[str]
+) -> tuple[str, dict[str, Any]]:
+    """The SQL of a filtered tail_cursor and its parameters."""
+    sql = (
+        "SELECT seq FROM (" + _matching(kind, values=values, upto=upto, descending=True) + ") AS t "
+        "ORDER BY seq DESC OFFSET %(skip)s LIMIT 1"
+    )
+    return sql, {"id": build_id, "after": after, "upto": upto, "values": list(values), "scan": tail, "skip": tail - 1}
 
 
 async def tail_cursor(
@@ -297,14 +331,8 @@ async def tail_cursor(
     last `tail` rows of each wanted value, newest first, from the filter index."""
     if not values:
         return max(after, upto - tail)
-    sql = (
-        "SELECT seq FROM (" + _matching(kind, values=values, upto=upto, descending=True) + ") AS t "
-        "ORDER BY seq DESC OFFSET %(skip)s LIMIT 1"
-    )
     async with pg.cursor() as cur:
-        await cur.execute(
-            sql, {"id": build_id, "after": after, "upto": upto, "values": list(values), "scan": tail, "skip": tail - 1}
-        )
+        await cur.execute(*tail_statement(kind, build_id, after=after, upto=upto, tail=tail, values=values))
         nth = await cur.fetchone()
     return after if nth is None else int(nth[0]) - 1
 

@@ -33,6 +33,7 @@ from typing import Any, NamedTuple
 
 import psycopg
 
+from server.domain.limits import RESPONSE_BYTES
 from server.domain.status import TERMINAL, BuildStatus
 from server.store import feeds
 from server.store.builds import BUILD_CHANNEL
@@ -43,7 +44,9 @@ log = logging.getLogger(__name__)
 
 RING_CAPACITY = 8192   # rows kept per followed build and kind (and FEED_RING_BYTES)
 READ_PAGE = 2000       # rows per feed read (and READ_BYTES)
-READ_BYTES = 4 << 20   # bytes per feed read, at most (and at most the ring's bound)
+# Bytes per feed read, at most (and at most the ring's bound): a feed holds
+# one read's rows and their messages at once beside its ring.
+READ_BYTES = RESPONSE_BYTES
 
 
 class Entry(NamedTuple):
