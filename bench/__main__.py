@@ -6,7 +6,8 @@ target measured in the same run, and write docs/benchmarks.md.
     make bench BENCH_ARGS="--duration 5"         shorter h2load runs
 
 Benches: get, list, create (issue 2; need the 1,000,000-build load),
-ingest, latency, memory, statements (issue 3).
+ingest, latency, memory, statements (issue 3), filters, rings (issue 7:
+filtered reads on a 1,000,000-line build, RSS with big lines; bench.feeds).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from bench import env, report
 from bench.h2 import Load
 
 CORE = ("get", "list", "create")
-STREAMS = ("ingest", "latency", "memory", "statements")
+STREAMS = ("ingest", "latency", "memory", "statements", "filters", "rings")
+FEEDS = ("filters", "rings")  # in bench.feeds; the others in bench.streams
 
 
 def parse_args() -> argparse.Namespace:
@@ -83,7 +85,7 @@ def main() -> int:
             run.shape = shape
             run.core = core.run(pg.url, h2load, shape, args.selected, builds=builds, rounds=args.rounds)
         if args.selected & set(STREAMS):
-            from bench import streams
+            from bench import feeds, streams
 
             run.streams = streams.Figures()
             for name in STREAMS:
@@ -94,7 +96,7 @@ def main() -> int:
                     continue
                 print(f"{name}:", flush=True)
                 try:
-                    getattr(streams, name)(pg.url, run.streams)
+                    getattr(feeds if name in FEEDS else streams, name)(pg.url, run.streams)
                 except Exception as error:  # report the others even if one bench breaks
                     failed = True
                     traceback.print_exc()
