@@ -11,15 +11,20 @@ import time
 from collections.abc import Iterator
 
 import grpc
+import psycopg
 import pytest
+from buildplatform.v1 import build_event_pb2 as E
 from buildplatform.v1 import build_log_pb2 as L
+from google.protobuf import struct_pb2
 
 from server import migrate
 from server.domain.limits import RESPONSE_BYTES
 from tests.e2e.streaming import (
+    INFO,
     append,
     finish,
     items_bytes,
+    lines,
     long_lines,
     new_build,
     read_stream,
@@ -206,3 +211,39 @@ def test_a_stream_whose_database_read_fails_ends_unavailable_naming_its_resume_c
         got.extend(log for response in rest for log in response.logs)
         assert [log.sequence for log in got] == list(range(1, 26))
         assert [log.message.split(" ")[0] for log in got] == ["before"] * 20 + ["after"] * 5
+
+
+def test_the_stored_wire_size_bounds_each_line_in_a_response(api, build, database_url):
+    """The size an append stores (what reads cut on) is never below the
+    line's real size in a response, also for metadata whose protobuf Struct
+    is far bigger than its JSON (numbers take 9 to 11 bytes there)."""
+    numbers = struct_pb2.Struct()
+    numbers.update({"numbers": [1] * 1400})  # under 16 KiB as JSON, about 15 KiB as a Struct
+    entries = [*long_lines("big", 2), L.LogEntry(level=INFO, message="n", metadata=numbers), *lines("short")]
+    append(api, build.id, entries)
+    logs = api.logs.ListBuildLogs(L.ListBuildLogsRequest(build_id=build.id)).logs
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        stored = dict(conn.execute("SELECT seq, wire_bytes FROM build_logs WHERE build_id = %s", (build.id,)).fetchall())
+    assert len(logs) == 4
+    for log in logs:
+        assert items_bytes([log]) <= stored[log.sequence] <= items_bytes([log]) + 100, log.sequence
+
+
+def test_events_of_maximum_data_page_and_stream_within_the_budget(api, build):
+    data = struct_pb2.Struct()
+    data.update({"blob": "d" * 65_000})
+    for first in (1, 41):
+        api.events.AppendBuildEvents(E.AppendBuildEventsRequest(
+            build_id=build.id, entries=[E.EventEntry(type="bundle", data=data)] * 40, first_sequence=first))
+    pages, token = [], ""
+    while True:
+        page = api.events.ListBuildEvents(E.ListBuildEventsRequest(build_id=build.id, after_sequence=5, page_token=token))
+        pages.append(page)
+        token = page.next_page_token
+        if not token:
+            break
+    assert [e.sequence for p in pages for e in p.events] == list(range(6, 81))
+    within_budget(pages, "events")
+    streamed = list(api.events.StreamBuildEvents(E.StreamBuildEventsRequest(build_id=build.id), timeout=30))
+    assert [e.sequence for r in streamed for e in r.events] == list(range(1, 81))
+    within_budget(streamed, "events")
