@@ -177,10 +177,10 @@ def _plans(url: str, build_id: str, lines: int, middle: int, since: datetime) ->
          feeds.tail_statement(kind, build_id, after=0, upto=lines, tail=10, values=["error"])),
         ("since_time in the middle (since_statement)",
          feeds.since_statement(kind, build_id, after=0, upto=lines, since=since)),
-        ("a catch-up read of ERROR lines from 0 (read_statement, stream page)",
-         feeds.read_statement(kind, build_id, 0, limit=1000, max_bytes=RESPONSE_BYTES, upto=lines, values=["error"])),
-        ("a List page of WARN lines from the middle (read_statement, page_size=500)",
-         feeds.read_statement(kind, build_id, middle, limit=500, max_bytes=RESPONSE_BYTES, values=["warn"])),
+        ("a catch-up read of ERROR lines from 0 (Read.statement, stream page)",
+         feeds.Read(kind, build_id, 0, limit=1000, max_bytes=RESPONSE_BYTES, upto=lines, values=["error"]).statement()),
+        ("a List page of WARN lines from the middle (Read.statement, page_size=500)",
+         feeds.Read(kind, build_id, middle, limit=500, max_bytes=RESPONSE_BYTES, values=["warn"]).statement()),
     ]
     plans = []
     with psycopg.connect(url, autocommit=True) as conn:

@@ -170,7 +170,7 @@ class FeedStreams:
         async with self.d.db.connection() as conn:
             await feeds.build_position(conn, self.kind, build_id)  # NOT_FOUND for a missing build
             read = await feeds.read_after(
-                conn, self.kind, build_id, after, limit=limit, max_bytes=MAX_MESSAGE_BYTES, values=values
+                conn, feeds.Read(self.kind, build_id, after, limit=limit, max_bytes=MAX_MESSAGE_BYTES, values=values)
             )
         items = [self.to_pb(row) for row in read.rows]
         # +4: the item's tag and length prefix in the page's repeated field.
@@ -282,10 +282,10 @@ class FeedStreams:
         MAX_MESSAGE_BYTES, and the cursor after them: the last entry's when
         the read was cut, else `bound` (every matching row up to it was read)."""
         async with self.d.db.connection() as conn:
-            read = await feeds.read_after(
-                conn, self.kind, req.build_id, cursor, limit=DB_PAGE, max_bytes=MAX_MESSAGE_BYTES,
+            read = await feeds.read_after(conn, feeds.Read(
+                self.kind, req.build_id, cursor, limit=DB_PAGE, max_bytes=MAX_MESSAGE_BYTES,
                 upto=bound, values=req.values,
-            )
+            ))
         entries = [self.to_entry(row) for row in read.rows]
         kept = feeds.fitting((len(entry.wire) for entry in entries), MAX_MESSAGE_BYTES)
         if read.more or kept < len(entries):

@@ -212,53 +212,44 @@ def _matching(kind: Kind, *, values: Sequence[str], upto: int | None, descending
     )
 
 
-def read_statement(
-    kind: Kind,
-    build_id: str,
-    after: int,
-    *,
-    limit: int,
-    max_bytes: int,
-    upto: int | None = None,
-    values: Sequence[str] = (),
-) -> tuple[str, dict[str, Any]]:
-    """The SQL of read_after and its parameters (also EXPLAINed by the bench)."""
-    sql = (
-        "SELECT * FROM (SELECT *, sum(wire_bytes) OVER w - wire_bytes AS bytes_before, "
-        "lead(seq) OVER w AS next_seq FROM ("
-        + _matching(kind, values=values, upto=upto)
-        + ") AS matching WINDOW w AS (ORDER BY seq)) AS counted "
-        "WHERE bytes_before < %(max_bytes)s ORDER BY seq LIMIT %(limit)s"
-    )
-    params = {
-        "id": build_id, "after": after, "upto": upto, "values": list(values),
-        "scan": limit + 1, "limit": limit, "max_bytes": max_bytes,
-    }
-    return sql, params
+@dataclass(frozen=True, slots=True)
+class Read:
+    """One bounded read: the matching rows with after < seq (<= upto), oldest
+    first, at most `limit` of them, cut after the row whose running sum of
+    wire_bytes reaches `max_bytes` (the first row always comes; wire_bytes
+    is an upper bound, so the caller's exact cut on real sizes never needs a
+    row left here)."""
+
+    kind: Kind
+    build_id: str
+    after: int
+    limit: int
+    max_bytes: int
+    upto: int | None = None
+    values: Sequence[str] = ()
+
+    def statement(self) -> tuple[str, dict[str, Any]]:
+        """The SQL and its parameters (also EXPLAINed by the bench). The
+        window runs over at most limit + 1 rows (the inner LIMIT stops the
+        scan), and rows past the cut are never detoasted: PostgreSQL reads
+        their heap tuples, not their messages."""
+        sql = (
+            "SELECT * FROM (SELECT *, sum(wire_bytes) OVER w - wire_bytes AS bytes_before, "
+            "lead(seq) OVER w AS next_seq FROM ("
+            + _matching(self.kind, values=self.values, upto=self.upto)
+            + ") AS matching WINDOW w AS (ORDER BY seq)) AS counted "
+            "WHERE bytes_before < %(max_bytes)s ORDER BY seq LIMIT %(limit)s"
+        )
+        params = {
+            "id": self.build_id, "after": self.after, "upto": self.upto, "values": list(self.values),
+            "scan": self.limit + 1, "limit": self.limit, "max_bytes": self.max_bytes,
+        }
+        return sql, params
 
 
-async def read_after(
-    pg: psycopg.AsyncConnection[Any],
-    kind: Kind,
-    build_id: str,
-    after: int,
-    *,
-    limit: int,
-    max_bytes: int,
-    upto: int | None = None,
-    values: Sequence[str] = (),
-) -> Rows:
-    """Matching rows with after < seq (<= upto), oldest first: at most
-    `limit` rows, cut after the row whose running sum of wire_bytes reaches
-    `max_bytes` (the first row always comes; wire_bytes is an upper bound, so
-    the caller's exact cut on real sizes never needs a row left here).
-
-    The window runs over at most limit + 1 rows (the inner LIMIT stops the
-    scan), and rows past the cut are never detoasted: PostgreSQL reads their
-    heap tuples, not their messages."""
-    sql, params = read_statement(kind, build_id, after, limit=limit, max_bytes=max_bytes, upto=upto, values=values)
+async def read_after(pg: psycopg.AsyncConnection[Any], read: Read) -> Rows:
     async with pg.cursor(row_factory=dict_row) as cur:
-        await cur.execute(sql, params)
+        await cur.execute(*read.statement())
         rows = await cur.fetchall()
     return Rows(rows, bool(rows) and rows[-1]["next_seq"] is not None)
 

@@ -125,10 +125,10 @@ class Feed:
                     break
                 announcements = self._announcements
                 async with self.hub.db.connection() as conn:
-                    read = await feeds.read_after(
-                        conn, self.kind, self.build_id, self.head,
+                    read = await feeds.read_after(conn, feeds.Read(
+                        self.kind, self.build_id, self.head,
                         limit=READ_PAGE, max_bytes=max(1, min(READ_BYTES, self.hub.ring_bytes)),
-                    )
+                    ))
                 if not read.rows:
                     # A notification that arrived during the read may name a
                     # row the read's snapshot missed: read again. Otherwise
