@@ -349,6 +349,7 @@ def rings(url: str, figures: Figures, *, builds: int = 16, lines: int = 200, bat
             client.kill()
             client.wait()
         server.stop()
+    floor = bare_stall(stalled)
     per_stream = (stalled_peak - idle2 - ring_bytes / 1e6) / stalled
     # The documented model: the rings, one feed read in flight per feed (its
     # rows and their messages), and per stream what flow control lets gRPC
@@ -361,7 +362,7 @@ def rings(url: str, figures: Figures, *, builds: int = 16, lines: int = 200, bat
           f"beyond one ring: {per_stream:.1f} MB per stalled stream (a message is at most {RESPONSE_BYTES / 1e6:.1f} MB)",
           flush=True)
     figures.values.update({"rings.idle": idle, "rings.peak": followed, "rings.stalled.idle": idle2,
-                           "rings.stalled.peak": stalled_peak, "rings.per_stream": per_stream})
+                           "rings.stalled.peak": stalled_peak, "rings.per_stream": per_stream, "rings.floor": floor})
     figures.rows.append((f"Server RSS, {builds} followed builds receiving {lines} maximum-size lines each "
                          f"({builds * lines * line_mb:.0f} MB)",
                          f"{followed:.0f} MB peak (idle {idle:.0f} MB, +{followed - idle:.0f} MB)",
@@ -371,9 +372,44 @@ def rings(url: str, figures: Figures, *, builds: int = 16, lines: int = 200, bat
     figures.rows.append((f"Server RSS, {stalled} followers that never read, {lines} maximum-size lines",
                          f"{stalled_peak:.0f} MB peak (idle {idle2:.0f} MB, +{stalled_peak - idle2:.0f} MB)",
                          f"bound +{stalled_bound:.0f} MB: FEED_RING_BYTES {ring_bytes / 1e6:.0f} MB, "
-                         f"{PER_STREAM_MB} MB per stream",
+                         f"{PER_STREAM_MB} MB per stream; bare grpc.aio, {stalled} stalled streams of "
+                         f"{RESPONSE_BYTES / 1e6:.1f} MB messages: +{floor['mb']:.0f} MB, "
+                         f"{floor['per_stream']:.0f} yields per stream, then none",
                          f"{per_stream:.1f} MB per stalled stream; {_verdict(stalled_peak - idle2 <= stalled_bound)}"))
 
 
 def _verdict(ok: bool) -> str:
     return "**within**" if ok else "**NOT within**"
+
+
+def bare_stall(count: int, seconds: float = 3.0) -> dict[str, float]:
+    """The floor: a bare grpc.aio handler yielding RESPONSE_BYTES messages to
+    `count` clients that never read (bench.stall). Its yields must stop (flow
+    control holds the handler): the last two counts must be equal."""
+    server = procs.Proc("stall-server", ["-m", "bench.stall", "serve", str(RESPONSE_BYTES)], {})
+    client = None
+    assert server.proc.stdout is not None
+    try:
+        server.port = int(server.proc.stdout.readline())
+        time.sleep(0.5)
+        idle = server.rss_mb()
+        client = procs.Proc("stall-clients", ["-m", "bench.stall", "clients", server.address, str(count)], {})
+        assert client.proc.stdout is not None
+        if client.proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("bench.stall clients did not start")
+        counts = []
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            counts.append(int(server.proc.stdout.readline()))
+        rss = server.rss_mb()
+    finally:
+        if client is not None:
+            client.stop()
+        server.stop()
+    stopped = len(counts) >= 2 and counts[-1] == counts[-2]
+    print(f"  floor, bare grpc.aio: {count} streams that never read, {RESPONSE_BYTES / 1e6:.1f} MB messages: "
+          f"handler resumed {counts[-1] / count:.0f} times per stream, then {'never again' if stopped else 'STILL RESUMED'}; "
+          f"server RSS +{rss - idle:.0f} MB ({(rss - idle) / count:.1f} MB per stream)", flush=True)
+    if not stopped:
+        raise RuntimeError(f"bare grpc.aio kept resuming stalled streams: yields {counts}")
+    return {"mb": rss - idle, "per_stream": counts[-1] / count}
