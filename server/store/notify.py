@@ -137,7 +137,7 @@ class Feed:
                         continue
                     break
                 self.error = None
-                self._keep([self.to_entry(row) for row in read.rows])
+                self.keep([self.to_entry(row) for row in read.rows])
                 self.wake()
         except Exception as error:  # the next notification or heartbeat retries
             # Followers that have sent all the ring holds end with UNAVAILABLE
@@ -151,7 +151,7 @@ class Feed:
         finally:
             self.wake()
 
-    def _keep(self, entries: list[Entry]) -> None:
+    def keep(self, entries: list[Entry]) -> None:
         """Add newly read entries to the ring, then hold it to its bounds."""
         added = sum(len(entry.wire) for entry in entries)
         self.entries.extend(entries)
