@@ -6,8 +6,10 @@ target measured in the same run, and write docs/benchmarks.md.
     make bench BENCH_ARGS="--duration 5"         shorter h2load runs
 
 Benches: get, list, create (issue 2; need the 1,000,000-build load),
-ingest, latency, memory, statements (issue 3); delivery, idle (issue 7:
-live delivery and idle followers beside a bare grpc.aio fan-out).
+ingest and statements (issue 3); delivery and idle (issue 7: live delivery
+and idle followers beside a bare grpc.aio fan-out, bench.delivery); filters
+and rings (issue 7: filtered reads on a 1,000,000-line build, RSS with big
+lines, bench.feeds).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from bench import env, report
 from bench.h2 import Load
 
 CORE = ("get", "list", "create")
-STREAMS = ("ingest", "latency", "memory", "statements", "delivery", "idle")
+STREAMS = ("ingest", "statements", "delivery", "idle", "filters", "rings")
 
 
 def parse_args() -> argparse.Namespace:
@@ -84,7 +86,7 @@ def main() -> int:
             run.shape = shape
             run.core = core.run(pg.url, h2load, shape, args.selected, builds=builds, rounds=args.rounds)
         if args.selected & set(STREAMS):
-            from bench import delivery, streams
+            from bench import delivery, feeds, streams
 
             run.streams = streams.Figures()
             for name in STREAMS:
@@ -95,7 +97,8 @@ def main() -> int:
                     continue
                 print(f"{name}:", flush=True)
                 try:
-                    getattr(delivery if hasattr(delivery, name) else streams, name)(pg.url, run.streams)
+                    module = feeds if hasattr(feeds, name) else delivery if hasattr(delivery, name) else streams
+                    module.__dict__[name](pg.url, run.streams)
                 except Exception as error:  # report the others even if one bench breaks
                     failed = True
                     traceback.print_exc()

@@ -121,6 +121,7 @@ def rows(run: Run) -> list[tuple[str, str, str, str]]:
         one, many = v["statements.1"], v["statements.1000"]
         out.append(("Statements per appended batch", f"{one:.2f} with 1 follower, {many:.2f} with 1,000",
                     "target: the same number", _verdict(abs(one - many) < 0.5)))
+    out += run.streams.rows if run.streams else []
     return out
 
 
@@ -194,6 +195,7 @@ def write(run: Run, path: str) -> None:
                f"({v['latency.late']} batches went out more than 50 ms behind schedule: the appender waits for each append)",
                f"- AppendBuildLogs round trip p50 {v['latency.append_p50']:.1f} ms, p99 {v['latency.append_p99']:.1f} ms",
                f"- {v['latency.samples']:,} line deliveries measured, max {v['latency.max']:.1f} ms", ""]
+    md += [*(run.streams.sections if run.streams else []), ""]
     # Only the generated block is replaced: the method and the analysis
     # written below it by hand survive every run.
     target = Path(path)

@@ -29,6 +29,10 @@ class Figures:
     values: dict[str, Any] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # Rows of the summary table and markdown sections (plans) that a bench
+    # formats itself (bench.feeds), printed by bench.report as they are.
+    rows: list[tuple[str, str, str, str]] = field(default_factory=list)
+    sections: list[str] = field(default_factory=list)
 
 
 def new_builds(url: str, count: int) -> list[str]:
@@ -136,14 +140,15 @@ def copy_floor(url: str, build_id: str, batches: int, size: int, *, after: int =
 
 
 def _copy_batch(conn: psycopg.Connection[Any], build_id: str, rows: list[tuple[str]], seq: int) -> None:
-    """One COPY in its own transaction (a savepoint when inside an outer one)."""
+    """One COPY in its own transaction (a savepoint when inside an outer one),
+    of the columns an append writes."""
     with conn.transaction(), conn.cursor().copy(
-        "COPY build_logs (build_id, seq, level, message, metadata, create_time) FROM STDIN"
+        "COPY build_logs (build_id, seq, level, message, metadata, wire_bytes, create_time) FROM STDIN"
     ) as copy:
         now = time.strftime("%Y-%m-%d %H:%M:%S+00", time.gmtime())
         for (message,) in rows:
             seq += 1
-            copy.write_row((build_id, seq, "info", message, None, now))
+            copy.write_row((build_id, seq, "info", message, None, len(message) + 100, now))
 
 
 async def _append_many(address: str, build_id: str, batches: int, size: int) -> None:

@@ -199,7 +199,10 @@ def build_server(settings: Settings) -> App:
         pool_timeout=settings.db_pool_timeout_seconds,
         timeout=settings.db_timeout_seconds,
     )
-    hub = Hub(db, settings.database_url, check_seconds=settings.health_check_seconds)
+    hub = Hub(
+        db, settings.database_url, check_seconds=settings.health_check_seconds,
+        ring_bytes=settings.feed_ring_bytes, total_bytes=settings.feed_total_bytes,
+    )
     deps = Deps(
         db=db,
         tokens=PageTokens(settings.page_token_secret or DEV_PAGE_TOKEN_SECRET),

@@ -39,6 +39,10 @@ ENVIRONMENT: list[tuple[str, str, str]] = [
      "When unset a fixed development key is used and a warning is logged."),
     ("HEALTH_CHECK_SECONDS", "2", "how often the database is pinged for the health service."),
     ("STREAM_HEARTBEAT_SECONDS", "15", "idle time after which a stream sends a heartbeat."),
+    ("FEED_RING_BYTES", "8388608", "bytes of recent lines (events) kept in memory per followed build "
+     "and kind; followers further behind read the database."),
+    ("FEED_TOTAL_BYTES", "268435456", "bytes of recent lines and events kept in memory for all "
+     "followed builds of a process; above it the largest rings lose their oldest entries."),
     ("EMBEDDED_PG_DIR", ".data/postgres", "data directory of the embedded PostgreSQL."),
 ]
 
@@ -134,6 +138,8 @@ class Settings:
     page_token_secret: str = setting(_text)
     health_check_seconds: float = setting(_seconds())
     stream_heartbeat_seconds: float = setting(_seconds())
+    feed_ring_bytes: int = setting(_whole(1))
+    feed_total_bytes: int = setting(_whole(1))
     embedded_pg_dir: str = setting(_text)
 
     @classmethod

@@ -25,6 +25,7 @@ MAX_LOG_MESSAGE_BYTES = 65536
 MAX_LOG_METADATA_BYTES = 16384
 MAX_EVENT_DATA_BYTES = 65536
 MAX_BATCH = 5000                    # entries of one append
+MAX_FILTER_VALUES = 16              # levels / types of one List or Stream request
 
 # The largest single item any response carries: a build with a full app_spec,
 # progress and review history. Kept in check by the field limits above.

@@ -3,8 +3,15 @@
 A stream moves a cursor (the last sequence number considered) forward
 through the build's feed. While the cursor is inside the process's ring
 (server.store.notify.Feed) it reads from memory, otherwise from PostgreSQL
-in pages; either way it sends everything available in one message (bounded
-by MAX_MESSAGE_BYTES), never one message per row.
+in pages; either way it sends everything available in one message, never
+one message per row. Every message and List page carries at most
+MAX_MESSAGE_BYTES of serialized items (and at least one item): the store
+cuts its read on an upper bound of each row's size, and this module cuts
+exactly on the real sizes, so a page of big lines holds fewer of them and
+its cursor or page token names exactly the last one sent.
+
+A stream whose database read fails ends with UNAVAILABLE naming the cursor
+to resume from, like a stream ended by shutdown.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from server.domain.errors import InvalidArgument, Unavailable
 from server.domain.limits import (
     MAX_BATCH,
     MAX_EVENT_DATA_BYTES,
+    MAX_FILTER_VALUES,
     MAX_LOG_MESSAGE_BYTES,
     MAX_LOG_METADATA_BYTES,
 )
@@ -37,13 +45,14 @@ from server.rpc.convert import struct_to_dict, validate_id
 from server.rpc.deps import Deps
 from server.rpc.registry import repeated_field_1, stream_response
 from server.store import feeds
+from server.store.db import DatabaseUnavailable
 from server.store.feeds import Kind
 from server.store.notify import Entry
 
 Context = Any
 
 
-DB_PAGE = 1000
+DB_PAGE = 1000  # rows per catch-up read from the database (and MAX_MESSAGE_BYTES)
 
 
 def log_entry(row: dict[str, Any]) -> Entry:
@@ -62,11 +71,12 @@ def _batch_size(check: Checker, count: int) -> None:
     check.done()
 
 
-def log_entries(request: build_log_pb2.AppendBuildLogsRequest) -> list[tuple[str, str, str | None]]:
+def log_entries(request: build_log_pb2.AppendBuildLogsRequest) -> list[tuple[str, str, str | None, int]]:
+    """(level, message, metadata JSON, wire size bound) per entry."""
     check = Checker()
     _batch_size(check, len(request.entries))
     levels = convert.LEVEL_FROM_PB
-    out: list[tuple[str, str, str | None]] = []
+    out: list[tuple[str, str, str | None, int]] = []
     for index, entry in enumerate(request.entries):
         level = levels.get(entry.level)
         if level is None:
@@ -81,15 +91,16 @@ def log_entries(request: build_log_pb2.AppendBuildLogsRequest) -> list[tuple[str
             check.add(f"entries[{index}].message", "is required (it may be empty only when metadata is set)")
         else:
             check.text(f"entries[{index}].message", message, max_bytes=MAX_LOG_MESSAGE_BYTES)
-        out.append((level or "", message, metadata))
+        out.append((level or "", message, metadata, feeds.wire_bound(entry.ByteSize())))
     check.done()
     return out
 
 
-def event_entries(request: build_event_pb2.AppendBuildEventsRequest) -> list[tuple[str, str]]:
+def event_entries(request: build_event_pb2.AppendBuildEventsRequest) -> list[tuple[str, str, int]]:
+    """(type, data JSON, wire size bound) per entry."""
     check = Checker()
     _batch_size(check, len(request.entries))
-    out: list[tuple[str, str]] = []
+    out: list[tuple[str, str, int]] = []
     for index, entry in enumerate(request.entries):
         if not EVENT_TYPE_PATTERN.fullmatch(entry.type):
             check.add(
@@ -97,9 +108,16 @@ def event_entries(request: build_event_pb2.AppendBuildEventsRequest) -> list[tup
                 "must be 1 to 64 characters from a-z, 0-9, '_', '.', ':', '-', starting with a letter",
             )
         data = check.json(f"entries[{index}].data", struct_to_dict(entry.data), max_bytes=MAX_EVENT_DATA_BYTES)
-        out.append((entry.type, data or "{}"))
+        out.append((entry.type, data or "{}", feeds.wire_bound(entry.ByteSize())))
     check.done()
     return out
+
+
+@dataclass(slots=True)
+class _Position:
+    """The cursor of the last message a stream sent: where its client resumes."""
+
+    cursor: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,14 +169,34 @@ class FeedStreams:
         after = int(position[0]) if position else request.after_sequence
         async with self.d.db.connection() as conn:
             await feeds.build_position(conn, self.kind, build_id)  # NOT_FOUND for a missing build
-            rows = await feeds.read_after(conn, self.kind, build_id, after, limit + 1, values=values)
-        more = len(rows) > limit
-        rows = rows[:limit]
-        token = self.d.tokens.encode(self.kind.table, filters, [rows[-1]["seq"]]) if more else ""
-        return [self.to_pb(row) for row in rows], token
+            read = await feeds.read_after(
+                conn, feeds.Read(self.kind, build_id, after, limit=limit, max_bytes=MAX_MESSAGE_BYTES, values=values)
+            )
+        items = [self.to_pb(row) for row in read.rows]
+        # +4: the item's tag and length prefix in the page's repeated field.
+        kept = feeds.fitting((item.ByteSize() + 4 for item in items), MAX_MESSAGE_BYTES)
+        more = read.more or kept < len(items)
+        items = items[:kept]
+        token = self.d.tokens.encode(self.kind.table, filters, [items[-1].sequence]) if more else ""
+        return items, token
 
     async def stream(self, req: StreamRequest) -> AsyncIterator[bytes]:
-        """Serialized StreamBuild{Logs,Events}Response messages (see server.rpc.registry)."""
+        """Serialized StreamBuild{Logs,Events}Response messages (see server.rpc.registry).
+
+        Any failed database read ends the stream with UNAVAILABLE naming the
+        cursor of the last message sent, from which the client resumes."""
+        position = _Position(req.after)
+        try:
+            async for message in self._stream(req, position):
+                yield message
+        except DatabaseUnavailable as error:
+            # The database's own message stays in the server (it may name
+            # hosts); the client learns what to do.
+            raise Unavailable(
+                f"the database is unavailable: resume with after_sequence={position.cursor}"
+            ) from error
+
+    async def _stream(self, req: StreamRequest, position: _Position) -> AsyncIterator[bytes]:
         d, kind = self.d, self.kind
         wanted = frozenset(req.values)
         async with contextlib.AsyncExitStack() as stack:
@@ -181,15 +219,18 @@ class FeedStreams:
                 start = cursor
                 if feed is not None and feed.covers(cursor):
                     entries = feed.after(cursor, MAX_MESSAGE_BYTES)
+                    if entries:
+                        cursor = entries[-1].seq
                 else:
-                    async with d.db.connection() as conn:
-                        rows = await feeds.read_after(conn, kind, req.build_id, cursor, DB_PAGE)
-                    entries = [self.to_entry(row) for row in rows]
-                if entries:
-                    cursor = entries[-1].seq
+                    # Behind the ring, or no ring: a bounded read up to a
+                    # committed position (the backlog's end, or what the feed
+                    # has seen), which lets the cursor pass rows a filter skips.
+                    bound = max(upto, feed.head or 0) if feed is not None else upto
+                    entries, cursor = await self._read(req, cursor, bound)
                 batch = [e.wire for e in entries if not wanted or e.value in wanted]
                 reached = not caught_up and cursor >= upto
                 if batch or reached:
+                    position.cursor = cursor
                     yield stream_response(batch, cursor, reached)
                     caught_up = caught_up or reached
                 if caught_up and not req.follow:
@@ -206,13 +247,27 @@ class FeedStreams:
                     raise Unavailable(
                         f"the server is shutting down: resume on another replica with after_sequence={cursor}"
                     )
-                assert event is not None
+                assert feed is not None and event is not None
+                if feed.error is not None or not d.hub.connected.is_set():
+                    # The feed could not read, or notifications may be lost
+                    # (no LISTEN connection): ask the database now. If it does
+                    # not answer, the stream ends with its cursor instead of
+                    # waiting for a heartbeat; if it does, the feed reads on.
+                    async with d.db.connection() as conn:
+                        status, last = await feeds.build_position(conn, kind, req.build_id)
+                    feed.error = None
+                    feed.announce(last)
+                    if status in TERMINAL:
+                        final = last
+                        if cursor >= final:
+                            return
                 try:
                     # asyncio.timeout, unlike wait_for, creates no Task per wait:
                     # an idle follower holds as little as possible.
                     async with asyncio.timeout(d.heartbeat_seconds):
                         await event.wait()
                 except TimeoutError:
+                    position.cursor = cursor
                     yield stream_response([], cursor, False)  # heartbeat, keeps idle proxies from cutting us
                     # Notifications are hints: make sure none was missed.
                     async with d.db.connection() as conn:
@@ -221,6 +276,21 @@ class FeedStreams:
                         final = last
                     if feed is not None:
                         feed.announce(last)  # the feed reads up to `last` if it has not yet
+
+    async def _read(self, req: StreamRequest, cursor: int, bound: int) -> tuple[list[Entry], int]:
+        """The matching entries after `cursor` up to `bound`, cut at
+        MAX_MESSAGE_BYTES, and the cursor after them: the last entry's when
+        the read was cut, else `bound` (every matching row up to it was read)."""
+        async with self.d.db.connection() as conn:
+            read = await feeds.read_after(conn, feeds.Read(
+                self.kind, req.build_id, cursor, limit=DB_PAGE, max_bytes=MAX_MESSAGE_BYTES,
+                upto=bound, values=req.values,
+            ))
+        entries = [self.to_entry(row) for row in read.rows]
+        kept = feeds.fitting((len(entry.wire) for entry in entries), MAX_MESSAGE_BYTES)
+        if read.more or kept < len(entries):
+            return entries[:kept], entries[kept - 1].seq
+        return entries, max(cursor, bound)
 
     async def append(self, build_id: str, entries: Sequence[Sequence[Any]], first_sequence: int) -> feeds.Appended:
         validate_id("build_id", build_id)
@@ -283,8 +353,15 @@ class BuildEventService(build_event_pb2_grpc.BuildEventServiceServicer):
             yield message
 
 
+def _filter_size(check: Checker, field: str, values: Sequence[object]) -> None:
+    """Each wanted value is one index scan per read: bound their number."""
+    if len(values) > MAX_FILTER_VALUES:
+        check.add(field, f"must hold at most {MAX_FILTER_VALUES} values, got {len(values)}")
+
+
 def _levels(values: Sequence[int]) -> list[str]:
     check = Checker()
+    _filter_size(check, "levels", values)
     levels = []
     for index, value in enumerate(values):
         level = convert.LEVEL_FROM_PB.get(value)
@@ -298,6 +375,7 @@ def _levels(values: Sequence[int]) -> list[str]:
 
 def _types(values: Sequence[str]) -> list[str]:
     check = Checker()
+    _filter_size(check, "types", values)
     for index, value in enumerate(values):
         if not EVENT_TYPE_PATTERN.fullmatch(value):
             check.add(f"types[{index}]", "is not a valid event type")

@@ -14,13 +14,25 @@ The append path is three round trips in one transaction:
 3. COMMIT.
 The row lock serialises the appends of one build, so sequence order is
 commit order and `seq > cursor` never skips a row; appends to different
-builds run in parallel.
+builds run in parallel. Under the same lock the UPDATE moves the build's
+last row time forward (`greatest(last, now)`): replicas' clocks and the
+wait for the lock can no longer make create_time go backwards in seq.
+
+Reads are bounded in rows and in bytes. Every row stores `wire_bytes`, an
+upper bound of its size in a response, and a read cuts where the running
+sum of it passes the caller's budget, so a read of 80 KiB lines brings one
+response's worth of rows out of PostgreSQL, not a thousand of them; the rpc
+layer then cuts exactly on the serialized sizes. Filters (levels, types)
+walk the index (build_id, level|type, seq) once per wanted value and merge,
+so a rare level costs the rows it matches, not the length of the log. A
+read may take an upper bound `upto` (a committed position): having found
+every matching row up to it, the caller's cursor moves to it exactly.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -41,12 +53,26 @@ class Kind:
     table: str
     counter: str         # column of builds holding the last sequence number
     channel: str         # NOTIFY channel
+    last_time: str       # column of builds holding the newest row's create_time
     columns: tuple[str, ...]  # payload columns written by COPY, after build_id and seq
     filter_column: str   # column the stream/list filter applies to (level / type)
 
 
-LOGS = Kind("log", "build_logs", "last_log_seq", "bp_log", ("level", "message", "metadata"), "level")
-EVENTS = Kind("event", "build_events", "last_event_seq", "bp_event", ("type", "data"), "type")
+LOGS = Kind("log", "build_logs", "last_log_seq", "bp_log", "last_log_time", ("level", "message", "metadata"), "level")
+EVENTS = Kind("event", "build_events", "last_event_seq", "bp_event", "last_event_time", ("type", "data"), "type")
+
+
+# What the server adds to an appended entry in a response, at most: id,
+# build_id (32 characters), sequence, create_time, and the framing of the
+# element in the repeated field (a tag and a length of up to 3 bytes).
+SERVER_FIELDS_BYTES = 11 + 34 + 11 + 24 + 4 + 12
+
+
+def wire_bound(entry_bytes: int) -> int:
+    """The stored wire_bytes of an entry whose own serialized size
+    (LogEntry/EventEntry.ByteSize(), the fields the row shares with the
+    response) is `entry_bytes`."""
+    return entry_bytes + SERVER_FIELDS_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +83,9 @@ class Appended:
 
 
 def _same(stored: dict[str, Any], entry: Sequence[Any], kind: Kind) -> bool:
-    """Whether a stored row holds the same line as `entry` (JSON compared as values)."""
-    for column, value in zip(kind.columns, entry, strict=True):
+    """Whether a stored row holds the same line as `entry` (JSON compared as
+    values; the trailing wire size is derived, not compared)."""
+    for column, value in zip(kind.columns, entry[: len(kind.columns)], strict=True):
         if column in ("metadata", "data"):
             if stored[column] != (json.loads(value) if value is not None else None):
                 return False
@@ -76,26 +103,28 @@ async def append(
     first_sequence: int,
     now: datetime,
 ) -> Appended:
-    """Append `entries` (tuples in kind.columns order, JSON as text) to a build."""
+    """Append `entries` to a build: tuples in kind.columns order (JSON as
+    text), each followed by the entry's wire size bound (see wire_bound)."""
     n = len(entries)
     sql = (
-        f"UPDATE builds SET {kind.counter} = {kind.counter} + %(n)s "
+        f"UPDATE builds SET {kind.counter} = {kind.counter} + %(n)s, "
+        f"{kind.last_time} = greatest({kind.last_time}, %(now)s) "
         f"WHERE id = %(id)s AND status NOT IN ({TERMINAL_SQL})"
         + (f" AND {kind.counter} = %(expected)s - 1" if first_sequence else "")
-        + f" RETURNING {kind.counter}, pg_notify('{kind.channel}', id || ' ' || {kind.counter})"
+        + f" RETURNING {kind.counter}, {kind.last_time}, pg_notify('{kind.channel}', id || ' ' || {kind.counter})"
     )
     # One transaction: the counter, the rows and the notification commit together.
     async with db.connection() as pg, pg.transaction(), pg.cursor() as cur:
-        await cur.execute(sql, {"n": n, "id": build_id, "expected": first_sequence})
+        await cur.execute(sql, {"n": n, "id": build_id, "expected": first_sequence, "now": now})
         found = await cur.fetchone()
         if found is None:
             return await _refused(pg, kind, build_id, entries, first_sequence)
-        last = int(found[0])
+        last, stamp = int(found[0]), found[1]
         first = last - n + 1
-        columns = ", ".join(("build_id", "seq", *kind.columns, "create_time"))
+        columns = ", ".join(("build_id", "seq", *kind.columns, "wire_bytes", "create_time"))
         async with cur.copy(f"COPY {kind.table} ({columns}) FROM STDIN") as copy:
             for offset, entry in enumerate(entries):
-                await copy.write_row((build_id, first + offset, *entry, now))
+                await copy.write_row((build_id, first + offset, *entry, stamp))
         return Appended(first, last, False)
 
 
@@ -138,25 +167,91 @@ async def _refused(
         )
 
 
-async def read_after(
-    pg: psycopg.AsyncConnection[Any],
-    kind: Kind,
-    build_id: str,
-    after: int,
-    limit: int,
-    *,
-    values: Sequence[str] = (),
-) -> list[dict[str, Any]]:
-    """Up to `limit` rows with seq > after, oldest first (optionally only
-    those whose level/type is in `values`)."""
-    where = f" AND {kind.filter_column} = ANY(%(values)s)" if values else ""
-    async with pg.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            f"SELECT * FROM {kind.table} WHERE build_id = %(id)s AND seq > %(after)s{where} "
-            f"ORDER BY seq LIMIT %(limit)s",
-            {"id": build_id, "after": after, "limit": limit, "values": list(values)},
+def fitting(sizes: Iterable[int], max_bytes: int) -> int:
+    """How many leading items of these sizes fit in max_bytes together; at
+    least one (a single item never exceeds a response's budget: the field
+    limits keep items far below it, see server.domain.limits)."""
+    count, total = 0, 0
+    for size in sizes:
+        total += size
+        if total > max_bytes and count:
+            break
+        count += 1
+    return count
+
+
+@dataclass(frozen=True, slots=True)
+class Rows:
+    """One bounded read: rows oldest first, and whether matching rows were
+    left after the last one (by the row limit or the byte budget)."""
+
+    rows: list[dict[str, Any]]
+    more: bool
+
+
+def _matching(kind: Kind, *, values: Sequence[str], upto: int | None, descending: bool = False) -> str:
+    """Rows of %(id)s with %(after)s < seq (<= %(upto)s) whose filter column
+    is in %(values)s, in seq order, at most %(scan)s of them.
+
+    With values this is one index range scan of (build_id, value, seq) per
+    value, each stopping after %(scan)s rows, merged by seq: the work is
+    bounded by the rows wanted, however many rows of other values lie between
+    them (a plain `value = ANY(...) ORDER BY seq` walks the whole log)."""
+    order = "seq DESC" if descending else "seq"
+    bound = " AND seq <= %(upto)s" if upto is not None else ""
+    if not values:
+        return (
+            f"SELECT * FROM {kind.table} WHERE build_id = %(id)s AND seq > %(after)s{bound} "
+            f"ORDER BY {order} LIMIT %(scan)s"
         )
-        return await cur.fetchall()
+    return (
+        f"SELECT r.* FROM unnest(%(values)s::text[]) AS v(value) CROSS JOIN LATERAL ("
+        f"SELECT * FROM {kind.table} WHERE build_id = %(id)s AND {kind.filter_column} = v.value "
+        f"AND seq > %(after)s{bound} ORDER BY {order} LIMIT %(scan)s) AS r "
+        f"ORDER BY r.{order} LIMIT %(scan)s"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """One bounded read: the matching rows with after < seq (<= upto), oldest
+    first, at most `limit` of them, cut after the row whose running sum of
+    wire_bytes reaches `max_bytes` (the first row always comes; wire_bytes
+    is an upper bound, so the caller's exact cut on real sizes never needs a
+    row left here)."""
+
+    kind: Kind
+    build_id: str
+    after: int
+    limit: int
+    max_bytes: int
+    upto: int | None = None
+    values: Sequence[str] = ()
+
+    def statement(self) -> tuple[str, dict[str, Any]]:
+        """The SQL and its parameters (also EXPLAINed by the bench). The
+        window runs over at most limit + 1 rows (the inner LIMIT stops the
+        scan), and rows past the cut are never detoasted: PostgreSQL reads
+        their heap tuples, not their messages."""
+        sql = (
+            "SELECT * FROM (SELECT *, sum(wire_bytes) OVER w - wire_bytes AS bytes_before, "
+            "lead(seq) OVER w AS next_seq FROM ("
+            + _matching(self.kind, values=self.values, upto=self.upto)
+            + ") AS matching WINDOW w AS (ORDER BY seq)) AS counted "
+            "WHERE bytes_before < %(max_bytes)s ORDER BY seq LIMIT %(limit)s"
+        )
+        params = {
+            "id": self.build_id, "after": self.after, "upto": self.upto, "values": list(self.values),
+            "scan": self.limit + 1, "limit": self.limit, "max_bytes": self.max_bytes,
+        }
+        return sql, params
+
+
+async def read_after(pg: psycopg.AsyncConnection[Any], read: Read) -> Rows:
+    async with pg.cursor(row_factory=dict_row) as cur:
+        await cur.execute(*read.statement())
+        rows = await cur.fetchall()
+    return Rows(rows, bool(rows) and rows[-1]["next_seq"] is not None)
 
 
 async def build_position(pg: psycopg.AsyncConnection[Any], kind: Kind, build_id: str) -> tuple[BuildStatus, int]:
@@ -167,6 +262,70 @@ async def build_position(pg: psycopg.AsyncConnection[Any], kind: Kind, build_id:
     if row is None:
         raise NotFound("build", build_id, field="build_id")
     return BuildStatus(row[0]), int(row[1])
+
+
+def since_statement(
+    kind: Kind, build_id: str, *, after: int, upto: int, since: datetime
+) -> tuple[str, dict[str, Any]]:
+    """The SQL of since_cursor (a binary search, see there) and its parameters.
+    Invariant: rows in (after, lo] are older than `since`, rows in
+    [hi, upto] are not."""
+    sql = (
+        "WITH RECURSIVE search(lo, hi) AS ("
+        "SELECT %(after)s::bigint, %(upto)s::bigint + 1 "
+        "UNION ALL "
+        "SELECT CASE WHEN r.create_time < %(since)s THEN m.mid ELSE s.lo END, "
+        "CASE WHEN r.create_time < %(since)s THEN s.hi ELSE m.mid END "
+        "FROM search AS s CROSS JOIN LATERAL (SELECT (s.lo + s.hi) / 2 AS mid) AS m "
+        f"JOIN {kind.table} AS r ON r.build_id = %(id)s AND r.seq = m.mid "
+        "WHERE s.hi - s.lo > 1) "
+        "SELECT min(hi) FROM search"
+    )
+    return sql, {"id": build_id, "after": after, "upto": upto, "since": since}
+
+
+async def since_cursor(
+    pg: psycopg.AsyncConnection[Any], kind: Kind, build_id: str, *, after: int, upto: int, since: datetime
+) -> int:
+    """The cursor before the first row in (after, upto] created at or after
+    `since` (upto when there is none).
+
+    create_time does not decrease with seq (see append) and seq has no gaps,
+    so this is a binary search over seq by primary key: about log2(n) index
+    lookups in one statement, with no index on create_time for appends to
+    maintain."""
+    async with pg.cursor() as cur:
+        await cur.execute(*since_statement(kind, build_id, after=after, upto=upto, since=since))
+        found = await cur.fetchone()
+    assert found is not None
+    return max(after, int(found[0]) - 1)
+
+
+def tail_statement(
+    kind: Kind, build_id: str, *, after: int, upto: int, tail: int, values: Sequence[str]
+) -> tuple[str, dict[str, Any]]:
+    """The SQL of a filtered tail_cursor and its parameters."""
+    sql = (
+        "SELECT seq FROM (" + _matching(kind, values=values, upto=upto, descending=True) + ") AS t "
+        "ORDER BY seq DESC OFFSET %(skip)s LIMIT 1"
+    )
+    return sql, {"id": build_id, "after": after, "upto": upto, "values": list(values), "scan": tail, "skip": tail - 1}
+
+
+async def tail_cursor(
+    pg: psycopg.AsyncConnection[Any], kind: Kind, build_id: str, *, after: int, upto: int, tail: int,
+    values: Sequence[str],
+) -> int:
+    """The cursor before the last `tail` matching rows in (after, upto].
+
+    Without a filter seq has no gaps, so that is arithmetic; with one, the
+    last `tail` rows of each wanted value, newest first, from the filter index."""
+    if not values:
+        return max(after, upto - tail)
+    async with pg.cursor() as cur:
+        await cur.execute(*tail_statement(kind, build_id, after=after, upto=upto, tail=tail, values=values))
+        nth = await cur.fetchone()
+    return after if nth is None else int(nth[0]) - 1
 
 
 async def start_cursor(
@@ -183,22 +342,8 @@ async def start_cursor(
     """The cursor a stream starts from: after `after`, from `since`, and only
     the last `tail` matching rows up to `upto` (the backlog's end)."""
     cursor = after
-    async with pg.cursor() as cur:
-        if since is not None:
-            await cur.execute(
-                f"SELECT min(seq) FROM {kind.table} WHERE build_id = %s AND seq > %s AND create_time >= %s",
-                (build_id, cursor, since),
-            )
-            first = (await cur.fetchone() or (None,))[0]
-            cursor = upto if first is None else max(cursor, int(first) - 1)
-        if tail > 0:
-            where = f" AND {kind.filter_column} = ANY(%(values)s)" if values else ""
-            await cur.execute(
-                f"SELECT seq FROM {kind.table} WHERE build_id = %(id)s AND seq > %(after)s "
-                f"AND seq <= %(upto)s{where} ORDER BY seq DESC OFFSET %(skip)s LIMIT 1",
-                {"id": build_id, "after": cursor, "upto": upto, "values": list(values), "skip": tail - 1},
-            )
-            nth = await cur.fetchone()
-            if nth is not None:
-                cursor = int(nth[0]) - 1
+    if since is not None and cursor < upto:
+        cursor = await since_cursor(pg, kind, build_id, after=cursor, upto=upto, since=since)
+    if tail > 0 and cursor < upto:
+        cursor = await tail_cursor(pg, kind, build_id, after=cursor, upto=upto, tail=tail, values=values)
     return cursor

@@ -8,6 +8,8 @@ Differences from the seed (database-schema.md), each for a reason:
   one index range scan instead of a sort.
 - build_logs and build_events are keyed by (build_id, seq), which is also
   the seed's build_id index; `seq` comes from the counter on the build row.
+  A second index, (build_id, level|type, seq), serves filters; wire_bytes
+  bounds reads in bytes (docs/streaming.md).
 - revision counts the writes of a row; its etag is derived from it.
 - Every foreign key cascades as documented in the protos.
 """
@@ -142,6 +144,11 @@ class Build(Base):
     # is commit order, so readers can resume with `seq > cursor` safely.
     last_log_seq: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     last_event_seq: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    # create_time of the newest log/event, moved forward under the same row
+    # lock: create_time never decreases with seq, so since_time is a binary
+    # search over seq (server.store.feeds.since_cursor). NULL before the first.
+    last_log_time: Mapped[datetime | None] = mapped_column(TS)
+    last_event_time: Mapped[datetime | None] = mapped_column(TS)
 
     __table_args__ = (
         Index("ix_builds_user_id_create_time_id", "user_id", "create_time", "id"),
@@ -163,9 +170,14 @@ class BuildLog(Base):
     message: Mapped[str] = mapped_column(Text)
     metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONB)
     create_time: Mapped[datetime] = mapped_column(TS)
+    # An upper bound of the row's size in a response (server.store.feeds):
+    # reads cut on its running sum, so big lines are read a page at a time.
+    wire_bytes: Mapped[int] = mapped_column(Integer)
 
     __table_args__ = (
         CheckConstraint(f"level IN {LOG_LEVELS!r}", name="level"),
+        # Filtered reads and tails walk only the wanted levels, in seq order.
+        Index("ix_build_logs_build_id_level_seq", "build_id", "level", "seq"),
     )
 
 
@@ -180,6 +192,9 @@ class BuildEvent(Base):
     type: Mapped[str] = mapped_column(Text)
     data: Mapped[dict[str, Any]] = mapped_column(JSONB)
     create_time: Mapped[datetime] = mapped_column(TS)
+    wire_bytes: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (Index("ix_build_events_build_id_type_seq", "build_id", "type", "seq"),)
 
 
 class ChatSession(Base):

@@ -9,11 +9,16 @@ latency, never data. After a reconnect every feed and watcher re-reads.
 For each build followed in this process there is one Feed per kind (logs,
 events). On a wake-up the feed reads the new rows ONCE (one query per build
 per wake-up, whatever the number of followers), converts them to messages
-once, and keeps the most recent ones in a bounded ring. Followers pull from
-the ring with their own cursor. A follower too slow for the ring (its cursor
-fell behind the ring's start) reads its own catch-up pages from the
-database, so a slow client costs neither memory nor the other followers'
-latency.
+once, and keeps the most recent ones in a ring bounded in rows and in bytes
+(FEED_RING_BYTES); the rings of all followed builds together are bounded too
+(FEED_TOTAL_BYTES), by evicting the oldest entries of the largest rings.
+Followers pull from the ring with their own cursor. A follower too slow for
+the ring (its cursor fell behind the ring's start) reads its own catch-up
+pages from the database, so a slow client costs neither memory nor the
+other followers' latency. A follower that stops reading is held by HTTP/2
+flow control: grpc.aio stops resuming its handler once a few messages are
+queued for the connection (measured in docs/streaming.md), so it holds at
+most those, never a queue of its own.
 """
 
 from __future__ import annotations
@@ -21,12 +26,14 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import itertools
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any, NamedTuple
 
 import psycopg
 
+from server.domain.limits import RESPONSE_BYTES
 from server.domain.status import TERMINAL, BuildStatus
 from server.store import feeds
 from server.store.builds import BUILD_CHANNEL
@@ -35,8 +42,11 @@ from server.store.feeds import Kind
 
 log = logging.getLogger(__name__)
 
-RING_CAPACITY = 8192   # rows kept per followed build and kind
-READ_PAGE = 2000       # rows per feed read
+RING_CAPACITY = 8192   # rows kept per followed build and kind (and FEED_RING_BYTES)
+READ_PAGE = 2000       # rows per feed read (and READ_BYTES)
+# Bytes per feed read, at most (and at most the ring's bound): a feed holds
+# one read's rows and their messages at once beside its ring.
+READ_BYTES = RESPONSE_BYTES
 
 
 class Entry(NamedTuple):
@@ -63,6 +73,8 @@ class Feed:
         self.to_entry = to_entry
         self.followers: set[asyncio.Event] = set()
         self.entries: list[Entry] = []          # the ring, in sequence order
+        self.bytes = 0         # sum of len(entry.wire) over the ring
+        self.error: DatabaseUnavailable | None = None  # the last read failed with this
         self.base = 0          # the ring holds exactly the rows with base < seq <= head
         self.head: int | None = None            # None until the first read
         self.final: int | None = None           # last sequence once the build finished
@@ -103,6 +115,7 @@ class Feed:
                     self._stale = False
                     async with self.hub.db.connection() as conn:
                         status, last = await feeds.build_position(conn, self.kind, self.build_id)
+                    self.error = None
                     if self.head is None:
                         self.head = self.base = last
                     self._wanted = max(self._wanted, last)
@@ -112,25 +125,56 @@ class Feed:
                     break
                 announcements = self._announcements
                 async with self.hub.db.connection() as conn:
-                    rows = await feeds.read_after(conn, self.kind, self.build_id, self.head, READ_PAGE)
-                if not rows:
+                    read = await feeds.read_after(conn, feeds.Read(
+                        self.kind, self.build_id, self.head,
+                        limit=READ_PAGE, max_bytes=max(1, min(READ_BYTES, self.hub.ring_bytes)),
+                    ))
+                if not read.rows:
                     # A notification that arrived during the read may name a
                     # row the read's snapshot missed: read again. Otherwise
                     # the announced rows are gone (the build was deleted).
                     if announcements != self._announcements:
                         continue
                     break
-                self.entries.extend(self.to_entry(row) for row in rows)
-                self.head = rows[-1]["seq"]
-                if len(self.entries) > RING_CAPACITY:
-                    drop = len(self.entries) - RING_CAPACITY
-                    self.base = self.entries[drop - 1].seq
-                    del self.entries[:drop]
+                self.error = None
+                self.keep([self.to_entry(row) for row in read.rows])
                 self.wake()
-        except Exception:  # the next notification or heartbeat retries
-            log.exception("reading %ss of build %s failed", self.kind.name, self.build_id)
+        except Exception as error:  # the next notification or heartbeat retries
+            # Followers that have sent all the ring holds end with UNAVAILABLE
+            # and their cursor (server.rpc.streams) instead of waiting on a
+            # feed that cannot read.
+            if isinstance(error, DatabaseUnavailable):
+                self.error = error
+                log.warning("reading %ss of build %s failed: %s", self.kind.name, self.build_id, error)
+            else:
+                log.exception("reading %ss of build %s failed", self.kind.name, self.build_id)
         finally:
             self.wake()
+
+    def keep(self, entries: list[Entry]) -> None:
+        """Add newly read entries to the ring, then hold it to its bounds."""
+        added = sum(len(entry.wire) for entry in entries)
+        self.entries.extend(entries)
+        self.head = entries[-1].seq
+        self.bytes += added
+        self.hub.ring_total += added
+        self.shrink_to(self.hub.ring_bytes)
+        self.hub.hold_total()
+
+    def shrink_to(self, max_bytes: int) -> None:
+        """Evict the oldest entries until the ring holds at most RING_CAPACITY
+        rows and max_bytes; followers behind the new start read the database."""
+        drop = max(len(self.entries) - RING_CAPACITY, 0)
+        kept = self.bytes - sum(len(entry.wire) for entry in self.entries[:drop])
+        while kept > max_bytes and drop < len(self.entries):
+            kept -= len(self.entries[drop].wire)
+            drop += 1
+        if drop == 0:
+            return
+        self.hub.ring_total -= self.bytes - kept
+        self.bytes = kept
+        self.base = self.entries[drop - 1].seq
+        del self.entries[:drop]
 
     def wake(self) -> None:
         for event in self.followers:
@@ -142,24 +186,31 @@ class Feed:
         return self.head is not None and cursor >= self.base
 
     def after(self, cursor: int, max_bytes: int) -> list[Entry]:
-        """Entries of the ring after `cursor` (which must be covered), up to
-        about max_bytes of messages."""
+        """Entries of the ring after `cursor` (which must be covered): as many
+        as fit in max_bytes of messages, and at least one."""
         start = bisect.bisect_right(self.entries, cursor, key=_seq)
-        taken = 0
-        end = start
-        while end < len(self.entries) and taken < max_bytes:
-            taken += len(self.entries[end].wire)
-            end += 1
-        return self.entries[start:end]
+        count = feeds.fitting((len(entry.wire) for entry in itertools.islice(self.entries, start, None)), max_bytes)
+        return self.entries[start : start + count]
 
 
 class Hub:
     """The process's LISTEN connection and the feeds and watchers it wakes."""
 
-    def __init__(self, db: Database, database_url: str, *, check_seconds: float = 5.0) -> None:
+    def __init__(
+        self,
+        db: Database,
+        database_url: str,
+        *,
+        check_seconds: float = 5.0,
+        ring_bytes: int = 8 << 20,
+        total_bytes: int = 256 << 20,
+    ) -> None:
         self.db = db
         self.url = database_url
-        self.check_seconds = check_seconds
+        self.check_seconds = check_seconds  # quiet time after which the LISTEN connection pings
+        self.ring_bytes = ring_bytes       # FEED_RING_BYTES: one feed's ring, at most
+        self.total_bytes = total_bytes     # FEED_TOTAL_BYTES: all rings of the process, at most
+        self.ring_total = 0                # bytes the rings hold now
         self.feeds: dict[tuple[str, str], Feed] = {}
         self.watchers: dict[str, set[asyncio.Event]] = {}
         self.connected = asyncio.Event()
@@ -219,6 +270,22 @@ class Hub:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
+    def hold_total(self) -> None:
+        """Hold the rings of all feeds to total_bytes: find the level L at
+        which capping every ring at L bytes fits, and shrink the rings above
+        it (the largest lose the most; small rings keep their entries)."""
+        if self.ring_total <= self.total_bytes:
+            return
+        rings = sorted(self.feeds.values(), key=lambda feed: feed.bytes)
+        below = 0  # bytes of the rings smaller than the level, kept whole
+        for index, feed in enumerate(rings):
+            level = (self.total_bytes - below) // (len(rings) - index)
+            if feed.bytes > level:
+                for larger in rings[index:]:
+                    larger.shrink_to(level)
+                return
+            below += feed.bytes
+
     def _dispatch(self, channel: str, payload: str) -> None:
         if channel == BUILD_CHANNEL:
             build_id, status, last_log, last_event = payload.split(" ")
@@ -264,6 +331,7 @@ class Hub:
             feed.followers.discard(event)
             if not feed.followers and self.feeds.get(key) is feed:
                 del self.feeds[key]
+                self.ring_total -= feed.bytes
                 if feed._task is not None and not feed._task.done():
                     feed._task.cancel()
 

@@ -71,3 +71,46 @@ def error_info(error: grpc.RpcError) -> error_details_pb2.ErrorInfo:
             detail.Unpack(info)
             return info
     raise AssertionError("no ErrorInfo detail")
+
+
+def long_lines(tag: str, count: int, level: int = INFO) -> list[L.LogEntry]:
+    """Lines at the field maximum: a 65,536-byte message and 16 KiB of
+    metadata (as JSON, the limit the server checks), each naming its index."""
+    from google.protobuf import struct_pb2
+
+    entries = []
+    for index in range(count):
+        metadata = struct_pb2.Struct()
+        metadata.update({"index": index, "blob": "m" * 16_000})
+        head = f"{tag} {index} "
+        entries.append(L.LogEntry(level=level, message=head + "x" * (65_536 - len(head)), metadata=metadata))
+    return entries
+
+
+def items_bytes(items: Any) -> int:
+    """The bytes a response's repeated items take on the wire: each item's
+    serialized size plus its field tag and length prefix."""
+    total = 0
+    for item in items:
+        size = item.ByteSize()
+        total += 1 + size + (1 if size < 1 << 7 else 2 if size < 1 << 14 else 3 if size < 1 << 21 else 4)
+    return total
+
+
+def new_build(api: SimpleNamespace) -> build_pb2.Build:
+    """A PENDING build of a new user's new project, through `api` (for tests
+    that run a server of their own, where the session fixtures do not reach)."""
+    import uuid
+
+    from buildplatform.v1 import project_pb2, user_pb2
+
+    clerk = f"user_{uuid.uuid4().hex[:12]}"
+    user = api.users.CreateUser(
+        user_pb2.CreateUserRequest(user=user_pb2.User(clerk_id=clerk, email=f"{clerk}@example.com"))
+    ).user
+    project = api.projects.CreateProject(
+        project_pb2.CreateProjectRequest(project=project_pb2.Project(user_id=user.id, name="Todo app"))
+    ).project
+    return api.builds.CreateBuild(
+        build_pb2.CreateBuildRequest(build=build_pb2.Build(user_id=user.id, project_id=project.id, app_spec="# app"))
+    ).build
