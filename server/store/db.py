@@ -273,7 +273,7 @@ class Database:
         await old_engine.dispose()
         asyncio.get_running_loop().create_task(old_pool.close(timeout=self.timeout))
 
-    def _budget(self) -> tuple[float, str]:
+    def budget(self) -> tuple[float, str]:
         """Seconds the next unit of work may take, and how to name that limit."""
         deadline = call_deadline.get()
         if deadline is not None:
@@ -285,7 +285,7 @@ class Database:
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """A psycopg connection in autocommit mode, for the hot paths."""
-        budget, what = self._budget()
+        budget, what = self.budget()
         pool = self.pool
         try:
             async with _translated(budget, what), pool.connection(timeout=min(budget, self.pool_timeout)) as conn:
@@ -308,13 +308,13 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
-        budget, what = self._budget()
+        budget, what = self.budget()
         async with _translated(budget, what), self.engine.begin() as conn:
             yield conn
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        budget, what = self._budget()
+        budget, what = self.budget()
         async with _translated(budget, what), self._autocommit.connect() as conn:
             yield conn
 

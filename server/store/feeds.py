@@ -31,8 +31,10 @@ every matching row up to it, the caller's cursor moves to it exactly.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -42,7 +44,7 @@ from psycopg.rows import dict_row
 
 from server.domain.errors import FailedPrecondition, NotFound
 from server.domain.status import TERMINAL, BuildStatus
-from server.store.db import Database
+from server.store.db import Database, DatabaseBusy
 
 TERMINAL_SQL = ", ".join(f"'{status.value}'" for status in sorted(TERMINAL))
 
@@ -94,6 +96,45 @@ def _same(stored: dict[str, Any], entry: Sequence[Any], kind: Kind) -> bool:
     return True
 
 
+class _Turns:
+    """One append at a time per build in this process.
+
+    Appends to one build serialise on its row lock in PostgreSQL anyway; if
+    each waited there, a hot build with dozens of concurrent appenders would
+    hold dozens of pooled connections doing nothing, and calls on other
+    builds would find the pool empty. Waiting here, in memory and in arrival
+    order, each process holds at most one connection per build for appends.
+    (It also keeps pipelined appends of one writer in the order they arrived.)
+    """
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def turn(self, build_id: str, budget: float) -> AsyncIterator[None]:
+        lock, waiting = self._locks.setdefault(build_id, (asyncio.Lock(), [0]))
+        waiting[0] += 1
+        try:
+            try:
+                async with asyncio.timeout(budget):
+                    await lock.acquire()
+            except TimeoutError:
+                raise DatabaseBusy(
+                    f"build {build_id!r} has more concurrent appends than it could take in time; retry with backoff"
+                ) from None
+            try:
+                yield
+            finally:
+                lock.release()
+        finally:
+            waiting[0] -= 1
+            if not waiting[0]:
+                del self._locks[build_id]
+
+
+_turns = _Turns()
+
+
 async def append(
     db: Database,
     kind: Kind,
@@ -114,7 +155,7 @@ async def append(
         + f" RETURNING {kind.counter}, {kind.last_time}, pg_notify('{kind.channel}', id || ' ' || {kind.counter})"
     )
     # One transaction: the counter, the rows and the notification commit together.
-    async with db.connection() as pg, pg.transaction(), pg.cursor() as cur:
+    async with _turns.turn(build_id, db.budget()[0]), db.connection() as pg, pg.transaction(), pg.cursor() as cur:
         await cur.execute(sql, {"n": n, "id": build_id, "expected": first_sequence, "now": now})
         found = await cur.fetchone()
         if found is None:

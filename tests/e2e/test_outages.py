@@ -108,8 +108,10 @@ def test_a_stopped_database_makes_every_call_unavailable_and_a_restarted_one_ser
         api = stubs(channel)
         user, project = _owner(api)
         build = _running_build(api, user, project)
+        follower = _follow(api, build.id)
 
         own_postgres.stop()
+        _ends_unavailable_with_cursor(follower)
         eventually(lambda: health(server.address) == NOT_SERVING, "health NOT_SERVING")
         _all_unavailable(api, user, build)
 
@@ -125,9 +127,11 @@ def test_a_frozen_database_is_noticed_and_calls_end_unavailable_instead_of_hangi
         api = stubs(channel)
         user, project = _owner(api)
         build = _running_build(api, user, project)
+        follower = _follow(api, build.id)
         with own_postgres.frozen():
             _all_unavailable(api, user, build)
             eventually(lambda: health(server.address) == NOT_SERVING, "health NOT_SERVING")
+            _ends_unavailable_with_cursor(follower)
             # The LISTEN connection noticed too: it pings when notifications stop.
             eventually(lambda: "LISTEN connection lost" in server.log(), "the LISTEN connection to be found dead")
         eventually(lambda: health(server.address) == SERVING, "health SERVING again")

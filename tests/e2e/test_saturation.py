@@ -141,3 +141,42 @@ def test_sigterm_answers_calls_still_running_after_the_grace_period_unavailable(
     assert '"code": "CANCELLED"' not in log
     with psycopg.connect(database_url) as conn:  # answered UNAVAILABLE, so nothing was written
         assert conn.execute("SELECT status, revision FROM builds WHERE id = %s", (build.id,)).fetchone() == ("PENDING", 1)
+
+
+def test_a_hot_build_does_not_starve_calls_on_other_builds(database_url, make_build):
+    """Dozens of concurrent appenders on one build, two pooled connections:
+    the appends queue in memory (one connection per build), so GetBuild of
+    another build always finds a connection."""
+    hot, other = make_build(), make_build()
+    with running_server(database_url, DB_POOL_SIZE="2", DB_POOL_MAX_OVERFLOW="0", DB_POOL_TIMEOUT_SECONDS="1",
+                        DB_TIMEOUT_SECONDS="120") as server, grpc.insecure_channel(server.address) as channel:
+        api = stubs(channel)
+        api.builds.TransitionBuild(build_pb2.TransitionBuildRequest(id=hot.id, status=build_pb2.BUILD_STATUS_INITIALIZING))
+        batch = [L.LogEntry(level=L.LOG_LEVEL_INFO, message=f"{i} " + "x" * 1000) for i in range(5000)]
+        appended: list[object] = []
+        reads: list[object] = []
+
+        def append() -> None:
+            try:
+                appended.append(api.logs.AppendBuildLogs(L.AppendBuildLogsRequest(build_id=hot.id, entries=batch), timeout=300))
+            except grpc.RpcError as error:
+                appended.append(error)
+
+        def read() -> None:
+            while len(appended) < 30:
+                try:
+                    reads.append(api.builds.GetBuild(build_pb2.GetBuildRequest(id=other.id), timeout=60))
+                except grpc.RpcError as error:
+                    reads.append(error)
+
+        threads = [threading.Thread(target=append) for _ in range(30)] + [threading.Thread(target=read)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(300)
+    failed_appends = [a for a in appended if isinstance(a, grpc.RpcError)]
+    failed_reads = [r for r in reads if isinstance(r, grpc.RpcError)]
+    assert not failed_appends, [(e.code(), e.details()) for e in failed_appends[:3]]
+    assert not failed_reads, [(e.code(), e.details()) for e in failed_reads[:3]]
+    assert len(appended) == 30 and reads
+    assert sorted(a.last_sequence for a in appended) == [5000 * (i + 1) for i in range(30)]  # type: ignore[attr-defined]
