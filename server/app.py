@@ -201,6 +201,7 @@ def build_server(settings: Settings) -> App:
     )
     hub = Hub(
         db, settings.database_url, check_seconds=settings.health_check_seconds,
+        heartbeat_seconds=settings.stream_heartbeat_seconds,
         ring_bytes=settings.feed_ring_bytes, total_bytes=settings.feed_total_bytes,
     )
     deps = Deps(

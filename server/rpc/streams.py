@@ -113,13 +113,6 @@ def event_entries(request: build_event_pb2.AppendBuildEventsRequest) -> list[tup
     return out
 
 
-@dataclass(slots=True)
-class _Position:
-    """The cursor of the last message a stream sent: where its client resumes."""
-
-    cursor: int
-
-
 @dataclass(frozen=True, slots=True)
 class StreamRequest:
     build_id: str
@@ -184,98 +177,99 @@ class FeedStreams:
         """Serialized StreamBuild{Logs,Events}Response messages (see server.rpc.registry).
 
         Any failed database read ends the stream with UNAVAILABLE naming the
-        cursor of the last message sent, from which the client resumes."""
-        position = _Position(req.after)
+        cursor of the last message sent, from which the client resumes.
+        (One generator, not a wrapper around another: every message of every
+        follower passes through each layer.)"""
+        resume = req.after  # the cursor of the last message sent
         try:
-            async for message in self._stream(req, position):
-                yield message
+            d, kind = self.d, self.kind
+            wanted = frozenset(req.values)
+            async with contextlib.AsyncExitStack() as stack:
+                feed = event = None
+                if req.follow:
+                    # Follow before reading the position: nothing committed in
+                    # between can be missed.
+                    feed, event = await stack.enter_async_context(d.hub.follow(kind, req.build_id, self.to_entry))
+                async with d.db.connection() as conn:
+                    status, upto = await feeds.build_position(conn, kind, req.build_id)
+                    cursor = await feeds.start_cursor(
+                        conn, kind, req.build_id, after=req.after, upto=upto, since=req.since,
+                        tail=req.tail, values=req.values,
+                    )
+                final = upto if status in TERMINAL else None
+                caught_up = False
+                loop = asyncio.get_running_loop()
+                sent = loop.time()  # when the last message went out
+                while True:
+                    if event is not None:
+                        event.clear()
+                    start = cursor
+                    if feed is not None and feed.covers(cursor):
+                        entries = feed.after(cursor, MAX_MESSAGE_BYTES)
+                        if entries:
+                            cursor = entries[-1].seq
+                    else:
+                        # Behind the ring, or no ring: a bounded read up to a
+                        # committed position (the backlog's end, or what the feed
+                        # has seen), which lets the cursor pass rows a filter skips.
+                        bound = max(upto, feed.head or 0) if feed is not None else upto
+                        entries, cursor = await self._read(req, cursor, bound)
+                    batch = [e.wire for e in entries if not wanted or e.value in wanted]
+                    reached = not caught_up and cursor >= upto
+                    if batch or reached:
+                        resume = cursor
+                        yield stream_response(batch, cursor, reached)
+                        sent = loop.time()
+                        caught_up = caught_up or reached
+                    if caught_up and not req.follow:
+                        return
+                    if cursor != start and (feed is None or feed.head is None or cursor < feed.head or not feed.covers(cursor)):
+                        continue  # more may be ready now (a ring read that reached the ring's head has all there is)
+                    if not req.follow or (caught_up and final is not None and cursor >= final):
+                        return
+                    if feed is not None and feed.final is not None:
+                        final = feed.final
+                        if cursor >= final:
+                            return
+                    if d.hub.shutting_down:
+                        raise Unavailable(
+                            f"the server is shutting down: resume on another replica with after_sequence={cursor}"
+                        )
+                    assert feed is not None and event is not None
+                    if feed.error is not None or not d.hub.connected.is_set():
+                        # The feed could not read, or notifications may be lost
+                        # (no LISTEN connection): ask the database now. If it does
+                        # not answer, the stream ends with its cursor instead of
+                        # waiting for a heartbeat; if it does, the feed reads on.
+                        async with d.db.connection() as conn:
+                            status, last = await feeds.build_position(conn, kind, req.build_id)
+                        feed.error = None
+                        feed.announce(last)
+                        if status in TERMINAL:
+                            final = last
+                            if cursor >= final:
+                                return
+                    if loop.time() - sent >= d.heartbeat_seconds:
+                        # Silent for a heartbeat period (the hub's ticker wakes
+                        # idle followers): a message keeps idle proxies from
+                        # cutting the stream, and, since notifications are only
+                        # hints, the database says whether one was missed.
+                        resume = cursor
+                        yield stream_response([], cursor, False)
+                        sent = loop.time()
+                        async with d.db.connection() as conn:
+                            status, last = await feeds.build_position(conn, kind, req.build_id)
+                        if status in TERMINAL:
+                            final = last
+                        feed.announce(last)  # the feed reads up to `last` if it has not yet
+                        continue
+                    # A bare wait: no timer per wait (the ticker provides the
+                    # heartbeat), so an idle follower holds as little as possible.
+                    await event.wait()
         except DatabaseUnavailable as error:
             # The database's own message stays in the server (it may name
             # hosts); the client learns what to do.
-            raise Unavailable(
-                f"the database is unavailable: resume with after_sequence={position.cursor}"
-            ) from error
-
-    async def _stream(self, req: StreamRequest, position: _Position) -> AsyncIterator[bytes]:
-        d, kind = self.d, self.kind
-        wanted = frozenset(req.values)
-        async with contextlib.AsyncExitStack() as stack:
-            feed = event = None
-            if req.follow:
-                # Follow before reading the position: nothing committed in
-                # between can be missed.
-                feed, event = await stack.enter_async_context(d.hub.follow(kind, req.build_id, self.to_entry))
-            async with d.db.connection() as conn:
-                status, upto = await feeds.build_position(conn, kind, req.build_id)
-                cursor = await feeds.start_cursor(
-                    conn, kind, req.build_id, after=req.after, upto=upto, since=req.since,
-                    tail=req.tail, values=req.values,
-                )
-            final = upto if status in TERMINAL else None
-            caught_up = False
-            while True:
-                if event is not None:
-                    event.clear()
-                start = cursor
-                if feed is not None and feed.covers(cursor):
-                    entries = feed.after(cursor, MAX_MESSAGE_BYTES)
-                    if entries:
-                        cursor = entries[-1].seq
-                else:
-                    # Behind the ring, or no ring: a bounded read up to a
-                    # committed position (the backlog's end, or what the feed
-                    # has seen), which lets the cursor pass rows a filter skips.
-                    bound = max(upto, feed.head or 0) if feed is not None else upto
-                    entries, cursor = await self._read(req, cursor, bound)
-                batch = [e.wire for e in entries if not wanted or e.value in wanted]
-                reached = not caught_up and cursor >= upto
-                if batch or reached:
-                    position.cursor = cursor
-                    yield stream_response(batch, cursor, reached)
-                    caught_up = caught_up or reached
-                if caught_up and not req.follow:
-                    return
-                if cursor != start:
-                    continue  # more may be ready now
-                if not req.follow or (caught_up and final is not None and cursor >= final):
-                    return
-                if feed is not None and feed.final is not None:
-                    final = feed.final
-                    if cursor >= final:
-                        return
-                if d.hub.shutting_down:
-                    raise Unavailable(
-                        f"the server is shutting down: resume on another replica with after_sequence={cursor}"
-                    )
-                assert feed is not None and event is not None
-                if feed.error is not None or not d.hub.connected.is_set():
-                    # The feed could not read, or notifications may be lost
-                    # (no LISTEN connection): ask the database now. If it does
-                    # not answer, the stream ends with its cursor instead of
-                    # waiting for a heartbeat; if it does, the feed reads on.
-                    async with d.db.connection() as conn:
-                        status, last = await feeds.build_position(conn, kind, req.build_id)
-                    feed.error = None
-                    feed.announce(last)
-                    if status in TERMINAL:
-                        final = last
-                        if cursor >= final:
-                            return
-                try:
-                    # asyncio.timeout, unlike wait_for, creates no Task per wait:
-                    # an idle follower holds as little as possible.
-                    async with asyncio.timeout(d.heartbeat_seconds):
-                        await event.wait()
-                except TimeoutError:
-                    position.cursor = cursor
-                    yield stream_response([], cursor, False)  # heartbeat, keeps idle proxies from cutting us
-                    # Notifications are hints: make sure none was missed.
-                    async with d.db.connection() as conn:
-                        status, last = await feeds.build_position(conn, kind, req.build_id)
-                    if status in TERMINAL:
-                        final = last
-                    if feed is not None:
-                        feed.announce(last)  # the feed reads up to `last` if it has not yet
+            raise Unavailable(f"the database is unavailable: resume with after_sequence={resume}") from error
 
     async def _read(self, req: StreamRequest, cursor: int, bound: int) -> tuple[list[Entry], int]:
         """The matching entries after `cursor` up to `bound`, cut at
@@ -319,12 +313,12 @@ class BuildLogService(build_log_pb2_grpc.BuildLogServiceServicer):
         logs, token = await self.feed.list_page(request, _levels(request.levels))
         return build_log_pb2.ListBuildLogsResponse(logs=logs, next_page_token=token)
 
-    async def StreamBuildLogs(  # type: ignore[override]  # yields serialized responses, see server.rpc.registry
+    def StreamBuildLogs(  # type: ignore[override]  # yields serialized responses, see server.rpc.registry
         self, request: build_log_pb2.StreamBuildLogsRequest, context: Context
     ) -> AsyncIterator[bytes]:
-        req = _stream_request(request, request.tail_lines, "tail_lines", _levels(request.levels))
-        async for message in self.feed.stream(req):
-            yield message
+        # The stream itself, not a generator around it: every message of a
+        # follower passes through each layer, so there is one layer fewer.
+        return self.feed.stream(_stream_request(request, request.tail_lines, "tail_lines", _levels(request.levels)))
 
 
 class BuildEventService(build_event_pb2_grpc.BuildEventServiceServicer):
@@ -345,12 +339,10 @@ class BuildEventService(build_event_pb2_grpc.BuildEventServiceServicer):
         events, token = await self.feed.list_page(request, _types(request.types))
         return build_event_pb2.ListBuildEventsResponse(events=events, next_page_token=token)
 
-    async def StreamBuildEvents(  # type: ignore[override]  # yields serialized responses, see server.rpc.registry
+    def StreamBuildEvents(  # type: ignore[override]  # yields serialized responses, see server.rpc.registry
         self, request: build_event_pb2.StreamBuildEventsRequest, context: Context
     ) -> AsyncIterator[bytes]:
-        req = _stream_request(request, request.tail_events, "tail_events", _types(request.types))
-        async for message in self.feed.stream(req):
-            yield message
+        return self.feed.stream(_stream_request(request, request.tail_events, "tail_events", _types(request.types)))
 
 
 def _filter_size(check: Checker, field: str, values: Sequence[object]) -> None:

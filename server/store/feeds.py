@@ -56,12 +56,22 @@ class Kind:
     counter: str         # column of builds holding the last sequence number
     channel: str         # NOTIFY channel
     last_time: str       # column of builds holding the newest row's create_time
-    columns: tuple[str, ...]  # payload columns written by COPY, after build_id and seq
+    columns: tuple[str, ...]  # payload columns written by an append, after build_id and seq
+    types: tuple[str, ...]    # their PostgreSQL types
     filter_column: str   # column the stream/list filter applies to (level / type)
 
 
-LOGS = Kind("log", "build_logs", "last_log_seq", "bp_log", "last_log_time", ("level", "message", "metadata"), "level")
-EVENTS = Kind("event", "build_events", "last_event_seq", "bp_event", "last_event_time", ("type", "data"), "type")
+LOGS = Kind("log", "build_logs", "last_log_seq", "bp_log", "last_log_time",
+            ("level", "message", "metadata"), ("text", "text", "jsonb"), "level")
+EVENTS = Kind("event", "build_events", "last_event_seq", "bp_event", "last_event_time",
+              ("type", "data"), ("text", "jsonb"), "type")
+
+# Appends of up to this many entries are one statement (below); larger ones
+# use COPY. A statement is one round trip where the COPY path takes five
+# (BEGIN, the counter, COPY, its data, COMMIT), and at 50 lines a batch the
+# round trips are most of an append's cost; COPY moves rows faster (see
+# docs/benchmarks.md), which wins once a batch is large.
+ONE_STATEMENT_ROWS = 200
 
 
 # What the server adds to an appended entry in a response, at most: id,
@@ -147,26 +157,67 @@ async def append(
     """Append `entries` to a build: tuples in kind.columns order (JSON as
     text), each followed by the entry's wire size bound (see wire_bound)."""
     n = len(entries)
-    sql = (
+    params: dict[str, Any] = {"n": n, "id": build_id, "expected": first_sequence, "now": now}
+    # The counter, the rows and the notification commit together: one
+    # statement (its own transaction), or one explicit transaction around COPY.
+    async with _turns.turn(build_id, db.budget()[0]), db.connection() as pg:
+        if n <= ONE_STATEMENT_ROWS:
+            # One JSON document: json.dumps is C, where psycopg's array
+            # adapters would quote each string in Python (measured: most of
+            # an append's CPU).
+            params["rows"] = json.dumps(entries, ensure_ascii=False, separators=(",", ":"))
+            async with pg.cursor() as cur:
+                await cur.execute(_one_statement(kind, bool(first_sequence)), params)
+                found = await cur.fetchone()
+            if found is None:
+                return await _refused(pg, kind, build_id, entries, first_sequence)
+            last = int(found[0])
+            return Appended(last - n + 1, last, False)
+        async with pg.transaction(), pg.cursor() as cur:
+            await cur.execute(_counter(kind, bool(first_sequence)), params)
+            found = await cur.fetchone()
+            if found is None:
+                return await _refused(pg, kind, build_id, entries, first_sequence)
+            last, stamp = int(found[0]), found[1]
+            first = last - n + 1
+            columns = ", ".join(("build_id", "seq", *kind.columns, "wire_bytes", "create_time"))
+            async with cur.copy(f"COPY {kind.table} ({columns}) FROM STDIN") as copy:
+                for offset, entry in enumerate(entries):
+                    await copy.write_row((build_id, first + offset, *entry, stamp))
+            return Appended(first, last, False)
+
+
+def _counter(kind: Kind, expected: bool) -> str:
+    """Reserve %(n)s sequence numbers of a build that is not finished (and
+    whose last one is %(expected)s - 1), and queue the notification that
+    PostgreSQL delivers only if and when the transaction commits."""
+    return (
         f"UPDATE builds SET {kind.counter} = {kind.counter} + %(n)s, "
         f"{kind.last_time} = greatest({kind.last_time}, %(now)s) "
         f"WHERE id = %(id)s AND status NOT IN ({TERMINAL_SQL})"
-        + (f" AND {kind.counter} = %(expected)s - 1" if first_sequence else "")
-        + f" RETURNING {kind.counter}, {kind.last_time}, pg_notify('{kind.channel}', id || ' ' || {kind.counter})"
+        + (f" AND {kind.counter} = %(expected)s - 1" if expected else "")
+        + f" RETURNING {kind.counter} AS last, {kind.last_time} AS stamp, "
+        f"pg_notify('{kind.channel}', id || ' ' || {kind.counter}) AS notified"
     )
-    # One transaction: the counter, the rows and the notification commit together.
-    async with _turns.turn(build_id, db.budget()[0]), db.connection() as pg, pg.transaction(), pg.cursor() as cur:
-        await cur.execute(sql, {"n": n, "id": build_id, "expected": first_sequence, "now": now})
-        found = await cur.fetchone()
-        if found is None:
-            return await _refused(pg, kind, build_id, entries, first_sequence)
-        last, stamp = int(found[0]), found[1]
-        first = last - n + 1
-        columns = ", ".join(("build_id", "seq", *kind.columns, "wire_bytes", "create_time"))
-        async with cur.copy(f"COPY {kind.table} ({columns}) FROM STDIN") as copy:
-            for offset, entry in enumerate(entries):
-                await copy.write_row((build_id, first + offset, *entry, stamp))
-        return Appended(first, last, False)
+
+
+def _one_statement(kind: Kind, expected: bool) -> str:
+    """The counter and the rows in one statement: the rows, a JSON array of
+    entries in %(rows)s (payload columns, then the wire size), are inserted
+    only if the counter moved, so a refused append writes nothing."""
+    values = [
+        f"e.entry->>{index}" if type_ == "text" else f"(e.entry->>{index})::{type_}"
+        for index, type_ in enumerate(kind.types)
+    ]
+    columns = ", ".join(("build_id", "seq", *kind.columns, "wire_bytes", "create_time"))
+    return (
+        f"WITH counter AS ({_counter(kind, expected)}), "
+        f"inserted AS (INSERT INTO {kind.table} ({columns}) "
+        f"SELECT %(id)s, counter.last - %(n)s + e.ord, {', '.join(values)}, "
+        f"(e.entry->>{len(kind.types)})::int, counter.stamp "
+        "FROM counter, json_array_elements(%(rows)s::json) WITH ORDINALITY AS e(entry, ord)) "
+        "SELECT last FROM counter"
+    )
 
 
 async def _refused(

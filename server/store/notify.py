@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
-import itertools
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any, NamedTuple
@@ -73,6 +72,10 @@ class Feed:
         self.to_entry = to_entry
         self.followers: set[asyncio.Event] = set()
         self.entries: list[Entry] = []          # the ring, in sequence order
+        # ends[i]: bytes of every entry this feed ever kept up to entries[i]
+        # included, so the entries after a cursor that fit a budget are two
+        # bisections away, whatever the ring holds.
+        self.ends: list[int] = []
         self.bytes = 0         # sum of len(entry.wire) over the ring
         self.error: DatabaseUnavailable | None = None  # the last read failed with this
         self.base = 0          # the ring holds exactly the rows with base < seq <= head
@@ -109,9 +112,11 @@ class Feed:
             self._task = asyncio.create_task(self._pump())
 
     async def _pump(self) -> None:
+        woke = False  # followers were woken after the last change they must see
         try:
             while True:
                 if self.head is None or self._stale:
+                    woke = False
                     self._stale = False
                     async with self.hub.db.connection() as conn:
                         status, last = await feeds.build_position(conn, self.kind, self.build_id)
@@ -139,7 +144,9 @@ class Feed:
                 self.error = None
                 self.keep([self.to_entry(row) for row in read.rows])
                 self.wake()
+                woke = True
         except Exception as error:  # the next notification or heartbeat retries
+            woke = False
             # Followers that have sent all the ring holds end with UNAVAILABLE
             # and their cursor (server.rpc.streams) instead of waiting on a
             # feed that cannot read.
@@ -149,11 +156,16 @@ class Feed:
             else:
                 log.exception("reading %ss of build %s failed", self.kind.name, self.build_id)
         finally:
-            self.wake()
+            if not woke:  # an error, a new final position, or nothing new: let followers look
+                self.wake()
 
     def keep(self, entries: list[Entry]) -> None:
         """Add newly read entries to the ring, then hold it to its bounds."""
-        added = sum(len(entry.wire) for entry in entries)
+        before = end = self.ends[-1] if self.ends else 0
+        for entry in entries:
+            end += len(entry.wire)
+            self.ends.append(end)
+        added = end - before
         self.entries.extend(entries)
         self.head = entries[-1].seq
         self.bytes += added
@@ -175,6 +187,7 @@ class Feed:
         self.bytes = kept
         self.base = self.entries[drop - 1].seq
         del self.entries[:drop]
+        del self.ends[:drop]
 
     def wake(self) -> None:
         for event in self.followers:
@@ -189,8 +202,11 @@ class Feed:
         """Entries of the ring after `cursor` (which must be covered): as many
         as fit in max_bytes of messages, and at least one."""
         start = bisect.bisect_right(self.entries, cursor, key=_seq)
-        count = feeds.fitting((len(entry.wire) for entry in itertools.islice(self.entries, start, None)), max_bytes)
-        return self.entries[start : start + count]
+        if start == len(self.entries):
+            return []
+        begin = self.ends[start] - len(self.entries[start].wire)
+        stop = max(bisect.bisect_right(self.ends, begin + max_bytes, lo=start), start + 1)
+        return self.entries[start:stop]
 
 
 class Hub:
@@ -202,12 +218,14 @@ class Hub:
         database_url: str,
         *,
         check_seconds: float = 5.0,
+        heartbeat_seconds: float = 15.0,
         ring_bytes: int = 8 << 20,
         total_bytes: int = 256 << 20,
     ) -> None:
         self.db = db
         self.url = database_url
         self.check_seconds = check_seconds  # quiet time after which the LISTEN connection pings
+        self.heartbeat_seconds = heartbeat_seconds
         self.ring_bytes = ring_bytes       # FEED_RING_BYTES: one feed's ring, at most
         self.total_bytes = total_bytes     # FEED_TOTAL_BYTES: all rings of the process, at most
         self.ring_total = 0                # bytes the rings hold now
@@ -215,6 +233,7 @@ class Hub:
         self.watchers: dict[str, set[asyncio.Event]] = {}
         self.connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._ticker: asyncio.Task[None] | None = None
         self._closing = False
         self.shutting_down = False
 
@@ -222,6 +241,17 @@ class Hub:
         """Listen in the background; the server does not wait for it (a
         server may start while the database is down)."""
         self._task = asyncio.create_task(self._listen())
+        self._ticker = asyncio.create_task(self._tick())
+
+    async def _tick(self) -> None:
+        """Wake every follower twice per heartbeat period. A follower that
+        finds it has been silent for a period sends a heartbeat; one timer
+        for the process instead of one per waiting follower (a timer per wait
+        costs CPU on every message and memory for every idle stream)."""
+        while True:
+            await asyncio.sleep(self.heartbeat_seconds / 2)
+            for feed in self.feeds.values():
+                feed.wake()
 
     def begin_shutdown(self) -> None:
         """Wake every follower and watcher so that they end their streams now."""
@@ -234,10 +264,11 @@ class Hub:
 
     async def close(self) -> None:
         self._closing = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._ticker):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def _listen(self) -> None:
         backoff = 0.1
