@@ -38,7 +38,7 @@ def fanout(name: str) -> procs.Proc:
     return procs.Proc(name, ["-m", "bench.fanout"], {}).wait_listening()
 
 
-async def _paced(
+async def paced(
     addresses: list[str], build_id: str, *, rate: float, size: int, seconds: float, broadcast: bool
 ) -> dict[str, Any]:
     """Batches of `size` lines at `rate` per second, pipelined. broadcast:
@@ -124,7 +124,7 @@ def _measure(kind: str, servers: list[procs.Proc], build_id: str, figures: Figur
         groups = [Followers(f"followers-{kind}-{i}", s.address, [build_id], half, size) for i, s in enumerate(servers)]
         for group in groups:
             group.wait_ready()
-        sent = asyncio.run(_paced([s.address for s in servers], build_id, rate=rate, size=size, seconds=seconds,
+        sent = asyncio.run(paced([s.address for s in servers], build_id, rate=rate, size=size, seconds=seconds,
                                   broadcast=kind == "floor"))
         for group in groups:
             if not group.wait_min(sent["lines"], timeout=30):
@@ -172,6 +172,14 @@ def delivery(url: str, figures: Figures, *, followers: int = 100, rates: tuple[f
                   f"p99 {got['p99']:7.1f} ms; append p50 {got['rpc_p50']:.1f} ms p99 {got['rpc_p99']:.1f} ms; "
                   f"{got['retried']} re-sent; lost {got['lost']}, duplicated {got['duplicates']}", flush=True)
         print(f"    p99 ratio service/floor {ratio:.2f} (target <= 2.0)", flush=True)
+        figures.rows.append((
+            f"Append-to-follower, {followers} followers on 2 processes, {lines:,} lines/s offered",
+            f"service: {service['rate']:,.0f} lines/s sent ({service['late']} batches late), p50 {service['p50']:.1f} ms, "
+            f"p99 {service['p99']:.1f} ms; lost {service['lost']}, duplicated {service['duplicates']}",
+            f"bare grpc.aio fan-out: {floor['rate']:,.0f} lines/s sent ({floor['late']} late), p50 {floor['p50']:.1f} ms, "
+            f"p99 {floor['p99']:.1f} ms",
+            f"p99 ratio {ratio:.2f} (target <= 2.0: {'**met**' if ratio <= 2.0 else '**NOT met**'})",
+        ))
 
 
 def _idle_rss(server: procs.Proc, builds: list[str], figures: Figures, kind: str, followers: int, hold: float) -> dict[str, float]:
@@ -213,3 +221,9 @@ def idle(url: str, figures: Figures, *, followers: int = 1000, hold: float = 16.
     print(f"  service:       {service['idle']:.0f} MB idle, +{service['per_stream_kb']:.1f} kB per idle follower "
           f"({followers} builds followed)", flush=True)
     print(f"  ratio {ratio:.2f} (target <= 1.5)", flush=True)
+    figures.rows.append((
+        f"Memory per idle follower, {followers:,} streams, 1 connection each",
+        f"service: +{service['per_stream_kb']:.1f} kB per follower ({service['idle']:.0f} MB idle, {service['peak']:.0f} MB peak)",
+        f"bare grpc.aio stream: +{floor['per_stream_kb']:.1f} kB ({floor['idle']:.0f} MB idle, {floor['peak']:.0f} MB peak)",
+        f"ratio {ratio:.2f} (target <= 1.5: {'**met**' if ratio <= 1.5 else '**NOT met**'})",
+    ))

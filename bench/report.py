@@ -98,25 +98,6 @@ def rows(run: Run) -> list[tuple[str, str, str, str]]:
                     f"{v['ingest.several']:,.0f} lines/s",
                     f"raw COPY, 1 commit per batch: {v['ingest.copy']:,.0f}; all in 1 transaction: {v['ingest.copy_bulk']:,.0f} lines/s",
                     f"{v['ingest.several'] / v['ingest.copy']:.2f} / {v['ingest.several'] / v['ingest.copy_bulk']:.2f}"))
-    if "latency.p99" in v:
-        ok = v["latency.p99"] <= 50 and v["latency.lost"] == 0 and v["latency.duplicates"] == 0
-        out.append((f"Append-to-follower, {v['latency.followers']} followers on 2 replicas, "
-                    f"{v['latency.rate']:,.0f} lines/s appended (5,000 asked)",
-                    f"p50 {v['latency.p50']:.1f} ms, p99 {v['latency.p99']:.1f} ms; lost {v['latency.lost']}, "
-                    f"duplicated {v['latency.duplicates']}",
-                    "target p99 <= 50 ms at 5,000 lines/s, nothing lost or repeated",
-                    _verdict(ok and v["latency.rate"] >= 4750)))
-    if "memory.peak" in v:
-        out.append((f"Server memory, {v['memory.followers']:,} idle followers, 1 connection each",
-                    f"{v['memory.peak']:.0f} MB RSS (idle server {v['memory.idle']:.0f} MB, "
-                    f"+{(v['memory.peak'] - v['memory.idle']) * 1000 / v['memory.followers']:.0f} kB per follower)",
-                    "target <= 100 MB per process", _verdict(v["memory.peak"] <= 100)))
-    if "memory.shared.peak" in v:
-        out.append((f"Server memory, {v['memory.shared.followers']:,} idle followers over "
-                    f"{v['memory.shared.connections']} connections",
-                    f"{v['memory.shared.peak']:.0f} MB RSS (idle server {v['memory.shared.idle']:.0f} MB, "
-                    f"+{(v['memory.shared.peak'] - v['memory.shared.idle']) * 1000 / v['memory.shared.followers']:.0f} kB per follower)",
-                    "target <= 100 MB per process", _verdict(v["memory.shared.peak"] <= 100)))
     if "statements.1" in v and "statements.1000" in v:
         one, many = v["statements.1"], v["statements.1000"]
         out.append(("Statements per appended batch", f"{one:.2f} with 1 follower, {many:.2f} with 1,000",
@@ -137,8 +118,6 @@ def _cpu_lines(run: Run) -> list[str]:
         for key, result in run.core.results.items():
             if result.cpu is not None:
                 out.append(f"- `{key}`: {result.cpu.text()}")
-    if run.streams and "latency.cpu" in run.streams.values:
-        out.append(f"- `latency`: {run.streams.values['latency.cpu'].text()}")
     return out
 
 
@@ -189,12 +168,6 @@ def write(run: Run, path: str) -> None:
             md += [f"| ({calls}) | `{query}` (not counted: the health check's ping, on a timer) |"
                    for query, calls in v.get(f"statements.{count}.background", [])]
             md.append("")
-    if "latency.p99" in v:
-        md += ["### Latency run details", "",
-               f"- appended {v['latency.rate']:,.0f} lines/s for {v['latency.seconds']} s in batches of 50 "
-               f"({v['latency.late']} batches went out more than 50 ms behind schedule: the appender waits for each append)",
-               f"- AppendBuildLogs round trip p50 {v['latency.append_p50']:.1f} ms, p99 {v['latency.append_p99']:.1f} ms",
-               f"- {v['latency.samples']:,} line deliveries measured, max {v['latency.max']:.1f} ms", ""]
     md += [*(run.streams.sections if run.streams else []), ""]
     # Only the generated block is replaced: the method and the analysis
     # written below it by hand survive every run.

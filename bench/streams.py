@@ -10,7 +10,6 @@ import os
 import subprocess
 import threading
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,8 +17,7 @@ import grpc
 import psycopg
 from buildplatform.v1 import build_log_pb2, build_log_pb2_grpc, build_pb2, build_pb2_grpc
 
-from bench import cpu, load, procs
-from bench.h2 import percentile
+from bench import load, procs
 
 FILLER = "[compile] src/components/TodoList.tsx: 14 modules transformed, bundle 182.4 kB (gzip 54.1 kB)"
 
@@ -195,129 +193,6 @@ def ingest(url: str, figures: Figures, *, batches: int = 60, size: int = 500, ap
     print(f"  AppendBuildLogs, {appenders} appenders on {appenders} builds {several:10.0f} lines/s  ratio {several / copy_rate:.2f}", flush=True)
 
 
-# -- latency ---------------------------------------------------------------------
-
-async def _paced(addresses: list[str], build_id: str, *, rate: float, size: int, seconds: float) -> dict[str, Any]:
-    """Sequential appends of `size` lines, `rate` batches/s, alternating replicas."""
-    channels = [grpc.aio.insecure_channel(a) for a in addresses]
-    stubs = [build_log_pb2_grpc.BuildLogServiceStub(c) for c in channels]
-    total = int(rate * seconds)
-    rpc_ms: list[float] = []
-    late = 0
-    started = time.perf_counter()
-    for batch in range(total):
-        due = started + batch / rate
-        pause = due - time.perf_counter()
-        if pause > 0:
-            await asyncio.sleep(pause)
-        elif pause < -0.05:
-            late += 1
-        first = batch * size + 1
-        request = build_log_pb2.AppendBuildLogsRequest(build_id=build_id, entries=entries(first, size), first_sequence=first)
-        sent = time.perf_counter()
-        await stubs[batch % len(stubs)].AppendBuildLogs(request, timeout=30)
-        rpc_ms.append((time.perf_counter() - sent) * 1000)
-    elapsed = time.perf_counter() - started
-    for channel in channels:
-        await channel.close()
-    return {"batches": total, "lines": total * size, "elapsed": elapsed, "late": late,
-            "rpc_p50": percentile(rpc_ms, 0.5), "rpc_p99": percentile(rpc_ms, 0.99)}
-
-
-def latency(url: str, figures: Figures, *, followers: int = 100, rate: float = 100, size: int = 50, seconds: float = 15) -> None:
-    replicas = [procs.server("server-replica-a", url), procs.server("server-replica-b", url)]
-    groups: list[Followers] = []
-    try:
-        (build_id,) = new_builds(url, 1)
-        half = followers // len(replicas)
-        groups = [Followers(f"followers-{i}", r.address, [build_id], half, size) for i, r in enumerate(replicas)]
-        for group in groups:
-            group.wait_ready()
-        meter = cpu.Meter({"replica A": replicas[0].pid, "replica B": replicas[1].pid,
-                           "followers A": groups[0].proc.pid, "followers B": groups[1].proc.pid,
-                           "appender": os.getpid()})
-        sent = asyncio.run(_paced([r.address for r in replicas], build_id, rate=rate, size=size, seconds=seconds))
-        for group in groups:
-            if not group.wait_min(sent["lines"], timeout=30):
-                figures.errors.append(f"latency: {group.proc.name} did not receive all {sent['lines']} lines")
-        usage = meter.stop()
-        cancel(replicas[0].address, build_id)
-        results = [g.finish() for g in groups]
-    finally:
-        for group in groups:
-            if group.proc.proc.poll() is None:
-                group.proc.stop()
-        for replica in replicas:
-            replica.stop()
-    merged: Counter[float] = Counter()
-    for result in results:
-        check_delivery(figures, f"latency ({result['streams']} followers)", result, sent["lines"])
-        for value, count in result["latency_ms"]:
-            merged[value] += count
-    samples = sorted(merged.items())
-    total = sum(merged.values())
-
-    def pct(q: float) -> float:
-        seen = 0
-        for value, count in samples:
-            seen += count
-            if seen >= q * total:
-                return value
-        return float("nan")
-
-    lost = sum(r["gaps"] for r in results)
-    dup = sum(r["duplicates"] for r in results)
-    figures.values.update({
-        "latency.p50": pct(0.5), "latency.p99": pct(0.99), "latency.max": samples[-1][0] if samples else float("nan"),
-        "latency.samples": total, "latency.lost": lost, "latency.duplicates": dup,
-        "latency.rate": sent["lines"] / sent["elapsed"], "latency.late": sent["late"],
-        "latency.append_p50": sent["rpc_p50"], "latency.append_p99": sent["rpc_p99"],
-        "latency.cpu": usage, "latency.followers": followers, "latency.seconds": seconds,
-    })
-    print(f"  {followers} followers on 2 replicas, {sent['lines'] / sent['elapsed']:.0f} lines/s appended for "
-          f"{sent['elapsed']:.1f} s ({sent['late']} batches sent >50 ms late)", flush=True)
-    print(f"  append-to-follower p50 {pct(0.5):.1f} ms  p99 {pct(0.99):.1f} ms  max {samples[-1][0]:.1f} ms "
-          f"(target p99 <= 50 ms); {total} line deliveries, lost {lost}, duplicated {dup}", flush=True)
-    print(f"  AppendBuildLogs RPC p50 {sent['rpc_p50']:.1f} ms p99 {sent['rpc_p99']:.1f} ms; {usage.text()}", flush=True)
-
-
-# -- memory ----------------------------------------------------------------------
-
-def memory(url: str, figures: Figures, *, followers: int = 1000, hold: float = 16.0) -> None:
-    """Peak RSS of a fresh server while `followers` idle streams follow as
-    many builds: each on its own connection (the target's case), then 100
-    per connection (to tell the cost of a connection from that of a stream).
-    The hold covers one heartbeat round (STREAM_HEARTBEAT_SECONDS=15)."""
-    for per, key in ((1, "memory"), (100, "memory.shared")):
-        server = procs.server(f"server-{key}", url)
-        group = None
-        try:
-            builds = new_builds(url, followers)
-            time.sleep(1)
-            idle = server.rss_mb()
-            group = Followers(f"followers-{key}", server.address, builds, followers, per_connection=per)
-            group.wait_ready(timeout=180)
-            peak = server.rss_mb()
-            deadline = time.monotonic() + hold
-            while time.monotonic() < deadline:
-                peak = max(peak, server.rss_mb())
-                time.sleep(0.5)
-            result = group.finish(timeout=0)
-        finally:
-            if group is not None and group.proc.proc.poll() is None:
-                group.proc.stop()
-            server.stop()
-        if result["ended"] != {"stopped": followers}:
-            figures.errors.append(f"{key}: streams ended {result['ended']} before the bench stopped them")
-        connections = (followers + per - 1) // per
-        figures.values.update({f"{key}.idle": idle, f"{key}.peak": peak, f"{key}.followers": followers,
-                               f"{key}.connections": connections, f"{key}.ready_s": group.ready_s})
-        print(f"  server RSS: {idle:.0f} MB idle, {peak:.0f} MB peak with {followers} idle followers of "
-              f"{followers} builds over {connections} connections (target <= 100 MB); "
-              f"{(peak - idle) * 1000 / followers:.0f} kB per follower; all connected in {group.ready_s:.1f} s", flush=True)
-    figures.values["memory.hold"] = hold
-
-
 # -- statements per batch ----------------------------------------------------------
 
 STATEMENTS = (
@@ -329,6 +204,10 @@ BACKGROUND = ("SELECT $1", "SELECT 1")  # the health check's ping, every HEALTH_
 
 
 def statements(url: str, figures: Figures, *, counts: tuple[int, ...] = (1, 1000), batches: int = 100, size: int = 50, rate: float = 20) -> None:
+    from bench.delivery import (
+        paced,  # the same appender as the delivery bench (which imports this module)
+    )
+
     server = procs.server("server-statements", url)
     try:
         with psycopg.connect(url, autocommit=True) as admin:
@@ -339,7 +218,7 @@ def statements(url: str, figures: Figures, *, counts: tuple[int, ...] = (1, 1000
                     group.wait_ready(timeout=180)
                     time.sleep(0.5)
                     admin.execute("SELECT pg_stat_statements_reset()")
-                    asyncio.run(_paced([server.address], build_id, rate=rate, size=size, seconds=batches / rate))
+                    asyncio.run(paced([server.address], build_id, rate=rate, size=size, seconds=batches / rate, broadcast=False))
                     if not group.wait_min(batches * size):
                         figures.errors.append(f"statements: {count} followers did not get every line")
                     time.sleep(0.3)
