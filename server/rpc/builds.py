@@ -47,9 +47,7 @@ class BuildService(build_pb2_grpc.BuildServiceServicer):
     async def ListBuilds(self, request: build_pb2.ListBuildsRequest, context: Context) -> build_pb2.ListBuildsResponse:
         user_id = _filter_id("user_id", request.user_id)
         project_id = _filter_id("project_id", request.project_id)
-        statuses = sorted(
-            {convert.status_from_pb(f"statuses[{i}]", value) for i, value in enumerate(request.statuses)}
-        )
+        statuses = convert.statuses_from_pb("statuses", request.statuses)
         limit = _page_size(request.page_size)
         filters = [user_id, project_id, [s.value for s in statuses]]
         after = self.d.tokens.decode_keyset(request.page_token, "builds", filters)
