@@ -115,8 +115,13 @@ class Checker:
             self.add(field, "must be an email address")
         return value
 
-    def json(self, field: str, value: JSON | None, *, max_bytes: int) -> str | None:
-        """Validate a JSON object and return it serialized, or None when absent."""
+    def json(self, field: str, value: JSON | None, *, max_bytes: int, wire_bytes: int = 0) -> str | None:
+        """Validate a JSON object and return it serialized, or None when absent.
+
+        The limit holds for the JSON stored and for `wire_bytes`, the value's
+        serialized size as a google.protobuf.Struct, which every response
+        carrying it pays: up to 5.5 times the JSON's (each number of `[0,0]`
+        is 2 bytes of JSON and 11 of Struct)."""
         if value is None:
             return None
         nul = _nul_path(value, field)
@@ -128,7 +133,9 @@ class Checker:
             self.add(bad_number, "must be a finite number (JSON has no NaN or Infinity)")
             return None
         encoded = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-        if len(encoded) > max_bytes // 4 and len(encoded.encode()) > max_bytes:
+        if wire_bytes > max_bytes:
+            self.add(field, f"must be at most {max_bytes} bytes serialized, got {wire_bytes}")
+        elif len(encoded) > max_bytes // 4 and len(encoded.encode()) > max_bytes:
             self.add(field, f"must be at most {max_bytes} bytes as JSON, got {len(encoded.encode())}")
         return encoded
 

@@ -281,7 +281,8 @@ def build_values(build: build_pb2.Build, paths: Iterable[str]) -> dict[str, Any]
             values[path] = None if value is None else check.text(field, value, max_chars=MAX_URL)
         elif path == "progress":
             progress = struct_to_dict(build.progress) if build.HasField("progress") else None
-            values[path] = progress if check.json(field, progress, max_bytes=MAX_PROGRESS_BYTES) else None
+            valid = check.json(field, progress, max_bytes=MAX_PROGRESS_BYTES, wire_bytes=build.progress.ByteSize())
+            values[path] = progress if valid else None
     check.done()
     return values
 
@@ -352,7 +353,7 @@ def chat_message_values(message: chat_session_pb2.ChatMessage) -> dict[str, Any]
         check.add("message.role", "must be a ChatRole other than CHAT_ROLE_UNSPECIFIED")
     content = check.text("message.content", message.content, required=True, max_bytes=MAX_DOCUMENT_BYTES)
     metadata = struct_to_dict(message.metadata) if message.HasField("metadata") else None
-    check.json("message.metadata", metadata, max_bytes=MAX_CHAT_METADATA_BYTES)
+    check.json("message.metadata", metadata, max_bytes=MAX_CHAT_METADATA_BYTES, wire_bytes=message.metadata.ByteSize())
     check.done()
     return {"role": role, "content": content, "metadata": metadata}
 

@@ -18,7 +18,7 @@ from buildplatform.v1 import (
 )
 from google.protobuf import field_mask_pb2, struct_pb2, timestamp_pb2
 
-from tests.e2e.expect import failure, invalid, sql_count
+from tests.e2e.expect import failure, invalid, length_delimited, sql_count
 
 NUL = "a\x00b"
 TABLES = ["users", "projects", "builds", "build_logs", "build_events", "chat_sessions", "chat_messages", "app_specs"]
@@ -364,3 +364,48 @@ def test_a_page_token_of_one_list_is_invalid_argument_on_every_other_list(api, f
             if name != issued_by:
                 got = invalid(call, request(token), "page_token")
                 assert "other filters" in got.violations["page_token"] or "issued" in got.violations["page_token"], (issued_by, name)
+
+
+# A Struct is larger on the wire than as JSON (a number of [0, 0, ...] is 2
+# bytes of JSON, 11 of Struct): the limit holds for both, so that the item a
+# response carries stays within what the limits promise.
+def test_a_struct_small_as_json_but_large_serialized_is_invalid_argument(api, build, f):
+    zeros = {"zeros": [0] * 60_000}  # 120 KB of JSON, 660 KB serialized
+    request = progress_update(build.id, lambda s: s.update(zeros))
+    assert request.build.progress.ByteSize() > 256 * 1024
+    got = invalid(api.builds.UpdateBuild, request, "build.progress")
+    assert "serialized" in got.violations["build.progress"]
+    message = chat_session_pb2.ChatMessage(role=chat_session_pb2.CHAT_ROLE_USER, content="x")
+    message.metadata.update({"zeros": [0] * 7_000})  # 14 KB of JSON, 77 KB serialized
+    invalid(api.chats.AddChatMessage, chat_session_pb2.AddChatMessageRequest(session_id=f.session.id, message=message), "message.metadata")
+
+
+def _nested_struct_bytes(depth: int) -> bytes:
+    """A Struct {"a": {"a": ... {"b": 2.0}}} `depth` levels deep, encoded by
+    hand: the Python runtime refuses to build one deeper than it can parse."""
+    number_2 = b"\x11" + b"\x00" * 7 + b"\x40"  # Value.number_value = 2.0
+    struct = length_delimited(1, length_delimited(1, b"b") + length_delimited(2, number_2))
+    for _ in range(depth):
+        struct = length_delimited(1, length_delimited(1, b"a") + length_delimited(2, length_delimited(5, struct)))
+    return struct
+
+
+@pytest.mark.parametrize("depth", [40, 100, 5000])
+def test_a_struct_nested_deeper_than_protobuf_parses_is_invalid_argument(channel, build, depth):
+    update = channel.unary_unary("/buildplatform.v1.BuildService/UpdateBuild")
+    # UpdateBuildRequest{build: {id, progress: <struct>}, update_mask: {paths: ["progress"]}}
+    request = length_delimited(1, length_delimited(1, build.id.encode()) + length_delimited(8, _nested_struct_bytes(depth)))
+    request += length_delimited(2, length_delimited(1, b"progress"))
+    with pytest.raises(grpc.RpcError) as caught:
+        update(request, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+
+
+def test_the_deepest_struct_a_client_can_send_round_trips(api, build):
+    value: dict = {"leaf": "x"}
+    for _ in range(25):
+        value = {"a": value}
+    updated = api.builds.UpdateBuild(progress_update(build.id, lambda s: s.update(value))).build
+    assert api.builds.GetBuild(build_pb2.GetBuildRequest(id=build.id)).build.progress == updated.progress
+    listed = api.builds.ListBuilds(build_pb2.ListBuildsRequest(user_id=build.user_id)).builds
+    assert [b.progress for b in listed if b.id == build.id] == [updated.progress]

@@ -14,6 +14,7 @@ from google.protobuf import struct_pb2
 
 from server.domain.limits import MAX_DOCUMENT_BYTES, RESPONSE_BYTES
 from tests.conftest import unique
+from tests.e2e.expect import repeated_bytes
 
 # Document sizes in bytes: pages hold one, two or several of them.
 SIZES = [MAX_DOCUMENT_BYTES, 300_000, 300_000, 300_000, 10, MAX_DOCUMENT_BYTES, 500_000, 600_000, 40, 700_000]
@@ -24,24 +25,6 @@ def document(size: int, tag: str) -> str:
     return (tag + "\n" + "x" * size)[:size] if size > len(tag) else tag[:size]
 
 
-def wire_bytes(items: Any) -> int:
-    """What a repeated message field of `items` weighs on the wire."""
-    total = 0
-    for item in items:
-        size = item.ByteSize()
-        total += 1 + len(_varint(size)) + size
-    return total
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def read_pages(call: Callable[[Any], Any], request_of: Callable[[str], Any], field: str) -> list[list[Any]]:
     """Every page of a List, through its page tokens, with each page's checks."""
     pages: list[list[Any]] = []
@@ -50,7 +33,7 @@ def read_pages(call: Callable[[Any], Any], request_of: Callable[[str], Any], fie
         response = call(request_of(token))
         items = list(getattr(response, field))
         assert items, f"page {len(pages)} is empty"
-        assert wire_bytes(items) <= RESPONSE_BYTES or len(items) == 1, (len(pages), wire_bytes(items))
+        assert repeated_bytes(items) <= RESPONSE_BYTES or len(items) == 1, (len(pages), repeated_bytes(items))
         pages.append(items)
         token = response.next_page_token
         if not token:
