@@ -3,6 +3,7 @@
 
 DomainError
  +-- InvalidArgument      INVALID_ARGUMENT, with one violation per bad field
+ |                        (the first 20, clipped, then how many more)
  +-- NotFound             NOT_FOUND
  +-- AlreadyExists        ALREADY_EXISTS
  +-- FailedPrecondition   FAILED_PRECONDITION
@@ -32,13 +33,40 @@ class FieldViolation:
     description: str
 
 
+# What one INVALID_ARGUMENT carries, so that its status (message and
+# BadRequest details travel as HTTP/2 trailers) stays far below the 8 KiB of
+# metadata a default gRPC client accepts, however many entries of a batch are
+# bad and however long the offending values are.
+MAX_VIOLATIONS = 20
+MAX_FIELD_CHARS = 100
+MAX_DESCRIPTION_CHARS = 200
+
+
+def clip(text: str, limit: int) -> str:
+    """`text`, shortened to `limit` characters with an ellipsis when longer."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
 class InvalidArgument(DomainError):
+    """One violation per bad field: the first MAX_VIOLATIONS of them, each
+    clipped, and then one saying how many more were found."""
+
     def __init__(self, violations: list[FieldViolation]) -> None:
         assert violations
-        first = violations[0]
+        kept = [
+            FieldViolation(clip(v.field, MAX_FIELD_CHARS), clip(v.description, MAX_DESCRIPTION_CHARS))
+            for v in violations[:MAX_VIOLATIONS]
+        ]
+        hidden = len(violations) - len(kept)
+        if hidden:
+            kept.append(
+                FieldViolation("request", f"{hidden} more invalid fields are not listed; fix those above and retry")
+            )
+        first = kept[0]
         more = f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""
         super().__init__(f"{first.field}: {first.description}{more}")
-        self.violations = violations
+        self.violations = kept
+        self.total = len(violations)
 
     @classmethod
     def one(cls, field: str, description: str) -> InvalidArgument:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from server.domain.errors import FieldViolation, InvalidArgument
@@ -20,6 +21,15 @@ ID_PATTERN = re.compile(r"c[0-9a-z]{24}")
 EVENT_TYPE_PATTERN = re.compile(r"[a-z][a-z0-9_.:\-]{0,63}")
 
 JSON = dict[str, Any]
+
+# google.protobuf.Timestamp's documented range, 0001-01-01T00:00:00Z to
+# 9999-12-31T23:59:59.999999999Z: also the range of Python's datetime.
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MIN_TIMESTAMP_SECONDS = -62_135_596_800
+MAX_TIMESTAMP_SECONDS = 253_402_300_799
+
+# A revision (what an etag names) is counted in a 4-byte signed integer column.
+MAX_REVISION = 2**31 - 1
 
 
 def _nul_path(value: Any, path: str) -> str | None:
@@ -105,8 +115,13 @@ class Checker:
             self.add(field, "must be an email address")
         return value
 
-    def json(self, field: str, value: JSON | None, *, max_bytes: int) -> str | None:
-        """Validate a JSON object and return it serialized, or None when absent."""
+    def json(self, field: str, value: JSON | None, *, max_bytes: int, wire_bytes: int = 0) -> str | None:
+        """Validate a JSON object and return it serialized, or None when absent.
+
+        The limit holds for the JSON stored and for `wire_bytes`, the value's
+        serialized size as a google.protobuf.Struct, which every response
+        carrying it pays: up to 5.5 times the JSON's (each number of `[0,0]`
+        is 2 bytes of JSON and 11 of Struct)."""
         if value is None:
             return None
         nul = _nul_path(value, field)
@@ -118,9 +133,33 @@ class Checker:
             self.add(bad_number, "must be a finite number (JSON has no NaN or Infinity)")
             return None
         encoded = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-        if len(encoded) > max_bytes // 4 and len(encoded.encode()) > max_bytes:
+        if wire_bytes > max_bytes:
+            self.add(field, f"must be at most {max_bytes} bytes serialized, got {wire_bytes}")
+        elif len(encoded) > max_bytes // 4 and len(encoded.encode()) > max_bytes:
             self.add(field, f"must be at most {max_bytes} bytes as JSON, got {len(encoded.encode())}")
         return encoded
+
+    def timestamp(self, field: str, seconds: int, nanos: int) -> datetime | None:
+        """The instant of a google.protobuf.Timestamp, to the microsecond; None
+        (and a violation) outside the range the Timestamp type documents."""
+        if not MIN_TIMESTAMP_SECONDS <= seconds <= MAX_TIMESTAMP_SECONDS:
+            self.add(field, "must be between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z")
+            return None
+        if not 0 <= nanos <= 999_999_999:
+            self.add(f"{field}.nanos", "must be between 0 and 999999999")
+            return None
+        # Exact integer arithmetic: fromtimestamp() fails at the range's ends.
+        return EPOCH + timedelta(seconds=seconds, microseconds=nanos // 1000)
+
+    def revision(self, field: str, value: str) -> int | None:
+        """The revision an etag names, None when empty; a violation when the
+        etag cannot have been issued (not digits, or beyond any revision)."""
+        if not value:
+            return None
+        if not (value.isascii() and value.isdigit()) or len(value) > 10 or int(value) > MAX_REVISION:
+            self.add(field, "is not an etag issued by this API")
+            return None
+        return int(value)
 
     def page_size(self, field: str, value: int, *, default: int, maximum: int) -> int:
         if value == 0:

@@ -17,7 +17,7 @@ from server.domain.validation import Checker
 from server.rpc import convert
 from server.rpc.convert import mask_paths, parse_etag, require_message, validate_id
 from server.rpc.deps import Deps
-from server.rpc.resources import _filter_id, _page_size
+from server.rpc.resources import BUDGET, _filter_id, _page_size
 from server.store import builds, crud
 from server.store.models import builds as builds_table
 
@@ -47,20 +47,16 @@ class BuildService(build_pb2_grpc.BuildServiceServicer):
     async def ListBuilds(self, request: build_pb2.ListBuildsRequest, context: Context) -> build_pb2.ListBuildsResponse:
         user_id = _filter_id("user_id", request.user_id)
         project_id = _filter_id("project_id", request.project_id)
-        statuses = sorted(
-            {convert.status_from_pb(f"statuses[{i}]", value) for i, value in enumerate(request.statuses)}
-        )
+        statuses = convert.statuses_from_pb("statuses", request.statuses)
         limit = _page_size(request.page_size)
         filters = [user_id, project_id, [s.value for s in statuses]]
         after = self.d.tokens.decode_keyset(request.page_token, "builds", filters)
         async with self.d.db.read() as conn:
             page = await builds.list_builds(
-                conn, user_id=user_id, project_id=project_id, statuses=statuses, limit=limit, after=after
+                conn, user_id=user_id, project_id=project_id, statuses=statuses, limit=limit, budget=BUDGET, after=after
             )
-        return build_pb2.ListBuildsResponse(
-            builds=[convert.build_to_pb(row) for row in page.rows],
-            next_page_token=self.d.tokens.encode_keyset("builds", filters, page.next_after),
-        )
+        items, token = self.d.tokens.respond("builds", filters, page, convert.build_to_pb)
+        return build_pb2.ListBuildsResponse(builds=items, next_page_token=token)
 
     async def UpdateBuild(self, request: build_pb2.UpdateBuildRequest, context: Context) -> build_pb2.UpdateBuildResponse:
         require_message("build", request.HasField("build"))

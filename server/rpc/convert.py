@@ -8,7 +8,7 @@ of input messages are ignored, as the protos document.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from buildplatform.v1 import (
@@ -32,11 +32,10 @@ from server.domain.limits import (
     MAX_URL,
 )
 from server.domain.status import BuildStatus, ReviewDecision
-from server.domain.validation import Checker
+from server.domain.validation import EPOCH, Checker
 
 # --- well-known types ---------------------------------------------------------
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 Row = Mapping[Any, Any]
 
 
@@ -49,8 +48,14 @@ def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
     )
 
 
-def from_timestamp(value: timestamp_pb2.Timestamp) -> datetime:
-    return datetime.fromtimestamp(value.seconds, UTC).replace(microsecond=value.nanos // 1000)
+def from_timestamp(value: timestamp_pb2.Timestamp, *, field: str = "since_time") -> datetime:
+    """The instant of a request's Timestamp (since_time is the only one the
+    API takes); INVALID_ARGUMENT outside Timestamp's range."""
+    check = Checker()
+    instant = check.timestamp(field, value.seconds, value.nanos)
+    check.done()
+    assert instant is not None
+    return instant
 
 
 def _value_to_py(value: struct_pb2.Value) -> Any:
@@ -82,11 +87,10 @@ def etag(row: Row) -> str:
 
 def parse_etag(field: str, value: str) -> int | None:
     """The revision an etag names, None when empty; INVALID_ARGUMENT when forged."""
-    if not value:
-        return None
-    if not (value.isascii() and value.isdigit()) or len(value) > 18:
-        raise InvalidArgument.one(field, "is not an etag issued by this API")
-    return int(value)
+    check = Checker()
+    revision = check.revision(field, value)
+    check.done()
+    return revision
 
 
 def mask_paths(
@@ -204,6 +208,20 @@ def status_from_pb(field: str, value: int) -> BuildStatus:
     return status
 
 
+def statuses_from_pb(field: str, values: Iterable[int]) -> list[BuildStatus]:
+    """A filter's distinct statuses, sorted; every bad value is a violation."""
+    check = Checker()
+    statuses = set()
+    for index, value in enumerate(values):
+        status = STATUS_FROM_PB.get(value)
+        if status is None:
+            check.add(f"{field}[{index}]", "must be a BuildStatus other than BUILD_STATUS_UNSPECIFIED")
+        else:
+            statuses.add(status)
+    check.done()
+    return sorted(statuses)
+
+
 def review_to_pb(review: dict[str, Any]) -> build_pb2.BuildReview:
     return build_pb2.BuildReview(
         gate=STATUS_TO_PB[BuildStatus(review["gate"])],
@@ -263,7 +281,8 @@ def build_values(build: build_pb2.Build, paths: Iterable[str]) -> dict[str, Any]
             values[path] = None if value is None else check.text(field, value, max_chars=MAX_URL)
         elif path == "progress":
             progress = struct_to_dict(build.progress) if build.HasField("progress") else None
-            values[path] = progress if check.json(field, progress, max_bytes=MAX_PROGRESS_BYTES) else None
+            valid = check.json(field, progress, max_bytes=MAX_PROGRESS_BYTES, wire_bytes=build.progress.ByteSize())
+            values[path] = progress if valid else None
     check.done()
     return values
 
@@ -334,7 +353,7 @@ def chat_message_values(message: chat_session_pb2.ChatMessage) -> dict[str, Any]
         check.add("message.role", "must be a ChatRole other than CHAT_ROLE_UNSPECIFIED")
     content = check.text("message.content", message.content, required=True, max_bytes=MAX_DOCUMENT_BYTES)
     metadata = struct_to_dict(message.metadata) if message.HasField("metadata") else None
-    check.json("message.metadata", metadata, max_bytes=MAX_CHAT_METADATA_BYTES)
+    check.json("message.metadata", metadata, max_bytes=MAX_CHAT_METADATA_BYTES, wire_bytes=message.metadata.ByteSize())
     check.done()
     return {"role": role, "content": content, "metadata": metadata}
 

@@ -1,10 +1,15 @@
-"""Opaque, tamper-evident page tokens.
+"""Opaque, tamper-evident page tokens, and pages cut at a byte budget.
 
 A token is base64url(JSON) + "." + base64url(HMAC-SHA256 tag). The JSON
 holds the position to resume after (a keyset, never an offset) and a digest
-of the request's filters, so a token cannot be forged, edited, or reused
-with other filters: each of those is INVALID_ARGUMENT on page_token. Every
-replica must share PAGE_TOKEN_SECRET.
+of the List it was issued by and of the request's filters, so a token cannot
+be forged, edited, or replayed on another List or with other filters: each
+of those is INVALID_ARGUMENT on page_token. Every replica must share
+PAGE_TOKEN_SECRET.
+
+A page carries at most RESPONSE_BYTES of serialized items, and always at
+least one (`fit`); its token resumes right after the last item sent, however
+many rows the store fetched.
 """
 
 from __future__ import annotations
@@ -13,10 +18,42 @@ import base64
 import hashlib
 import hmac
 import json
+from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
+
+from google.protobuf.message import Message
 
 from server.domain.errors import InvalidArgument
+from server.domain.limits import RESPONSE_BYTES
+from server.store.crud import Page, Row
+
+M = TypeVar("M", bound=Message)
+
+
+def _varint_size(value: int) -> int:
+    return max(1, (value.bit_length() + 6) // 7)
+
+
+def fit(rows: Iterable[Row], to_pb: Callable[[Row], M], budget: int = RESPONSE_BYTES) -> list[M]:
+    """The items of the longest prefix of `rows` whose serialized size, as
+    elements of a repeated field, is at most `budget` bytes; at least one."""
+    items: list[M] = []
+    used = 0
+    for row in rows:
+        item = to_pb(row)
+        size = item.ByteSize()
+        size += 1 + _varint_size(size)  # the field's tag and the item's length
+        if items and used + size > budget:
+            break
+        items.append(item)
+        used += size
+    return items
+
+
+def keyset_position(row: Row) -> list[Any]:
+    """Where a newest-first (create_time, id) list resumes after `row`."""
+    return [row["create_time"].isoformat(), row["id"]]
 
 
 def _b64(data: bytes) -> str:
@@ -61,6 +98,21 @@ class PageTokens:
             raise InvalidArgument.one(field, "was issued for a request with other filters")
         position: list[Any] = data["p"]
         return position
+
+    def respond(
+        self,
+        kind: str,
+        filters: Any,
+        page: Page,
+        to_pb: Callable[[Row], M],
+        position: Callable[[Row], list[Any]] = keyset_position,
+    ) -> tuple[list[M], str]:
+        """A page's items within the byte budget, and the token that resumes
+        after the last of them ("" when nothing follows)."""
+        items = fit(page.rows, to_pb)
+        if not page.more_after(len(items)):
+            return items, ""
+        return items, self.encode(kind, filters, position(page.rows[len(items) - 1]))
 
     # Keyset helpers for the (create_time, id) newest-first order.
     def encode_keyset(self, kind: str, filters: Any, after: tuple[datetime, str] | None) -> str:

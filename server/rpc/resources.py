@@ -25,6 +25,10 @@ from server.store.models import app_specs, chat_sessions, projects, users
 
 Context = Any  # grpc.aio.ServicerContext
 
+# What a List fetches from the database per page, by estimate (the exact cut
+# at RESPONSE_BYTES happens on the serialized items, server.rpc.pagination).
+BUDGET = limits.RESPONSE_BYTES
+
 
 def _page_size(value: int, default: int = 50, maximum: int = 1000) -> int:
     check = Checker()
@@ -76,11 +80,9 @@ class UserService(user_pb2_grpc.UserServiceServicer):
         filters = [request.email]
         after = self.d.tokens.decode_keyset(request.page_token, "users", filters)
         async with self.d.db.read() as conn:
-            page = await resources.list_users(conn, email=request.email, limit=limit, after=after)
-        return user_pb2.ListUsersResponse(
-            users=[convert.user_to_pb(row) for row in page.rows],
-            next_page_token=self.d.tokens.encode_keyset("users", filters, page.next_after),
-        )
+            page = await resources.list_users(conn, email=request.email, limit=limit, budget=BUDGET, after=after)
+        items, token = self.d.tokens.respond("users", filters, page, convert.user_to_pb)
+        return user_pb2.ListUsersResponse(users=items, next_page_token=token)
 
     async def UpdateUser(self, request: user_pb2.UpdateUserRequest, context: Context) -> user_pb2.UpdateUserResponse:
         require_message("user", request.HasField("user"))
@@ -132,11 +134,9 @@ class ProjectService(project_pb2_grpc.ProjectServiceServicer):
         filters = [user_id]
         after = self.d.tokens.decode_keyset(request.page_token, "projects", filters)
         async with self.d.db.read() as conn:
-            page = await resources.list_projects(conn, user_id=user_id, limit=limit, after=after)
-        return project_pb2.ListProjectsResponse(
-            projects=[convert.project_to_pb(row) for row in page.rows],
-            next_page_token=self.d.tokens.encode_keyset("projects", filters, page.next_after),
-        )
+            page = await resources.list_projects(conn, user_id=user_id, limit=limit, budget=BUDGET, after=after)
+        items, token = self.d.tokens.respond("projects", filters, page, convert.project_to_pb)
+        return project_pb2.ListProjectsResponse(projects=items, next_page_token=token)
 
     async def UpdateProject(
         self, request: project_pb2.UpdateProjectRequest, context: Context
@@ -201,12 +201,10 @@ class ChatSessionService(chat_session_pb2_grpc.ChatSessionServiceServicer):
         after = self.d.tokens.decode_keyset(request.page_token, "chat_sessions", filters)
         async with self.d.db.read() as conn:
             page = await resources.list_chat_sessions(
-                conn, user_id=user_id, project_id=project_id, limit=limit, after=after
+                conn, user_id=user_id, project_id=project_id, limit=limit, budget=BUDGET, after=after
             )
-        return chat_session_pb2.ListChatSessionsResponse(
-            chat_sessions=[convert.chat_session_to_pb(row) for row in page.rows],
-            next_page_token=self.d.tokens.encode_keyset("chat_sessions", filters, page.next_after),
-        )
+        items, token = self.d.tokens.respond("chat_sessions", filters, page, convert.chat_session_to_pb)
+        return chat_session_pb2.ListChatSessionsResponse(chat_sessions=items, next_page_token=token)
 
     async def UpdateChatSession(
         self, request: chat_session_pb2.UpdateChatSessionRequest, context: Context
@@ -253,11 +251,13 @@ class ChatSessionService(chat_session_pb2_grpc.ChatSessionServiceServicer):
         position = self.d.tokens.decode(request.page_token, "chat_messages", [session_id])
         after_seq = int(position[0]) if position else 0
         async with self.d.db.read() as conn:
-            rows, more = await resources.list_chat_messages(conn, session_id, after_seq=after_seq, limit=limit)
-        token = self.d.tokens.encode("chat_messages", [session_id], [rows[-1]["seq"]]) if more else ""
-        return chat_session_pb2.ListChatMessagesResponse(
-            messages=[convert.chat_message_to_pb(row) for row in rows], next_page_token=token
+            page = await resources.list_chat_messages(
+                conn, session_id, after_seq=after_seq, limit=limit, budget=BUDGET
+            )
+        items, token = self.d.tokens.respond(
+            "chat_messages", [session_id], page, convert.chat_message_to_pb, position=lambda row: [row["seq"]]
         )
+        return chat_session_pb2.ListChatMessagesResponse(messages=items, next_page_token=token)
 
 
 class AppSpecService(app_spec_pb2_grpc.AppSpecServiceServicer):
@@ -286,11 +286,9 @@ class AppSpecService(app_spec_pb2_grpc.AppSpecServiceServicer):
         filters = [project_id]
         after = self.d.tokens.decode_keyset(request.page_token, "app_specs", filters)
         async with self.d.db.read() as conn:
-            page = await resources.list_app_specs(conn, project_id=project_id, limit=limit, after=after)
-        return app_spec_pb2.ListAppSpecsResponse(
-            app_specs=[convert.app_spec_to_pb(row) for row in page.rows],
-            next_page_token=self.d.tokens.encode_keyset("app_specs", filters, page.next_after),
-        )
+            page = await resources.list_app_specs(conn, project_id=project_id, limit=limit, budget=BUDGET, after=after)
+        items, token = self.d.tokens.respond("app_specs", filters, page, convert.app_spec_to_pb)
+        return app_spec_pb2.ListAppSpecsResponse(app_specs=items, next_page_token=token)
 
     async def UpdateAppSpec(
         self, request: app_spec_pb2.UpdateAppSpecRequest, context: Context

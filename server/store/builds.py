@@ -62,6 +62,7 @@ async def list_builds(
     project_id: str,
     statuses: Collection[BuildStatus],
     limit: int,
+    budget: int,
     after: tuple[datetime, str] | None,
 ) -> Page:
     where: list[ColumnElement[bool]] = []
@@ -71,7 +72,7 @@ async def list_builds(
         where.append(builds.c.project_id == project_id)
     if statuses:
         where.append(builds.c.status.in_(sorted(statuses)))
-    return await crud.newest_first(conn, builds, where=where, limit=limit, after=after)
+    return await crud.newest_first(conn, builds, where=where, limit=limit, budget=budget, after=after)
 
 
 async def update(

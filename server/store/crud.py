@@ -3,6 +3,10 @@
 Every mutable table has `id`, `create_time` and `revision`; a resource's
 etag is its revision, so an optimistic-concurrency check is one more WHERE
 clause on the UPDATE or DELETE that does the work.
+
+List pages are bounded in bytes as well as in rows (`bounded_page`): rows
+of up to a few MiB each (app specs, chat messages, builds) must not be
+loaded by the thousand to fill one page of RESPONSE_BYTES.
 """
 
 from __future__ import annotations
@@ -12,7 +16,24 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ClauseElement, ColumnElement, Table, delete, insert, select, tuple_, update
+from sqlalchemy import (
+    ClauseElement,
+    Column,
+    ColumnElement,
+    Table,
+    Text,
+    and_,
+    case,
+    cast,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -24,9 +45,18 @@ Row = RowMapping
 
 @dataclass(frozen=True, slots=True)
 class Page:
+    """Rows in list order, fetched within a byte budget (see bounded_page).
+
+    `candidates` counts the rows that matched, up to the page size + 1: when
+    the caller sends fewer rows than that, more follow them.
+    """
+
     rows: Sequence[Row]
-    # The sort key of the last row, when more rows follow.
-    next_after: tuple[datetime, str] | None
+    candidates: int
+
+    def more_after(self, sent: int) -> bool:
+        """Whether rows follow the first `sent` rows of this page."""
+        return sent < self.candidates
 
 
 _INSERT: dict[str, Any] = {}
@@ -107,27 +137,93 @@ async def delete_row(
         check_revision(current, expected_revision, resource)
 
 
+# Bytes of one item besides its text and JSON columns (ids, timestamps,
+# counters, field tags): an over-estimate, so small rows are not over-fetched.
+ROW_OVERHEAD = 256
+
+
+def estimated_bytes(table: Table) -> ColumnElement[int]:
+    """An estimate, in SQL, of a row's serialized size, read without loading
+    the large values: octet_length() of text is its uncompressed length, which
+    PostgreSQL keeps in the TOAST header; pg_column_size() of jsonb is its
+    stored size, exact unless compressed, and a compressed jsonb (rare: only
+    large, repetitive values) is measured as text, so that compression cannot
+    make a page fetch many times its budget."""
+    total: ColumnElement[int] = literal(ROW_OVERHEAD)
+    for column in table.c:
+        if isinstance(column.type, Text):
+            total = total + func.coalesce(func.octet_length(column), 0)
+        elif isinstance(column.type, JSONB):
+            size = case(
+                (func.pg_column_compression(column).is_(None), func.pg_column_size(column)),
+                else_=func.octet_length(cast(column, Text)),
+            )
+            total = total + func.coalesce(size, 0)
+    return total
+
+
+async def bounded_page(
+    conn: AsyncConnection,
+    table: Table,
+    *,
+    where: Sequence[ColumnElement[bool]],
+    order: Sequence[tuple[Column[Any], bool]],
+    limit: int,
+    budget: int,
+) -> Page:
+    """The first `limit` rows in `order` ((column, descending) pairs ending in
+    a unique key) that fit `budget` bytes by estimate, plus the row that
+    crosses it; at least one row when any matches.
+
+    One statement: the first limit + 1 matching keys with their estimated
+    sizes (an index range scan; no large value is read), a running sum over
+    them, and only then the full rows of the keys whose preceding rows sum to
+    less than the budget. The caller cuts exactly on the serialized size.
+    """
+    keys = list(table.primary_key.columns)
+    ordered = {column.name: column for column, _ in order}
+    candidates = (
+        select(*keys, *(c for c in ordered.values() if c not in keys), estimated_bytes(table).label("size"))
+        .where(*where)
+        .order_by(*(column.desc() if descending else column for column, descending in order))
+        .limit(limit + 1)
+        .subquery("candidates")
+    )
+    window_order = [candidates.c[c.name].desc() if d else candidates.c[c.name] for c, d in order]
+    sized = select(
+        *(candidates.c[c.name] for c in keys),
+        func.coalesce(
+            func.sum(candidates.c.size).over(order_by=window_order, rows=(None, -1)), 0
+        ).label("before"),
+        func.count().over().label("candidates"),
+    ).subquery("sized")
+    stmt = (
+        select(table, sized.c.candidates)
+        .join(sized, and_(*(table.c[c.name] == sized.c[c.name] for c in keys)))
+        .where(sized.c.before < budget)
+        .order_by(*(column.desc() if descending else column for column, descending in order))
+    )
+    rows = (await conn.execute(stmt)).mappings().all()
+    return Page(rows[:limit], rows[0]["candidates"] if rows else 0)
+
+
 async def newest_first(
     conn: AsyncConnection,
     table: Table,
     *,
     where: Sequence[ColumnElement[bool]],
     limit: int,
+    budget: int,
     after: tuple[datetime, str] | None,
 ) -> Page:
     """One keyset page ordered by (create_time, id) descending.
 
-    The cursor is the sort key of the last row returned, never an offset:
-    rows inserted meanwhile are newer than the cursor (they sort before it),
-    so a page never repeats or skips a row because of them.
+    The cursor is the sort key of the last row sent, never an offset: rows
+    inserted meanwhile are newer than the cursor (they sort before it), so a
+    page never repeats or skips a row because of them.
     """
-    key = tuple_(table.c.create_time, table.c.id)
-    stmt = select(table).where(*where)
+    where = list(where)
     if after is not None:
-        stmt = stmt.where(key < tuple_(after[0], after[1]))
-    stmt = stmt.order_by(table.c.create_time.desc(), table.c.id.desc()).limit(limit + 1)
-    rows = (await conn.execute(stmt)).mappings().all()
-    if len(rows) > limit:
-        last = rows[limit - 1]
-        return Page(rows[:limit], (last["create_time"], last["id"]))
-    return Page(rows, None)
+        where.append(tuple_(table.c.create_time, table.c.id) < tuple_(after[0], after[1]))
+    order = [(table.c.create_time, True), (table.c.id, True)]
+    return await bounded_page(conn, table, where=where, order=order, limit=limit, budget=budget)

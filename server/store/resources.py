@@ -23,17 +23,17 @@ async def get_user_by_clerk_id(conn: AsyncConnection, clerk_id: str) -> Row:
 
 
 async def list_users(
-    conn: AsyncConnection, *, email: str, limit: int, after: tuple[datetime, str] | None
+    conn: AsyncConnection, *, email: str, limit: int, budget: int, after: tuple[datetime, str] | None
 ) -> Page:
     where = [users.c.email == email] if email else []
-    return await crud.newest_first(conn, users, where=where, limit=limit, after=after)
+    return await crud.newest_first(conn, users, where=where, limit=limit, budget=budget, after=after)
 
 
 async def list_projects(
-    conn: AsyncConnection, *, user_id: str, limit: int, after: tuple[datetime, str] | None
+    conn: AsyncConnection, *, user_id: str, limit: int, budget: int, after: tuple[datetime, str] | None
 ) -> Page:
     where = [projects.c.user_id == user_id] if user_id else []
-    return await crud.newest_first(conn, projects, where=where, limit=limit, after=after)
+    return await crud.newest_first(conn, projects, where=where, limit=limit, budget=budget, after=after)
 
 
 async def check_project_owner(
@@ -64,6 +64,7 @@ async def list_chat_sessions(
     user_id: str,
     project_id: str,
     limit: int,
+    budget: int,
     after: tuple[datetime, str] | None,
 ) -> Page:
     where: list[ColumnElement[bool]] = []
@@ -71,7 +72,7 @@ async def list_chat_sessions(
         where.append(chat_sessions.c.user_id == user_id)
     if project_id:
         where.append(chat_sessions.c.project_id == project_id)
-    return await crud.newest_first(conn, chat_sessions, where=where, limit=limit, after=after)
+    return await crud.newest_first(conn, chat_sessions, where=where, limit=limit, budget=budget, after=after)
 
 
 async def update_chat_session(
@@ -116,20 +117,19 @@ async def add_chat_message(
 
 
 async def list_chat_messages(
-    conn: AsyncConnection, session_id: str, *, after_seq: int, limit: int
-) -> tuple[list[Row], bool]:
-    """Messages in conversation order after `after_seq`, and whether more follow."""
+    conn: AsyncConnection, session_id: str, *, after_seq: int, limit: int, budget: int
+) -> Page:
+    """Messages in conversation order after `after_seq`."""
     if (await crud.get_row(conn, chat_sessions, session_id)) is None:
         raise NotFound("chat session", session_id, field="session_id")
-    rows = (
-        await conn.execute(
-            select(chat_messages)
-            .where(chat_messages.c.session_id == session_id, chat_messages.c.seq > after_seq)
-            .order_by(chat_messages.c.seq)
-            .limit(limit + 1)
-        )
-    ).mappings().all()
-    return list(rows[:limit]), len(rows) > limit
+    return await crud.bounded_page(
+        conn,
+        chat_messages,
+        where=[chat_messages.c.session_id == session_id, chat_messages.c.seq > after_seq],
+        order=[(chat_messages.c.seq, False)],
+        limit=limit,
+        budget=budget,
+    )
 
 
 async def create_app_spec(conn: AsyncConnection, values: Mapping[str, Any]) -> Row:
@@ -153,9 +153,9 @@ async def create_app_spec(conn: AsyncConnection, values: Mapping[str, Any]) -> R
 
 
 async def list_app_specs(
-    conn: AsyncConnection, *, project_id: str, limit: int, after: tuple[datetime, str] | None
+    conn: AsyncConnection, *, project_id: str, limit: int, budget: int, after: tuple[datetime, str] | None
 ) -> Page:
     """Newest version first. Versions of a project are created in order, so
     (create_time, id) order is version order within a project."""
     where = [app_specs.c.project_id == project_id] if project_id else []
-    return await crud.newest_first(conn, app_specs, where=where, limit=limit, after=after)
+    return await crud.newest_first(conn, app_specs, where=where, limit=limit, budget=budget, after=after)

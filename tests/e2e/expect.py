@@ -96,3 +96,24 @@ def race(count: int, action: Callable[[int], Any]) -> list[tuple[int, Any]]:
     for thread in threads:
         thread.join()
     return results
+
+
+def varint(value: int) -> bytes:
+    """The protobuf wire encoding of a non-negative integer."""
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def length_delimited(number: int, payload: bytes) -> bytes:
+    """Field `number` holding `payload` (bytes, a string or a message), encoded
+    by hand: for requests the Python runtime refuses to build."""
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+
+def repeated_bytes(items: Any) -> int:
+    """What `items` weigh on the wire as the elements of a repeated message field."""
+    return sum(1 + len(varint(item.ByteSize())) + item.ByteSize() for item in items)

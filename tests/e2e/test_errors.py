@@ -7,10 +7,18 @@ import uuid
 
 import grpc
 import pytest
-from buildplatform.v1 import app_spec_pb2, build_pb2, chat_session_pb2, project_pb2, user_pb2
-from google.protobuf import field_mask_pb2, struct_pb2
+from buildplatform.v1 import (
+    app_spec_pb2,
+    build_event_pb2,
+    build_log_pb2,
+    build_pb2,
+    chat_session_pb2,
+    project_pb2,
+    user_pb2,
+)
+from google.protobuf import field_mask_pb2, struct_pb2, timestamp_pb2
 
-from tests.e2e.expect import failure, invalid, sql_count
+from tests.e2e.expect import failure, invalid, length_delimited, sql_count
 
 NUL = "a\x00b"
 TABLES = ["users", "projects", "builds", "build_logs", "build_events", "chat_sessions", "chat_messages", "app_specs"]
@@ -59,6 +67,9 @@ class Fixtures:
         self.session = api.chats.CreateChatSession(
             chat_session_pb2.CreateChatSessionRequest(chat_session=chat_session_pb2.ChatSession(user_id=user.id))
         ).chat_session
+        self.spec = api.specs.CreateAppSpec(
+            app_spec_pb2.CreateAppSpecRequest(app_spec=app_spec_pb2.AppSpec(project_id=project.id, content="# spec"))
+        ).app_spec
 
 
 @pytest.fixture
@@ -106,10 +117,40 @@ def test_create_build_with_nan_progress_is_invalid_argument_and_creates_nothing(
     assert counts(database_url) == before
 
 
-@pytest.mark.parametrize("etag", ["0", "999999999999999999", "2147483648"])
-def test_an_etag_that_was_never_issued_is_aborted_not_internal(api, build, etag):
-    got = failure(api.builds.TransitionBuild, build_pb2.TransitionBuildRequest(id=build.id, status=build_pb2.BUILD_STATUS_INITIALIZING, etag=etag))
-    assert got.code == grpc.StatusCode.ABORTED
+# Every RPC that takes an etag: (stub attribute, method, request of the fixtures
+# and the etag, the field BadRequest names).
+ETAG_CASES = [
+    ("users", "UpdateUser", lambda f, e: user_pb2.UpdateUserRequest(user=user_pb2.User(id=f.user.id, name="n", etag=e), update_mask=mask("name")), "user.etag"),
+    ("users", "DeleteUser", lambda f, e: user_pb2.DeleteUserRequest(id=f.user.id, etag=e), "etag"),
+    ("projects", "UpdateProject", lambda f, e: project_pb2.UpdateProjectRequest(project=project_pb2.Project(id=f.project.id, name="n", etag=e), update_mask=mask("name")), "project.etag"),
+    ("projects", "DeleteProject", lambda f, e: project_pb2.DeleteProjectRequest(id=f.project.id, etag=e), "etag"),
+    ("builds", "UpdateBuild", lambda f, e: build_pb2.UpdateBuildRequest(build=build_pb2.Build(id=f.build.id, sandbox_id="s", etag=e), update_mask=mask("sandbox_id")), "build.etag"),
+    ("builds", "UpdateBuild", lambda f, e: build_pb2.UpdateBuildRequest(build=build_pb2.Build(id=f.build.id, app_spec="s", etag=e), update_mask=mask("app_spec")), "build.etag"),
+    ("builds", "DeleteBuild", lambda f, e: build_pb2.DeleteBuildRequest(id=f.build.id, etag=e), "etag"),
+    ("builds", "TransitionBuild", lambda f, e: build_pb2.TransitionBuildRequest(id=f.build.id, status=build_pb2.BUILD_STATUS_INITIALIZING, etag=e), "etag"),
+    ("builds", "CancelBuild", lambda f, e: build_pb2.CancelBuildRequest(id=f.build.id, etag=e), "etag"),
+    ("builds", "ReviewBuild", lambda f, e: build_pb2.ReviewBuildRequest(id=f.build.id, decision=build_pb2.REVIEW_DECISION_APPROVE, reviewer="r", etag=e), "etag"),
+    ("chats", "UpdateChatSession", lambda f, e: chat_session_pb2.UpdateChatSessionRequest(chat_session=chat_session_pb2.ChatSession(id=f.session.id, title="t", etag=e), update_mask=mask("title")), "chat_session.etag"),
+    ("chats", "DeleteChatSession", lambda f, e: chat_session_pb2.DeleteChatSessionRequest(id=f.session.id, etag=e), "etag"),
+    ("specs", "UpdateAppSpec", lambda f, e: app_spec_pb2.UpdateAppSpecRequest(app_spec=app_spec_pb2.AppSpec(id=f.spec.id, summary="s", etag=e), update_mask=mask("summary")), "app_spec.etag"),
+    ("specs", "DeleteAppSpec", lambda f, e: app_spec_pb2.DeleteAppSpecRequest(id=f.spec.id, etag=e), "etag"),
+]
+ETAG_IDS = [f"{c[1]}-{i}" for i, c in enumerate(ETAG_CASES)]
+
+
+@pytest.mark.parametrize(("service", "method", "request_of", "field"), ETAG_CASES, ids=ETAG_IDS)
+@pytest.mark.parametrize("etag", ["0", "2147483647"])
+def test_an_etag_that_was_never_issued_is_aborted_and_writes_nothing(api, f, database_url, service, method, request_of, field, etag):
+    before = counts(database_url)
+    got = failure(getattr(getattr(api, service), method), request_of(f, etag))
+    assert got.code == grpc.StatusCode.ABORTED, (got.code, got.message)
+    assert counts(database_url) == before
+
+
+@pytest.mark.parametrize(("service", "method", "request_of", "field"), ETAG_CASES, ids=ETAG_IDS)
+@pytest.mark.parametrize("etag", ["2147483648", "9999999999", "999999999999999999", "1" * 19])
+def test_an_etag_beyond_any_revision_is_invalid_argument(api, f, service, method, request_of, field, etag):
+    invalid(getattr(getattr(api, service), method), request_of(f, etag), field)
 
 
 @pytest.mark.parametrize("etag", ["abc", "-1", "1" * 19, " 1", "\u00b2", "\u0661"])
@@ -207,7 +248,7 @@ def test_rejected_requests_write_nothing(api, f, database_url):
     assert api.chats.GetChatSession(chat_session_pb2.GetChatSessionRequest(id=f.session.id)).chat_session == f.session
     assert api.specs.CreateAppSpec(
         app_spec_pb2.CreateAppSpecRequest(app_spec=app_spec_pb2.AppSpec(project_id=f.project.id, content="x"))
-    ).app_spec.version == 1
+    ).app_spec.version == f.spec.version + 1
 
 
 def test_required_messages_missing_are_invalid_argument(api):
@@ -217,3 +258,154 @@ def test_required_messages_missing_are_invalid_argument(api):
     invalid(api.chats.CreateChatSession, chat_session_pb2.CreateChatSessionRequest(), "chat_session")
     invalid(api.specs.CreateAppSpec, app_spec_pb2.CreateAppSpecRequest(), "app_spec")
     invalid(api.chats.AddChatMessage, chat_session_pb2.AddChatMessageRequest(session_id="c" + "0" * 24), "message")
+
+
+MIN_SECONDS, MAX_SECONDS = -62_135_596_800, 253_402_300_799  # 0001-01-01, 9999-12-31T23:59:59
+
+
+def since(build_id: str, seconds: int, nanos: int = 0):
+    time = timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos)
+    return [
+        (lambda api: api.logs.StreamBuildLogs, build_log_pb2.StreamBuildLogsRequest(build_id=build_id, since_time=time)),
+        (lambda api: api.events.StreamBuildEvents, build_event_pb2.StreamBuildEventsRequest(build_id=build_id, since_time=time)),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos", "field"),
+    [
+        (MAX_SECONDS + 1, 0, "since_time"),
+        (MIN_SECONDS - 1, 0, "since_time"),
+        (2**63 - 1, 0, "since_time"),
+        (-(2**63), 0, "since_time"),
+        (0, -1, "since_time.nanos"),
+        (0, 1_000_000_000, "since_time.nanos"),
+        (0, 2**31 - 1, "since_time.nanos"),
+    ],
+)
+def test_a_timestamp_outside_its_documented_range_is_invalid_argument(api, build, seconds, nanos, field):
+    for stub, request in since(build.id, seconds, nanos):
+        invalid(lambda r, stub=stub: list(stub(api)(r, timeout=10)), request, field)
+
+
+@pytest.mark.parametrize(("seconds", "nanos"), [(MIN_SECONDS, 0), (MAX_SECONDS, 999_999_999), (0, 0)])
+def test_a_timestamp_at_the_ends_of_its_range_is_accepted(api, build, seconds, nanos):
+    api.logs.AppendBuildLogs(build_log_pb2.AppendBuildLogsRequest(build_id=build.id, entries=[build_log_pb2.LogEntry(level=build_log_pb2.LOG_LEVEL_INFO, message="m")]))
+    logs = build_log_pb2.StreamBuildLogsRequest(build_id=build.id, since_time=timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos))
+    lines = [line.message for response in api.logs.StreamBuildLogs(logs, timeout=10) for line in response.logs]
+    assert lines == (["m"] if seconds <= 0 else [])
+
+
+# Requests with thousands of bad values, or a bad value of hundreds of KiB:
+# the answer must still be INVALID_ARGUMENT, read by a client with gRPC's
+# default limits (8 KiB of metadata), not RESOURCE_EXHAUSTED.
+def _long_key_progress(build_id: str) -> build_pb2.UpdateBuildRequest:
+    return progress_update(build_id, lambda s: s.update({"k" * 200_000 + "\x00": 1}))
+
+
+MANY_VIOLATIONS = [
+    ("logs", "AppendBuildLogs", lambda f: build_log_pb2.AppendBuildLogsRequest(build_id=f.build.id, entries=[build_log_pb2.LogEntry(message="x" * 1000)] * 5000), "entries[0].level"),
+    ("events", "AppendBuildEvents", lambda f: build_event_pb2.AppendBuildEventsRequest(build_id=f.build.id, entries=[build_event_pb2.EventEntry(type="BAD TYPE")] * 5000), "entries[0].type"),
+    ("builds", "ListBuilds", lambda f: build_pb2.ListBuildsRequest(statuses=[99] * 5000), "statuses[0]"),
+    ("logs", "ListBuildLogs", lambda f: build_log_pb2.ListBuildLogsRequest(build_id=f.build.id, levels=[-1] * 5000), "levels[0]"),
+    ("events", "StreamBuildEvents", lambda f: build_event_pb2.StreamBuildEventsRequest(build_id=f.build.id, types=["?" * 1000] * 2000), "types[0]"),
+    ("builds", "UpdateBuild", lambda f: build_pb2.UpdateBuildRequest(build=build_pb2.Build(id=f.build.id), update_mask=mask(*(["p" * 100_000] * 30))), "update_mask.paths[0]"),
+    ("builds", "UpdateBuild", lambda f: _long_key_progress(f.build.id), None),
+]
+
+
+@pytest.mark.parametrize(("service", "method", "request_of", "field"), MANY_VIOLATIONS, ids=[f"{c[1]}-{i}" for i, c in enumerate(MANY_VIOLATIONS)])
+def test_many_or_huge_violations_are_invalid_argument_with_the_first_ones_and_a_count(api, f, database_url, service, method, request_of, field):
+    before = counts(database_url)
+    stub = getattr(getattr(api, service), method)
+    call = (lambda r: list(stub(r, timeout=30))) if method.startswith("Stream") else stub
+    got = failure(call, request_of(f))
+    assert got.code == grpc.StatusCode.INVALID_ARGUMENT, (got.code, got.message[:300])
+    assert len(got.violations) <= 21
+    assert all(len(name) <= 100 and len(text) <= 200 for name, text in got.violations.items())
+    if field is not None:
+        assert field in got.violations
+        assert "more invalid fields are not listed" in got.violations["request"]
+    assert counts(database_url) == before
+
+
+def _token_lists(api, f):
+    """Every List RPC: (name, call, request with a page token field to fill)."""
+    return {
+        "ListUsers": (api.users.ListUsers, lambda t: user_pb2.ListUsersRequest(page_size=1, page_token=t)),
+        "ListProjects": (api.projects.ListProjects, lambda t: project_pb2.ListProjectsRequest(page_size=1, page_token=t)),
+        "ListBuilds": (api.builds.ListBuilds, lambda t: build_pb2.ListBuildsRequest(page_size=1, page_token=t)),
+        "ListChatSessions": (api.chats.ListChatSessions, lambda t: chat_session_pb2.ListChatSessionsRequest(page_size=1, page_token=t)),
+        "ListChatMessages": (api.chats.ListChatMessages, lambda t: chat_session_pb2.ListChatMessagesRequest(session_id=f.session.id, page_size=1, page_token=t)),
+        "ListAppSpecs": (api.specs.ListAppSpecs, lambda t: app_spec_pb2.ListAppSpecsRequest(page_size=1, page_token=t)),
+        "ListBuildLogs": (api.logs.ListBuildLogs, lambda t: build_log_pb2.ListBuildLogsRequest(build_id=f.build.id, page_size=1, page_token=t)),
+        "ListBuildEvents": (api.events.ListBuildEvents, lambda t: build_event_pb2.ListBuildEventsRequest(build_id=f.build.id, page_size=1, page_token=t)),
+    }
+
+
+def test_a_page_token_of_one_list_is_invalid_argument_on_every_other_list(api, f, make_build):
+    make_build()
+    api.specs.CreateAppSpec(app_spec_pb2.CreateAppSpecRequest(app_spec=app_spec_pb2.AppSpec(project_id=f.project.id, content="v2")))
+    api.projects.CreateProject(project_pb2.CreateProjectRequest(project=project_pb2.Project(user_id=f.user.id, name="second")))
+    api.chats.CreateChatSession(chat_session_pb2.CreateChatSessionRequest(chat_session=chat_session_pb2.ChatSession(user_id=f.user.id)))
+    for content in ("one", "two"):
+        api.chats.AddChatMessage(chat_session_pb2.AddChatMessageRequest(session_id=f.session.id, message=chat_session_pb2.ChatMessage(role=chat_session_pb2.CHAT_ROLE_USER, content=content)))
+    info = build_log_pb2.LogEntry(level=build_log_pb2.LOG_LEVEL_INFO, message="m")
+    api.logs.AppendBuildLogs(build_log_pb2.AppendBuildLogsRequest(build_id=f.build.id, entries=[info, info]))
+    api.events.AppendBuildEvents(build_event_pb2.AppendBuildEventsRequest(build_id=f.build.id, entries=[build_event_pb2.EventEntry(type="step")] * 2))
+    lists = _token_lists(api, f)
+    tokens = {}
+    for name, (call, request) in lists.items():
+        tokens[name] = call(request("")).next_page_token
+        assert tokens[name], name
+        call(request(tokens[name]))  # each token works where it was issued
+    for issued_by, token in tokens.items():
+        for name, (call, request) in lists.items():
+            if name != issued_by:
+                got = invalid(call, request(token), "page_token")
+                assert "other filters" in got.violations["page_token"] or "issued" in got.violations["page_token"], (issued_by, name)
+
+
+# A Struct is larger on the wire than as JSON (a number of [0, 0, ...] is 2
+# bytes of JSON, 11 of Struct): the limit holds for both, so that the item a
+# response carries stays within what the limits promise.
+def test_a_struct_small_as_json_but_large_serialized_is_invalid_argument(api, build, f):
+    zeros = {"zeros": [0] * 60_000}  # 120 KB of JSON, 660 KB serialized
+    request = progress_update(build.id, lambda s: s.update(zeros))
+    assert request.build.progress.ByteSize() > 256 * 1024
+    got = invalid(api.builds.UpdateBuild, request, "build.progress")
+    assert "serialized" in got.violations["build.progress"]
+    message = chat_session_pb2.ChatMessage(role=chat_session_pb2.CHAT_ROLE_USER, content="x")
+    message.metadata.update({"zeros": [0] * 7_000})  # 14 KB of JSON, 77 KB serialized
+    invalid(api.chats.AddChatMessage, chat_session_pb2.AddChatMessageRequest(session_id=f.session.id, message=message), "message.metadata")
+
+
+def _nested_struct_bytes(depth: int) -> bytes:
+    """A Struct {"a": {"a": ... {"b": 2.0}}} `depth` levels deep, encoded by
+    hand: the Python runtime refuses to build one deeper than it can parse."""
+    number_2 = b"\x11" + b"\x00" * 7 + b"\x40"  # Value.number_value = 2.0
+    struct = length_delimited(1, length_delimited(1, b"b") + length_delimited(2, number_2))
+    for _ in range(depth):
+        struct = length_delimited(1, length_delimited(1, b"a") + length_delimited(2, length_delimited(5, struct)))
+    return struct
+
+
+@pytest.mark.parametrize("depth", [40, 100, 5000])
+def test_a_struct_nested_deeper_than_protobuf_parses_is_invalid_argument(channel, build, depth):
+    update = channel.unary_unary("/buildplatform.v1.BuildService/UpdateBuild")
+    # UpdateBuildRequest{build: {id, progress: <struct>}, update_mask: {paths: ["progress"]}}
+    request = length_delimited(1, length_delimited(1, build.id.encode()) + length_delimited(8, _nested_struct_bytes(depth)))
+    request += length_delimited(2, length_delimited(1, b"progress"))
+    with pytest.raises(grpc.RpcError) as caught:
+        update(request, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+
+
+def test_the_deepest_struct_a_client_can_send_round_trips(api, build):
+    value: dict = {"leaf": "x"}
+    for _ in range(25):
+        value = {"a": value}
+    updated = api.builds.UpdateBuild(progress_update(build.id, lambda s: s.update(value))).build
+    assert api.builds.GetBuild(build_pb2.GetBuildRequest(id=build.id)).build.progress == updated.progress
+    listed = api.builds.ListBuilds(build_pb2.ListBuildsRequest(user_id=build.user_id)).builds
+    assert [b.progress for b in listed if b.id == build.id] == [updated.progress]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from google.protobuf import field_mask_pb2
 
-from server.domain.errors import InvalidArgument
+from server.domain.errors import FieldViolation, InvalidArgument
 from server.domain.validation import Checker
 from server.rpc.convert import mask_paths, parse_etag
 
@@ -144,3 +146,44 @@ def test_a_forged_etag_is_refused(value):
     with pytest.raises(InvalidArgument) as caught:
         parse_etag("etag", value)
     assert caught.value.violations[0].field == "etag"
+
+
+def test_many_violations_keep_the_first_twenty_clipped_and_count_the_rest():
+    check = Checker()
+    for index in range(5000):
+        check.add(f"entries[{index}].{'k' * 1000}", "d" * 10_000)
+    with pytest.raises(InvalidArgument) as caught:
+        check.done()
+    kept = caught.value.violations
+    assert len(kept) == 21 and caught.value.total == 5000
+    assert kept[0].field.startswith("entries[0].k") and kept[19].field.startswith("entries[19].")
+    assert all(len(v.field) <= 100 and len(v.description) <= 200 for v in kept)
+    assert kept[-1] == FieldViolation("request", "4980 more invalid fields are not listed; fix those above and retry")
+    assert caught.value.message.endswith("(and 4999 more)") and len(caught.value.message) < 400
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos", "field"),
+    [
+        (253_402_300_800, 0, "t"), (-62_135_596_801, 0, "t"), (2**63 - 1, 0, "t"), (-(2**63), 0, "t"),
+        (0, -1, "t.nanos"), (0, 1_000_000_000, "t.nanos"),
+    ],
+)
+def test_a_timestamp_outside_its_range_is_a_violation(seconds, nanos, field):
+    check = Checker()
+    assert check.timestamp("t", seconds, nanos) is None
+    assert field in violations(check)
+
+
+def test_a_timestamp_at_its_ends_is_exact_to_the_microsecond():
+    check = Checker()
+    assert check.timestamp("t", -62_135_596_800, 0) == datetime(1, 1, 1, tzinfo=UTC)
+    assert check.timestamp("t", 253_402_300_799, 999_999_999) == datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)
+    assert check.violations == []
+
+
+@pytest.mark.parametrize("etag", ["2147483648", "9999999999", "99999999999", "-0"])
+def test_an_etag_beyond_any_revision_is_not_one_this_api_issued(etag):
+    with pytest.raises(InvalidArgument):
+        parse_etag("etag", etag)
+    assert parse_etag("etag", "2147483647") == 2**31 - 1
