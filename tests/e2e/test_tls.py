@@ -34,17 +34,6 @@ MISSING_USER = user_pb2.GetUserRequest(id="c" + "0" * 24)
 
 
 @pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("tls")
-
-
-@pytest.fixture(scope="module")
-def ca(certs: Path) -> CertificateAuthority:
-    """The CA of the servers' certificates."""
-    return CertificateAuthority(certs, "server-ca")
-
-
-@pytest.fixture(scope="module")
 def client_ca(certs: Path) -> CertificateAuthority:
     """The CA of the client certificates an mTLS server accepts."""
     return CertificateAuthority(certs, "client-ca")
@@ -54,12 +43,6 @@ def client_ca(certs: Path) -> CertificateAuthority:
 def builder(client_ca: CertificateAuthority) -> Issued:
     """A service's client certificate."""
     return client_ca.issue("builder", "builder.internal", "builder.example", common_name="builder-agent")
-
-
-@pytest.fixture(scope="module")
-def tls_server(database_url: str, ca: CertificateAuthority) -> Iterator[ServerProcess]:
-    with running_server(database_url, credentials=ca.credentials(), **tls_env(ca.server())) as proc:
-        yield proc
 
 
 @pytest.fixture(scope="module")
