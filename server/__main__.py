@@ -89,7 +89,7 @@ async def serve(settings: Settings, *, action: str) -> int:
     gc.collect()
     gc.freeze()
     host = settings.grpc_address.rsplit(":", 1)[0]
-    log.info("listening on %s:%d", host, app.port, extra={"port": app.port})
+    log.info("listening on %s:%d", host, app.port, extra={"port": app.port, "tls": app.tls})
     failure: list[str] = []
 
     async def wait_for_database() -> None:

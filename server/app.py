@@ -36,6 +36,7 @@ from server.rpc.streams import BuildEventService, BuildLogService
 from server.store import db as store_db
 from server.store.db import Database, DatabaseRejected, DatabaseUnavailable
 from server.store.notify import Hub
+from server.tls import CertificateFiles, TlsError
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ class App:
     health: health.aio.HealthServicer
     calls: Calls
     health_interval: float = 2.0
+    tls: str = "off"   # "off", "on" or "mutual" (client certificates required)
     # False until the schema is known to be at the newest migration (a
     # server started while the database was down learns it later).
     ready: bool = True
@@ -211,8 +213,10 @@ def build_server(settings: Settings) -> App:
         heartbeat_seconds=settings.stream_heartbeat_seconds,
     )
     calls = Calls(max_unary=settings.max_concurrent_calls, max_streams=settings.max_streams)
+    certificates = _certificate_files(settings)
     options = [*SERVER_OPTIONS, ("grpc.so_reuseport", 1 if settings.reuse_port else 0)]
-    server = grpc.aio.server(interceptors=[ServerInterceptor(calls)], options=options)
+    interceptor = ServerInterceptor(calls, client_certificates=certificates is not None and certificates.mutual)
+    server = grpc.aio.server(interceptors=[interceptor], options=options)
     for service, servicer in SERVICES:
         add_servicer(server, service, servicer(deps))
     health_servicer = health.aio.HealthServicer()
@@ -225,7 +229,10 @@ def build_server(settings: Settings) -> App:
     if problem:
         raise SystemExit(problem)
     try:
-        port = server.add_insecure_port(settings.grpc_address)
+        if certificates is None:
+            port = server.add_insecure_port(settings.grpc_address)
+        else:
+            port = server.add_secure_port(settings.grpc_address, _credentials(certificates))
     except RuntimeError:
         port = 0
     if port == 0:
@@ -233,4 +240,18 @@ def build_server(settings: Settings) -> App:
     return App(
         server=server, port=port, db=db, hub=hub, health=health_servicer, calls=calls,
         health_interval=settings.health_check_seconds,
+        tls="off" if certificates is None else "mutual" if certificates.mutual else "on",
     )
+
+
+def _certificate_files(settings: Settings) -> CertificateFiles | None:
+    if not settings.tls_cert_file:
+        return None   # plaintext: Settings allowed it (loopback, or ALLOW_PLAINTEXT)
+    return CertificateFiles(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file or None)
+
+
+def _credentials(certificates: CertificateFiles) -> grpc.ServerCredentials:
+    try:
+        return certificates.credentials()
+    except TlsError as error:
+        raise SystemExit(f"cannot serve TLS: {error}") from None

@@ -9,6 +9,7 @@ resident memory to a process, measured here, for a dozen variables.)
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -20,6 +21,13 @@ ENVIRONMENT: list[tuple[str, str, str]] = [
      "`python -m server` starts an embedded PostgreSQL in EMBEDDED_PG_DIR."),
     ("GRPC_ADDRESS", "127.0.0.1:50051", "host:port to serve on; port 0 picks a free port "
      "(the chosen one is logged)."),
+    ("TLS_CERT_FILE", "", "PEM certificate chain; with TLS_KEY_FILE the server serves TLS on GRPC_ADDRESS. "
+     "Files replaced on disk are picked up by new connections without a restart."),
+    ("TLS_KEY_FILE", "", "PEM private key (unencrypted) of TLS_CERT_FILE."),
+    ("TLS_CLIENT_CA_FILE", "", "PEM certificates of the CAs that sign client certificates; when set, every "
+     "client must present a certificate they signed (mTLS), and its identity is in the access log."),
+    ("ALLOW_PLAINTEXT", "false", "true serves plaintext (no TLS) on an address other than loopback, "
+     "for a network that is encrypted otherwise (a service mesh); without it that is refused at start."),
     ("REUSE_PORT", "false", "true lets several server processes listen on one port "
      "(SO_REUSEPORT); without it a port in use is an error."),
     ("DB_POOL_SIZE", "10", "database connections kept open per process."),
@@ -68,6 +76,28 @@ def _address(raw: str) -> str:
     if not sep or not host or not port.isdigit() or int(port) > 65535:
         raise ValueError("must be host:port, for example 127.0.0.1:50051 or [::]:50051")
     return raw
+
+
+def _readable_file(raw: str) -> str:
+    if not raw:
+        return raw
+    if not os.path.exists(raw):
+        raise ValueError("does not exist")
+    if not os.path.isfile(raw):
+        raise ValueError("is not a file")
+    if not os.access(raw, os.R_OK):
+        raise ValueError("cannot be read by this process (check its permissions)")
+    return raw
+
+
+def _is_loopback(host: str) -> bool:
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _boolean(raw: str) -> bool:
@@ -126,6 +156,10 @@ _BY_TYPE: dict[str, Callable[[str], Any]] = {
 class Settings:
     database_url: str = setting(_database_url)
     grpc_address: str = setting(_address)
+    tls_cert_file: str = setting(_readable_file)
+    tls_key_file: str = setting(_readable_file)
+    tls_client_ca_file: str = setting(_readable_file)
+    allow_plaintext: bool = setting(_boolean)
     reuse_port: bool = setting(_boolean)
     db_pool_size: int = setting(_whole(1))
     db_pool_max_overflow: int = setting(_whole(0))
@@ -157,12 +191,30 @@ class Settings:
                 values[item.name] = parse(raw)
             except ValueError as error:
                 problems.append(f"{name}={raw!r} {error}")
+        if not problems:
+            problems = _together(values)
         if problems:
             raise SystemExit(
                 f"invalid setting{'s' if len(problems) > 1 else ''}: {'; '.join(problems)} "
                 "(python -m server --help lists them all)"
             )
         return cls(**values)
+
+
+def _together(values: dict[str, Any]) -> list[str]:
+    """What is wrong with settings that are valid one by one but not together."""
+    cert, key, client_ca = values["tls_cert_file"], values["tls_key_file"], values["tls_client_ca_file"]
+    if bool(cert) != bool(key):
+        given, missing = ("TLS_CERT_FILE", "TLS_KEY_FILE") if cert else ("TLS_KEY_FILE", "TLS_CERT_FILE")
+        return [f"{given} is set but {missing} is not: TLS needs both the certificate and its key"]
+    if client_ca and not cert:
+        return ["TLS_CLIENT_CA_FILE is set without TLS_CERT_FILE and TLS_KEY_FILE: mTLS needs the server's "
+                "certificate and key too"]
+    address = values["grpc_address"]
+    if not cert and not values["allow_plaintext"] and not _is_loopback(address.rpartition(":")[0]):
+        return [f"GRPC_ADDRESS={address!r} would serve plaintext beyond this machine: set TLS_CERT_FILE and "
+                "TLS_KEY_FILE, or ALLOW_PLAINTEXT=true when the network encrypts for you (a service mesh)"]
+    return []
 
 
 def help_text() -> str:

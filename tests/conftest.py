@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 
 import grpc
@@ -16,12 +17,14 @@ from buildplatform.v1 import build_pb2, project_pb2, user_pb2
 
 from server import migrate
 from tests.support import (
+    CertificateAuthority,
     ServerProcess,
     create_database,
     drop_database,
     running_server,
     start_database,
     stubs,
+    tls_env,
 )
 
 
@@ -46,6 +49,25 @@ def database_url(postgres: str) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def server(database_url: str) -> Iterator[ServerProcess]:
     with running_server(database_url) as proc:
+        yield proc
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory for the certificate files of the session's tests."""
+    return tmp_path_factory.mktemp("tls")
+
+
+@pytest.fixture(scope="session")
+def ca(certs: Path) -> CertificateAuthority:
+    """The CA (made by trustme) of the TLS servers' certificates."""
+    return CertificateAuthority(certs, "server-ca")
+
+
+@pytest.fixture(scope="session")
+def tls_server(database_url: str, ca: CertificateAuthority) -> Iterator[ServerProcess]:
+    """A server that serves TLS with a certificate of `ca`; its `credentials` trust `ca`."""
+    with running_server(database_url, credentials=ca.credentials(), **tls_env(ca.server())) as proc:
         yield proc
 
 

@@ -51,10 +51,19 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def health(address: str, service: str = "") -> int:
+def open_channel(address: str, credentials: grpc.ChannelCredentials | None = None) -> grpc.Channel:
+    """A plaintext channel, or a TLS one with `credentials`. A TLS channel
+    makes its own connection (no subchannel shared with another channel of
+    the process), so each one sees the certificate the server serves now."""
+    if credentials is None:
+        return grpc.insecure_channel(address)
+    return grpc.secure_channel(address, credentials, options=[("grpc.use_local_subchannel_pool", 1)])
+
+
+def health(address: str, service: str = "", *, credentials: grpc.ChannelCredentials | None = None) -> int:
     """The health status a load balancer would see (UNKNOWN when the server does not answer)."""
     try:
-        with grpc.insecure_channel(address) as channel:
+        with open_channel(address, credentials) as channel:
             return int(stubs(channel).health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status)
     except grpc.RpcError:
         return health_pb2.HealthCheckResponse.UNKNOWN
@@ -158,13 +167,82 @@ def drop_database(admin_url: str, url: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def fails_with_one_line(env: dict[str, str], *args: str) -> str:
+    """`python -m server` with `env` must refuse to start with one line
+    (no traceback, no log record last), which is returned."""
+    result = subprocess.run(
+        [sys.executable, "-m", "server", *args], cwd=ROOT, env={**os.environ, "GRPC_ADDRESS": "127.0.0.1:0", **env},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "listening on" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert not last.startswith("{"), f"the last line should be the reason, not a log record: {last}"
+    return last
+
+
+@dataclass(frozen=True)
+class Issued:
+    """A certificate and its key, as PEM files."""
+
+    cert_file: Path
+    key_file: Path
+    cert: Any  # trustme.LeafCert
+
+
+class CertificateAuthority:
+    """A CA made for the test (trustme), its certificate in `ca_file`, and
+    the certificates it issues, written where a server or client reads them."""
+
+    def __init__(self, directory: Path, name: str = "ca") -> None:
+        import trustme
+
+        self.ca = trustme.CA(organization_name=f"buildplatform tests {name}")
+        self.directory = directory
+        self.ca_file = directory / f"{name}.pem"
+        self.ca.cert_pem.write_to_path(str(self.ca_file))
+
+    def issue(self, name: str, *identities: str, common_name: str | None = None) -> Issued:
+        """A certificate for `identities` (host names, IP addresses), in NAME.pem and NAME.key."""
+        cert = self.ca.issue_cert(*identities, common_name=common_name)
+        issued = Issued(self.directory / f"{name}.pem", self.directory / f"{name}.key", cert)
+        cert.cert_chain_pems[0].write_to_path(str(issued.cert_file))
+        cert.private_key_pem.write_to_path(str(issued.key_file))
+        return issued
+
+    def server(self, name: str = "server") -> Issued:
+        """A server certificate for the addresses the tests call."""
+        return self.issue(name, "localhost", "127.0.0.1")
+
+    def credentials(self, client: Issued | None = None) -> grpc.ChannelCredentials:
+        """Channel credentials that trust this CA, presenting `client`'s certificate if given."""
+        if client is None:
+            return grpc.ssl_channel_credentials(root_certificates=self.ca.cert_pem.bytes())
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.ca.cert_pem.bytes(),
+            private_key=client.cert.private_key_pem.bytes(),
+            certificate_chain=client.cert.cert_chain_pems[0].bytes(),
+        )
+
+
+def tls_env(server: Issued, client_ca: CertificateAuthority | None = None) -> dict[str, str]:
+    """The settings that make a server serve `server`'s certificate (and require clients of `client_ca`)."""
+    env = {"TLS_CERT_FILE": str(server.cert_file), "TLS_KEY_FILE": str(server.key_file)}
+    if client_ca is not None:
+        env["TLS_CLIENT_CA_FILE"] = str(client_ca.ca_file)
+    return env
+
+
 @dataclass
 class ServerProcess:
-    """`python -m server` in a subprocess, as an operator would run it."""
+    """`python -m server` in a subprocess, as an operator would run it.
+    With TLS settings in `env`, give the `credentials` a client needs."""
 
     database_url: str
     env: dict[str, str] = field(default_factory=dict)
     args: list[str] = field(default_factory=list)
+    credentials: grpc.ChannelCredentials | None = None
     proc: subprocess.Popen[str] | None = None
     port: int = 0
     lines: list[str] = field(default_factory=list)
@@ -213,6 +291,9 @@ class ServerProcess:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    def channel(self) -> grpc.Channel:
+        return open_channel(self.address, self.credentials)
+
     def stop(self, sig: int = 15, timeout: float = 15) -> int:
         if self.proc is None:
             return 0
@@ -233,10 +314,12 @@ class ServerProcess:
 
 
 @contextmanager
-def running_server(database_url: str, **env: str) -> Iterator[ServerProcess]:
+def running_server(
+    database_url: str, *, credentials: grpc.ChannelCredentials | None = None, **env: str
+) -> Iterator[ServerProcess]:
     """A server for the duration of the block, which must then exit cleanly:
     a crash (a signal, a non-zero exit) fails the test with the server's log."""
-    proc = ServerProcess(database_url, env={"PYTHONFAULTHANDLER": "1", **env}).start()
+    proc = ServerProcess(database_url, env={"PYTHONFAULTHANDLER": "1", **env}, credentials=credentials).start()
     try:
         yield proc
     finally:

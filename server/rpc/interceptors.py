@@ -12,7 +12,8 @@ one measurement and must happen in this order around the handler:
    (server.rpc.errors); anything unexpected is logged with its traceback
    and answered INTERNAL with the request id, never with the traceback;
 4. access log: one structured line per RPC with method, status code,
-   duration and peer, written after the status is known. The duration runs
+   duration and peer (and, with mTLS, the client certificate's identity,
+   server.rpc.peer), written after the status is known. The duration runs
    from the moment the call reached Python (before the handler lookup), so
    time spent queueing in the server is in it.
 
@@ -40,6 +41,7 @@ from google.protobuf.message import DecodeError
 
 from server.domain.errors import DomainError, InvalidArgument, ResourceExhausted, Unavailable
 from server.rpc.errors import to_status
+from server.rpc.peer import PeerIdentity, peer_identity
 from server.store.db import DatabaseUnavailable, call_deadline
 
 log = logging.getLogger("server.access")
@@ -142,8 +144,11 @@ class Calls:
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, calls: Calls | None = None) -> None:
+    def __init__(self, calls: Calls | None = None, *, client_certificates: bool = False) -> None:
         self.calls = calls or Calls(max_unary=1 << 30, max_streams=1 << 30)
+        # Only with mTLS does a call carry a certificate worth logging; without
+        # it the auth context is not read at all (it costs a dict per call).
+        self.client_certificates = client_certificates
 
     async def intercept_service(
         self,
@@ -158,29 +163,36 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         deserializer = _tolerant(handler.request_deserializer)
         if handler.unary_unary is not None:
             return handler._replace(
-                unary_unary=_unary(method, handler.unary_unary, self.calls, arrived),
+                unary_unary=_unary(method, handler.unary_unary, self.calls, arrived, self.client_certificates),
                 request_deserializer=deserializer,
             )
         if handler.unary_stream is not None:
             return handler._replace(
-                unary_stream=_stream(method, handler.unary_stream, self.calls, arrived),
+                unary_stream=_stream(method, handler.unary_stream, self.calls, arrived, self.client_certificates),
                 request_deserializer=deserializer,
             )
         return handler
 
 
-def _access(method: str, code: str, started: float, peer: str, request_id: str) -> None:
+def _access(method: str, code: str, started: float, peer: str, request_id: str, cert: PeerIdentity | None) -> None:
     if log.isEnabledFor(logging.INFO):
-        log.info(
-            "rpc",
-            extra={
-                "method": method,
-                "code": code,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-                "peer": peer,
-                "request_id": request_id,
-            },
-        )
+        extra = {
+            "method": method,
+            "code": code,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+            "peer": peer,
+            "request_id": request_id,
+        }
+        if cert is not None:
+            extra["client_cert"] = str(cert)
+        log.info("rpc", extra=extra)
+
+
+def _read_peer(context: Any, certificates: bool) -> tuple[str, PeerIdentity | None]:
+    """The peer address, and the client certificate's identity when asked.
+    Read at the start of a call: grpc.aio crashes the process (SIGSEGV)
+    when peer() is called on a call that was cancelled and torn down."""
+    return context.peer(), peer_identity(context) if certificates else None
 
 
 SHUTTING_DOWN = "the server is shutting down; retry the call (on another replica)"
@@ -213,13 +225,11 @@ def _begin(context: Any) -> None:
 
 
 def _unary(
-    method: str, behavior: Callable[..., Awaitable[Any]], calls: Calls, started: float
+    method: str, behavior: Callable[..., Awaitable[Any]], calls: Calls, started: float, certificates: bool
 ) -> Callable[..., Awaitable[Any]]:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         request_id = _request_id(context)
-        # Read now: grpc.aio crashes the process (SIGSEGV) when peer() is
-        # called on a call that was cancelled and torn down.
-        peer = context.peer()
+        peer, cert = _read_peer(context, certificates)
         code = "OK"
         admitted = False
         try:
@@ -236,19 +246,17 @@ def _unary(
         finally:
             if admitted:
                 calls.release(stream=False)
-            _access(method, code, started, peer, request_id)
+            _access(method, code, started, peer, request_id, cert)
 
     return wrapper
 
 
 def _stream(
-    method: str, behavior: Callable[..., AsyncIterator[Any]], calls: Calls, started: float
+    method: str, behavior: Callable[..., AsyncIterator[Any]], calls: Calls, started: float, certificates: bool
 ) -> Callable[..., AsyncIterator[Any]]:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         request_id = _request_id(context)
-        # Read now: grpc.aio crashes the process (SIGSEGV) when peer() is
-        # called on a call that was cancelled and torn down.
-        peer = context.peer()
+        peer, cert = _read_peer(context, certificates)
         code = "OK"
         admitted = False
         try:
@@ -266,6 +274,6 @@ def _stream(
         finally:
             if admitted:
                 calls.release(stream=True)
-            _access(method, code, started, peer, request_id)
+            _access(method, code, started, peer, request_id, cert)
 
     return wrapper

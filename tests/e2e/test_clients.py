@@ -10,6 +10,7 @@ reflection.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -20,8 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT, ServerProcess
+from tests.support import ROOT, CertificateAuthority, ServerProcess
 
+# The server does not check the token yet (the authentication of issue 8
+# will); the examples show how a client sends it.
+TOKEN = {"BUILDPLATFORM_TOKEN": "example-service-token"}
 PY_PACKAGE = ROOT / "generated" / "python"
 TS_PACKAGE = ROOT / "generated" / "typescript"
 PROTOSET = ROOT / "generated" / "buildplatform.binpb"
@@ -30,9 +34,12 @@ GRPCURL = ROOT / ".venv" / "bin" / "grpcurl"
 MYPY = Path(sys.executable).parent / "mypy"
 
 
-def run(*cmd: str | Path, cwd: Path = ROOT, timeout: float = 240) -> str:
+def run(
+    *cmd: str | Path, cwd: Path = ROOT, timeout: float = 240, env: dict[str, str] | None = None
+) -> str:
     result = subprocess.run(
-        [str(c) for c in cmd], cwd=cwd, capture_output=True, text=True, timeout=timeout
+        [str(c) for c in cmd], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+        env=None if env is None else {**os.environ, **env},
     )
     assert result.returncode == 0, (
         f"{cmd} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
@@ -133,6 +140,13 @@ def test_python_first_call_from_the_installed_wheel_lists_the_newest_build(
     assert_lists_newest_builds(output, build.id)
 
 
+def test_python_tls_example_from_the_installed_wheel_calls_a_tls_server_with_a_token(
+    fresh_python: Path, tls_server: ServerProcess, ca: CertificateAuthority, build
+):  # type: ignore[no-untyped-def]
+    out = run(fresh_python, EXAMPLES / "python" / "tls_call.py", tls_server.address, ca.ca_file, env=TOKEN)
+    assert_lists_newest_builds(out, build.id)
+
+
 def test_python_examples_pass_mypy_strict_against_the_installed_wheel(
     fresh_python: Path, tmp_path: Path
 ):
@@ -146,8 +160,9 @@ def test_python_examples_pass_mypy_strict_against_the_installed_wheel(
         tmp_path / "mypy-cache",
         EXAMPLES / "python" / "first_call.py",
         EXAMPLES / "python" / "quickstart.py",
+        EXAMPLES / "python" / "tls_call.py",
     )
-    assert "Success: no issues found in 2 source files" in output
+    assert "Success: no issues found in 3 source files" in output
 
 
 # TypeScript: the npm package in a fresh node project
@@ -162,7 +177,7 @@ def ts_quickstart(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run("npm", "pack", "--pack-destination", packs, cwd=TS_PACKAGE)  # prepack compiles with tsc
     (tarball,) = packs.glob("buildplatform-api-*.tgz")
     project = tmp_path_factory.mktemp("ts-service")
-    for name in ("package.json", "tsconfig.json", "first_call.ts", "quickstart.ts"):
+    for name in ("package.json", "tsconfig.json", "first_call.ts", "quickstart.ts", "tls_call.ts"):
         shutil.copy(EXAMPLES / "typescript" / name, project / name)
     run("npm", "install", "--prefer-offline", "--no-audit", "--no-fund", tarball, cwd=project)
     run(project / "node_modules" / ".bin" / "tsc", "-p", project, cwd=project)
@@ -194,6 +209,20 @@ def test_typescript_first_call_from_the_packed_package_lists_the_newest_build(
         ts_quickstart / "dist" / "first_call.js",
         f"http://{server.address}",
         cwd=ts_quickstart,
+    )
+    assert_lists_newest_builds(output, build.id)
+
+
+def test_typescript_tls_example_from_the_packed_package_calls_a_tls_server_with_a_token(
+    ts_quickstart: Path, tls_server: ServerProcess, ca: CertificateAuthority, build
+):  # type: ignore[no-untyped-def]
+    output = run(
+        "node",
+        ts_quickstart / "dist" / "tls_call.js",
+        f"https://{tls_server.address}",
+        ca.ca_file,
+        cwd=ts_quickstart,
+        env=TOKEN,
     )
     assert_lists_newest_builds(output, build.id)
 
@@ -248,6 +277,8 @@ def test_docs_show_the_quickstarts_verbatim():
         EXAMPLES / "python" / "quickstart.py",
         EXAMPLES / "typescript" / "first_call.ts",
         EXAMPLES / "typescript" / "quickstart.ts",
+        EXAMPLES / "python" / "tls_call.py",
+        EXAMPLES / "typescript" / "tls_call.ts",
     ):
         assert example.read_text() in docs, (
             f"docs/clients.md does not show {example.relative_to(ROOT)} as it is"

@@ -27,6 +27,7 @@ from tests.support import (
     create_database,
     drop_database,
     eventually,
+    fails_with_one_line,
     free_port,
     health,
     running_server,
@@ -218,19 +219,6 @@ def test_new_calls_are_refused_once_shutdown_began(fresh_database, own_server):
 # --- start-up failures: one line saying what and what to do -------------------------------
 
 
-def _fails_with_one_line(env: dict[str, str], *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "server", *args], cwd=ROOT, env={**os.environ, "GRPC_ADDRESS": "127.0.0.1:0", **env},
-        capture_output=True, text=True, timeout=60,
-    )
-    assert result.returncode != 0, result.stderr
-    assert "Traceback" not in result.stderr, result.stderr
-    assert "listening on" not in result.stderr
-    last = result.stderr.strip().splitlines()[-1]
-    assert not last.startswith("{"), f"the last line should be the reason, not a log record: {last}"
-    return last
-
-
 @pytest.mark.parametrize(
     ("variable", "value", "said"),
     [
@@ -244,40 +232,40 @@ def _fails_with_one_line(env: dict[str, str], *args: str) -> str:
     ],
 )
 def test_an_invalid_setting_is_refused_by_name_in_one_line(database_url, variable, value, said):
-    line = _fails_with_one_line({"DATABASE_URL": database_url, variable: value})
+    line = fails_with_one_line({"DATABASE_URL": database_url, variable: value})
     assert said in line and "--help" in line, line
 
 
 def test_every_invalid_setting_is_named_at_once(database_url):
-    line = _fails_with_one_line({"DATABASE_URL": database_url, "DB_POOL_SIZE": "ten", "MAX_STREAMS": "-5"})
+    line = fails_with_one_line({"DATABASE_URL": database_url, "DB_POOL_SIZE": "ten", "MAX_STREAMS": "-5"})
     assert "DB_POOL_SIZE='ten' is not a whole number" in line and "MAX_STREAMS='-5' must be at least 1" in line
 
 
 def test_a_database_that_does_not_exist_is_one_line(postgres):
-    line = _fails_with_one_line({"DATABASE_URL": with_database(postgres, "no_such_database")})
+    line = fails_with_one_line({"DATABASE_URL": with_database(postgres, "no_such_database")})
     assert "does not exist" in line and "DATABASE_URL" in line, line
 
 
 def test_a_role_the_database_rejects_is_one_line(postgres):
     parts = urllib.parse.urlsplit(postgres)
     url = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.replace("postgres", "nobody_here", 1)))
-    line = _fails_with_one_line({"DATABASE_URL": url})
+    line = fails_with_one_line({"DATABASE_URL": url})
     assert "no role of the name in DATABASE_URL" in line, line
 
 
 def test_migrate_only_against_an_unreachable_database_is_one_line():
     port = free_port()  # nothing listens there
-    line = _fails_with_one_line({"DATABASE_URL": f"postgresql://postgres@127.0.0.1:{port}/db"}, "--migrate-only")
+    line = fails_with_one_line({"DATABASE_URL": f"postgresql://postgres@127.0.0.1:{port}/db"}, "--migrate-only")
     assert "cannot migrate" in line and "unreachable" in line, line
 
 
 def test_a_port_in_use_is_one_line_unless_reuse_port_is_asked_for(database_url):
     with running_server(database_url) as first:
-        line = _fails_with_one_line({"DATABASE_URL": database_url, "GRPC_ADDRESS": first.address})
+        line = fails_with_one_line({"DATABASE_URL": database_url, "GRPC_ADDRESS": first.address})
         assert f"cannot listen on {first.address}: the port is in use" in line and "REUSE_PORT" in line, line
         assert health(first.address) == health_pb2.HealthCheckResponse.SERVING
 
 
 def test_an_address_that_is_not_local_is_one_line(database_url):
-    line = _fails_with_one_line({"DATABASE_URL": database_url, "GRPC_ADDRESS": "192.0.2.1:50051"})
+    line = fails_with_one_line({"DATABASE_URL": database_url, "GRPC_ADDRESS": "192.0.2.1:50051", "ALLOW_PLAINTEXT": "true"})
     assert "is not an address of this machine" in line, line
