@@ -112,8 +112,3 @@ def length_delimited(number: int, payload: bytes) -> bytes:
     """Field `number` holding `payload` (bytes, a string or a message), encoded
     by hand: for requests the Python runtime refuses to build."""
     return varint(number << 3 | 2) + varint(len(payload)) + payload
-
-
-def repeated_bytes(items: Any) -> int:
-    """What `items` weigh on the wire as the elements of a repeated message field."""
-    return sum(1 + len(varint(item.ByteSize())) + item.ByteSize() for item in items)
