@@ -26,9 +26,11 @@ MAX_LOG_METADATA_BYTES = 16384
 MAX_EVENT_DATA_BYTES = 65536
 MAX_BATCH = 5000                    # entries of one append
 MAX_FILTER_VALUES = 16              # levels / types of one List or Stream request
+MAX_REVIEW_COMMENT_CHARS = 20_000   # a review's comment (up to 80 KB of UTF-8)
+MAX_KEPT_REVIEWS = 8                # a build keeps its newest reviews only
 
 # The largest single item any response carries: a build with a full app_spec,
-# progress and review history. Kept in check by the field limits above.
-MAX_ITEM_BYTES = MAX_DOCUMENT_BYTES + MAX_PROGRESS_BYTES + 512 * 1024
+# progress and its kept reviews (each under 81 KiB with its other fields).
+MAX_ITEM_BYTES = MAX_DOCUMENT_BYTES + MAX_PROGRESS_BYTES + MAX_KEPT_REVIEWS * 81 * 1024 + 16 * 1024
 
 assert RESPONSE_BYTES + MAX_ITEM_BYTES + 64 * 1024 < CLIENT_RECEIVE_BYTES

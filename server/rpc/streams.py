@@ -82,7 +82,10 @@ def log_entries(request: build_log_pb2.AppendBuildLogsRequest) -> list[tuple[str
         if level is None:
             check.add(f"entries[{index}].level", "must be a LogLevel other than LOG_LEVEL_UNSPECIFIED")
         metadata = (
-            check.json(f"entries[{index}].metadata", struct_to_dict(entry.metadata), max_bytes=MAX_LOG_METADATA_BYTES)
+            check.json(
+                f"entries[{index}].metadata", struct_to_dict(entry.metadata),
+                max_bytes=MAX_LOG_METADATA_BYTES, wire_bytes=entry.metadata.ByteSize(),
+            )
             if entry.HasField("metadata")
             else None
         )
@@ -107,7 +110,10 @@ def event_entries(request: build_event_pb2.AppendBuildEventsRequest) -> list[tup
                 f"entries[{index}].type",
                 "must be 1 to 64 characters from a-z, 0-9, '_', '.', ':', '-', starting with a letter",
             )
-        data = check.json(f"entries[{index}].data", struct_to_dict(entry.data), max_bytes=MAX_EVENT_DATA_BYTES)
+        data = check.json(
+            f"entries[{index}].data", struct_to_dict(entry.data),
+            max_bytes=MAX_EVENT_DATA_BYTES, wire_bytes=entry.data.ByteSize(),
+        )
         out.append((entry.type, data or "{}", feeds.wire_bound(entry.ByteSize())))
     check.done()
     return out

@@ -16,6 +16,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain.errors import FailedPrecondition, NotFound
+from server.domain.limits import MAX_KEPT_REVIEWS
 from server.domain.status import TERMINAL, BuildStatus
 from server.store import crud
 from server.store.crud import Page, Row
@@ -123,7 +124,10 @@ async def change_status(
     if review is not None:
         # The gate answered is the status the build was in before the move.
         entry = {**review, "gate": current["status"].value, "create_time": now.isoformat()}
-        values["reviews"] = builds.c.reviews.op("||")(bindparam("review", [entry], type_=JSONB))
+        # The newest MAX_KEPT_REVIEWS only: a build sent back again and again
+        # must stay small enough for every response that carries it.
+        kept = [*current["reviews"], entry][-MAX_KEPT_REVIEWS:]
+        values["reviews"] = bindparam("reviews", kept, type_=JSONB)
     row = await crud.update_row(conn, builds, key, values, resource="build", expected_revision=None)
     await _notify(conn, row)
     return row

@@ -11,6 +11,7 @@ from buildplatform.v1 import app_spec_pb2, project_pb2, user_pb2
 from buildplatform.v1 import build_pb2 as pb
 from google.protobuf import field_mask_pb2, struct_pb2
 
+from server.domain.limits import MAX_KEPT_REVIEWS, MAX_REVIEW_COMMENT_CHARS
 from tests.e2e.expect import code_of, failure, invalid, race
 
 S = pb.BuildStatus
@@ -439,6 +440,21 @@ def test_review_history_is_kept_oldest_first(api, build):
     done = review(api, build.id, APPROVE, "third")
     assert [(r.gate, r.comment) for r in done.reviews] == [(DESIGN, "first"), (DESIGN, "second"), (FEATURE, "third")]
     assert get(api, build.id).reviews == done.reviews
+
+
+def test_a_build_sent_back_again_and_again_keeps_its_newest_reviews_and_stays_readable(api, build):
+    """Comments of the largest size (20,000 four-byte characters), 60 rounds:
+    every response carrying the build stays under a default client's 4 MiB."""
+    walk(api, build, DESIGN)
+    comment = "\U0001F600" * MAX_REVIEW_COMMENT_CHARS
+    for round_ in range(60):
+        review(api, build.id, REQUEST_CHANGES, f"{round_} {comment}"[:MAX_REVIEW_COMMENT_CHARS])
+        move(api, build.id, DESIGN)
+    kept = get(api, build.id).reviews
+    assert len(kept) == MAX_KEPT_REVIEWS
+    assert [r.comment.split(" ")[0] for r in kept] == [str(n) for n in range(60 - MAX_KEPT_REVIEWS, 60)]
+    listed = api.builds.ListBuilds(pb.ListBuildsRequest(user_id=build.user_id)).builds
+    assert [b.id for b in listed] == [build.id] and len(listed[0].reviews) == MAX_KEPT_REVIEWS
 
 
 @pytest.mark.parametrize("current", [PENDING, RUNNING, PAUSED, COMPLETED], ids=NAME)

@@ -231,7 +231,9 @@ class Build(_message.Message):
 
     @_builtins.property
     def reviews(self) -> _containers.RepeatedCompositeFieldContainer[Global___BuildReview]:
-        """Output only. Every answer given to the build's review gates, oldest first."""
+        """Output only. The answers given to the build's review gates, oldest first:
+        the newest 8 (a build sent back more often keeps its latest answers).
+        """
 
     def __init__(
         self,

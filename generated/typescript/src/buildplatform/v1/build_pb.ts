@@ -184,7 +184,8 @@ export type Build = Message<"buildplatform.v1.Build"> & {
   statusReason: string;
 
   /**
-   * Output only. Every answer given to the build's review gates, oldest first.
+   * Output only. The answers given to the build's review gates, oldest first:
+   * the newest 8 (a build sent back more often keeps its latest answers).
    *
    * @generated from field: repeated buildplatform.v1.BuildReview reviews = 16;
    */
