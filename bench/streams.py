@@ -200,7 +200,15 @@ STATEMENTS = (
     "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) "
     "AND query NOT LIKE '%pg_stat_statements%' ORDER BY calls DESC"
 )
-BACKGROUND = ("SELECT $1", "SELECT 1")  # the health check's ping, every HEALTH_CHECK_SECONDS
+# On timers, not per batch: the health check's ping (every HEALTH_CHECK_SECONDS)
+# and the position check of a follower that was silent for a heartbeat period
+# (followers that connected more than STREAM_HEARTBEAT_SECONDS before the
+# first batch make one each).
+BACKGROUND = ("SELECT $1", "SELECT 1", "SELECT status, last_log_seq FROM builds WHERE id = $1")
+
+
+def _background(query: str) -> bool:
+    return " ".join(query.split()) in BACKGROUND
 
 
 def statements(url: str, figures: Figures, *, counts: tuple[int, ...] = (1, 1000), batches: int = 100, size: int = 50, rate: float = 20) -> None:
@@ -230,12 +238,12 @@ def statements(url: str, figures: Figures, *, counts: tuple[int, ...] = (1, 1000
                     if group.proc.proc.poll() is None:
                         group.proc.stop()
                 check_delivery(figures, f"statements ({count} followers)", result, batches * size)
-                counted = [(q, c) for q, c in rows if q.strip() not in BACKGROUND]
+                counted = [(q, c) for q, c in rows if not _background(q)]
                 per_batch = sum(c for _, c in counted) / batches
                 figures.values[f"statements.{count}"] = per_batch
                 figures.values[f"statements.{count}.rows"] = [(" ".join(q.split())[:110], c) for q, c in counted]
                 figures.values[f"statements.{count}.rss"] = rss
-                figures.values[f"statements.{count}.background"] = [(q, c) for q, c in rows if q.strip() in BACKGROUND]
+                figures.values[f"statements.{count}.background"] = [(q, c) for q, c in rows if _background(q)]
                 print(f"  {count:>5} follower(s): {per_batch:.2f} statements per appended batch "
                       f"({sum(c for _, c in counted)} over {batches} batches; server RSS {rss:.0f} MB)", flush=True)
     finally:
