@@ -34,6 +34,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -84,46 +85,41 @@ def _check_decoded(request: Any) -> None:
         raise InvalidArgument.one("request", f"is not a valid protobuf message: {request.error}")
 
 
+@dataclass(slots=True)
+class _Limit:
+    """How many calls of one kind a process works on, and how many it may."""
+
+    maximum: int
+    says: str     # what a refusal says, with {count}
+    count: int = 0
+
+
 class Calls:
     """The calls this process works on: admission limits, and the drain at shutdown."""
 
     RETRY_AFTER = 1.0  # seconds a refused caller is advised to wait
 
     def __init__(self, *, max_unary: int, max_streams: int) -> None:
-        self.max_unary = max_unary
-        self.max_streams = max_streams
-        self.unary = 0
-        self.streams = 0
+        self.unary = _Limit(max_unary, "this server is working on {count} calls, its limit (MAX_CONCURRENT_CALLS)")
+        self.streams = _Limit(max_streams, "this server has {count} streams open, its limit (MAX_STREAMS)")
         self.running: set[asyncio.Task[Any]] = set()
         self.draining = False
 
     def admit(self, stream: bool) -> None:
         """Count the call in, or raise ResourceExhausted."""
-        if stream:
-            if self.streams >= self.max_streams:
-                raise ResourceExhausted(
-                    f"this server has {self.streams} streams open, its limit (MAX_STREAMS); "
-                    "retry after a pause, or on another replica",
-                    retry_after=self.RETRY_AFTER,
-                )
-            self.streams += 1
-        else:
-            if self.unary >= self.max_unary:
-                raise ResourceExhausted(
-                    f"this server is working on {self.unary} calls, its limit (MAX_CONCURRENT_CALLS); "
-                    "retry after a pause, or on another replica",
-                    retry_after=self.RETRY_AFTER,
-                )
-            self.unary += 1
+        limit = self.streams if stream else self.unary
+        if limit.count >= limit.maximum:
+            raise ResourceExhausted(
+                limit.says.format(count=limit.count) + "; retry after a pause, or on another replica",
+                retry_after=self.RETRY_AFTER,
+            )
+        limit.count += 1
         task = asyncio.current_task()
         if task is not None:
             self.running.add(task)
 
     def release(self, stream: bool) -> None:
-        if stream:
-            self.streams -= 1
-        else:
-            self.unary -= 1
+        (self.streams if stream else self.unary).count -= 1
         task = asyncio.current_task()
         if task is not None:
             self.running.discard(task)
