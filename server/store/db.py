@@ -188,6 +188,11 @@ async def hard_timeout(seconds: float) -> AsyncIterator[None]:
         for _ in range(cancels):
             task.uncancel()
         raise TimeoutError from None
+    else:
+        # The block swallowed our cancellation and finished: keep the task's
+        # cancellation count right for the timeouts of its callers.
+        for _ in range(cancels):
+            task.uncancel()
     finally:
         first.cancel()
         if second is not None:
