@@ -59,9 +59,6 @@ async def paced(
         sent = time.perf_counter()
         try:
             if broadcast:
-                # In order: the bare server numbers lines as they arrive.
-                if batch:
-                    await done[batch - 1]
                 await asyncio.gather(*(stub.AppendBuildLogs(request, timeout=30) for stub in stubs))
             else:
                 stub = stubs[0]

@@ -2,8 +2,8 @@
 
 `python -m bench.fanout [--port P]` serves BuildLogService.AppendBuildLogs
 and StreamBuildLogs(follow=true) with nothing but grpc.aio: an append
-numbers its lines, serializes each once into a BuildLog, keeps them in
-memory and wakes every follower; a follower sends everything new since its
+places its lines at their first_sequence, serializes each once into a
+BuildLog, keeps them in memory and wakes every follower; a follower sends everything new since its
 cursor in one pre-serialized message (the same wire layout the service
 sends, built by the same functions). No database, no interceptor, no
 validation, no access log. The bench's appender and followers
@@ -32,17 +32,26 @@ from server.rpc.registry import repeated_field_1, stream_response
 class Fanout:
     def __init__(self) -> None:
         self.wire: dict[str, list[bytes]] = {}      # build -> serialized lines, seq i at index i-1
+        self.early: dict[str, dict[int, list[bytes]]] = {}  # batches that arrived before their predecessor
         self.waiting: dict[str, set[asyncio.Event]] = {}
 
     async def append(self, request: build_log_pb2.AppendBuildLogsRequest, context: object) -> build_log_pb2.AppendBuildLogsResponse:
+        """Lines go at their `first_sequence` (the appender pipelines, so a
+        batch may overtake the one before); followers see the gapless prefix."""
         lines = self.wire.setdefault(request.build_id, [])
-        first = len(lines) + 1
-        for offset, entry in enumerate(request.entries):
-            log = build_log_pb2.BuildLog(build_id=request.build_id, sequence=first + offset, level=entry.level, message=entry.message)
-            lines.append(repeated_field_1(log.SerializeToString()))
+        early = self.early.setdefault(request.build_id, {})
+        first = request.first_sequence or len(lines) + 1
+        early[first] = [
+            repeated_field_1(build_log_pb2.BuildLog(
+                build_id=request.build_id, sequence=first + offset, level=entry.level, message=entry.message,
+            ).SerializeToString())
+            for offset, entry in enumerate(request.entries)
+        ]
+        while len(lines) + 1 in early:
+            lines.extend(early.pop(len(lines) + 1))
         for event in self.waiting.get(request.build_id, ()):
             event.set()
-        return build_log_pb2.AppendBuildLogsResponse(first_sequence=first, last_sequence=len(lines))
+        return build_log_pb2.AppendBuildLogsResponse(first_sequence=first, last_sequence=first + len(request.entries) - 1)
 
     async def stream(self, request: build_log_pb2.StreamBuildLogsRequest, context: object):  # type: ignore[no-untyped-def]
         lines = self.wire.setdefault(request.build_id, [])
