@@ -46,7 +46,7 @@ ENVIRONMENT: list[tuple[str, str, str]] = [
     ("PAGE_TOKEN_SECRET", "", "key that signs page tokens; set the same value on every replica. "
      "When unset a fixed development key is used and a warning is logged."),
     ("HEALTH_CHECK_SECONDS", "2", "how often the database is pinged for the health service."),
-    ("STREAM_HEARTBEAT_SECONDS", "15", "idle time after which a stream sends a heartbeat."),
+    ("STREAM_HEARTBEAT_SECONDS", "15", "idle time after which a stream sends a heartbeat (sent within 1.5 times this)."),
     ("FEED_RING_BYTES", "8388608", "bytes of recent lines (events) kept in memory per followed build "
      "and kind; followers further behind read the database."),
     ("FEED_TOTAL_BYTES", "268435456", "bytes of recent lines and events kept in memory for all "
