@@ -25,6 +25,7 @@ from server.config import Settings, help_text
 log = logging.getLogger("server.lifecycle")
 
 RETRY_SECONDS = 2.0   # between attempts to reach a database that is down
+SCHEMA_CHECK_SECONDS = 60.0  # a schema check that takes longer counts as a database not answering
 
 
 class StartupError(Exception):
@@ -55,7 +56,14 @@ async def schema(action: str, database_url: str) -> str:
         env={**os.environ, "DATABASE_URL": database_url},
         stdout=asyncio.subprocess.PIPE,
     )
-    out, _ = await child.communicate()
+    try:
+        # A check is one query; an upgrade may rewrite big tables and takes as long as it takes.
+        async with asyncio.timeout(SCHEMA_CHECK_SECONDS if action == "check" else None):
+            out, _ = await child.communicate()
+    except TimeoutError:
+        child.kill()
+        await child.wait()
+        return f"the database did not answer the schema check within {SCHEMA_CHECK_SECONDS:.0f}s"
     said = out.decode().strip().splitlines()[-1] if out.strip() else ""
     if child.returncode == 0:
         return ""
