@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+import psycopg
 from buildplatform.v1 import (
     app_spec_pb2,
     build_event_pb2,
@@ -84,7 +85,7 @@ class App:
     ready: bool = True
     serving: bool | None = None
     problem: str = ""
-    _probe: Any = None
+    _probe: psycopg.AsyncConnection[Any] | None = field(default=None, repr=False)
     _monitor: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def start(self, *, ready: bool = True) -> None:
