@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -257,6 +258,8 @@ class ServerProcess:
             "STREAM_HEARTBEAT_SECONDS": "1",
             "HEALTH_CHECK_SECONDS": "0.5",
             "SHUTDOWN_GRACE_SECONDS": "3",
+            # Never the developer's .data/admin-token (written on a database without service tokens).
+            "AUTH_BOOTSTRAP_TOKEN_FILE": os.path.join(tempfile.gettempdir(), f"bp-admin-token-{uuid.uuid4().hex}"),
             **self.env,
         }
         self.proc = subprocess.Popen(
