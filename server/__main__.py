@@ -130,7 +130,8 @@ async def serve(settings: Settings, *, action: str) -> int:
 def main() -> None:
     args = parse_args()
     settings = Settings.from_env()
-    logs.configure(settings.log_level)
+    # An operator command prints its answer, not the server's log lines.
+    logs.configure(settings.log_level if args.command is None else "WARNING")
     embedded = None
     if not settings.database_url:
         from server import embedded as embedded_pg

@@ -40,10 +40,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> list[str]:
     try:
         async with db.connection() as conn:
             if args.action == "create":
-                try:
-                    scopes = parse_scopes(args.scopes)
-                except ValueError as error:
-                    raise SystemExit(f"--scopes: {error}") from None
+                scopes = parse_scopes(args.scopes)
                 token = await credentials.create_service_token(conn, args.name, scopes)
                 return [f"created service token {args.name!r} with scopes {','.join(sorted(scopes))}; "
                         "it is shown only now:", token]
@@ -62,8 +59,13 @@ async def _run(args: argparse.Namespace, settings: Settings) -> list[str]:
 
 
 def main(args: argparse.Namespace, settings: Settings) -> None:
-    if args.action == "create" and not args.name.strip():
-        raise SystemExit("tokens create: the name must not be empty")
+    if args.action == "create":
+        if not args.name.strip():
+            raise SystemExit("tokens create: the name must not be empty")
+        try:
+            parse_scopes(args.scopes)
+        except ValueError as error:
+            raise SystemExit(f"tokens create --scopes: {error}") from None
     from server import migrate
 
     try:
