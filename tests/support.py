@@ -13,8 +13,8 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -147,6 +147,19 @@ class OwnPostgres:
     def close(self) -> None:
         if (self.data / "postmaster.pid").exists():
             self.stop()
+
+
+@asynccontextmanager
+async def opened_database(url: str, *, pool_size: int = 2) -> AsyncIterator[Any]:
+    """The server's Database (both pools) on `url`, for tests that call the store directly."""
+    from server.store.db import Database
+
+    database = Database(url, pool_size=pool_size, max_overflow=0)
+    await database.open()
+    try:
+        yield database
+    finally:
+        await database.close()
 
 
 def with_database(url: str, name: str) -> str:

@@ -12,7 +12,9 @@ a credential pays a hash and a dict lookup, not a signature check or a query.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Protocol, TypeVar
 
 from server.auth import secrets
 from server.auth.cache import CredentialCache
@@ -24,6 +26,14 @@ from server.store import credentials
 from server.store.db import Database
 
 MAX_CREDENTIAL_CHARS = 16_384
+
+
+class _Revocable(Protocol):
+    @property
+    def revoke_time(self) -> datetime | None: ...
+
+
+T = TypeVar("T", bound=_Revocable)
 
 
 def bearer(authorization: str | None) -> str:
@@ -88,29 +98,29 @@ class Authenticator:
         raise Unauthenticated("MALFORMED", "neither a token of this server nor a JWT")
 
     async def _service(self, credential: str, key: bytes) -> Principal:
-        if not secrets.well_formed(credential, secrets.SERVICE_PREFIX):
-            raise Unauthenticated("MALFORMED", "not a service token")
-        async with self.db.connection() as conn:
-            found = await credentials.find_service_token(conn, key)
-        if found is None:
-            raise Unauthenticated("UNKNOWN_TOKEN")
-        if found.revoke_time is not None:
-            raise Unauthenticated("REVOKED")
+        found = await self._stored(credential, key, secrets.SERVICE_PREFIX, credentials.find_service_token)
         return Principal("service", found.name, frozenset(found.scopes))
 
     async def _agent(self, credential: str, key: bytes) -> Principal:
-        if not secrets.well_formed(credential, secrets.AGENT_PREFIX):
-            raise Unauthenticated("MALFORMED", "not an agent token")
-        async with self.db.connection() as conn:
-            found = await credentials.find_agent_token(conn, key)
-        if found is None:
-            raise Unauthenticated("UNKNOWN_TOKEN")
-        if found.revoke_time is not None:
-            raise Unauthenticated("REVOKED")
+        found = await self._stored(credential, key, secrets.AGENT_PREFIX, credentials.find_agent_token)
         expire_time = found.expire_time.timestamp()
         if expire_time <= self.clock():
             raise Unauthenticated("EXPIRED")
         return Principal("agent", str(found.id), build_id=found.build_id, expire_time=expire_time)
+
+    async def _stored(
+        self, credential: str, key: bytes, prefix: str, find: Callable[[credentials.Conn, bytes], Awaitable[T | None]]
+    ) -> T:
+        """The live row of a token of this server, looked up by its digest."""
+        if not secrets.well_formed(credential, prefix):
+            raise Unauthenticated("MALFORMED", f"not a {prefix}... token")
+        async with self.db.connection() as conn:
+            found = await find(conn, key)
+        if found is None:
+            raise Unauthenticated("UNKNOWN_TOKEN")
+        if found.revoke_time is not None:
+            raise Unauthenticated("REVOKED")
+        return found
 
     async def _user(self, credential: str) -> Principal:
         if self.sessions is None:

@@ -18,7 +18,14 @@ from buildplatform.v1 import user_pb2
 from server import migrate
 from server.auth import Authenticator, Principal
 from server.store.db import Database
-from tests.support import ROOT, create_database, drop_database, running_server, stubs
+from tests.support import (
+    ROOT,
+    create_database,
+    drop_database,
+    opened_database,
+    running_server,
+    stubs,
+)
 
 
 @pytest.fixture
@@ -32,10 +39,8 @@ def migrated(postgres: str) -> Iterator[str]:
 
 @pytest.fixture
 async def db(migrated: str) -> AsyncIterator[Database]:
-    database = Database(migrated, pool_size=2, max_overflow=0)
-    await database.open()
-    yield database
-    await database.close()
+    async with opened_database(migrated) as database:
+        yield database
 
 
 def tokens(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -29,6 +29,7 @@ from tests.auth_support import (
     insert_user,
     jwks_server,
 )
+from tests.support import opened_database
 
 
 class Clock:
@@ -43,10 +44,8 @@ class Clock:
 
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url, pool_size=2, max_overflow=0)
-    await database.open()
-    yield database
-    await database.close()
+    async with opened_database(database_url) as database:
+        yield database
 
 
 @pytest.fixture(scope="module")
