@@ -11,9 +11,10 @@ credential has. What a principal may do (authorization) is decided elsewhere.
   authenticator.py   authenticate(): the header to a principal, with the cache
   sessions.py        user session JWTs: JWKS or PEM keys, the verifier
   cache.py           the bounded TTL cache of verified credentials
-  secrets.py         the form and the digest of this server's tokens
   bootstrap.py       the first admin token, the page-token key
   cli.py             `python -m server tokens ...`
+The form and digest of this server's tokens are in server.domain.tokens,
+their rows in server.store.credentials.
 """
 
 from __future__ import annotations

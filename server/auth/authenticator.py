@@ -16,11 +16,11 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Protocol, TypeVar
 
-from server.auth import secrets
 from server.auth.cache import CredentialCache
 from server.auth.principal import Principal
 from server.auth.sessions import JwksKeys, PemKey, SessionVerifier
 from server.config import Settings
+from server.domain import tokens
 from server.domain.errors import Unauthenticated
 from server.store import credentials
 from server.store.db import Database
@@ -81,7 +81,7 @@ class Authenticator:
     async def authenticate(self, authorization: str | None) -> Principal:
         """The principal the credential in `authorization` proves, or Unauthenticated saying why not."""
         credential = bearer(authorization)
-        key = secrets.digest(credential)
+        key = tokens.digest(credential)
         principal = self.cache.get(key)
         if principal is None:
             principal = await self._verify(credential, key)
@@ -89,20 +89,20 @@ class Authenticator:
         return principal
 
     async def _verify(self, credential: str, key: bytes) -> Principal:
-        if credential.startswith(secrets.SERVICE_PREFIX):
+        if credential.startswith(tokens.SERVICE_PREFIX):
             return await self._service(credential, key)
-        if credential.startswith(secrets.AGENT_PREFIX):
+        if credential.startswith(tokens.AGENT_PREFIX):
             return await self._agent(credential, key)
         if credential.count(".") == 2:
             return await self._user(credential)
         raise Unauthenticated("MALFORMED", "neither a token of this server nor a JWT")
 
     async def _service(self, credential: str, key: bytes) -> Principal:
-        found = await self._stored(credential, key, secrets.SERVICE_PREFIX, credentials.find_service_token)
+        found = await self._stored(credential, key, tokens.SERVICE_PREFIX, credentials.find_service_token)
         return Principal("service", found.name, frozenset(found.scopes))
 
     async def _agent(self, credential: str, key: bytes) -> Principal:
-        found = await self._stored(credential, key, secrets.AGENT_PREFIX, credentials.find_agent_token)
+        found = await self._stored(credential, key, tokens.AGENT_PREFIX, credentials.find_agent_token)
         expire_time = found.expire_time.timestamp()
         if expire_time <= self.clock():
             raise Unauthenticated("EXPIRED")
@@ -112,7 +112,7 @@ class Authenticator:
         self, credential: str, key: bytes, prefix: str, find: Callable[[credentials.Conn, bytes], Awaitable[T | None]]
     ) -> T:
         """The live row of a token of this server, looked up by its digest."""
-        if not secrets.well_formed(credential, prefix):
+        if not tokens.well_formed(credential, prefix):
             raise Unauthenticated("MALFORMED", f"not a {prefix}... token")
         async with self.db.connection() as conn:
             found = await find(conn, key)

@@ -1,6 +1,6 @@
 """Service tokens, agent tokens and shared server keys (psycopg, hot path).
 
-Tokens are looked up by the SHA-256 of the presented token (server.auth.secrets);
+Tokens are looked up by the SHA-256 of the presented token (server.domain.tokens);
 the token itself is returned once, by the function that makes it, and never
 stored. Every function takes an autocommit psycopg connection
 (`Database.connection()`), which translates database errors.
@@ -17,8 +17,8 @@ from typing import Any
 
 import psycopg
 
-from server.auth.secrets import AGENT_PREFIX, SERVICE_PREFIX, digest, new_token
 from server.domain.errors import NotFound
+from server.domain.tokens import AGENT_PREFIX, SERVICE_PREFIX, digest, new_token
 
 Conn = psycopg.AsyncConnection[Any]
 

@@ -1,4 +1,5 @@
-"""Opaque tokens issued by this server: a recognizable prefix and 32 random
+"""The form of the opaque tokens this server issues (no I/O; the store keeps
+their digests, server.auth checks them): a recognizable prefix and 32 random
 bytes. They are high-entropy, so a plain SHA-256 is a safe way to store
 them (no salt or slow hash needed: there is nothing to guess); only the
 digest is kept, and a token is shown once, when it is made."""
