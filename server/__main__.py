@@ -84,8 +84,13 @@ async def serve(settings: Settings, *, action: str) -> int:
     unreachable = await schema(action, settings.database_url)
     if unreachable:
         log.warning("waiting for the database: %s; retrying every %.0fs", unreachable, RETRY_SECONDS)
+    from server.auth.bootstrap import BootstrapError
+
     app = build_server(settings)
-    await app.start(ready=not unreachable)
+    try:
+        await app.start(ready=not unreachable)
+    except BootstrapError as error:
+        raise StartupError(str(error)) from None
     if not unreachable and not app.ready:   # reached for the schema check, gone since
         unreachable = app.problem
     # Everything made at start-up lives as long as the process: keep it out
@@ -103,11 +108,12 @@ async def serve(settings: Settings, *, action: str) -> int:
             await asyncio.sleep(RETRY_SECONDS)
             try:
                 now = await schema(action, settings.database_url)
-            except StartupError as error:
+                ready = not now and await app.mark_ready()
+            except (StartupError, BootstrapError) as error:
                 failure.append(str(error))
                 stop.set()
                 return
-            if not now and await app.mark_ready():
+            if ready:
                 log.info("the database answers and its schema is at the newest migration")
                 return
             now = now or app.problem

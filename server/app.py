@@ -24,7 +24,7 @@ from buildplatform.v1 import (
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from server.auth.bootstrap import BootstrapError, bootstrap_admin_token, page_token_secret
+from server.auth.bootstrap import bootstrap_admin_token, page_token_secret
 from server.config import Settings
 from server.rpc import reflection as rpc_reflection
 from server.rpc.builds import BuildService
@@ -110,15 +110,13 @@ class App:
     async def _prepare(self) -> bool:
         """What must be read from (or made in) the database before serving:
         the page-token key, and the first admin token. False when the
-        database cannot be reached yet; SystemExit when it will not help."""
+        database cannot be reached yet; BootstrapError when waiting will not help."""
         try:
             self.page_tokens.use(await page_token_secret(self.db, self.settings.page_token_secret))
             await bootstrap_admin_token(self.db, self.settings.auth_bootstrap_token_file)
         except DatabaseUnavailable as error:
             self.problem = str(error)
             return False
-        except BootstrapError as error:
-            raise SystemExit(str(error)) from None
         return True
 
     async def _database_answers(self) -> bool:

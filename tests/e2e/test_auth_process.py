@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from server.auth import Authenticator, Principal
 from server.store.db import Database
 from tests.support import (
     ROOT,
+    ServerProcess,
     create_database,
     drop_database,
     opened_database,
@@ -140,6 +142,24 @@ async def test_a_first_start_writes_an_admin_token_only_its_owner_can_read(migra
     assert not path.exists(), "a second start must not make another admin token"
     assert "admin-token" not in again.log()
     assert [line.split()[0] for line in tokens(migrated, "list").stdout.strip().splitlines()[1:]] == ["bootstrap-admin"]
+
+
+def test_replicas_starting_together_make_one_admin_token(migrated, tmp_path):
+    files = [tmp_path / "one" / "admin-token", tmp_path / "two" / "admin-token"]
+    servers = [ServerProcess(migrated, env={"AUTH_BOOTSTRAP_TOKEN_FILE": str(path)}) for path in files]
+    threads = [threading.Thread(target=server.start) for server in servers]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert all(server.port for server in servers), [server.log() for server in servers]
+    finally:
+        for server in servers:
+            server.stop()
+    assert sorted(path.exists() for path in files) == [False, True]
+    with psycopg.connect(migrated) as conn:
+        assert conn.execute("SELECT name FROM service_tokens").fetchall() == [("bootstrap-admin",)]
 
 
 def test_no_admin_token_is_made_when_a_service_token_exists(migrated, tmp_path):
