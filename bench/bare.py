@@ -82,7 +82,7 @@ class Bare(build_pb2_grpc.BuildServiceServicer):
     def __init__(self, pool: AsyncConnectionPool[Any], fixed: build_pb2.GetBuildResponse | None) -> None:
         self.pool = pool
         self.fixed = fixed
-        self.tokens = PageTokens("buildplatform-development-page-token-key")
+        self.tokens = PageTokens("bench-floor-only")
         self.failures = 0
 
     async def GetBuild(self, request: build_pb2.GetBuildRequest, context: Any) -> build_pb2.GetBuildResponse:

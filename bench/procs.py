@@ -92,7 +92,11 @@ def server(name: str, database_url: str, **env: str) -> Proc:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     port = free_port()
-    proc = Proc(name, ["-m", "server"], {"DATABASE_URL": database_url, "GRPC_ADDRESS": f"127.0.0.1:{port}", **env})
+    proc = Proc(name, ["-m", "server"], {
+        "DATABASE_URL": database_url, "GRPC_ADDRESS": f"127.0.0.1:{port}",
+        # The bench database's first admin token, never the developer's .data/admin-token.
+        "AUTH_BOOTSTRAP_TOKEN_FILE": str(RUN_DIR / "admin-token"), **env,
+    })
     proc.port = port
     deadline = time.monotonic() + 60
     with grpc.insecure_channel(proc.address) as channel:

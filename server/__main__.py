@@ -41,6 +41,9 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--migrate", action="store_true", help="apply database migrations before serving")
     parser.add_argument("--migrate-only", action="store_true", help="apply database migrations and exit")
+    from server.auth import cli
+
+    cli.add_parser(parser.add_subparsers(dest="command", metavar="COMMAND", title="commands"))
     return parser.parse_args()
 
 
@@ -89,8 +92,15 @@ async def serve(settings: Settings, *, action: str) -> int:
     unreachable = await schema(action, settings.database_url)
     if unreachable:
         log.warning("waiting for the database: %s; retrying every %.0fs", unreachable, RETRY_SECONDS)
+    from server.auth.bootstrap import BootstrapError
+
     app = build_server(settings)
-    await app.start(ready=not unreachable)
+    try:
+        await app.start(ready=not unreachable)
+    except BootstrapError as error:
+        raise StartupError(str(error)) from None
+    if not unreachable and not app.ready:   # reached for the schema check, gone since
+        unreachable = app.problem
     # Everything made at start-up lives as long as the process: keep it out
     # of the garbage collector's passes, which otherwise walk it again and
     # again while streams allocate (gc.freeze, as large Python servers do).
@@ -106,14 +116,15 @@ async def serve(settings: Settings, *, action: str) -> int:
             await asyncio.sleep(RETRY_SECONDS)
             try:
                 now = await schema(action, settings.database_url)
-            except StartupError as error:
+                ready = not now and await app.mark_ready()
+            except (StartupError, BootstrapError) as error:
                 failure.append(str(error))
                 stop.set()
                 return
-            if not now:
+            if ready:
                 log.info("the database answers and its schema is at the newest migration")
-                await app.mark_ready()
                 return
+            now = now or app.problem
             if now != said:
                 log.warning("waiting for the database: %s", now)
                 said = now
@@ -133,7 +144,8 @@ async def serve(settings: Settings, *, action: str) -> int:
 def main() -> None:
     args = parse_args()
     settings = Settings.from_env()
-    logs.configure(settings.log_level)
+    # An operator command prints its answer, not the server's log lines.
+    logs.configure(settings.log_level if args.command is None else "WARNING")
     embedded = None
     if not settings.database_url:
         from server import embedded as embedded_pg
@@ -150,6 +162,11 @@ def main() -> None:
         log.info("DATABASE_URL is not set: using the embedded PostgreSQL", extra={"database_url": url})
     action = "upgrade" if args.migrate or args.migrate_only else "check"
     try:
+        if args.command == "tokens":
+            from server.auth import cli
+
+            cli.main(args, settings)
+            return
         if args.migrate_only:
             unreachable = asyncio.run(schema(action, settings.database_url))
             if unreachable:

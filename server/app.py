@@ -25,7 +25,8 @@ from buildplatform.v1 import (
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from server.config import DEV_PAGE_TOKEN_SECRET, Settings
+from server.auth.bootstrap import bootstrap_admin_token, page_token_secret
+from server.config import Settings
 from server.rpc import reflection as rpc_reflection
 from server.rpc.builds import BuildService
 from server.rpc.deps import Deps
@@ -78,6 +79,8 @@ class App:
     hub: Hub
     health: health.aio.HealthServicer
     calls: Calls
+    page_tokens: PageTokens
+    settings: Settings
     health_interval: float = 2.0
     tls: str = "off"   # "off", "on" or "mutual" (client certificates required)
     # False until the schema is known to be at the newest migration (a
@@ -89,8 +92,8 @@ class App:
     _monitor: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def start(self, *, ready: bool = True) -> None:
-        self.ready = ready
         await self.db.open()
+        self.ready = ready and await self._prepare()
         self.hub.start()
         # Publish the health of every service before listening: a check that
         # arrives first must not find the service unknown (NOT_FOUND).
@@ -98,10 +101,24 @@ class App:
         await self.server.start()
         self._monitor = asyncio.create_task(self._watch_database())
 
-    async def mark_ready(self) -> None:
-        """The schema is confirmed: serve as soon as the database answers."""
-        self.ready = True
+    async def mark_ready(self) -> bool:
+        """The schema is confirmed: prepare, and serve as soon as the
+        database answers; False when the database went away meanwhile."""
+        self.ready = await self._prepare()
         await self._publish_health()
+        return self.ready
+
+    async def _prepare(self) -> bool:
+        """What must be read from (or made in) the database before serving:
+        the page-token key, and the first admin token. False when the
+        database cannot be reached yet; BootstrapError when waiting will not help."""
+        try:
+            self.page_tokens.use(await page_token_secret(self.db, self.settings.page_token_secret))
+            await bootstrap_admin_token(self.db, self.settings.auth_bootstrap_token_file)
+        except DatabaseUnavailable as error:
+            self.problem = str(error)
+            return False
+        return True
 
     async def _database_answers(self) -> bool:
         """One round trip on the probe's own connection. Never a pooled one:
@@ -193,8 +210,6 @@ def _cannot_listen(address: str) -> str | None:
 
 
 def build_server(settings: Settings) -> App:
-    if not settings.page_token_secret:
-        log.warning("PAGE_TOKEN_SECRET is not set: using the development key (set it in production)")
     db = Database(
         settings.database_url,
         pool_size=settings.db_pool_size,
@@ -207,9 +222,11 @@ def build_server(settings: Settings) -> App:
         heartbeat_seconds=settings.stream_heartbeat_seconds,
         ring_bytes=settings.feed_ring_bytes, total_bytes=settings.feed_total_bytes,
     )
+    # The key is loaded when the database first answers (App._prepare).
+    page_tokens = PageTokens()
     deps = Deps(
         db=db,
-        tokens=PageTokens(settings.page_token_secret or DEV_PAGE_TOKEN_SECRET),
+        tokens=page_tokens,
         hub=hub,
         heartbeat_seconds=settings.stream_heartbeat_seconds,
     )
@@ -240,6 +257,7 @@ def build_server(settings: Settings) -> App:
         raise SystemExit(f"cannot listen on {settings.grpc_address}; fix GRPC_ADDRESS")
     return App(
         server=server, port=port, db=db, hub=hub, health=health_servicer, calls=calls,
+        page_tokens=page_tokens, settings=settings,
         health_interval=settings.health_check_seconds,
         tls="off" if certificates is None else "mutual" if certificates.mutual else "on",
     )

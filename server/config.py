@@ -43,8 +43,20 @@ ENVIRONMENT: list[tuple[str, str, str]] = [
     ("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR; INFO logs one line per RPC."),
     ("SHUTDOWN_GRACE_SECONDS", "10", "on SIGTERM/SIGINT, how long running RPCs may finish; "
      "what still runs then is answered UNAVAILABLE."),
-    ("PAGE_TOKEN_SECRET", "", "key that signs page tokens; set the same value on every replica. "
-     "When unset a fixed development key is used and a warning is logged."),
+    ("PAGE_TOKEN_SECRET", "", "key that signs page tokens; when unset, a random key generated once and "
+     "kept in the database is used, which every replica of that database shares."),
+    ("AUTH_JWKS_URL", "", "https URL of the identity provider's JWKS (Clerk: "
+     "https://<your-app>.clerk.accounts.dev/.well-known/jwks.json); user session JWTs are verified "
+     "against its keys, cached and refetched when a token names an unknown kid."),
+    ("AUTH_JWT_PUBLIC_KEY_FILE", "", "PEM public key (RSA or EC) that verifies user session JWTs, "
+     "instead of AUTH_JWKS_URL."),
+    ("AUTH_JWT_ISSUER", "", "the `iss` every user session JWT must carry; required with AUTH_JWKS_URL "
+     "or AUTH_JWT_PUBLIC_KEY_FILE."),
+    ("AUTH_JWT_AUDIENCE", "", "when set, the `aud` every user session JWT must carry."),
+    ("AUTH_AUTHORIZED_PARTIES", "", "when set, comma-separated origins one of which a session JWT's "
+     "`azp` must be (Clerk: your front end's origin, https://app.example.com)."),
+    ("AUTH_BOOTSTRAP_TOKEN_FILE", ".data/admin-token", "where the first start writes the admin service "
+     "token it creates when no service token exists (mode 0600)."),
     ("HEALTH_CHECK_SECONDS", "2", "how often the database is pinged for the health service."),
     ("STREAM_HEARTBEAT_SECONDS", "15", "idle time after which a stream sends a heartbeat (sent within 1.5 times this)."),
     ("FEED_RING_BYTES", "8388608", "bytes of recent lines (events) kept in memory per followed build "
@@ -54,7 +66,6 @@ ENVIRONMENT: list[tuple[str, str, str]] = [
     ("EMBEDDED_PG_DIR", ".data/postgres", "data directory of the embedded PostgreSQL."),
 ]
 
-DEV_PAGE_TOKEN_SECRET = "buildplatform-development-page-token-key"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -88,6 +99,34 @@ def _readable_file(raw: str) -> str:
     if not os.access(raw, os.R_OK):
         raise ValueError("cannot be read by this process (check its permissions)")
     return raw
+
+
+def _jwks_url(raw: str) -> str:
+    if raw and not raw.startswith(("https://", "http://")):
+        raise ValueError("must be an https:// URL")
+    return raw
+
+
+def _public_key_file(raw: str) -> str:
+    if not raw:
+        return raw
+    _readable_file(raw)
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    with open(raw, "rb") as file:
+        data = file.read()
+    try:
+        key = load_pem_public_key(data)
+    except ValueError:
+        raise ValueError("is not a PEM public key (-----BEGIN PUBLIC KEY-----)") from None
+    if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+        raise ValueError("must hold an RSA or EC public key")
+    return raw
+
+
+def _names(raw: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in raw.split(",") if name.strip())
 
 
 def _is_loopback(host: str) -> bool:
@@ -170,6 +209,12 @@ class Settings:
     log_level: str = setting(_log_level)
     shutdown_grace_seconds: float = setting(_seconds(zero=True))
     page_token_secret: str = setting(_text)
+    auth_jwks_url: str = setting(_jwks_url)
+    auth_jwt_public_key_file: str = setting(_public_key_file)
+    auth_jwt_issuer: str = setting(_text)
+    auth_jwt_audience: str = setting(_text)
+    auth_authorized_parties: tuple[str, ...] = setting(_names)
+    auth_bootstrap_token_file: str = setting(_text)
     health_check_seconds: float = setting(_seconds())
     stream_heartbeat_seconds: float = setting(_seconds())
     feed_ring_bytes: int = setting(_whole(1))
@@ -210,6 +255,16 @@ def _together(values: dict[str, Any]) -> list[str]:
     if client_ca and not cert:
         return ["TLS_CLIENT_CA_FILE is set without TLS_CERT_FILE and TLS_KEY_FILE: mTLS needs the server's "
                 "certificate and key too"]
+    jwks, pem = values["auth_jwks_url"], values["auth_jwt_public_key_file"]
+    if jwks and pem:
+        return ["AUTH_JWKS_URL and AUTH_JWT_PUBLIC_KEY_FILE are both set: user tokens are verified against one "
+                "of them; unset the other"]
+    if (jwks or pem) and not values["auth_jwt_issuer"]:
+        given = "AUTH_JWKS_URL" if jwks else "AUTH_JWT_PUBLIC_KEY_FILE"
+        return [f"{given} is set but AUTH_JWT_ISSUER is not: set it to the `iss` of your identity provider's "
+                "tokens (Clerk: https://<your-app>.clerk.accounts.dev)"]
+    if not values["auth_bootstrap_token_file"]:
+        return ["AUTH_BOOTSTRAP_TOKEN_FILE is empty: give the path where the first admin token is written"]
     address = values["grpc_address"]
     if not cert and not values["allow_plaintext"] and not _is_loopback(address.rpartition(":")[0]):
         return [f"GRPC_ADDRESS={address!r} would serve plaintext beyond this machine: set TLS_CERT_FILE and "

@@ -8,12 +8,13 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -148,6 +149,19 @@ class OwnPostgres:
             self.stop()
 
 
+@asynccontextmanager
+async def opened_database(url: str, *, pool_size: int = 2) -> AsyncIterator[Any]:
+    """The server's Database (both pools) on `url`, for tests that call the store directly."""
+    from server.store.db import Database
+
+    database = Database(url, pool_size=pool_size, max_overflow=0)
+    await database.open()
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
 def with_database(url: str, name: str) -> str:
     """The same server URL pointing at another database."""
     parts = urllib.parse.urlsplit(url)
@@ -257,6 +271,8 @@ class ServerProcess:
             "STREAM_HEARTBEAT_SECONDS": "1",
             "HEALTH_CHECK_SECONDS": "0.5",
             "SHUTDOWN_GRACE_SECONDS": "3",
+            # Never the developer's .data/admin-token (written on a database without service tokens).
+            "AUTH_BOOTSTRAP_TOKEN_FILE": os.path.join(tempfile.gettempdir(), f"bp-admin-token-{uuid.uuid4().hex}"),
             **self.env,
         }
         self.proc = subprocess.Popen(

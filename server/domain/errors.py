@@ -11,6 +11,8 @@ DomainError
  +-- Aborted              ABORTED: a stale etag lost an optimistic-concurrency race
  +-- Unavailable          UNAVAILABLE: retry, possibly on another replica
  +-- ResourceExhausted    RESOURCE_EXHAUSTED: the process is full; retry after a pause
+ +-- Unauthenticated      UNAUTHENTICATED: no valid credential; `reason` says which problem
+ +-- PermissionDenied     PERMISSION_DENIED: a valid principal without the right
 """
 
 from __future__ import annotations
@@ -138,3 +140,42 @@ class ResourceExhausted(DomainError):
     def __init__(self, message: str, *, retry_after: float) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+# Why a credential was refused: a stable code, and the message sent to the
+# caller. No message ever quotes the credential or a secret.
+UNAUTHENTICATED_REASONS: dict[str, str] = {
+    "MISSING": "no credential: send `authorization: Bearer <token>`",
+    "MALFORMED": "the credential is malformed: send `authorization: Bearer <token>`",
+    "EXPIRED": "the credential has expired: get a fresh one and retry",
+    "NOT_YET_VALID": "the credential is not valid yet (nbf/iat in the future): check the clocks",
+    "WRONG_ISSUER": "the token was issued by another issuer than AUTH_JWT_ISSUER",
+    "WRONG_AUDIENCE": "the token is for another audience than AUTH_JWT_AUDIENCE",
+    "WRONG_AUTHORIZED_PARTY": "the token's authorized party (azp) is not one of AUTH_AUTHORIZED_PARTIES",
+    "UNKNOWN_KEY": "the token is signed with a key (kid) the identity provider does not publish",
+    "BAD_SIGNATURE": "the token's signature does not verify",
+    "UNSUPPORTED": "this kind of credential is not accepted by this server",
+    "UNKNOWN_TOKEN": "the token is unknown: it was never issued here, or was mistyped",
+    "REVOKED": "the token was revoked: ask an operator for a new one",
+    "NO_USER": "the session's user has no User here: create it first (CreateUser with its clerk_id)",
+}
+
+
+class Unauthenticated(DomainError):
+    """The call carries no credential, or one that is not valid. `reason` is
+    a key of UNAUTHENTICATED_REASONS; `detail` may add what was checked
+    (never the credential itself)."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        message = UNAUTHENTICATED_REASONS[reason]
+        super().__init__(f"{message} ({detail})" if detail else message)
+        self.reason = reason
+
+
+class PermissionDenied(DomainError):
+    """A valid principal that may not do this, whether or not the resource
+    exists (AIP-211)."""
+
+    def __init__(self, message: str, *, permission: str = "") -> None:
+        super().__init__(message)
+        self.permission = permission

@@ -9,6 +9,7 @@
                                            resume cursor of a stream
   DatabaseUnavailable UNAVAILABLE          RetryInfo: the database is down, slow or saturated
   ResourceExhausted   RESOURCE_EXHAUSTED   RetryInfo: the process is full (admission control)
+  Unauthenticated     UNAUTHENTICATED      ErrorInfo: reason (MISSING, EXPIRED, REVOKED, ...)
   anything else       INTERNAL             a request id to find the traceback in the log;
                                            no traceback on the wire
 """
@@ -92,4 +93,8 @@ def to_status(error: BaseException, request_id: str) -> grpc.Status:
         return _status(code_pb2.UNAVAILABLE, str(error), _retry(1.0))
     if isinstance(error, errors.ResourceExhausted):
         return _status(code_pb2.RESOURCE_EXHAUSTED, error.message, _retry(error.retry_after))
+    if isinstance(error, errors.Unauthenticated):
+        return _status(
+            code_pb2.UNAUTHENTICATED, error.message, error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN)
+        )
     return _status(code_pb2.INTERNAL, f"internal error (request id {request_id})")

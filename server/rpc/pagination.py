@@ -4,8 +4,9 @@ A token is base64url(JSON) + "." + base64url(HMAC-SHA256 tag). The JSON
 holds the position to resume after (a keyset, never an offset) and a digest
 of the List it was issued by and of the request's filters, so a token cannot
 be forged, edited, or replayed on another List or with other filters: each
-of those is INVALID_ARGUMENT on page_token. Every replica must share
-PAGE_TOKEN_SECRET.
+of those is INVALID_ARGUMENT on page_token. Every replica must share the
+key: PAGE_TOKEN_SECRET, or the random one kept in the database, which the
+server loads when the database first answers (`PageTokens.use`).
 
 A page carries at most RESPONSE_BYTES of serialized items, and always at
 least one (`fit`); its token resumes right after the last item sent, however
@@ -24,7 +25,7 @@ from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 
-from server.domain.errors import InvalidArgument
+from server.domain.errors import InvalidArgument, Unavailable
 from server.domain.limits import RESPONSE_BYTES
 from server.store.crud import Page, Row
 
@@ -65,10 +66,18 @@ def _unb64(text: str) -> bytes:
 
 
 class PageTokens:
-    def __init__(self, secret: str) -> None:
+    def __init__(self, secret: str | None = None) -> None:
+        self._key: bytes | None = None
+        if secret is not None:
+            self.use(secret)
+
+    def use(self, secret: str) -> None:
+        """Sign and check with `secret` from now on."""
         self._key = hashlib.sha256(secret.encode()).digest()
 
     def _tag(self, body: bytes) -> bytes:
+        if self._key is None:
+            raise Unavailable("the server is starting: its page-token key is not loaded yet; retry", retry_after=1.0)
         return hmac.new(self._key, body, hashlib.sha256).digest()[:16]
 
     @staticmethod

@@ -65,6 +65,7 @@ CONNECT_OPTIONS: dict[str, Any] = {
 _UNIQUE = {
     "uq_users_clerk_id": ("user", "clerk_id"),
     "uq_app_specs_project_id_version": ("app_spec", "version"),
+    "uq_service_tokens_name": ("service token", "name"),
 }
 # constraint name -> (missing resource, field) for foreign-key violations
 _FOREIGN = {
@@ -76,6 +77,7 @@ _FOREIGN = {
     "fk_chat_sessions_project_id_projects": ("project", "project_id"),
     "fk_app_specs_project_id_projects": ("project", "project_id"),
     "fk_app_specs_chat_session_id_chat_sessions": ("chat session", "chat_session_id"),
+    "fk_agent_tokens_build_id_builds": ("build", "build_id"),
 }
 _KEY_VALUE = re.compile(r"Key \((?P<cols>[^)]*)\)=\((?P<value>.*)\)")
 

@@ -28,6 +28,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -35,7 +36,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from server.domain.status import BuildStatus
@@ -232,6 +233,43 @@ class ChatMessage(Base):
     __table_args__ = (CheckConstraint(f"role IN {CHAT_ROLES!r}", name="role"),)
 
 
+class ServiceToken(Base):
+    """A long-lived token of a backend service or operator; only its SHA-256 is kept."""
+
+    __tablename__ = "service_tokens"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    name: Mapped[str] = mapped_column(Text, unique=True)
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary, unique=True)
+    scopes: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    create_time: Mapped[datetime] = mapped_column(TS, server_default=text("now()"))
+    revoke_time: Mapped[datetime | None] = mapped_column(TS)
+    last_used_time: Mapped[datetime | None] = mapped_column(TS)
+
+
+class AgentToken(Base):
+    """A build agent's token for one build, until expire_time; only its SHA-256 is kept."""
+
+    __tablename__ = "agent_tokens"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    build_id: Mapped[str] = mapped_column(ForeignKey("builds.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary, unique=True)
+    create_time: Mapped[datetime] = mapped_column(TS, server_default=text("now()"))
+    expire_time: Mapped[datetime] = mapped_column(TS)
+    revoke_time: Mapped[datetime | None] = mapped_column(TS)
+
+
+class ServerKey(Base):
+    """A key every replica of the database shares, made once (the page-token key)."""
+
+    __tablename__ = "server_keys"
+
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    create_time: Mapped[datetime] = mapped_column(TS, server_default=text("now()"))
+
+
 def _table(model: type[Base]) -> Table:
     table = model.__table__
     assert isinstance(table, Table)
@@ -247,3 +285,6 @@ build_logs = _table(BuildLog)
 build_events = _table(BuildEvent)
 chat_sessions = _table(ChatSession)
 chat_messages = _table(ChatMessage)
+service_tokens = _table(ServiceToken)
+agent_tokens = _table(AgentToken)
+server_keys = _table(ServerKey)

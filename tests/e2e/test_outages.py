@@ -157,9 +157,15 @@ def test_a_server_started_while_the_database_is_down_waits_then_serves(own_postg
             api = stubs(channel)
             user, project = _owner(api)
             _all_work(api, user, _running_build(api, user, project))
+            # The page-token key was loaded from the database before SERVING.
+            api.users.CreateUser(user_pb2.CreateUserRequest(user=user_pb2.User(clerk_id="second", email="o@example.com")))
+            first = api.users.ListUsers(user_pb2.ListUsersRequest(page_size=1, email="o@example.com"))
+            rest = api.users.ListUsers(user_pb2.ListUsersRequest(email="o@example.com", page_token=first.next_page_token))
+            assert len(first.users) == 1 and len(rest.users) == 1
     finally:
         assert proc.stop() == 0, proc.log()
     assert "Traceback" not in proc.log()
+    assert "wrote it to" in proc.log()   # the first admin token, once the database answered
 
 
 def test_a_database_that_comes_up_unmigrated_still_refuses_with_the_clear_message(own_postgres):

@@ -14,14 +14,13 @@ from server.domain.limits import MAX_DOCUMENT_BYTES, RESPONSE_BYTES
 from server.store import builds, resources
 from server.store.db import Database
 from tests.e2e.expect import sql_count
+from tests.support import opened_database
 
 
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url, pool_size=1, max_overflow=0)
-    await database.open()
-    yield database
-    await database.close()
+    async with opened_database(database_url, pool_size=1) as database:
+        yield database
 
 
 async def test_app_specs_of_a_megabyte_are_fetched_one_budget_at_a_time(api, project, db):
