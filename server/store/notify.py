@@ -148,7 +148,7 @@ class Feed:
         except Exception as error:  # the next notification or heartbeat retries
             woke = False
             # Followers that have sent all the ring holds end with UNAVAILABLE
-            # and their cursor (server.rpc.streams) instead of waiting on a
+            # and their cursor (server.core.feeds) instead of waiting on a
             # feed that cannot read.
             if isinstance(error, DatabaseUnavailable):
                 self.error = error

@@ -1,4 +1,4 @@
-"""What the servicers are given: injected, so tests can pin the clock and ids."""
+"""What the core functions are given: injected, so tests can pin the clock and ids."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import cuid
 
-from server.rpc.pagination import PageTokens
+from server.core.pagination import PageTokens
 from server.store.db import Database
 
 if TYPE_CHECKING:

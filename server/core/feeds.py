@@ -1,5 +1,8 @@
 """BuildLogService and BuildEventService: one implementation, two kinds.
 
+Both services' RPCs are here (`append_build_logs`, `stream_build_events`,
+...), over one `FeedStreams` per kind.
+
 A stream moves a cursor (the last sequence number considered) forward
 through the build's feed. While the cursor is inside the process's ring
 (server.store.notify.Feed) it reads from memory, otherwise from PostgreSQL
@@ -22,95 +25,24 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from buildplatform.v1 import (
-    build_event_pb2,
-    build_event_pb2_grpc,
-    build_log_pb2,
-    build_log_pb2_grpc,
-)
+from buildplatform.v1 import build_event_pb2, build_log_pb2
 
+from server.core import feeds_wire as wire
+from server.core.deps import Deps
+from server.core.feeds_wire import stream_response
+from server.core.principal import Principal
+from server.core.wire import from_timestamp, validate_id
 from server.domain.errors import InvalidArgument, Unavailable
-from server.domain.limits import (
-    MAX_BATCH,
-    MAX_EVENT_DATA_BYTES,
-    MAX_FILTER_VALUES,
-    MAX_LOG_MESSAGE_BYTES,
-    MAX_LOG_METADATA_BYTES,
-)
+from server.domain.limits import MAX_BATCH
 from server.domain.limits import RESPONSE_BYTES as MAX_MESSAGE_BYTES
 from server.domain.status import TERMINAL
-from server.domain.validation import EVENT_TYPE_PATTERN, Checker
-from server.rpc import convert
-from server.rpc.convert import struct_to_dict, validate_id
-from server.rpc.deps import Deps
-from server.rpc.registry import repeated_field_1, stream_response
+from server.domain.validation import Checker
 from server.store import feeds
 from server.store.db import DatabaseUnavailable
 from server.store.feeds import Kind
 from server.store.notify import Entry
 
-Context = Any
-
-
 DB_PAGE = 1000  # rows per catch-up read from the database (and MAX_MESSAGE_BYTES)
-
-
-def log_entry(row: dict[str, Any]) -> Entry:
-    return Entry(row["seq"], row["level"], repeated_field_1(convert.log_to_pb(row).SerializeToString()))
-
-
-def event_entry(row: dict[str, Any]) -> Entry:
-    return Entry(row["seq"], row["type"], repeated_field_1(convert.event_to_pb(row).SerializeToString()))
-
-
-def _batch_size(check: Checker, count: int) -> None:
-    if count == 0:
-        check.add("entries", "must contain at least one entry")
-    elif count > MAX_BATCH:
-        check.add("entries", f"must contain at most {MAX_BATCH} entries, got {count}")
-    check.done()
-
-
-def log_entries(request: build_log_pb2.AppendBuildLogsRequest) -> list[tuple[str, str, str | None, int]]:
-    """(level, message, metadata JSON, wire size bound) per entry."""
-    check = Checker()
-    _batch_size(check, len(request.entries))
-    levels = convert.LEVEL_FROM_PB
-    out: list[tuple[str, str, str | None, int]] = []
-    for index, entry in enumerate(request.entries):
-        level = levels.get(entry.level)
-        if level is None:
-            check.add(f"entries[{index}].level", "must be a LogLevel other than LOG_LEVEL_UNSPECIFIED")
-        metadata = (
-            check.json(f"entries[{index}].metadata", struct_to_dict(entry.metadata), max_bytes=MAX_LOG_METADATA_BYTES)
-            if entry.HasField("metadata")
-            else None
-        )
-        message = entry.message
-        if not message and metadata is None:
-            check.add(f"entries[{index}].message", "is required (it may be empty only when metadata is set)")
-        else:
-            check.text(f"entries[{index}].message", message, max_bytes=MAX_LOG_MESSAGE_BYTES)
-        out.append((level or "", message, metadata, feeds.wire_bound(entry.ByteSize())))
-    check.done()
-    return out
-
-
-def event_entries(request: build_event_pb2.AppendBuildEventsRequest) -> list[tuple[str, str, int]]:
-    """(type, data JSON, wire size bound) per entry."""
-    check = Checker()
-    _batch_size(check, len(request.entries))
-    out: list[tuple[str, str, int]] = []
-    for index, entry in enumerate(request.entries):
-        if not EVENT_TYPE_PATTERN.fullmatch(entry.type):
-            check.add(
-                f"entries[{index}].type",
-                "must be 1 to 64 characters from a-z, 0-9, '_', '.', ':', '-', starting with a letter",
-            )
-        data = check.json(f"entries[{index}].data", struct_to_dict(entry.data), max_bytes=MAX_EVENT_DATA_BYTES)
-        out.append((entry.type, data or "{}", feeds.wire_bound(entry.ByteSize())))
-    check.done()
-    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +63,7 @@ def _stream_request(request: Any, tail: int, tail_field: str, values: Sequence[s
     if tail < 0:
         check.add(tail_field, "must not be negative")
     check.done()
-    since = convert.from_timestamp(request.since_time) if request.HasField("since_time") else None
+    since = from_timestamp(request.since_time) if request.HasField("since_time") else None
     return StreamRequest(build_id, request.after_sequence, request.follow, tail, since, values)
 
 
@@ -140,17 +72,15 @@ class FeedStreams:
 
     def __init__(
         self,
-        deps: Deps,
         kind: Kind,
         to_entry: Callable[[dict[str, Any]], Entry],
-        to_pb: Callable[[dict[str, Any]], Any],
+        to_pb: Callable[[Any], Any],
     ) -> None:
-        self.d = deps
         self.kind = kind
         self.to_entry = to_entry
         self.to_pb = to_pb
 
-    async def list_page(self, request: Any, values: Sequence[str]) -> tuple[list[Any], str]:
+    async def list_page(self, d: Deps, request: Any, values: Sequence[str]) -> tuple[list[Any], str]:
         build_id = validate_id("build_id", request.build_id)
         check = Checker()
         limit = check.page_size("page_size", request.page_size, default=500, maximum=MAX_BATCH)
@@ -158,9 +88,9 @@ class FeedStreams:
             check.add("after_sequence", "must not be negative")
         check.done()
         filters = [build_id, list(values)]
-        position = self.d.tokens.decode(request.page_token, self.kind.table, filters)
+        position = d.tokens.decode(request.page_token, self.kind.table, filters)
         after = int(position[0]) if position else request.after_sequence
-        async with self.d.db.connection() as conn:
+        async with d.db.connection() as conn:
             await feeds.build_position(conn, self.kind, build_id)  # NOT_FOUND for a missing build
             read = await feeds.read_after(
                 conn, feeds.Read(self.kind, build_id, after, limit=limit, max_bytes=MAX_MESSAGE_BYTES, values=values)
@@ -170,11 +100,11 @@ class FeedStreams:
         kept = feeds.fitting((item.ByteSize() + 4 for item in items), MAX_MESSAGE_BYTES)
         more = read.more or kept < len(items)
         items = items[:kept]
-        token = self.d.tokens.encode(self.kind.table, filters, [items[-1].sequence]) if more else ""
+        token = d.tokens.encode(self.kind.table, filters, [items[-1].sequence]) if more else ""
         return items, token
 
-    async def stream(self, req: StreamRequest) -> AsyncIterator[bytes]:
-        """Serialized StreamBuild{Logs,Events}Response messages (see server.rpc.registry).
+    async def stream(self, d: Deps, req: StreamRequest) -> AsyncIterator[bytes]:
+        """Serialized StreamBuild{Logs,Events}Response messages (see feeds_wire).
 
         Any failed database read ends the stream with UNAVAILABLE naming the
         cursor of the last message sent, from which the client resumes.
@@ -182,7 +112,7 @@ class FeedStreams:
         follower passes through each layer.)"""
         resume = req.after  # the cursor of the last message sent
         try:
-            d, kind = self.d, self.kind
+            kind = self.kind
             wanted = frozenset(req.values)
             async with contextlib.AsyncExitStack() as stack:
                 feed = event = None
@@ -213,7 +143,7 @@ class FeedStreams:
                         # committed position (the backlog's end, or what the feed
                         # has seen), which lets the cursor pass rows a filter skips.
                         bound = max(upto, feed.head or 0) if feed is not None else upto
-                        entries, cursor = await self._read(req, cursor, bound)
+                        entries, cursor = await self._read(d, req, cursor, bound)
                     batch = [e.wire for e in entries if not wanted or e.value in wanted]
                     reached = not caught_up and cursor >= upto
                     if batch or reached:
@@ -271,11 +201,11 @@ class FeedStreams:
             # hosts); the client learns what to do.
             raise Unavailable(f"the database is unavailable: resume with after_sequence={resume}") from error
 
-    async def _read(self, req: StreamRequest, cursor: int, bound: int) -> tuple[list[Entry], int]:
+    async def _read(self, d: Deps, req: StreamRequest, cursor: int, bound: int) -> tuple[list[Entry], int]:
         """The matching entries after `cursor` up to `bound`, cut at
         MAX_MESSAGE_BYTES, and the cursor after them: the last entry's when
         the read was cut, else `bound` (every matching row up to it was read)."""
-        async with self.d.db.connection() as conn:
+        async with d.db.connection() as conn:
             read = await feeds.read_after(conn, feeds.Read(
                 self.kind, req.build_id, cursor, limit=DB_PAGE, max_bytes=MAX_MESSAGE_BYTES,
                 upto=bound, values=req.values,
@@ -286,90 +216,66 @@ class FeedStreams:
             return entries[:kept], entries[kept - 1].seq
         return entries, max(cursor, bound)
 
-    async def append(self, build_id: str, entries: Sequence[Sequence[Any]], first_sequence: int) -> feeds.Appended:
+    async def append(
+        self, d: Deps, build_id: str, entries: Sequence[Sequence[Any]], first_sequence: int
+    ) -> feeds.Appended:
         validate_id("build_id", build_id)
         if first_sequence < 0:
             raise InvalidArgument.one("first_sequence", "must not be negative")
         return await feeds.append(
-            self.d.db, self.kind, build_id, entries, first_sequence=first_sequence, now=self.d.clock()
+            d.db, self.kind, build_id, entries, first_sequence=first_sequence, now=d.clock()
         )
 
 
-class BuildLogService(build_log_pb2_grpc.BuildLogServiceServicer):
-    def __init__(self, deps: Deps) -> None:
-        self.feed = FeedStreams(deps, feeds.LOGS, log_entry, convert.log_to_pb)
-
-    async def AppendBuildLogs(
-        self, request: build_log_pb2.AppendBuildLogsRequest, context: Context
-    ) -> build_log_pb2.AppendBuildLogsResponse:
-        done = await self.feed.append(request.build_id, log_entries(request), request.first_sequence)
-        return build_log_pb2.AppendBuildLogsResponse(
-            first_sequence=done.first, last_sequence=done.last, already_written=done.already_written
-        )
-
-    async def ListBuildLogs(
-        self, request: build_log_pb2.ListBuildLogsRequest, context: Context
-    ) -> build_log_pb2.ListBuildLogsResponse:
-        logs, token = await self.feed.list_page(request, _levels(request.levels))
-        return build_log_pb2.ListBuildLogsResponse(logs=logs, next_page_token=token)
-
-    def StreamBuildLogs(  # type: ignore[override]  # yields serialized responses, see server.rpc.registry
-        self, request: build_log_pb2.StreamBuildLogsRequest, context: Context
-    ) -> AsyncIterator[bytes]:
-        # The stream itself, not a generator around it: every message of a
-        # follower passes through each layer, so there is one layer fewer.
-        return self.feed.stream(_stream_request(request, request.tail_lines, "tail_lines", _levels(request.levels)))
+LOGS = FeedStreams(feeds.LOGS, wire.log_entry, wire.log_to_pb)
+EVENTS = FeedStreams(feeds.EVENTS, wire.event_entry, wire.event_to_pb)
 
 
-class BuildEventService(build_event_pb2_grpc.BuildEventServiceServicer):
-    def __init__(self, deps: Deps) -> None:
-        self.feed = FeedStreams(deps, feeds.EVENTS, event_entry, convert.event_to_pb)
-
-    async def AppendBuildEvents(
-        self, request: build_event_pb2.AppendBuildEventsRequest, context: Context
-    ) -> build_event_pb2.AppendBuildEventsResponse:
-        done = await self.feed.append(request.build_id, event_entries(request), request.first_sequence)
-        return build_event_pb2.AppendBuildEventsResponse(
-            first_sequence=done.first, last_sequence=done.last, already_written=done.already_written
-        )
-
-    async def ListBuildEvents(
-        self, request: build_event_pb2.ListBuildEventsRequest, context: Context
-    ) -> build_event_pb2.ListBuildEventsResponse:
-        events, token = await self.feed.list_page(request, _types(request.types))
-        return build_event_pb2.ListBuildEventsResponse(events=events, next_page_token=token)
-
-    def StreamBuildEvents(  # type: ignore[override]  # yields serialized responses, see server.rpc.registry
-        self, request: build_event_pb2.StreamBuildEventsRequest, context: Context
-    ) -> AsyncIterator[bytes]:
-        return self.feed.stream(_stream_request(request, request.tail_events, "tail_events", _types(request.types)))
+async def append_build_logs(
+    d: Deps, principal: Principal, request: build_log_pb2.AppendBuildLogsRequest
+) -> build_log_pb2.AppendBuildLogsResponse:
+    done = await LOGS.append(d, request.build_id, wire.log_entries(request), request.first_sequence)
+    return build_log_pb2.AppendBuildLogsResponse(
+        first_sequence=done.first, last_sequence=done.last, already_written=done.already_written
+    )
 
 
-def _filter_size(check: Checker, field: str, values: Sequence[object]) -> None:
-    """Each wanted value is one index scan per read: bound their number."""
-    if len(values) > MAX_FILTER_VALUES:
-        check.add(field, f"must hold at most {MAX_FILTER_VALUES} values, got {len(values)}")
+async def list_build_logs(
+    d: Deps, principal: Principal, request: build_log_pb2.ListBuildLogsRequest
+) -> build_log_pb2.ListBuildLogsResponse:
+    logs, token = await LOGS.list_page(d, request, wire.levels(request.levels))
+    return build_log_pb2.ListBuildLogsResponse(logs=logs, next_page_token=token)
 
 
-def _levels(values: Sequence[int]) -> list[str]:
-    check = Checker()
-    _filter_size(check, "levels", values)
-    levels = []
-    for index, value in enumerate(values):
-        level = convert.LEVEL_FROM_PB.get(value)
-        if level is None:
-            check.add(f"levels[{index}]", "must be a LogLevel other than LOG_LEVEL_UNSPECIFIED")
-        else:
-            levels.append(level)
-    check.done()
-    return sorted(set(levels))
+def stream_build_logs(
+    d: Deps, principal: Principal, request: build_log_pb2.StreamBuildLogsRequest
+) -> AsyncIterator[bytes]:
+    """Serialized StreamBuildLogsResponse messages. The stream itself, not a
+    generator around it: every message of a follower passes through each
+    layer, so there is one layer fewer."""
+    req = _stream_request(request, request.tail_lines, "tail_lines", wire.levels(request.levels))
+    return LOGS.stream(d, req)
 
 
-def _types(values: Sequence[str]) -> list[str]:
-    check = Checker()
-    _filter_size(check, "types", values)
-    for index, value in enumerate(values):
-        if not EVENT_TYPE_PATTERN.fullmatch(value):
-            check.add(f"types[{index}]", "is not a valid event type")
-    check.done()
-    return sorted(set(values))
+async def append_build_events(
+    d: Deps, principal: Principal, request: build_event_pb2.AppendBuildEventsRequest
+) -> build_event_pb2.AppendBuildEventsResponse:
+    done = await EVENTS.append(d, request.build_id, wire.event_entries(request), request.first_sequence)
+    return build_event_pb2.AppendBuildEventsResponse(
+        first_sequence=done.first, last_sequence=done.last, already_written=done.already_written
+    )
+
+
+async def list_build_events(
+    d: Deps, principal: Principal, request: build_event_pb2.ListBuildEventsRequest
+) -> build_event_pb2.ListBuildEventsResponse:
+    events, token = await EVENTS.list_page(d, request, wire.types(request.types))
+    return build_event_pb2.ListBuildEventsResponse(events=events, next_page_token=token)
+
+
+def stream_build_events(
+    d: Deps, principal: Principal, request: build_event_pb2.StreamBuildEventsRequest
+) -> AsyncIterator[bytes]:
+    """Serialized StreamBuildEventsResponse messages (see stream_build_logs)."""
+    req = _stream_request(request, request.tail_events, "tail_events", wire.types(request.types))
+    return EVENTS.stream(d, req)
