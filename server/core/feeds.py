@@ -90,11 +90,9 @@ class FeedStreams:
         filters = [build_id, list(values)]
         position = d.tokens.decode(request.page_token, self.kind.table, filters)
         after = int(position[0]) if position else request.after_sequence
-        async with d.db.connection() as conn:
-            await feeds.build_position(conn, self.kind, build_id)  # NOT_FOUND for a missing build
-            read = await feeds.read_after(
-                conn, feeds.Read(self.kind, build_id, after, limit=limit, max_bytes=MAX_MESSAGE_BYTES, values=values)
-            )
+        read = await feeds.read_page(
+            d.db, feeds.Read(self.kind, build_id, after, limit=limit, max_bytes=MAX_MESSAGE_BYTES, values=values)
+        )
         items = [self.to_pb(row) for row in read.rows]
         # +4: the item's tag and length prefix in the page's repeated field.
         kept = feeds.fitting((item.ByteSize() + 4 for item in items), MAX_MESSAGE_BYTES)
@@ -120,12 +118,9 @@ class FeedStreams:
                     # Follow before reading the position: nothing committed in
                     # between can be missed.
                     feed, event = await stack.enter_async_context(d.hub.follow(kind, req.build_id, self.to_entry))
-                async with d.db.connection() as conn:
-                    status, upto = await feeds.build_position(conn, kind, req.build_id)
-                    cursor = await feeds.start_cursor(
-                        conn, kind, req.build_id, after=req.after, upto=upto, since=req.since,
-                        tail=req.tail, values=req.values,
-                    )
+                status, upto, cursor = await feeds.start(
+                    d.db, kind, req.build_id, after=req.after, since=req.since, tail=req.tail, values=req.values
+                )
                 final = upto if status in TERMINAL else None
                 caught_up = False
                 loop = asyncio.get_running_loop()
@@ -171,8 +166,7 @@ class FeedStreams:
                         # (no LISTEN connection): ask the database now. If it does
                         # not answer, the stream ends with its cursor instead of
                         # waiting for a heartbeat; if it does, the feed reads on.
-                        async with d.db.connection() as conn:
-                            status, last = await feeds.build_position(conn, kind, req.build_id)
+                        status, last = await feeds.position(d.db, kind, req.build_id)
                         feed.error = None
                         feed.announce(last)
                         if status in TERMINAL:
@@ -187,8 +181,7 @@ class FeedStreams:
                         resume = cursor
                         yield stream_response([], cursor, False)
                         sent = loop.time()
-                        async with d.db.connection() as conn:
-                            status, last = await feeds.build_position(conn, kind, req.build_id)
+                        status, last = await feeds.position(d.db, kind, req.build_id)
                         if status in TERMINAL:
                             final = last
                         feed.announce(last)  # the feed reads up to `last` if it has not yet
@@ -205,11 +198,10 @@ class FeedStreams:
         """The matching entries after `cursor` up to `bound`, cut at
         MAX_MESSAGE_BYTES, and the cursor after them: the last entry's when
         the read was cut, else `bound` (every matching row up to it was read)."""
-        async with d.db.connection() as conn:
-            read = await feeds.read_after(conn, feeds.Read(
-                self.kind, req.build_id, cursor, limit=DB_PAGE, max_bytes=MAX_MESSAGE_BYTES,
-                upto=bound, values=req.values,
-            ))
+        read = await feeds.read(d.db, feeds.Read(
+            self.kind, req.build_id, cursor, limit=DB_PAGE, max_bytes=MAX_MESSAGE_BYTES,
+            upto=bound, values=req.values,
+        ))
         entries = [self.to_entry(row) for row in read.rows]
         kept = feeds.fitting((len(entry.wire) for entry in entries), MAX_MESSAGE_BYTES)
         if read.more or kept < len(entries):

@@ -10,7 +10,7 @@ grpc adapter sends such bytes as they are (server.rpc.registry).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from buildplatform.v1 import build_event_pb2, build_log_pb2
 
@@ -86,12 +86,13 @@ def stream_response(items: list[bytes], cursor: int, caught_up: bool) -> bytes:
     return b"".join(parts)
 
 
+# The feeds read rows of either kind as dicts (one implementation for both).
 def log_entry(row: dict[str, Any]) -> Entry:
-    return Entry(row["seq"], row["level"], repeated_field_1(log_to_pb(row).SerializeToString()))  # type: ignore[arg-type]
+    return Entry(row["seq"], row["level"], repeated_field_1(log_to_pb(cast(LogRow, row)).SerializeToString()))
 
 
 def event_entry(row: dict[str, Any]) -> Entry:
-    return Entry(row["seq"], row["type"], repeated_field_1(event_to_pb(row).SerializeToString()))  # type: ignore[arg-type]
+    return Entry(row["seq"], row["type"], repeated_field_1(event_to_pb(cast(EventRow, row)).SerializeToString()))
 
 
 def _batch_size(check: Checker, count: int) -> None:

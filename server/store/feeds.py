@@ -439,3 +439,37 @@ async def start_cursor(
     if tail > 0 and cursor < upto:
         cursor = await tail_cursor(pg, kind, build_id, after=cursor, upto=upto, tail=tail, values=values)
     return cursor
+
+
+# --- whole units of work on the hot-path pool (what the core and the hub call) ---
+
+
+async def position(db: Database, kind: Kind, build_id: str) -> tuple[BuildStatus, int]:
+    """build_position on a connection of its own."""
+    async with db.connection() as pg:
+        return await build_position(pg, kind, build_id)
+
+
+async def read(db: Database, bounded: Read) -> Rows:
+    """read_after on a connection of its own."""
+    async with db.connection() as pg:
+        return await read_after(pg, bounded)
+
+
+async def read_page(db: Database, bounded: Read) -> Rows:
+    """A List page: NotFound for a missing build (an empty read cannot tell),
+    then the read, on one connection."""
+    async with db.connection() as pg:
+        await build_position(pg, bounded.kind, bounded.build_id)
+        return await read_after(pg, bounded)
+
+
+async def start(
+    db: Database, kind: Kind, build_id: str, *, after: int, since: datetime | None, tail: int, values: Sequence[str]
+) -> tuple[BuildStatus, int, int]:
+    """Where a stream starts: the build's status, the backlog's end (its last
+    sequence now) and the cursor to send from (see start_cursor)."""
+    async with db.connection() as pg:
+        status, upto = await build_position(pg, kind, build_id)
+        cursor = await start_cursor(pg, kind, build_id, after=after, upto=upto, since=since, tail=tail, values=values)
+    return status, upto, cursor

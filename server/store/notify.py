@@ -118,8 +118,7 @@ class Feed:
                 if self.head is None or self._stale:
                     woke = False
                     self._stale = False
-                    async with self.hub.db.connection() as conn:
-                        status, last = await feeds.build_position(conn, self.kind, self.build_id)
+                    status, last = await feeds.position(self.hub.db, self.kind, self.build_id)
                     self.error = None
                     if self.head is None:
                         self.head = self.base = last
@@ -129,11 +128,10 @@ class Feed:
                 if self._wanted <= self.head:
                     break
                 announcements = self._announcements
-                async with self.hub.db.connection() as conn:
-                    read = await feeds.read_after(conn, feeds.Read(
-                        self.kind, self.build_id, self.head,
-                        limit=READ_PAGE, max_bytes=max(1, min(READ_BYTES, self.hub.ring_bytes)),
-                    ))
+                read = await feeds.read(self.hub.db, feeds.Read(
+                    self.kind, self.build_id, self.head,
+                    limit=READ_PAGE, max_bytes=max(1, min(READ_BYTES, self.hub.ring_bytes)),
+                ))
                 if not read.rows:
                     # A notification that arrived during the read may name a
                     # row the read's snapshot missed: read again. Otherwise

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import pathlib
+import re
 
 import psycopg
 import pytest
@@ -40,6 +41,14 @@ def _imports(package: str) -> set[str]:
 def test_dependencies_run_one_way(package, forbidden):
     bad = {name for name in _imports(package) if any(name == f or name.startswith(f + ".") for f in forbidden)}
     assert not bad, f"server/{package} imports {sorted(bad)}"
+
+
+def test_the_core_never_chooses_a_pool():
+    """The store picks its connection; the core calls typed store functions."""
+    entry = re.compile(r"\bdb\.(transaction|read|connection|get_by_id)\(")
+    for path in (SERVER / "core").glob("*.py"):
+        found = entry.search(path.read_text())
+        assert found is None, f"{path.name} opens a database unit of work ({found.group(0)})"
 
 
 def test_every_rpc_of_every_service_has_its_core_function():
