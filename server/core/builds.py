@@ -140,7 +140,7 @@ async def review_build(
     if decision is None:
         check.add("decision", "must be a ReviewDecision other than REVIEW_DECISION_UNSPECIFIED")
     check.text("reviewer", request.reviewer, required=True, max_chars=limits.MAX_NAME)
-    check.text("comment", request.comment, max_chars=limits.MAX_SHORT_TEXT * 10)
+    check.text("comment", request.comment, max_chars=limits.MAX_REVIEW_COMMENT)
     check.done()
     assert decision is not None
     revision = parse_etag("etag", request.etag)

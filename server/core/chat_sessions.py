@@ -12,6 +12,7 @@ from server.core.pagination import FETCH_BUDGET
 from server.core.principal import Principal
 from server.core.wire import filter_id, page_size, parse_etag, require_message, validate_id
 from server.domain.builds import check_owner
+from server.domain.limits import CHAT_MESSAGES_PAGE_SIZE
 from server.store import chat_sessions as store
 from server.store.rows import ChatMessageRow
 
@@ -92,7 +93,7 @@ async def list_chat_messages(
     d: Deps, principal: Principal, request: pb.ListChatMessagesRequest
 ) -> pb.ListChatMessagesResponse:
     session_id = validate_id("session_id", request.session_id)
-    limit = page_size(request.page_size, default=100)
+    limit = page_size(request.page_size, default=CHAT_MESSAGES_PAGE_SIZE)
     position = d.tokens.decode(request.page_token, "chat_messages", [session_id])
     after_seq = int(position[0]) if position else 0
     page = await store.list_messages(d.db, session_id, after_seq=after_seq, limit=limit, budget=FETCH_BUDGET)

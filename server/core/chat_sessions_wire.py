@@ -16,13 +16,12 @@ from server.core.wire import (
     struct_to_dict,
     timestamp,
 )
-from server.domain.limits import MAX_CHAT_METADATA_BYTES, MAX_DOCUMENT_BYTES
+from server.domain.limits import MAX_CHAT_METADATA_BYTES, MAX_DOCUMENT_BYTES, MAX_TITLE
 from server.domain.validation import Checker
 from server.store.rows import ChatMessageRow, ChatSessionRow
 
 UPDATE = UpdateFields.of(chat_session_pb2.ChatSession.DESCRIPTOR)
 CREATE_FIELDS = ("user_id", "project_id", "title")
-MAX_TITLE = 500
 
 ROLE_TO_PB = {
     "user": chat_session_pb2.CHAT_ROLE_USER,

@@ -33,7 +33,7 @@ from server.core.feeds_wire import stream_response
 from server.core.principal import Principal
 from server.core.wire import from_timestamp, validate_id
 from server.domain.errors import InvalidArgument, Unavailable
-from server.domain.limits import MAX_BATCH
+from server.domain.limits import FEED_PAGE_SIZE, MAX_BATCH
 from server.domain.limits import RESPONSE_BYTES as MAX_MESSAGE_BYTES
 from server.domain.status import TERMINAL
 from server.domain.validation import Checker
@@ -83,7 +83,7 @@ class FeedStreams:
     async def list_page(self, d: Deps, request: Any, values: Sequence[str]) -> tuple[list[Any], str]:
         build_id = validate_id("build_id", request.build_id)
         check = Checker()
-        limit = check.page_size("page_size", request.page_size, default=500, maximum=MAX_BATCH)
+        limit = check.page_size("page_size", request.page_size, default=FEED_PAGE_SIZE, maximum=MAX_BATCH)
         if request.after_sequence < 0:
             check.add("after_sequence", "must not be negative")
         check.done()

@@ -39,7 +39,7 @@ async def get_user_by_clerk_id(
 
 async def list_users(d: Deps, principal: Principal, request: user_pb2.ListUsersRequest) -> user_pb2.ListUsersResponse:
     check = Checker()
-    check.text("email", request.email, max_chars=320)
+    check.text("email", request.email, max_chars=limits.MAX_EMAIL)
     check.done()
     limit = page_size(request.page_size)
     filters = [request.email]

@@ -20,6 +20,7 @@ from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
 from server.domain.errors import InvalidArgument
+from server.domain.limits import MAX_PAGE_SIZE, PAGE_SIZE
 from server.domain.validation import EPOCH, Checker
 
 # --- well-known types ---------------------------------------------------------
@@ -106,7 +107,7 @@ def filter_id(field: str, value: str) -> str:
     return value
 
 
-def page_size(value: int, default: int = 50, maximum: int = 1000) -> int:
+def page_size(value: int, default: int = PAGE_SIZE, maximum: int = MAX_PAGE_SIZE) -> int:
     check = Checker()
     size = check.page_size("page_size", value, default=default, maximum=maximum)
     check.done()

@@ -16,7 +16,10 @@ RESPONSE_BYTES = 1 << 20
 
 # Field limits (checked before anything reaches PostgreSQL).
 MAX_NAME = 200
+MAX_EMAIL = 320                     # RFC 5321's longest path
+MAX_TITLE = 500                     # a chat session's title
 MAX_SHORT_TEXT = 2000
+MAX_REVIEW_COMMENT = MAX_SHORT_TEXT * 10
 MAX_URL = 4096
 MAX_DOCUMENT_BYTES = 1 << 20        # app specs, chat messages, a build's app_spec
 MAX_PROGRESS_BYTES = 256 * 1024
@@ -26,6 +29,12 @@ MAX_LOG_METADATA_BYTES = 16384
 MAX_EVENT_DATA_BYTES = 65536
 MAX_BATCH = 5000                    # entries of one append
 MAX_FILTER_VALUES = 16              # levels / types of one List or Stream request
+
+# page_size of the Lists: 0 means the default.
+PAGE_SIZE = 50                      # users, projects, builds, chat sessions, app specs
+MAX_PAGE_SIZE = 1000
+CHAT_MESSAGES_PAGE_SIZE = 100
+FEED_PAGE_SIZE = 500                # logs and events; at most MAX_BATCH
 
 # The largest single item any response carries: a build with a full app_spec,
 # progress and review history. Kept in check by the field limits above.
