@@ -39,8 +39,7 @@ async def create_build(
     require_message("build", request.HasField("build"))
     values = wire.build_values(request.build, wire.CREATE_FIELDS)
     rules.require_spec_text(values["app_spec"], values["app_spec_id"])
-    now = d.clock()
-    values = {**values, "id": d.new_id(), "status": BuildStatus.PENDING, "create_time": now, "update_time": now}
+    values = d.new_row({**values, "status": BuildStatus.PENDING})
     row = await store.create(d.db, values, decide=partial(_new_build, values))
     return build_pb2.CreateBuildResponse(build=wire.build_to_pb(row))
 

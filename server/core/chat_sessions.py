@@ -25,10 +25,7 @@ async def create_chat_session(
 ) -> pb.CreateChatSessionResponse:
     require_message("chat_session", request.HasField("chat_session"))
     values = wire.chat_session_values(request.chat_session, wire.CREATE_FIELDS)
-    now = d.clock()
-    row = await store.create(
-        d.db, {**values, "id": d.new_id(), "create_time": now, "update_time": now}, check=_owned
-    )
+    row = await store.create(d.db, d.new_row(values), check=_owned)
     return pb.CreateChatSessionResponse(chat_session=wire.chat_session_to_pb(row))
 
 

@@ -17,8 +17,7 @@ async def create_project(
 ) -> project_pb2.CreateProjectResponse:
     require_message("project", request.HasField("project"))
     values = wire.project_values(request.project, wire.CREATE_FIELDS)
-    now = d.clock()
-    row = await store.create(d.db, {**values, "id": d.new_id(), "create_time": now, "update_time": now})
+    row = await store.create(d.db, d.new_row(values))
     return project_pb2.CreateProjectResponse(project=wire.project_to_pb(row))
 
 

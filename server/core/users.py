@@ -17,8 +17,7 @@ from server.store import users as store
 async def create_user(d: Deps, principal: Principal, request: user_pb2.CreateUserRequest) -> user_pb2.CreateUserResponse:
     require_message("user", request.HasField("user"))
     values = wire.user_values(request.user, wire.CREATE_FIELDS)
-    now = d.clock()
-    row = await store.create(d.db, {**values, "id": d.new_id(), "create_time": now, "update_time": now})
+    row = await store.create(d.db, d.new_row(values))
     return user_pb2.CreateUserResponse(user=wire.user_to_pb(row))
 
 
