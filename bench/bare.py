@@ -28,7 +28,7 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from server.rpc.pagination import PageTokens
+from server.core.pagination import PageTokens
 
 COLUMNS = (
     "id, user_id, project_id, status, app_spec, app_spec_id, sandbox_id, progress, output_url, "

@@ -26,7 +26,7 @@ import sys
 import grpc
 from buildplatform.v1 import build_log_pb2
 
-from server.rpc.registry import repeated_field_1, stream_response
+from server.core.feeds_wire import repeated_field_1, stream_response
 
 
 class Fanout:

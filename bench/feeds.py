@@ -218,7 +218,7 @@ def _old_catch_up(conn: psycopg.Connection[Any], build_id: str, after: int) -> f
     rows, each converted to its serialized message, filtered in Python."""
     from psycopg.rows import dict_row
 
-    from server.rpc.streams import log_entry
+    from server.core.feeds_wire import log_entry
 
     started = time.perf_counter()
     cursor = after

@@ -27,14 +27,12 @@ from grpc_reflection.v1alpha import reflection
 
 from server.auth.bootstrap import bootstrap_admin_token, page_token_secret
 from server.config import Settings
+from server.core import app_specs, builds, chat_sessions, feeds, projects, users
+from server.core.deps import Deps
+from server.core.pagination import PageTokens
 from server.rpc import reflection as rpc_reflection
-from server.rpc.builds import BuildService
-from server.rpc.deps import Deps
 from server.rpc.interceptors import Calls, ServerInterceptor
-from server.rpc.pagination import PageTokens
-from server.rpc.registry import add_servicer
-from server.rpc.resources import AppSpecService, ChatSessionService, ProjectService, UserService
-from server.rpc.streams import BuildEventService, BuildLogService
+from server.rpc.registry import add_service
 from server.store import db as store_db
 from server.store.db import Database, DatabaseRejected, DatabaseUnavailable
 from server.store.notify import Hub
@@ -42,15 +40,16 @@ from server.tls import CertificateFiles, TlsError
 
 log = logging.getLogger(__name__)
 
-# Service names come from the generated descriptors, never from literals.
+# Each service and the core module holding its RPCs. Service names come
+# from the generated descriptors, never from literals.
 SERVICES = [
-    (user_pb2.DESCRIPTOR.services_by_name["UserService"], UserService),
-    (project_pb2.DESCRIPTOR.services_by_name["ProjectService"], ProjectService),
-    (build_pb2.DESCRIPTOR.services_by_name["BuildService"], BuildService),
-    (build_log_pb2.DESCRIPTOR.services_by_name["BuildLogService"], BuildLogService),
-    (build_event_pb2.DESCRIPTOR.services_by_name["BuildEventService"], BuildEventService),
-    (chat_session_pb2.DESCRIPTOR.services_by_name["ChatSessionService"], ChatSessionService),
-    (app_spec_pb2.DESCRIPTOR.services_by_name["AppSpecService"], AppSpecService),
+    (user_pb2.DESCRIPTOR.services_by_name["UserService"], users),
+    (project_pb2.DESCRIPTOR.services_by_name["ProjectService"], projects),
+    (build_pb2.DESCRIPTOR.services_by_name["BuildService"], builds),
+    (build_log_pb2.DESCRIPTOR.services_by_name["BuildLogService"], feeds),
+    (build_event_pb2.DESCRIPTOR.services_by_name["BuildEventService"], feeds),
+    (chat_session_pb2.DESCRIPTOR.services_by_name["ChatSessionService"], chat_sessions),
+    (app_spec_pb2.DESCRIPTOR.services_by_name["AppSpecService"], app_specs),
 ]
 SERVICE_NAMES = [service.full_name for service, _ in SERVICES]
 
@@ -235,8 +234,8 @@ def build_server(settings: Settings) -> App:
     options = [*SERVER_OPTIONS, ("grpc.so_reuseport", 1 if settings.reuse_port else 0)]
     interceptor = ServerInterceptor(calls, client_certificates=certificates is not None and certificates.mutual)
     server = grpc.aio.server(interceptors=[interceptor], options=options)
-    for service, servicer in SERVICES:
-        add_servicer(server, service, servicer(deps))
+    for service, core in SERVICES:
+        add_service(server, service, core, deps)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     rpc_reflection.enable(

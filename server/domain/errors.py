@@ -8,7 +8,8 @@ DomainError
  +-- AlreadyExists        ALREADY_EXISTS
  +-- FailedPrecondition   FAILED_PRECONDITION
  |    +-- InvalidTransition  a move the build state machine refuses
- +-- Aborted              ABORTED: a stale etag lost an optimistic-concurrency race
+ +-- Aborted              ABORTED: a concurrency conflict; re-read and retry
+ |    +-- EtagMismatch    a stale etag lost an optimistic-concurrency race
  +-- Unavailable          UNAVAILABLE: retry, possibly on another replica
  +-- ResourceExhausted    RESOURCE_EXHAUSTED: the process is full; retry after a pause
  +-- Unauthenticated      UNAUTHENTICATED: no valid credential; `reason` says which problem
@@ -117,10 +118,23 @@ class InvalidTransition(FailedPrecondition):
 
 
 class Aborted(DomainError):
+    """A concurrency conflict (google.rpc: ABORTED, retry at a higher level:
+    re-read, then retry): a serialization failure or a deadlock that
+    PostgreSQL broke. `reason` and `metadata` travel as ErrorInfo."""
+
+    def __init__(self, message: str, *, reason: str = "CONCURRENT_CHANGE", metadata: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.metadata = dict(metadata or {})
+
+
+class EtagMismatch(Aborted):
     def __init__(self, resource: str, key: str, etag: str, current: str) -> None:
         super().__init__(
             f"{resource} {key!r} was changed concurrently: etag {etag!r} is stale "
-            f"(current etag {current!r}); re-read it and retry"
+            f"(current etag {current!r}); re-read it and retry",
+            reason="ETAG_MISMATCH",
+            metadata={"current_etag": current},
         )
         self.current_etag = current
 

@@ -16,6 +16,8 @@ RESPONSE_BYTES = 1 << 20
 
 # Field limits (checked before anything reaches PostgreSQL).
 MAX_NAME = 200
+MAX_EMAIL = 320                     # RFC 5321's longest path
+MAX_TITLE = 500                     # a chat session's title
 MAX_SHORT_TEXT = 2000
 MAX_URL = 4096
 MAX_DOCUMENT_BYTES = 1 << 20        # app specs, chat messages, a build's app_spec
@@ -28,6 +30,12 @@ MAX_BATCH = 5000                    # entries of one append
 MAX_FILTER_VALUES = 16              # levels / types of one List or Stream request
 MAX_REVIEW_COMMENT_CHARS = 20_000   # a review's comment (up to 80 KB of UTF-8)
 MAX_KEPT_REVIEWS = 8                # a build keeps its newest reviews only
+
+# page_size of the Lists: 0 means the default.
+PAGE_SIZE = 50                      # users, projects, builds, chat sessions, app specs
+MAX_PAGE_SIZE = 1000
+CHAT_MESSAGES_PAGE_SIZE = 100
+FEED_PAGE_SIZE = 500                # logs and events; at most MAX_BATCH
 
 # The largest single item any response carries: a build with a full app_spec,
 # progress and its kept reviews (each under 81 KiB with its other fields).

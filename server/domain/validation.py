@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from server.domain.errors import FieldViolation, InvalidArgument
+from server.domain.limits import MAX_EMAIL
 
 ID_PATTERN = re.compile(r"c[0-9a-z]{24}")
 EVENT_TYPE_PATTERN = re.compile(r"[a-z][a-z0-9_.:\-]{0,63}")
@@ -110,7 +111,7 @@ class Checker:
         return value
 
     def email(self, field: str, value: str) -> str:
-        self.text(field, value, required=True, max_chars=320)
+        self.text(field, value, required=True, max_chars=MAX_EMAIL)
         if value and "\x00" not in value and not re.fullmatch(r"[^@\s]+@[^@\s]+", value):
             self.add(field, "must be an email address")
         return value

@@ -4,7 +4,8 @@
   NotFound            NOT_FOUND            ResourceInfo
   AlreadyExists       ALREADY_EXISTS       ResourceInfo
   FailedPrecondition  FAILED_PRECONDITION  ErrorInfo: reason + metadata
-  Aborted             ABORTED              ErrorInfo ETAG_MISMATCH + current etag
+  Aborted             ABORTED              ErrorInfo: reason (ETAG_MISMATCH + current etag,
+                                           or CONCURRENT_CHANGE) + metadata
   Unavailable         UNAVAILABLE          RetryInfo when a pause helps; ErrorInfo with the
                                            resume cursor of a stream
   DatabaseUnavailable UNAVAILABLE          RetryInfo: the database is down, slow or saturated
@@ -78,9 +79,7 @@ def to_status(error: BaseException, request_id: str) -> grpc.Status:
         return _status(
             code_pb2.ABORTED,
             error.message,
-            error_details_pb2.ErrorInfo(
-                reason="ETAG_MISMATCH", domain=DOMAIN, metadata={"current_etag": error.current_etag}
-            ),
+            error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=error.metadata),
         )
     if isinstance(error, errors.Unavailable):
         details: list[object] = []

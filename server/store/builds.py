@@ -1,4 +1,11 @@
-"""Queries for builds: creation, listing, updates and status moves.
+"""Builds in PostgreSQL: each function opens its own unit of work on the
+pool that suits it (the hot-path psycopg pool for a read by id, a SQLAlchemy
+transaction for writes, an autocommit connection for lists).
+
+Writes that depend on a rule read the facts it needs under the build's row
+lock, hand them to a pure function of server.domain.builds (passed in by
+the core), and write what it returns: the store locks, reads and writes,
+and decides nothing.
 
 Every write to a build row also sends `pg_notify('bp_build', ...)` in the
 same transaction, so WatchBuild followers and log followers on every replica
@@ -11,53 +18,65 @@ from collections.abc import Callable, Collection, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, func, select
+from sqlalchemy import ColumnElement, bindparam, exists, func, select
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from server.domain.errors import FailedPrecondition, NotFound
-from server.domain.limits import MAX_KEPT_REVIEWS
-from server.domain.status import TERMINAL, BuildStatus
+from server.domain.builds import Ownership, SpecSource, StatusChange
+from server.domain.status import BuildStatus
 from server.store import crud
-from server.store.crud import Page, Row
-from server.store.models import app_specs, builds
-from server.store.resources import check_project_owner
+from server.store.crud import Page
+from server.store.db import Database
+from server.store.models import app_specs, builds, projects, users
+from server.store.rows import BuildRow, typed
 
 BUILD_CHANNEL = "bp_build"
 
-
-def notify_payload(row: Row) -> str:
+def notify_payload(row: BuildRow) -> str:
     """`build_id status last_log_seq last_event_seq`: enough for a follower to
     know whether the build ended and where its logs and events end."""
-    return f"{row['id']} {row['status']} {row['last_log_seq']} {row['last_event_seq']}"
+    return f"{row.id} {row.status} {row.last_log_seq} {row.last_event_seq}"
 
 
-async def _notify(conn: AsyncConnection, row: Row) -> None:
+async def _notify(conn: AsyncConnection, row: BuildRow) -> None:
     await conn.execute(select(func.pg_notify(BUILD_CHANNEL, notify_payload(row))))
 
 
-async def create(conn: AsyncConnection, values: Mapping[str, Any]) -> Row:
-    values = dict(values)
-    await check_project_owner(conn, values["project_id"], values["user_id"], field="build.project_id")
-    if values.get("app_spec_id"):
-        spec = await crud.get_row(conn, app_specs, values["app_spec_id"])
-        if spec is None:
-            raise NotFound("app spec", values["app_spec_id"], field="build.app_spec_id")
-        if spec["project_id"] != values["project_id"]:
-            raise FailedPrecondition(
-                f"app spec {spec['id']!r} belongs to another project than {values['project_id']!r}",
-                reason="APP_SPEC_PROJECT_MISMATCH",
-                metadata={"app_spec_id": spec["id"], "project_id": values["project_id"]},
-            )
-        if not values.get("app_spec"):
-            values["app_spec"] = spec["content"]
-    row = await crud.insert_row(conn, builds, values)
-    await _notify(conn, row)
+async def get(db: Database, key: str) -> BuildRow:
+    """A build by id through the hot-path pool (GetBuild, WatchBuild); NotFound when absent."""
+    return await crud.fetch(db, builds, key, "build", BuildRow)
+
+
+async def ownership(conn: AsyncConnection, project_id: str, user_id: str) -> Ownership:
+    """The project's owner and whether the user exists, in one statement."""
+    owner = select(projects.c.user_id).where(projects.c.id == project_id).scalar_subquery()
+    found = select(owner, exists().where(users.c.id == user_id))
+    row = (await conn.execute(found)).one()
+    return Ownership(project_id, user_id, row[0], bool(row[1]))
+
+
+async def create(
+    db: Database,
+    values: Mapping[str, Any],
+    *,
+    decide: Callable[[Ownership, SpecSource | None], Mapping[str, Any]],
+) -> BuildRow:
+    """Insert a build: `decide` gets the project's ownership and the named
+    app spec (when app_spec_id is set) and returns the values to insert."""
+    async with db.transaction() as conn:
+        facts = await ownership(conn, values["project_id"], values["user_id"])
+        source = None
+        if values.get("app_spec_id"):
+            spec = await crud.get_row(conn, app_specs, values["app_spec_id"])
+            if spec is not None:
+                source = SpecSource(spec["id"], spec["project_id"], spec["content"])
+        row = typed(BuildRow, await crud.insert_row(conn, builds, decide(facts, source)))
+        await _notify(conn, row)
     return row
 
 
 async def list_builds(
-    conn: AsyncConnection,
+    db: Database,
     *,
     user_id: str,
     project_id: str,
@@ -65,7 +84,7 @@ async def list_builds(
     limit: int,
     budget: int,
     after: tuple[datetime, str] | None,
-) -> Page:
+) -> Page[BuildRow]:
     where: list[ColumnElement[bool]] = []
     if user_id:
         where.append(builds.c.user_id == user_id)
@@ -73,65 +92,66 @@ async def list_builds(
         where.append(builds.c.project_id == project_id)
     if statuses:
         where.append(builds.c.status.in_(sorted(statuses)))
-    return await crud.newest_first(conn, builds, where=where, limit=limit, budget=budget, after=after)
+    async with db.read() as conn:
+        page = await crud.newest_first(conn, builds, where=where, limit=limit, budget=budget, after=after)
+    return page.typed(BuildRow)
+
+
+async def _locked(conn: AsyncConnection, key: str, expected_revision: int | None) -> BuildRow:
+    current = await crud.must_get(conn, builds, key, "build", lock=True)
+    crud.check_revision(current, expected_revision, "build")
+    return typed(BuildRow, current)
 
 
 async def update(
-    conn: AsyncConnection, key: str, values: Mapping[str, Any], *, expected_revision: int | None
-) -> Row:
-    if "app_spec" in values:
-        current = await crud.must_get(conn, builds, key, "build", lock=True)
-        crud.check_revision(current, expected_revision, "build")
-        if current["status"] != BuildStatus.PENDING:
-            raise FailedPrecondition(
-                f"the app_spec of build {key!r} cannot change: it is {current['status']}, "
-                "and app_spec can only change while the build is PENDING",
-                reason="BUILD_STARTED",
-                metadata={"current_status": str(current["status"])},
-            )
-    row = await crud.update_row(
-        conn, builds, key, values, resource="build", expected_revision=expected_revision
-    )
-    await _notify(conn, row)
+    db: Database,
+    key: str,
+    values: Mapping[str, Any],
+    *,
+    expected_revision: int | None,
+    check: Callable[[BuildRow], None] | None = None,
+) -> BuildRow:
+    """Apply `values`; with `check`, first lock the row and let `check` refuse."""
+    async with db.transaction() as conn:
+        if check is not None:
+            check(await _locked(conn, key, expected_revision))
+        row = typed(BuildRow, await crud.update_row(
+            conn, builds, key, values, resource="build", expected_revision=expected_revision
+        ))
+        await _notify(conn, row)
     return row
 
 
 async def change_status(
-    conn: AsyncConnection,
+    db: Database,
     key: str,
-    decide: Callable[[BuildStatus], BuildStatus],
+    decide: Callable[[BuildRow], StatusChange],
     *,
-    reason: str,
-    now: datetime,
     expected_revision: int | None,
-    review: Mapping[str, Any] | None = None,
-) -> Row:
-    """Move a build to the status `decide(current)` returns, under a row lock.
+) -> BuildRow:
+    """Write the status change `decide(current)` returns, under a row lock.
 
     The lock serialises concurrent moves of one build: the second waits for
     the first to commit, then decides from the status the first left, so two
     moves never both win and neither update is lost. `decide` raises
     InvalidTransition for a refused move, and nothing is written.
     """
-    current = await crud.must_get(conn, builds, key, "build", lock=True)
-    crud.check_revision(current, expected_revision, "build")
-    target = decide(current["status"])
-    values: dict[str, Any] = {"status": target, "update_time": now, "status_reason": reason}
-    if current["start_time"] is None and target is not BuildStatus.PENDING:
-        values["start_time"] = now
-    if target in TERMINAL:
-        values["finish_time"] = now
-    if review is not None:
-        # The gate answered is the status the build was in before the move.
-        entry = {**review, "gate": current["status"].value, "create_time": now.isoformat()}
-        # The newest MAX_KEPT_REVIEWS only: a build sent back again and again
-        # must stay small enough for every response that carries it.
-        kept = [*current["reviews"], entry][-MAX_KEPT_REVIEWS:]
-        values["reviews"] = bindparam("reviews", kept, type_=JSONB)
-    row = await crud.update_row(conn, builds, key, values, resource="build", expected_revision=None)
-    await _notify(conn, row)
+    async with db.transaction() as conn:
+        change = decide(await _locked(conn, key, expected_revision))
+        values: dict[str, Any] = {
+            "status": change.status, "update_time": change.update_time, "status_reason": change.status_reason,
+        }
+        if change.start_time is not None:
+            values["start_time"] = change.start_time
+        if change.finish_time is not None:
+            values["finish_time"] = change.finish_time
+        if change.reviews is not None:
+            values["reviews"] = bindparam("reviews", change.reviews, type_=JSONB)
+        row = typed(BuildRow, await crud.update_row(conn, builds, key, values, resource="build", expected_revision=None))
+        await _notify(conn, row)
     return row
 
 
-async def delete(conn: AsyncConnection, key: str, *, expected_revision: int | None) -> None:
-    await crud.delete_row(conn, builds, key, resource="build", expected_revision=expected_revision)
+async def delete(db: Database, key: str, *, expected_revision: int | None) -> None:
+    async with db.transaction() as conn:
+        await crud.delete_row(conn, builds, key, resource="build", expected_revision=expected_revision)

@@ -14,8 +14,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
+from psycopg.rows import class_row
 from sqlalchemy import (
     ClauseElement,
     Column,
@@ -37,22 +38,28 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from server.domain.errors import Aborted, NotFound
+from server.domain.errors import EtagMismatch, NotFound
 from server.store.db import Database
+from server.store.rows import typed
 
 Row = RowMapping
+R = TypeVar("R")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
-class Page:
+class Page(Generic[R]):
     """Rows in list order, fetched within a byte budget (see bounded_page).
 
     `candidates` counts the rows that matched, up to the page size + 1: when
     the caller sends fewer rows than that, more follow them.
     """
 
-    rows: Sequence[Row]
+    rows: Sequence[R]
     candidates: int
+
+    def typed(self, cls: type[T]) -> Page[T]:
+        return Page([typed(cls, row) for row in self.rows], self.candidates)  # type: ignore[arg-type]
 
     def more_after(self, sent: int) -> bool:
         """Whether rows follow the first `sent` rows of this page."""
@@ -91,9 +98,9 @@ async def must_get(
     return row
 
 
-async def fetch(db: Database, table: Table, key: str, resource: str) -> dict[str, Any]:
-    """A row by id through the hot-path pool (every Get RPC); NotFound when absent."""
-    row = await db.get_by_id(table.name, key)
+async def fetch(db: Database, table: Table, key: str, resource: str, cls: type[T]) -> T:
+    """A row by id, as a `cls`, through the hot-path pool (every Get RPC); NotFound when absent."""
+    row = await db.get_by_id(table.name, key, class_row(cls))
     if row is None:
         raise NotFound(resource, key)
     return row
@@ -101,7 +108,7 @@ async def fetch(db: Database, table: Table, key: str, resource: str) -> dict[str
 
 def check_revision(row: Row, expected: int | None, resource: str) -> None:
     if expected is not None and row["revision"] != expected:
-        raise Aborted(resource, row["id"], str(expected), str(row["revision"]))
+        raise EtagMismatch(resource, row["id"], str(expected), str(row["revision"]))
 
 
 async def update_row(
@@ -170,7 +177,7 @@ async def bounded_page(
     order: Sequence[tuple[Column[Any], bool]],
     limit: int,
     budget: int,
-) -> Page:
+) -> Page[Row]:
     """The first `limit` rows in `order` ((column, descending) pairs ending in
     a unique key) that fit `budget` bytes by estimate, plus the row that
     crosses it; at least one row when any matches.
@@ -215,7 +222,7 @@ async def newest_first(
     limit: int,
     budget: int,
     after: tuple[datetime, str] | None,
-) -> Page:
+) -> Page[Row]:
     """One keyset page ordered by (create_time, id) descending.
 
     The cursor is the sort key of the last row sent, never an offset: rows
@@ -227,3 +234,34 @@ async def newest_first(
         where.append(tuple_(table.c.create_time, table.c.id) < tuple_(after[0], after[1]))
     order = [(table.c.create_time, True), (table.c.id, True)]
     return await bounded_page(conn, table, where=where, order=order, limit=limit, budget=budget)
+
+
+# --- whole units of work, for resources with no rule between read and write ---
+
+
+async def create(db: Database, table: Table, cls: type[T], values: Mapping[str, Any]) -> T:
+    async with db.transaction() as conn:
+        return typed(cls, await insert_row(conn, table, values))
+
+
+async def modify(
+    db: Database, table: Table, cls: type[T], key: str, values: Mapping[str, Any], *,
+    resource: str, expected_revision: int | None,
+) -> T:
+    async with db.transaction() as conn:
+        row = await update_row(conn, table, key, values, resource=resource, expected_revision=expected_revision)
+    return typed(cls, row)
+
+
+async def remove(db: Database, table: Table, key: str, *, resource: str, expected_revision: int | None) -> None:
+    async with db.transaction() as conn:
+        await delete_row(conn, table, key, resource=resource, expected_revision=expected_revision)
+
+
+async def newest_page(
+    db: Database, table: Table, cls: type[T], *, where: Sequence[ColumnElement[bool]], limit: int, budget: int,
+    after: tuple[datetime, str] | None,
+) -> Page[T]:
+    async with db.read() as conn:
+        page = await newest_first(conn, table, where=where, limit=limit, budget=budget, after=after)
+    return page.typed(cls)

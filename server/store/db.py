@@ -30,19 +30,21 @@ import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import psycopg_pool
 from psycopg import sql
-from psycopg.rows import dict_row
+from psycopg.rows import AsyncRowFactory
 from sqlalchemy import exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from server.config import libpq_url, sqlalchemy_url
-from server.domain.errors import AlreadyExists, DomainError, FailedPrecondition, NotFound
+from server.domain.errors import Aborted, AlreadyExists, DomainError, NotFound
 
 log = logging.getLogger(__name__)
+
+R = TypeVar("R")
 
 # The monotonic time by which the current call must be answered, when the
 # caller gave a deadline (set by the rpc layer for each call).
@@ -135,6 +137,14 @@ def translate(error: BaseException) -> BaseException:
     orig: BaseException | None = error.orig if isinstance(error, exc.DBAPIError) else error
     if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
         return DatabaseUnavailable("the database connection was lost; retry")
+    if isinstance(orig, psycopg.errors.SerializationFailure | psycopg.errors.DeadlockDetected):
+        # Before OperationalError, their base class: nothing is wrong with the
+        # request, the resource or the database; the same call succeeds when
+        # retried, which is ABORTED (google.rpc), not UNAVAILABLE.
+        return Aborted(
+            "a concurrent transaction conflicted with this one (serialization failure or deadlock); retry",
+            metadata={"sqlstate": orig.sqlstate or ""},
+        )
     if isinstance(orig, psycopg.errors.QueryCanceled):
         return DatabaseUnavailable("the database did not finish in time; retry later")
     if isinstance(orig, psycopg.errors.LockNotAvailable):
@@ -152,10 +162,6 @@ def translate(error: BaseException) -> BaseException:
     if orig.sqlstate == "23503" and constraint in _FOREIGN:
         resource, field = _FOREIGN[constraint]
         return NotFound(resource, value, field=field)
-    if orig.sqlstate == "40001" or orig.sqlstate == "40P01":
-        return FailedPrecondition(
-            "a concurrent transaction conflicted with this one; retry", reason="CONFLICT"
-        )
     return error
 
 
@@ -304,12 +310,12 @@ class Database:
                 raise DatabaseUnavailable("the database is unreachable; retry later") from None
             raise
 
-    async def get_by_id(self, table: str, key: str) -> dict[str, Any] | None:
-        """One row by primary key, as a dict: the hot read of every Get RPC."""
+    async def get_by_id(self, table: str, key: str, row_factory: AsyncRowFactory[R]) -> R | None:
+        """One row by primary key, built by `row_factory`: the hot read of every Get RPC."""
         query = _GET_BY_ID.get(table)
         if query is None:
             query = _GET_BY_ID[table] = sql.SQL("SELECT * FROM {} WHERE id = %s").format(sql.Identifier(table))
-        async with self.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        async with self.connection() as conn, conn.cursor(row_factory=row_factory) as cur:
             await cur.execute(query, (key,))
             return await cur.fetchone()
 

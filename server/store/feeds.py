@@ -42,7 +42,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from server.domain.errors import FailedPrecondition, NotFound
+from server.domain.errors import NotFound
+from server.domain.feeds import may_be_retry, refusal
 from server.domain.status import TERMINAL, BuildStatus
 from server.store.db import Database, DatabaseBusy
 
@@ -227,7 +228,8 @@ async def _refused(
     entries: Sequence[Sequence[Any]],
     first_sequence: int,
 ) -> Appended:
-    """Why the counter update matched no row: a retry, or an error."""
+    """The counter update matched no row: read why, and let the domain's
+    append rules say whether it is a retry or which error it is."""
     async with pg.cursor(row_factory=dict_row) as cur:
         await cur.execute(f"SELECT status, {kind.counter} AS last FROM builds WHERE id = %s", (build_id,))
         build = await cur.fetchone()
@@ -235,7 +237,7 @@ async def _refused(
             raise NotFound("build", build_id, field="build_id")
         last = int(build["last"])
         n = len(entries)
-        if first_sequence and first_sequence + n - 1 <= last:
+        if may_be_retry(first_sequence, n, last):
             columns = ", ".join(kind.columns)
             await cur.execute(
                 f"SELECT {columns} FROM {kind.table} WHERE build_id = %s AND seq BETWEEN %s AND %s ORDER BY seq",
@@ -244,19 +246,7 @@ async def _refused(
             stored = await cur.fetchall()
             if len(stored) == n and all(_same(s, e, kind) for s, e in zip(stored, entries, strict=True)):
                 return Appended(first_sequence, first_sequence + n - 1, True)
-        if BuildStatus(build["status"]) in TERMINAL:
-            raise FailedPrecondition(
-                f"build {build_id!r} is {build['status']}: a finished build takes no more {kind.name}s",
-                reason="BUILD_FINISHED",
-                metadata={"current_status": build["status"], "last_sequence": str(last)},
-            )
-        raise FailedPrecondition(
-            f"first_sequence {first_sequence} does not follow the build's last {kind.name} "
-            f"sequence {last} (expected {last + 1}), and the batch is not a retry of "
-            f"{kind.name}s already written there",
-            reason="SEQUENCE_MISMATCH",
-            metadata={"last_sequence": str(last), "expected_first_sequence": str(last + 1)},
-        )
+        raise refusal(kind.name, build_id, BuildStatus(build["status"]), last, first_sequence)
 
 
 def fitting(sizes: Iterable[int], max_bytes: int) -> int:
@@ -439,3 +429,37 @@ async def start_cursor(
     if tail > 0 and cursor < upto:
         cursor = await tail_cursor(pg, kind, build_id, after=cursor, upto=upto, tail=tail, values=values)
     return cursor
+
+
+# --- whole units of work on the hot-path pool (what the core and the hub call) ---
+
+
+async def position(db: Database, kind: Kind, build_id: str) -> tuple[BuildStatus, int]:
+    """build_position on a connection of its own."""
+    async with db.connection() as pg:
+        return await build_position(pg, kind, build_id)
+
+
+async def read(db: Database, bounded: Read) -> Rows:
+    """read_after on a connection of its own."""
+    async with db.connection() as pg:
+        return await read_after(pg, bounded)
+
+
+async def read_page(db: Database, bounded: Read) -> Rows:
+    """A List page: NotFound for a missing build (an empty read cannot tell),
+    then the read, on one connection."""
+    async with db.connection() as pg:
+        await build_position(pg, bounded.kind, bounded.build_id)
+        return await read_after(pg, bounded)
+
+
+async def start(
+    db: Database, kind: Kind, build_id: str, *, after: int, since: datetime | None, tail: int, values: Sequence[str]
+) -> tuple[BuildStatus, int, int]:
+    """Where a stream starts: the build's status, the backlog's end (its last
+    sequence now) and the cursor to send from (see start_cursor)."""
+    async with db.connection() as pg:
+        status, upto = await build_position(pg, kind, build_id)
+        cursor = await start_cursor(pg, kind, build_id, after=after, upto=upto, since=since, tail=tail, values=values)
+    return status, upto, cursor

@@ -118,8 +118,7 @@ class Feed:
                 if self.head is None or self._stale:
                     woke = False
                     self._stale = False
-                    async with self.hub.db.connection() as conn:
-                        status, last = await feeds.build_position(conn, self.kind, self.build_id)
+                    status, last = await feeds.position(self.hub.db, self.kind, self.build_id)
                     self.error = None
                     if self.head is None:
                         self.head = self.base = last
@@ -129,11 +128,10 @@ class Feed:
                 if self._wanted <= self.head:
                     break
                 announcements = self._announcements
-                async with self.hub.db.connection() as conn:
-                    read = await feeds.read_after(conn, feeds.Read(
-                        self.kind, self.build_id, self.head,
-                        limit=READ_PAGE, max_bytes=max(1, min(READ_BYTES, self.hub.ring_bytes)),
-                    ))
+                read = await feeds.read(self.hub.db, feeds.Read(
+                    self.kind, self.build_id, self.head,
+                    limit=READ_PAGE, max_bytes=max(1, min(READ_BYTES, self.hub.ring_bytes)),
+                ))
                 if not read.rows:
                     # A notification that arrived during the read may name a
                     # row the read's snapshot missed: read again. Otherwise
@@ -148,7 +146,7 @@ class Feed:
         except Exception as error:  # the next notification or heartbeat retries
             woke = False
             # Followers that have sent all the ring holds end with UNAVAILABLE
-            # and their cursor (server.rpc.streams) instead of waiting on a
+            # and their cursor (server.core.feeds) instead of waiting on a
             # feed that cannot read.
             if isinstance(error, DatabaseUnavailable):
                 self.error = error

@@ -11,7 +11,7 @@ import pytest
 from buildplatform.v1 import app_spec_pb2, build_pb2
 
 from server.domain.limits import MAX_DOCUMENT_BYTES, RESPONSE_BYTES
-from server.store import builds, resources
+from server.store import app_specs, builds
 from server.store.db import Database
 from tests.e2e.expect import sql_count
 from tests.support import opened_database
@@ -28,8 +28,7 @@ async def test_app_specs_of_a_megabyte_are_fetched_one_budget_at_a_time(api, pro
         api.specs.CreateAppSpec(
             app_spec_pb2.CreateAppSpecRequest(app_spec=app_spec_pb2.AppSpec(project_id=project.id, content=f"{i}" * MAX_DOCUMENT_BYTES))
         )
-    async with db.read() as conn:
-        page = await resources.list_app_specs(conn, project_id=project.id, limit=1000, budget=RESPONSE_BYTES, after=None)
+    page = await app_specs.list_app_specs(db, project_id=project.id, limit=1000, budget=RESPONSE_BYTES, after=None)
     # The first row fills the budget; the second crosses it and is cut later.
     assert len(page.rows) <= 2
     assert page.candidates == 8
@@ -42,9 +41,8 @@ async def test_compressed_progress_is_measured_at_its_real_size(api, user, proje
         api.builds.CreateBuild(build_pb2.CreateBuildRequest(build=build))
     stored = sql_count(database_url, "SELECT max(pg_column_size(progress)) FROM builds WHERE user_id = %s", user.id)
     assert stored < 50_000, "the progress should be stored compressed for this test to mean something"
-    async with db.read() as conn:
-        page = await builds.list_builds(
-            conn, user_id=user.id, project_id="", statuses=(), limit=1000, budget=RESPONSE_BYTES, after=None
-        )
+    page = await builds.list_builds(
+        db, user_id=user.id, project_id="", statuses=(), limit=1000, budget=RESPONSE_BYTES, after=None
+    )
     assert len(page.rows) <= RESPONSE_BYTES // 250_000 + 1
     assert page.candidates == 12

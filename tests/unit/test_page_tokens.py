@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
+from server.core.pagination import PageTokens
 from server.domain.errors import InvalidArgument
-from server.rpc.pagination import PageTokens
 
 AFTER = (datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC), "c" + "a" * 24)
 

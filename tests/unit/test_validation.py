@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 import pytest
 from google.protobuf import field_mask_pb2
 
+from server.core.wire import mask_paths, parse_etag
 from server.domain.errors import FieldViolation, InvalidArgument
 from server.domain.validation import Checker
-from server.rpc.convert import mask_paths, parse_etag
 
 
 def violations(check: Checker) -> dict[str, str]:

@@ -21,22 +21,27 @@ import hmac
 import json
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from google.protobuf.message import Message
 
 from server.domain.errors import InvalidArgument, Unavailable
 from server.domain.limits import RESPONSE_BYTES
-from server.store.crud import Page, Row
+from server.store.crud import Page
 
 M = TypeVar("M", bound=Message)
+R = TypeVar("R")
+
+# What a List fetches from the database per page, by estimate (the exact cut
+# at RESPONSE_BYTES happens on the serialized items, `fit`).
+FETCH_BUDGET = RESPONSE_BYTES
 
 
 def _varint_size(value: int) -> int:
     return max(1, (value.bit_length() + 6) // 7)
 
 
-def fit(rows: Iterable[Row], to_pb: Callable[[Row], M], budget: int = RESPONSE_BYTES) -> list[M]:
+def fit(rows: Iterable[R], to_pb: Callable[[R], M], budget: int = RESPONSE_BYTES) -> list[M]:
     """The items of the longest prefix of `rows` whose serialized size, as
     elements of a repeated field, is at most `budget` bytes; at least one."""
     items: list[M] = []
@@ -52,9 +57,16 @@ def fit(rows: Iterable[Row], to_pb: Callable[[Row], M], budget: int = RESPONSE_B
     return items
 
 
-def keyset_position(row: Row) -> list[Any]:
-    """Where a newest-first (create_time, id) list resumes after `row`."""
-    return [row["create_time"].isoformat(), row["id"]]
+class Keyed(Protocol):
+    @property
+    def create_time(self) -> datetime: ...
+    @property
+    def id(self) -> str: ...
+
+
+def keyset_position(row: Any) -> list[Any]:
+    """Where a newest-first (create_time, id) list resumes after `row` (a Keyed row)."""
+    return [row.create_time.isoformat(), row.id]
 
 
 def _b64(data: bytes) -> str:
@@ -112,9 +124,9 @@ class PageTokens:
         self,
         kind: str,
         filters: Any,
-        page: Page,
-        to_pb: Callable[[Row], M],
-        position: Callable[[Row], list[Any]] = keyset_position,
+        page: Page[R],
+        to_pb: Callable[[R], M],
+        position: Callable[[R], list[Any]] = keyset_position,
     ) -> tuple[list[M], str]:
         """A page's items within the byte budget, and the token that resumes
         after the last of them ("" when nothing follows)."""

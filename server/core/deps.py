@@ -1,15 +1,15 @@
-"""What the servicers are given: injected, so tests can pin the clock and ids."""
+"""What the core functions are given: injected, so tests can pin the clock and ids."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import cuid
 
-from server.rpc.pagination import PageTokens
+from server.core.pagination import PageTokens
 from server.store.db import Database
 
 if TYPE_CHECKING:
@@ -33,3 +33,8 @@ class Deps:
     heartbeat_seconds: float
     clock: Callable[[], datetime] = utc_now
     new_id: Callable[[], str] = new_cuid
+
+    def new_row(self, values: dict[str, Any]) -> dict[str, Any]:
+        """`values` of a resource being created, with its id and timestamps."""
+        now = self.clock()
+        return {**values, "id": self.new_id(), "create_time": now, "update_time": now}

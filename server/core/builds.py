@@ -1,0 +1,175 @@
+"""BuildService: CRUD, the status machine's custom methods, and WatchBuild."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from functools import partial
+from typing import Any
+
+from buildplatform.v1 import build_pb2
+
+from server.core import builds_wire as wire
+from server.core.deps import Deps
+from server.core.pagination import FETCH_BUDGET
+from server.core.principal import Principal
+from server.core.wire import filter_id, page_size, parse_etag, require_message, validate_id
+from server.domain import builds as rules
+from server.domain import limits
+from server.domain.builds import Ownership, SpecSource
+from server.domain.errors import Unavailable
+from server.domain.status import TERMINAL, BuildStatus
+from server.domain.validation import Checker
+from server.store import builds as store
+from server.store.rows import BuildRow
+
+
+def _new_build(
+    values: dict[str, Any], facts: Ownership, source: SpecSource | None
+) -> dict[str, Any]:
+    rules.check_owner(facts, field="build.project_id")
+    text = rules.spec_text(values["app_spec"], values["project_id"], values["app_spec_id"], source)
+    return {**values, "app_spec": text}
+
+
+async def create_build(
+    d: Deps, principal: Principal, request: build_pb2.CreateBuildRequest
+) -> build_pb2.CreateBuildResponse:
+    require_message("build", request.HasField("build"))
+    values = wire.build_values(request.build, wire.CREATE_FIELDS)
+    rules.require_spec_text(values["app_spec"], values["app_spec_id"])
+    values = d.new_row({**values, "status": BuildStatus.PENDING})
+    row = await store.create(d.db, values, decide=partial(_new_build, values))
+    return build_pb2.CreateBuildResponse(build=wire.build_to_pb(row))
+
+
+async def get_build(d: Deps, principal: Principal, request: build_pb2.GetBuildRequest) -> build_pb2.GetBuildResponse:
+    row = await store.get(d.db, validate_id("id", request.id))
+    return build_pb2.GetBuildResponse(build=wire.build_to_pb(row))
+
+
+async def list_builds(
+    d: Deps, principal: Principal, request: build_pb2.ListBuildsRequest
+) -> build_pb2.ListBuildsResponse:
+    user_id = filter_id("user_id", request.user_id)
+    project_id = filter_id("project_id", request.project_id)
+    statuses = wire.statuses_from_pb("statuses", request.statuses)
+    limit = page_size(request.page_size)
+    filters = [user_id, project_id, [s.value for s in statuses]]
+    after = d.tokens.decode_keyset(request.page_token, "builds", filters)
+    page = await store.list_builds(
+        d.db, user_id=user_id, project_id=project_id, statuses=statuses, limit=limit, budget=FETCH_BUDGET, after=after
+    )
+    items, token = d.tokens.respond("builds", filters, page, wire.build_to_pb)
+    return build_pb2.ListBuildsResponse(builds=items, next_page_token=token)
+
+
+async def update_build(
+    d: Deps, principal: Principal, request: build_pb2.UpdateBuildRequest
+) -> build_pb2.UpdateBuildResponse:
+    require_message("build", request.HasField("build"))
+    key = validate_id("build.id", request.build.id)
+    values = wire.build_values(request.build, wire.UPDATE.paths(request.update_mask))
+    rules.check_values(values)
+    revision = parse_etag("build.etag", request.build.etag)
+
+    def check(current: BuildRow) -> None:
+        rules.check_update(key, BuildStatus(current.status), values)
+
+    locked = rules.STATUS_DEPENDENT.intersection(values)
+    row = await store.update(
+        d.db, key, {**values, "update_time": d.clock()}, expected_revision=revision, check=check if locked else None
+    )
+    return build_pb2.UpdateBuildResponse(build=wire.build_to_pb(row))
+
+
+async def delete_build(
+    d: Deps, principal: Principal, request: build_pb2.DeleteBuildRequest
+) -> build_pb2.DeleteBuildResponse:
+    key = validate_id("id", request.id)
+    revision = parse_etag("etag", request.etag)
+    await store.delete(d.db, key, expected_revision=revision)
+    return build_pb2.DeleteBuildResponse()
+
+
+def _reason(field: str, value: str) -> str:
+    check = Checker()
+    check.text(field, value, max_chars=limits.MAX_SHORT_TEXT)
+    check.done()
+    return value
+
+
+async def _move(d: Deps, key: str, target: BuildStatus, reason: str, revision: int | None) -> BuildRow:
+    now = d.clock()
+
+    def decide(current: BuildRow) -> rules.StatusChange:
+        return rules.move(BuildStatus(current.status), current.start_time is not None, target, reason=reason, now=now)
+
+    return await store.change_status(d.db, key, decide, expected_revision=revision)
+
+
+async def transition_build(
+    d: Deps, principal: Principal, request: build_pb2.TransitionBuildRequest
+) -> build_pb2.TransitionBuildResponse:
+    key = validate_id("id", request.id)
+    target = wire.status_from_pb("status", request.status)
+    reason = _reason("reason", request.reason)
+    revision = parse_etag("etag", request.etag)
+    row = await _move(d, key, target, reason, revision)
+    return build_pb2.TransitionBuildResponse(build=wire.build_to_pb(row))
+
+
+async def cancel_build(
+    d: Deps, principal: Principal, request: build_pb2.CancelBuildRequest
+) -> build_pb2.CancelBuildResponse:
+    key = validate_id("id", request.id)
+    reason = _reason("reason", request.reason)
+    revision = parse_etag("etag", request.etag)
+    row = await _move(d, key, BuildStatus.CANCELLED, reason, revision)
+    return build_pb2.CancelBuildResponse(build=wire.build_to_pb(row))
+
+
+async def review_build(
+    d: Deps, principal: Principal, request: build_pb2.ReviewBuildRequest
+) -> build_pb2.ReviewBuildResponse:
+    key = validate_id("id", request.id)
+    check = Checker()
+    decision = wire.DECISION_FROM_PB.get(request.decision)
+    if decision is None:
+        check.add("decision", "must be a ReviewDecision other than REVIEW_DECISION_UNSPECIFIED")
+    check.text("reviewer", request.reviewer, required=True, max_chars=limits.MAX_NAME)
+    check.text("comment", request.comment, max_chars=limits.MAX_REVIEW_COMMENT_CHARS)
+    check.done()
+    assert decision is not None
+    revision = parse_etag("etag", request.etag)
+    answer = rules.Review(decision, request.comment, request.reviewer)
+    now = d.clock()
+
+    def decide(current: BuildRow) -> rules.StatusChange:
+        return rules.review(BuildStatus(current.status), current.start_time is not None, current.reviews, answer, now=now)
+
+    row = await store.change_status(d.db, key, decide, expected_revision=revision)
+    return build_pb2.ReviewBuildResponse(build=wire.build_to_pb(row))
+
+
+async def watch_build(
+    d: Deps, principal: Principal, request: build_pb2.WatchBuildRequest
+) -> AsyncIterator[build_pb2.WatchBuildResponse]:
+    key = validate_id("id", request.id)
+    last_revision = 0
+    async with d.hub.watch_build(key) as wake:
+        while True:
+            wake.clear()
+            row = await store.get(d.db, key)
+            if row.revision != last_revision:
+                last_revision = row.revision
+                yield build_pb2.WatchBuildResponse(build=wire.build_to_pb(row))
+            if row.status in TERMINAL:
+                return
+            if d.hub.shutting_down:
+                raise Unavailable("the server is shutting down: watch again on another replica")
+            # Notifications are hints; re-read now and then in case one was missed.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(d.heartbeat_seconds):
+                    await wake.wait()

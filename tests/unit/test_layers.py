@@ -1,0 +1,65 @@
+"""The architecture, checked: one direction of dependency, every RPC served
+by a core function, and database errors translated in one place."""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+import re
+
+import psycopg
+import pytest
+from sqlalchemy import exc
+
+from server.app import SERVICES
+from server.domain.errors import Aborted
+from server.rpc.registry import core_function
+from server.store.db import translate
+
+SERVER = pathlib.Path(__file__).resolve().parents[2] / "server"
+
+
+def _imports(package: str) -> set[str]:
+    found = set()
+    for path in (SERVER / package).glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                found.add(node.module)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("package", "forbidden"),
+    [
+        ("core", ("grpc", "server.rpc", "sqlalchemy", "psycopg")),
+        ("domain", ("grpc", "server.rpc", "server.core", "server.store", "sqlalchemy", "psycopg", "google")),
+        ("store", ("grpc", "server.rpc", "server.core")),
+    ],
+)
+def test_dependencies_run_one_way(package, forbidden):
+    bad = {name for name in _imports(package) if any(name == f or name.startswith(f + ".") for f in forbidden)}
+    assert not bad, f"server/{package} imports {sorted(bad)}"
+
+
+def test_the_core_never_chooses_a_pool():
+    """The store picks its connection; the core calls typed store functions."""
+    entry = re.compile(r"\bdb\.(transaction|read|connection|get_by_id)\(")
+    for path in (SERVER / "core").glob("*.py"):
+        found = entry.search(path.read_text())
+        assert found is None, f"{path.name} opens a database unit of work ({found.group(0)})"
+
+
+def test_every_rpc_of_every_service_has_its_core_function():
+    for service, core in SERVICES:
+        for method in service.methods:
+            assert callable(core_function(core, method)), method.full_name
+
+
+@pytest.mark.parametrize("error", [psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected])
+def test_serialization_failures_and_deadlocks_are_aborted_on_both_paths(error):
+    raw = error("conflict")
+    assert isinstance(translate(raw), Aborted)
+    wrapped = exc.OperationalError("SELECT 1", {}, raw)
+    assert isinstance(translate(wrapped), Aborted)
