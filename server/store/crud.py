@@ -11,6 +11,7 @@ loaded by the thousand to fill one page of RESPONSE_BYTES.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -149,6 +150,7 @@ async def delete_row(
 ROW_OVERHEAD = 256
 
 
+@functools.cache  # built once per table: building it took ~0.35 ms, on every List call
 def estimated_bytes(table: Table) -> ColumnElement[int]:
     """An estimate, in SQL, of a row's serialized size, read without loading
     the large values: octet_length() of text is its uncompressed length, which
