@@ -71,7 +71,7 @@ def _connection_problem(error: BaseException) -> tuple[int, str] | None:
     import psycopg
     from sqlalchemy import exc
 
-    from server.store.db import rejection
+    from server.store.db import rejection, unreachable
 
     orig = error.orig if isinstance(error, exc.DBAPIError) else error
     if not isinstance(orig, psycopg.OperationalError):
@@ -79,8 +79,7 @@ def _connection_problem(error: BaseException) -> tuple[int, str] | None:
     reason = rejection(orig)
     if reason:
         return DATABASE_REJECTED, reason
-    detail = " ".join(str(orig).split()) or type(orig).__name__
-    return DATABASE_UNREACHABLE, f"the database is unreachable ({detail})"
+    return DATABASE_UNREACHABLE, unreachable(orig)
 
 
 def main(argv: list[str]) -> int:

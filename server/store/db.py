@@ -114,6 +114,11 @@ _REFUSALS = (
 )
 
 
+def unreachable(error: psycopg.OperationalError) -> str:
+    """One line for a connection that failed without the server refusing it."""
+    return f"the database is unreachable ({' '.join(str(error).split()) or type(error).__name__})"
+
+
 def rejection(error: psycopg.OperationalError) -> str | None:
     """One line when the server refused the connection for good (retrying
     will not help), None when it could not be reached (worth waiting for)."""
@@ -130,9 +135,7 @@ def rejection(error: psycopg.OperationalError) -> str | None:
 def translate(error: BaseException) -> BaseException:
     """Map a database error (SQLAlchemy's or psycopg's) to a domain error,
     DatabaseUnavailable, or the error itself when it is a bug."""
-    if isinstance(error, exc.TimeoutError):  # SQLAlchemy's pool wait ran out
-        return DatabaseBusy("no database connection became free in time: the server is saturated; retry with backoff")
-    if isinstance(error, psycopg_pool.PoolTimeout):
+    if isinstance(error, exc.TimeoutError | psycopg_pool.PoolTimeout):  # a pool's wait ran out
         return DatabaseBusy("no database connection became free in time: the server is saturated; retry with backoff")
     orig: BaseException | None = error.orig if isinstance(error, exc.DBAPIError) else error
     if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
@@ -350,8 +353,7 @@ async def connect(url: str, *, timeout: float, name: str) -> psycopg.AsyncConnec
         reason = rejection(error)
         if reason:
             raise DatabaseRejected(reason) from error
-        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise DatabaseUnavailable(f"the database is unreachable ({detail})") from error
+        raise DatabaseUnavailable(unreachable(error)) from error
 
 
 async def ping(conn: psycopg.AsyncConnection[Any], *, timeout: float) -> None:
