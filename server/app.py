@@ -25,6 +25,7 @@ from buildplatform.v1 import (
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from server.auth import Authenticator
 from server.auth.bootstrap import bootstrap_admin_token, page_token_secret
 from server.config import Settings
 from server.core import app_specs, builds, chat_sessions, feeds, projects, users
@@ -32,6 +33,7 @@ from server.core.deps import Deps
 from server.core.pagination import PageTokens
 from server.rpc import reflection as rpc_reflection
 from server.rpc.interceptors import Calls, ServerInterceptor
+from server.rpc.principals import Gate
 from server.rpc.registry import add_service
 from server.store import db as store_db
 from server.store.db import Database, DatabaseRejected, DatabaseUnavailable
@@ -232,7 +234,10 @@ def build_server(settings: Settings) -> App:
     calls = Calls(max_unary=settings.max_concurrent_calls, max_streams=settings.max_streams)
     certificates = _certificate_files(settings)
     options = [*SERVER_OPTIONS, ("grpc.so_reuseport", 1 if settings.reuse_port else 0)]
-    interceptor = ServerInterceptor(calls, client_certificates=certificates is not None and certificates.mutual)
+    gate = Gate(Authenticator.from_settings(settings, db), reflection_open=settings.reflection)
+    interceptor = ServerInterceptor(
+        calls, gate=gate, client_certificates=certificates is not None and certificates.mutual
+    )
     server = grpc.aio.server(interceptors=[interceptor], options=options)
     for service, core in SERVICES:
         add_service(server, service, core, deps)

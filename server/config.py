@@ -25,7 +25,9 @@ ENVIRONMENT: list[tuple[str, str, str]] = [
      "Files replaced on disk are picked up by new connections without a restart."),
     ("TLS_KEY_FILE", "", "PEM private key (unencrypted) of TLS_CERT_FILE."),
     ("TLS_CLIENT_CA_FILE", "", "PEM certificates of the CAs that sign client certificates; when set, every "
-     "client must present a certificate they signed (mTLS), and its identity is in the access log."),
+     "client must present a certificate they signed (mTLS), and its identity is in the access log. A call "
+     "without a bearer token is then the service whose token is named like the certificate's CN, a DNS "
+     "name or a URI of it (docs/security.md)."),
     ("ALLOW_PLAINTEXT", "false", "true serves plaintext (no TLS) on an address other than loopback, "
      "for a network that is encrypted otherwise (a service mesh); without it that is refused at start."),
     ("REUSE_PORT", "false", "true lets several server processes listen on one port "
@@ -57,6 +59,8 @@ ENVIRONMENT: list[tuple[str, str, str]] = [
      "`azp` must be (Clerk: your front end's origin, https://app.example.com)."),
     ("AUTH_BOOTSTRAP_TOKEN_FILE", ".data/admin-token", "where the first start writes the admin service "
      "token it creates when no service token exists (mode 0600)."),
+    ("REFLECTION", "true", "false makes server reflection need a valid credential, like every RPC "
+     "(the health service always stays open)."),
     ("HEALTH_CHECK_SECONDS", "2", "how often the database is pinged for the health service."),
     ("STREAM_HEARTBEAT_SECONDS", "15", "idle time after which a stream sends a heartbeat (sent within 1.5 times this)."),
     ("FEED_RING_BYTES", "8388608", "bytes of recent lines (events) kept in memory per followed build "
@@ -215,6 +219,7 @@ class Settings:
     auth_jwt_audience: str = setting(_text)
     auth_authorized_parties: tuple[str, ...] = setting(_names)
     auth_bootstrap_token_file: str = setting(_text)
+    reflection: bool = setting(_boolean)
     health_check_seconds: float = setting(_seconds())
     stream_heartbeat_seconds: float = setting(_seconds())
     feed_ring_bytes: int = setting(_whole(1))

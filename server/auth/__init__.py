@@ -7,7 +7,6 @@
 server.domain.errors.Unauthenticated, whose `reason` says which problem the
 credential has. What a principal may do (authorization) is decided elsewhere.
 
-  principal.py       Principal, the scopes
   authenticator.py   authenticate(): the header to a principal, with the cache
   sessions.py        user session JWTs: JWKS or PEM keys, the verifier
   cache.py           the bounded TTL cache of verified credentials
@@ -20,6 +19,6 @@ their rows in server.store.credentials.
 from __future__ import annotations
 
 from server.auth.authenticator import Authenticator
-from server.auth.principal import SCOPES, Principal
+from server.domain.access import SCOPES, Principal
 
 __all__ = ["SCOPES", "Authenticator", "Principal"]

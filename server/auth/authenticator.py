@@ -17,10 +17,10 @@ from datetime import datetime
 from typing import Protocol, TypeVar
 
 from server.auth.cache import CredentialCache
-from server.auth.principal import Principal
 from server.auth.sessions import JwksKeys, PemKey, SessionVerifier
 from server.config import Settings
 from server.domain import tokens
+from server.domain.access import Principal
 from server.domain.errors import Unauthenticated
 from server.store import credentials
 from server.store.db import Database
@@ -85,6 +85,24 @@ class Authenticator:
         principal = self.cache.get(key)
         if principal is None:
             principal = await self._verify(credential, key)
+            self.cache.put(key, principal)
+        return principal
+
+    async def authenticate_certificate(self, names: tuple[str, ...]) -> Principal:
+        """The service a verified client certificate proves: the service token
+        named like one of the certificate's `names` (URIs, DNS names, CN),
+        with its scopes; Unauthenticated when none is, or it was revoked."""
+        key = tokens.digest("\0".join(("certificate", *names)))
+        principal = self.cache.get(key)
+        if principal is None:
+            async with self.db.connection() as conn:
+                found = await credentials.find_service_token_by_name(conn, names)
+            if found is None:
+                shown = ", ".join(name[:100] for name in names[:3]) or "no name"
+                raise Unauthenticated("UNKNOWN_CERTIFICATE", shown)
+            if found.revoke_time is not None:
+                raise Unauthenticated("REVOKED", f"service token {found.name!r}")
+            principal = Principal("service", found.name, frozenset(found.scopes))
             self.cache.put(key, principal)
         return principal
 

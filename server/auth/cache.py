@@ -6,7 +6,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from server.auth.principal import Principal
+from server.domain.access import Principal
 
 
 class CredentialCache:

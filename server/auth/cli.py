@@ -10,8 +10,8 @@ import argparse
 import asyncio
 from datetime import datetime
 
-from server.auth.principal import SCOPES, parse_scopes
 from server.config import Settings
+from server.domain.access import SCOPES, parse_scopes
 from server.domain.errors import DomainError
 from server.store import credentials
 from server.store.db import Database, DatabaseUnavailable

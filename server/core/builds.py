@@ -4,24 +4,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
 from buildplatform.v1 import build_pb2
 
 from server.core import builds_wire as wire
+from server.core import guard
 from server.core.deps import Deps
 from server.core.pagination import FETCH_BUDGET
-from server.core.principal import Principal
-from server.core.wire import filter_id, page_size, parse_etag, require_message, validate_id
+from server.core.wire import (
+    filter_id,
+    page_size,
+    parse_etag,
+    require_message,
+    timestamp,
+    validate_id,
+)
+from server.domain import access, limits
 from server.domain import builds as rules
-from server.domain import limits
+from server.domain.access import Principal
 from server.domain.builds import Ownership, SpecSource
-from server.domain.errors import Unavailable
+from server.domain.errors import InvalidArgument, Unauthenticated, Unavailable
 from server.domain.status import TERMINAL, BuildStatus
 from server.domain.validation import Checker
 from server.store import builds as store
+from server.store import credentials
 from server.store.rows import BuildRow
 
 
@@ -38,6 +49,7 @@ async def create_build(
 ) -> build_pb2.CreateBuildResponse:
     require_message("build", request.HasField("build"))
     values = wire.build_values(request.build, wire.CREATE_FIELDS)
+    access.own_user(principal, values["user_id"], "build.user_id")
     rules.require_spec_text(values["app_spec"], values["app_spec_id"])
     values = d.new_row({**values, "status": BuildStatus.PENDING})
     row = await store.create(d.db, values, decide=partial(_new_build, values))
@@ -45,14 +57,16 @@ async def create_build(
 
 
 async def get_build(d: Deps, principal: Principal, request: build_pb2.GetBuildRequest) -> build_pb2.GetBuildResponse:
-    row = await store.get(d.db, validate_id("id", request.id))
+    key = validate_id("id", request.id)
+    await guard.require(d, principal, "build", key)
+    row = await store.get(d.db, key)
     return build_pb2.GetBuildResponse(build=wire.build_to_pb(row))
 
 
 async def list_builds(
     d: Deps, principal: Principal, request: build_pb2.ListBuildsRequest
 ) -> build_pb2.ListBuildsResponse:
-    user_id = filter_id("user_id", request.user_id)
+    user_id = access.own_user(principal, filter_id("user_id", request.user_id), "user_id")
     project_id = filter_id("project_id", request.project_id)
     statuses = wire.statuses_from_pb("statuses", request.statuses)
     limit = page_size(request.page_size)
@@ -72,7 +86,9 @@ async def update_build(
     key = validate_id("build.id", request.build.id)
     values = wire.build_values(request.build, wire.UPDATE.paths(request.update_mask))
     rules.check_values(values)
+    rules.check_updater(principal.kind, values)
     revision = parse_etag("build.etag", request.build.etag)
+    await guard.require(d, principal, "build", key)
 
     def check(current: BuildRow) -> None:
         rules.check_update(key, BuildStatus(current.status), values)
@@ -89,6 +105,7 @@ async def delete_build(
 ) -> build_pb2.DeleteBuildResponse:
     key = validate_id("id", request.id)
     revision = parse_etag("etag", request.etag)
+    await guard.require(d, principal, "build", key)
     await store.delete(d.db, key, expected_revision=revision)
     return build_pb2.DeleteBuildResponse()
 
@@ -100,7 +117,10 @@ def _reason(field: str, value: str) -> str:
     return value
 
 
-async def _move(d: Deps, key: str, target: BuildStatus, reason: str, revision: int | None) -> BuildRow:
+async def _move(
+    d: Deps, principal: Principal, key: str, target: BuildStatus, reason: str, revision: int | None
+) -> BuildRow:
+    await guard.require(d, principal, "build", key)
     now = d.clock()
 
     def decide(current: BuildRow) -> rules.StatusChange:
@@ -116,7 +136,7 @@ async def transition_build(
     target = wire.status_from_pb("status", request.status)
     reason = _reason("reason", request.reason)
     revision = parse_etag("etag", request.etag)
-    row = await _move(d, key, target, reason, revision)
+    row = await _move(d, principal, key, target, reason, revision)
     return build_pb2.TransitionBuildResponse(build=wire.build_to_pb(row))
 
 
@@ -126,7 +146,7 @@ async def cancel_build(
     key = validate_id("id", request.id)
     reason = _reason("reason", request.reason)
     revision = parse_etag("etag", request.etag)
-    row = await _move(d, key, BuildStatus.CANCELLED, reason, revision)
+    row = await _move(d, principal, key, BuildStatus.CANCELLED, reason, revision)
     return build_pb2.CancelBuildResponse(build=wire.build_to_pb(row))
 
 
@@ -138,12 +158,14 @@ async def review_build(
     decision = wire.DECISION_FROM_PB.get(request.decision)
     if decision is None:
         check.add("decision", "must be a ReviewDecision other than REVIEW_DECISION_UNSPECIFIED")
-    check.text("reviewer", request.reviewer, required=True, max_chars=limits.MAX_NAME)
+    reviewer = access.reviewer(principal, request.reviewer)
+    check.text("reviewer", reviewer, required=True, max_chars=limits.MAX_NAME)
     check.text("comment", request.comment, max_chars=limits.MAX_REVIEW_COMMENT_CHARS)
     check.done()
     assert decision is not None
     revision = parse_etag("etag", request.etag)
-    answer = rules.Review(decision, request.comment, request.reviewer)
+    answer = rules.Review(decision, request.comment, reviewer)
+    await guard.require(d, principal, "build", key)
     now = d.clock()
 
     def decide(current: BuildRow) -> rules.StatusChange:
@@ -157,6 +179,7 @@ async def watch_build(
     d: Deps, principal: Principal, request: build_pb2.WatchBuildRequest
 ) -> AsyncIterator[build_pb2.WatchBuildResponse]:
     key = validate_id("id", request.id)
+    await guard.require(d, principal, "build", key)
     last_revision = 0
     async with d.hub.watch_build(key) as wake:
         while True:
@@ -170,6 +193,41 @@ async def watch_build(
             if d.hub.shutting_down:
                 raise Unavailable("the server is shutting down: watch again on another replica")
             # Notifications are hints; re-read now and then in case one was missed.
+            wait = d.heartbeat_seconds
+            if principal.expire_time is not None:
+                left = principal.expire_time - time.time()
+                if left <= 0:
+                    raise Unauthenticated("EXPIRED", "watch again with a fresh credential")
+                wait = min(wait, left)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(d.heartbeat_seconds):
+                async with asyncio.timeout(wait):
                     await wake.wait()
+
+
+async def create_agent_token(
+    d: Deps, principal: Principal, request: build_pb2.CreateAgentTokenRequest
+) -> build_pb2.CreateAgentTokenResponse:
+    build_id = validate_id("build_id", request.build_id)
+    ttl: float = limits.AGENT_TOKEN_TTL_SECONDS
+    if request.HasField("ttl"):
+        ttl = request.ttl.ToTimedelta().total_seconds()
+        if not limits.MIN_AGENT_TOKEN_TTL_SECONDS <= ttl <= limits.MAX_AGENT_TOKEN_TTL_SECONDS:
+            raise InvalidArgument.one(
+                "ttl",
+                f"must be between {limits.MIN_AGENT_TOKEN_TTL_SECONDS} seconds and "
+                f"{limits.MAX_AGENT_TOKEN_TTL_SECONDS // 86400} days",
+            )
+    token, row = await credentials.issue_agent_token(
+        d.db, build_id, lifetime=timedelta(seconds=ttl), check=partial(rules.check_agent_token, build_id)
+    )
+    return build_pb2.CreateAgentTokenResponse(
+        token=token, expire_time=timestamp(row.expire_time), token_id=str(row.id)
+    )
+
+
+async def revoke_agent_tokens(
+    d: Deps, principal: Principal, request: build_pb2.RevokeAgentTokensRequest
+) -> build_pb2.RevokeAgentTokensResponse:
+    build_id = validate_id("build_id", request.build_id)
+    count = await credentials.revoke_build_agent_tokens(d.db, build_id)
+    return build_pb2.RevokeAgentTokensResponse(revoked_count=count)

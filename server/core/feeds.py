@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,11 +29,12 @@ from typing import Any
 from buildplatform.v1 import build_event_pb2, build_log_pb2
 
 from server.core import feeds_wire as wire
+from server.core import guard
 from server.core.deps import Deps
 from server.core.feeds_wire import stream_response
-from server.core.principal import Principal
 from server.core.wire import from_timestamp, validate_id
-from server.domain.errors import InvalidArgument, Unavailable
+from server.domain.access import Principal
+from server.domain.errors import InvalidArgument, Unauthenticated, Unavailable
 from server.domain.limits import FEED_PAGE_SIZE, MAX_BATCH
 from server.domain.limits import RESPONSE_BYTES as MAX_MESSAGE_BYTES
 from server.domain.status import TERMINAL
@@ -53,9 +55,12 @@ class StreamRequest:
     tail: int
     since: Any
     values: Sequence[str]
+    principal: Principal
 
 
-def _stream_request(request: Any, tail: int, tail_field: str, values: Sequence[str]) -> StreamRequest:
+def _stream_request(
+    principal: Principal, request: Any, tail: int, tail_field: str, values: Sequence[str]
+) -> StreamRequest:
     build_id = validate_id("build_id", request.build_id)
     check = Checker()
     if request.after_sequence < 0:
@@ -64,7 +69,7 @@ def _stream_request(request: Any, tail: int, tail_field: str, values: Sequence[s
         check.add(tail_field, "must not be negative")
     check.done()
     since = from_timestamp(request.since_time) if request.HasField("since_time") else None
-    return StreamRequest(build_id, request.after_sequence, request.follow, tail, since, values)
+    return StreamRequest(build_id, request.after_sequence, request.follow, tail, since, values, principal)
 
 
 class FeedStreams:
@@ -80,13 +85,16 @@ class FeedStreams:
         self.to_entry = to_entry
         self.to_pb = to_pb
 
-    async def list_page(self, d: Deps, request: Any, values: Sequence[str]) -> tuple[list[Any], str]:
+    async def list_page(
+        self, d: Deps, principal: Principal, request: Any, values: Sequence[str]
+    ) -> tuple[list[Any], str]:
         build_id = validate_id("build_id", request.build_id)
         check = Checker()
         limit = check.page_size("page_size", request.page_size, default=FEED_PAGE_SIZE, maximum=MAX_BATCH)
         if request.after_sequence < 0:
             check.add("after_sequence", "must not be negative")
         check.done()
+        await guard.require(d, principal, "build", build_id)
         filters = [build_id, list(values)]
         position = d.tokens.decode(request.page_token, self.kind.table, filters)
         after = int(position[0]) if position else request.after_sequence
@@ -109,7 +117,9 @@ class FeedStreams:
         (One generator, not a wrapper around another: every message of every
         follower passes through each layer.)"""
         resume = req.after  # the cursor of the last message sent
+        expires = req.principal.expire_time
         try:
+            await guard.require(d, req.principal, "build", req.build_id)
             kind = self.kind
             wanted = frozenset(req.values)
             async with contextlib.AsyncExitStack() as stack:
@@ -160,6 +170,8 @@ class FeedStreams:
                         raise Unavailable(
                             f"the server is shutting down: resume on another replica with after_sequence={cursor}"
                         )
+                    if expires is not None and time.time() >= expires:
+                        raise _expired(resume)
                     assert feed is not None and event is not None
                     if feed.error is not None or not d.hub.connected.is_set():
                         # The feed could not read, or notifications may be lost
@@ -186,9 +198,15 @@ class FeedStreams:
                             final = last
                         feed.announce(last)  # the feed reads up to `last` if it has not yet
                         continue
-                    # A bare wait: no timer per wait (the ticker provides the
-                    # heartbeat), so an idle follower holds as little as possible.
-                    await event.wait()
+                    if expires is None:
+                        # A bare wait: no timer per wait (the ticker provides the
+                        # heartbeat), so an idle follower holds as little as possible.
+                        await event.wait()
+                    else:
+                        # A credential that expires ends the stream when it does.
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(max(0.0, expires - time.time())):
+                                await event.wait()
         except DatabaseUnavailable as error:
             # The database's own message stays in the server (it may name
             # hosts); the client learns what to do.
@@ -209,14 +227,22 @@ class FeedStreams:
         return entries, max(cursor, bound)
 
     async def append(
-        self, d: Deps, build_id: str, entries: Sequence[Sequence[Any]], first_sequence: int
+        self, d: Deps, principal: Principal, build_id: str, entries: Sequence[Sequence[Any]], first_sequence: int
     ) -> feeds.Appended:
         validate_id("build_id", build_id)
         if first_sequence < 0:
             raise InvalidArgument.one("first_sequence", "must not be negative")
+        await guard.require(d, principal, "build", build_id)
         return await feeds.append(
             d.db, self.kind, build_id, entries, first_sequence=first_sequence, now=d.clock()
         )
+
+
+def _expired(resume: int) -> Unauthenticated:
+    """The end of a stream whose credential expired: resume with a fresh one."""
+    return Unauthenticated(
+        "EXPIRED", f"resume with after_sequence={resume}", metadata={"after_sequence": str(resume)}
+    )
 
 
 LOGS = FeedStreams(feeds.LOGS, wire.log_entry, wire.log_to_pb)
@@ -226,7 +252,7 @@ EVENTS = FeedStreams(feeds.EVENTS, wire.event_entry, wire.event_to_pb)
 async def append_build_logs(
     d: Deps, principal: Principal, request: build_log_pb2.AppendBuildLogsRequest
 ) -> build_log_pb2.AppendBuildLogsResponse:
-    done = await LOGS.append(d, request.build_id, wire.log_entries(request), request.first_sequence)
+    done = await LOGS.append(d, principal, request.build_id, wire.log_entries(request), request.first_sequence)
     return build_log_pb2.AppendBuildLogsResponse(
         first_sequence=done.first, last_sequence=done.last, already_written=done.already_written
     )
@@ -235,7 +261,7 @@ async def append_build_logs(
 async def list_build_logs(
     d: Deps, principal: Principal, request: build_log_pb2.ListBuildLogsRequest
 ) -> build_log_pb2.ListBuildLogsResponse:
-    logs, token = await LOGS.list_page(d, request, wire.levels(request.levels))
+    logs, token = await LOGS.list_page(d, principal, request, wire.levels(request.levels))
     return build_log_pb2.ListBuildLogsResponse(logs=logs, next_page_token=token)
 
 
@@ -245,14 +271,14 @@ def stream_build_logs(
     """Serialized StreamBuildLogsResponse messages. The stream itself, not a
     generator around it: every message of a follower passes through each
     layer, so there is one layer fewer."""
-    req = _stream_request(request, request.tail_lines, "tail_lines", wire.levels(request.levels))
+    req = _stream_request(principal, request, request.tail_lines, "tail_lines", wire.levels(request.levels))
     return LOGS.stream(d, req)
 
 
 async def append_build_events(
     d: Deps, principal: Principal, request: build_event_pb2.AppendBuildEventsRequest
 ) -> build_event_pb2.AppendBuildEventsResponse:
-    done = await EVENTS.append(d, request.build_id, wire.event_entries(request), request.first_sequence)
+    done = await EVENTS.append(d, principal, request.build_id, wire.event_entries(request), request.first_sequence)
     return build_event_pb2.AppendBuildEventsResponse(
         first_sequence=done.first, last_sequence=done.last, already_written=done.already_written
     )
@@ -261,7 +287,7 @@ async def append_build_events(
 async def list_build_events(
     d: Deps, principal: Principal, request: build_event_pb2.ListBuildEventsRequest
 ) -> build_event_pb2.ListBuildEventsResponse:
-    events, token = await EVENTS.list_page(d, request, wire.types(request.types))
+    events, token = await EVENTS.list_page(d, principal, request, wire.types(request.types))
     return build_event_pb2.ListBuildEventsResponse(events=events, next_page_token=token)
 
 
@@ -269,5 +295,5 @@ def stream_build_events(
     d: Deps, principal: Principal, request: build_event_pb2.StreamBuildEventsRequest
 ) -> AsyncIterator[bytes]:
     """Serialized StreamBuildEventsResponse messages (see stream_build_logs)."""
-    req = _stream_request(request, request.tail_events, "tail_events", wire.types(request.types))
+    req = _stream_request(principal, request, request.tail_events, "tail_events", wire.types(request.types))
     return EVENTS.stream(d, req)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from buildplatform.v1 import user_pb2
 
+from server.core import guard
 from server.core import users_wire as wire
 from server.core.deps import Deps
 from server.core.pagination import FETCH_BUDGET
-from server.core.principal import Principal
 from server.core.wire import page_size, parse_etag, require_message, validate_id
-from server.domain import limits
+from server.domain import access, limits
+from server.domain.access import Owner, Principal
 from server.domain.validation import Checker
 from server.store import users as store
 
@@ -22,7 +23,9 @@ async def create_user(d: Deps, principal: Principal, request: user_pb2.CreateUse
 
 
 async def get_user(d: Deps, principal: Principal, request: user_pb2.GetUserRequest) -> user_pb2.GetUserResponse:
-    row = await store.get(d.db, validate_id("id", request.id))
+    key = validate_id("id", request.id)
+    await guard.require(d, principal, "user", key)
+    row = await store.get(d.db, key)
     return user_pb2.GetUserResponse(user=wire.user_to_pb(row))
 
 
@@ -32,6 +35,9 @@ async def get_user_by_clerk_id(
     check = Checker()
     check.text("clerk_id", request.clerk_id, required=True, max_chars=limits.MAX_NAME)
     check.done()
+    if principal.kind != "service":
+        itself = Owner(principal.id) if request.clerk_id == principal.subject else None
+        access.require_owner(principal, itself, "user with clerk_id", request.clerk_id)
     row = await store.get_by_clerk_id(d.db, request.clerk_id)
     return user_pb2.GetUserByClerkIdResponse(user=wire.user_to_pb(row))
 
@@ -53,6 +59,7 @@ async def update_user(d: Deps, principal: Principal, request: user_pb2.UpdateUse
     key = validate_id("user.id", request.user.id)
     values = wire.user_values(request.user, wire.UPDATE.paths(request.update_mask))
     revision = parse_etag("user.etag", request.user.etag)
+    await guard.require(d, principal, "user", key)
     row = await store.update(d.db, key, {**values, "update_time": d.clock()}, expected_revision=revision)
     return user_pb2.UpdateUserResponse(user=wire.user_to_pb(row))
 

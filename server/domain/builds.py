@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from server.domain.errors import FailedPrecondition, InvalidArgument, NotFound
+from server.domain.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from server.domain.limits import MAX_KEPT_REVIEWS
 from server.domain.status import TERMINAL, BuildStatus, ReviewDecision, review_outcome, transition
 
@@ -87,6 +87,31 @@ def check_values(values: dict[str, Any]) -> None:
     """An app_spec is never updated to nothing (checked before any read)."""
     if "app_spec" in values and not values["app_spec"].strip():
         raise InvalidArgument.one("build.app_spec", "must not be empty")
+
+
+# What a build agent may update: the build's runtime fields.
+RUNTIME_FIELDS = frozenset({"sandbox_id", "progress", "output_url", "artifact_key"})
+
+
+def check_updater(kind: str, values: dict[str, Any]) -> None:
+    """A build agent updates only the runtime fields; the app_spec is the user's."""
+    if kind == "agent":
+        other = sorted(set(values) - RUNTIME_FIELDS)
+        if other:
+            raise PermissionDenied(
+                f"a build agent may update only {', '.join(sorted(RUNTIME_FIELDS))}, not {', '.join(other)}",
+                permission=f"build.{other[0]}",
+            )
+
+
+def check_agent_token(build_id: str, status: BuildStatus) -> None:
+    """An agent token is minted only for a build that has not finished."""
+    if status in TERMINAL:
+        raise FailedPrecondition(
+            f"build {build_id!r} is {status}: it has finished and needs no agent; mint tokens for running builds",
+            reason="BUILD_FINISHED",
+            metadata={"current_status": str(status)},
+        )
 
 
 def check_update(build_id: str, status: BuildStatus, values: dict[str, Any]) -> None:

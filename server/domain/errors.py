@@ -171,6 +171,8 @@ UNAUTHENTICATED_REASONS: dict[str, str] = {
     "UNSUPPORTED": "this kind of credential is not accepted by this server",
     "UNKNOWN_TOKEN": "the token is unknown: it was never issued here, or was mistyped",
     "REVOKED": "the token was revoked: ask an operator for a new one",
+    "UNKNOWN_CERTIFICATE": "no bearer token, and the client certificate names no service token: send a token, "
+    "or create one named like the certificate (`python -m server tokens create <name> --scopes ...`)",
     "NO_USER": "the session's user has no User here: create it first (CreateUser with its clerk_id)",
 }
 
@@ -180,10 +182,11 @@ class Unauthenticated(DomainError):
     a key of UNAUTHENTICATED_REASONS; `detail` may add what was checked
     (never the credential itself)."""
 
-    def __init__(self, reason: str, detail: str = "") -> None:
+    def __init__(self, reason: str, detail: str = "", *, metadata: Mapping[str, str] | None = None) -> None:
         message = UNAUTHENTICATED_REASONS[reason]
         super().__init__(f"{message} ({detail})" if detail else message)
         self.reason = reason
+        self.metadata = dict(metadata or {})
 
 
 class PermissionDenied(DomainError):

@@ -42,3 +42,8 @@ FEED_PAGE_SIZE = 500                # logs and events; at most MAX_BATCH
 MAX_ITEM_BYTES = MAX_DOCUMENT_BYTES + MAX_PROGRESS_BYTES + MAX_KEPT_REVIEWS * 81 * 1024 + 16 * 1024
 
 assert RESPONSE_BYTES + MAX_ITEM_BYTES + 64 * 1024 < CLIENT_RECEIVE_BYTES
+
+# Build agent tokens (BuildService.CreateAgentToken): how long they live.
+AGENT_TOKEN_TTL_SECONDS = 24 * 3600      # when the request gives none
+MIN_AGENT_TOKEN_TTL_SECONDS = 60
+MAX_AGENT_TOKEN_TTL_SECONDS = 7 * 24 * 3600

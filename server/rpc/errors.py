@@ -10,7 +10,9 @@
                                            resume cursor of a stream
   DatabaseUnavailable UNAVAILABLE          RetryInfo: the database is down, slow or saturated
   ResourceExhausted   RESOURCE_EXHAUSTED   RetryInfo: the process is full (admission control)
-  Unauthenticated     UNAUTHENTICATED      ErrorInfo: reason (MISSING, EXPIRED, REVOKED, ...)
+  Unauthenticated     UNAUTHENTICATED      ErrorInfo: reason (MISSING, EXPIRED, REVOKED, ...), and
+                                           a stream's resume cursor (after_sequence)
+  PermissionDenied    PERMISSION_DENIED    ErrorInfo: reason PERMISSION_DENIED, the permission
   anything else       INTERNAL             a request id to find the traceback in the log;
                                            no traceback on the wire
 """
@@ -94,6 +96,16 @@ def to_status(error: BaseException, request_id: str) -> grpc.Status:
         return _status(code_pb2.RESOURCE_EXHAUSTED, error.message, _retry(error.retry_after))
     if isinstance(error, errors.Unauthenticated):
         return _status(
-            code_pb2.UNAUTHENTICATED, error.message, error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN)
+            code_pb2.UNAUTHENTICATED,
+            error.message,
+            error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=error.metadata),
+        )
+    if isinstance(error, errors.PermissionDenied):
+        return _status(
+            code_pb2.PERMISSION_DENIED,
+            error.message,
+            error_details_pb2.ErrorInfo(
+                reason="PERMISSION_DENIED", domain=DOMAIN, metadata={"permission": error.permission}
+            ),
         )
     return _status(code_pb2.INTERNAL, f"internal error (request id {request_id})")

@@ -8,11 +8,14 @@ one measurement and must happen in this order around the handler:
    RESOURCE_EXHAUSTED and RetryInfo instead of queueing for seconds. The
    call's deadline becomes `server.store.db.call_deadline`, the bound of
    every database wait it causes;
-3. error mapping: a DomainError becomes its precise status
+3. authentication: every call but health (and reflection, unless
+   REFLECTION=false) must prove its principal (server.rpc.principals);
+   a missing or bad credential is UNAUTHENTICATED before any core code runs;
+4. error mapping: a DomainError becomes its precise status
    (server.rpc.errors); anything unexpected is logged with its traceback
    and answered INTERNAL with the request id, never with the traceback;
-4. access log: one structured line per RPC with method, status code,
-   duration and peer (and, with mTLS, the client certificate's identity,
+5. access log: one structured line per RPC with method, status code,
+   duration, peer, the principal (`kind:id`) (and, with mTLS, the client certificate's identity,
    server.rpc.peer), written after the status is known. The duration runs
    from the moment the call reached Python (before the handler lookup), so
    time spent queueing in the server is in it.
@@ -40,9 +43,11 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
+from server.domain.access import Principal
 from server.domain.errors import DomainError, InvalidArgument, ResourceExhausted, Unavailable
 from server.rpc.errors import to_status
 from server.rpc.peer import PeerIdentity, peer_identity
+from server.rpc.principals import Gate
 from server.store.db import DatabaseUnavailable, call_deadline
 
 log = logging.getLogger("server.access")
@@ -140,9 +145,14 @@ class Calls:
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, calls: Calls | None = None, *, client_certificates: bool = False) -> None:
+    def __init__(
+        self, calls: Calls | None = None, *, gate: Gate | None = None, client_certificates: bool = False
+    ) -> None:
         self.calls = calls or Calls(max_unary=1 << 30, max_streams=1 << 30)
-        # Only with mTLS does a call carry a certificate worth logging; without
+        # Who calls (server.rpc.principals); None serves without authentication
+        # (only the transport's own tests do).
+        self.gate = gate
+        # Only with mTLS does a call carry a certificate worth reading; without
         # it the auth context is not read at all (it costs a dict per call).
         self.client_certificates = client_certificates
 
@@ -156,39 +166,69 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler is None:
             return None
         method: str = details.method
+        gate = None if self.gate is None or self.gate.is_open(method) else self.gate
+        call = _Call(method, arrived, self.calls, gate, self.client_certificates)
         deserializer = _tolerant(handler.request_deserializer)
         if handler.unary_unary is not None:
-            return handler._replace(
-                unary_unary=_unary(method, handler.unary_unary, self.calls, arrived, self.client_certificates),
-                request_deserializer=deserializer,
-            )
+            return handler._replace(unary_unary=_unary(call, handler.unary_unary), request_deserializer=deserializer)
         if handler.unary_stream is not None:
-            return handler._replace(
-                unary_stream=_stream(method, handler.unary_stream, self.calls, arrived, self.client_certificates),
-                request_deserializer=deserializer,
-            )
+            return handler._replace(unary_stream=_stream(call, handler.unary_stream), request_deserializer=deserializer)
         return handler
 
 
-def _access(method: str, code: str, started: float, peer: str, request_id: str, cert: PeerIdentity | None) -> None:
-    if log.isEnabledFor(logging.INFO):
-        extra = {
-            "method": method,
-            "code": code,
-            "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-            "peer": peer,
-            "request_id": request_id,
-        }
-        if cert is not None:
-            extra["client_cert"] = str(cert)
-        log.info("rpc", extra=extra)
+@dataclass(slots=True)
+class _Call:
+    """What the wrapper of one call knows before it runs, and learns on the way."""
 
+    method: str
+    started: float
+    calls: Calls
+    gate: Gate | None
+    certificates: bool
+    request_id: str = ""
+    peer: str = ""
+    cert: PeerIdentity | None = None
+    principal: Principal | None = None
+    code: str = "OK"
+    admitted: bool = False
 
-def _read_peer(context: Any, certificates: bool) -> tuple[str, PeerIdentity | None]:
-    """The peer address, and the client certificate's identity when asked.
-    Read at the start of a call: grpc.aio crashes the process (SIGSEGV)
-    when peer() is called on a call that was cancelled and torn down."""
-    return context.peer(), peer_identity(context) if certificates else None
+    async def begin(self, context: Any, request: Any, stream: bool) -> None:
+        """Read the peer, admit, set the deadline, check the request, authenticate."""
+        self.request_id = _request_id(context)
+        # Read at the start of a call: grpc.aio crashes the process (SIGSEGV)
+        # when peer() is called on a call that was cancelled and torn down.
+        self.peer = context.peer()
+        self.cert = peer_identity(context) if self.certificates else None
+        self.calls.admit(stream)
+        self.admitted = True
+        remaining = context.time_remaining()
+        if remaining is not None:
+            call_deadline.set(time.monotonic() + remaining)
+        _check_decoded(request)
+        if self.gate is not None:
+            self.principal = await self.gate.authenticate(context, self.cert)
+
+    async def fail(self, error: BaseException, context: Any) -> None:
+        self.code, status = _outcome(error, self.calls, context, self.method, self.request_id)
+        if status is not None:
+            await context.abort_with_status(status)
+
+    def end(self, stream: bool) -> None:
+        if self.admitted:
+            self.calls.release(stream)
+        if log.isEnabledFor(logging.INFO):
+            extra = {
+                "method": self.method,
+                "code": self.code,
+                "duration_ms": round((time.perf_counter() - self.started) * 1000, 3),
+                "peer": self.peer,
+                "request_id": self.request_id,
+            }
+            if self.principal is not None:
+                extra["principal"] = self.principal.label()
+            if self.cert is not None:
+                extra["client_cert"] = str(self.cert)
+            log.info("rpc", extra=extra)
 
 
 SHUTTING_DOWN = "the server is shutting down; retry the call (on another replica)"
@@ -214,62 +254,30 @@ def _outcome(
     return str(status.code.name), status
 
 
-def _begin(context: Any) -> None:
-    remaining = context.time_remaining()
-    if remaining is not None:
-        call_deadline.set(time.monotonic() + remaining)
-
-
-def _unary(
-    method: str, behavior: Callable[..., Awaitable[Any]], calls: Calls, started: float, certificates: bool
-) -> Callable[..., Awaitable[Any]]:
+def _unary(call: _Call, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        request_id = _request_id(context)
-        peer, cert = _read_peer(context, certificates)
-        code = "OK"
-        admitted = False
         try:
-            calls.admit(stream=False)
-            admitted = True
-            _begin(context)
-            _check_decoded(request)
+            await call.begin(context, request, stream=False)
             return await behavior(request, context)
         except BaseException as error:
-            code, status = _outcome(error, calls, context, method, request_id)
-            if status is not None:
-                await context.abort_with_status(status)
+            await call.fail(error, context)
             raise
         finally:
-            if admitted:
-                calls.release(stream=False)
-            _access(method, code, started, peer, request_id, cert)
+            call.end(stream=False)
 
     return wrapper
 
 
-def _stream(
-    method: str, behavior: Callable[..., AsyncIterator[Any]], calls: Calls, started: float, certificates: bool
-) -> Callable[..., AsyncIterator[Any]]:
+def _stream(call: _Call, behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-        request_id = _request_id(context)
-        peer, cert = _read_peer(context, certificates)
-        code = "OK"
-        admitted = False
         try:
-            calls.admit(stream=True)
-            admitted = True
-            _begin(context)
-            _check_decoded(request)
+            await call.begin(context, request, stream=True)
             async for response in behavior(request, context):
                 yield response
         except BaseException as error:
-            code, status = _outcome(error, calls, context, method, request_id)
-            if status is not None:
-                await context.abort_with_status(status)
+            await call.fail(error, context)
             raise
         finally:
-            if admitted:
-                calls.release(stream=True)
-            _access(method, code, started, peer, request_id, cert)
+            call.end(stream=True)
 
     return wrapper

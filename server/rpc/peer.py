@@ -24,6 +24,10 @@ class PeerIdentity:
     uris: tuple[str, ...] = ()
     subject: str = ""   # the whole distinguished name, e.g. "CN=builder,O=Platform"
 
+    def names(self) -> tuple[str, ...]:
+        """The names the certificate proves, most specific first: URIs, DNS names, the CN."""
+        return tuple(dict.fromkeys([*self.uris, *self.dns_names, *([self.common_name] if self.common_name else [])]))
+
     def __str__(self) -> str:
         """Short and stable, for logs: CN=builder DNS=builder.internal URI=spiffe://platform/builder."""
         parts = [f"CN={self.common_name}"] if self.common_name else []

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,7 +18,9 @@ from typing import Any
 import psycopg
 
 from server.domain.errors import NotFound
+from server.domain.status import BuildStatus
 from server.domain.tokens import AGENT_PREFIX, SERVICE_PREFIX, digest, new_token
+from server.store.db import Database
 
 Conn = psycopg.AsyncConnection[Any]
 
@@ -97,6 +99,19 @@ async def find_service_token(conn: Conn, token_hash: bytes) -> ServiceToken | No
     return found
 
 
+async def find_service_token_by_name(conn: Conn, names: Iterable[str]) -> ServiceToken | None:
+    """The token named like the first of `names` that names one (revoked or
+    not): how a client certificate's identity maps to a service."""
+    ordered = list(names)
+    cur = await conn.execute(
+        f"SELECT {_SERVICE_COLUMNS} FROM service_tokens WHERE name = ANY(%s) "
+        "ORDER BY array_position(%s::text[], name) LIMIT 1",
+        (ordered, ordered),
+    )
+    row = await cur.fetchone()
+    return None if row is None else _service(row)
+
+
 async def create_bootstrap_token(conn: Conn) -> str | None:
     """An admin token when no service token exists yet, else None. Replicas
     starting together agree: the first to take the lock creates it, the
@@ -122,6 +137,31 @@ async def mint_agent_token(conn: Conn, build_id: str, *, lifetime: timedelta) ->
     row = await cur.fetchone()
     assert row is not None
     return token, AgentToken(*row)
+
+
+async def _build_status(conn: Conn, build_id: str) -> BuildStatus:
+    """The build's status, the row share-locked until the transaction ends; NotFound when there is no build."""
+    cur = await conn.execute("SELECT status FROM builds WHERE id = %s FOR SHARE", (build_id,))
+    row = await cur.fetchone()
+    if row is None:
+        raise NotFound("build", build_id, field="build_id")
+    return BuildStatus(row[0])
+
+
+async def issue_agent_token(
+    db: Database, build_id: str, *, lifetime: timedelta, check: Callable[[BuildStatus], None]
+) -> tuple[str, AgentToken]:
+    """mint_agent_token for a build that exists and passes `check` (given its status)."""
+    async with db.connection() as conn, conn.transaction():
+        check(await _build_status(conn, build_id))
+        return await mint_agent_token(conn, build_id, lifetime=lifetime)
+
+
+async def revoke_build_agent_tokens(db: Database, build_id: str) -> int:
+    """revoke_agent_tokens for a build that exists (NotFound otherwise)."""
+    async with db.connection() as conn, conn.transaction():
+        await _build_status(conn, build_id)
+        return await revoke_agent_tokens(conn, build_id)
 
 
 async def revoke_agent_tokens(conn: Conn, build_id: str, *, token_id: int | None = None) -> int:

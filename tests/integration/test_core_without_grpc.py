@@ -15,13 +15,13 @@ from buildplatform.v1 import build_pb2, project_pb2, user_pb2
 from server.core import builds, projects, users
 from server.core.deps import Deps
 from server.core.pagination import PageTokens
-from server.core.principal import ANONYMOUS_ADMIN
+from server.domain.access import Principal
 from server.domain.errors import FailedPrecondition, InvalidTransition, NotFound
 from server.store.db import Database
 from server.store.notify import Hub
 
 NOW = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
-P = ANONYMOUS_ADMIN
+P = Principal("service", "core-test", frozenset({"admin"}))
 
 
 @pytest.fixture

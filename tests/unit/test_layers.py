@@ -13,7 +13,8 @@ from sqlalchemy import exc
 
 from server.app import SERVICES
 from server.domain.errors import Aborted
-from server.rpc.registry import core_function
+from server.core.calls import core_function, endpoint, rule_of
+from server.domain.access import Scope
 from server.store.db import translate
 
 SERVER = pathlib.Path(__file__).resolve().parents[2] / "server"
@@ -55,6 +56,38 @@ def test_every_rpc_of_every_service_has_its_core_function():
     for service, core in SERVICES:
         for method in service.methods:
             assert callable(core_function(core, method)), method.full_name
+
+
+def test_every_rpc_of_every_service_declares_who_may_call_it():
+    """The (buildplatform.v1.access) option is on every method, with a scope,
+    and a method without it cannot be served (endpoint() refuses it)."""
+    methods = [method for service, _ in SERVICES for method in service.methods]
+    assert len(methods) >= 40
+    for method in methods:
+        rule = rule_of(method)
+        assert rule.scope in Scope, method.full_name
+    # Reads need read, deleting users needs admin, the rest of the writes write.
+    by_name = {method.name: rule_of(method) for method in methods}
+    assert by_name["DeleteUser"].scope is Scope.ADMIN
+    assert all(rule.scope is Scope.READ for name, rule in by_name.items() if name.startswith(("Get", "List", "Stream", "Watch")))
+    assert not by_name["AppendBuildLogs"].user and by_name["AppendBuildLogs"].agent
+    assert not by_name["TransitionBuild"].user and not by_name["ListBuilds"].agent
+
+
+def test_a_method_without_an_access_option_is_not_served():
+    from google.protobuf import descriptor_pb2, descriptor_pool
+
+    from server.core import users
+
+    pool = descriptor_pool.DescriptorPool()
+    file = descriptor_pb2.FileDescriptorProto(name="bare.proto", package="bare")
+    file.message_type.add(name="Empty")
+    service = file.service.add(name="UserService")
+    service.method.add(name="GetUser", input_type=".bare.Empty", output_type=".bare.Empty")
+    pool.Add(file)
+    method = pool.FindMethodByName("bare.UserService.GetUser")
+    with pytest.raises(LookupError, match="declares no scope"):
+        endpoint(users, method)
 
 
 @pytest.mark.parametrize("error", [psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected])

@@ -22,12 +22,13 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from buildplatform.v1 import access_pb2 as buildplatform_dot_v1_dot_access__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x62uildplatform/v1/app_spec.proto\x12\x10\x62uildplatform.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb7\x02\n\x07\x41ppSpec\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\nproject_id\x18\x02 \x01(\tB\x05\xe2\x41\x02\x02\x05\x12\x15\n\x07version\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x16\n\x07\x63ontent\x18\x04 \x01(\tB\x05\xe2\x41\x02\x02\x05\x12#\n\x0f\x63hat_session_id\x18\x05 \x01(\tB\x05\xe2\x41\x02\x01\x05H\x00\x88\x01\x01\x12\x15\n\x07summary\x18\x06 \x01(\tB\x04\xe2\x41\x01\x01\x12\x35\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x65tag\x18\t \x01(\tB\x04\xe2\x41\x01\x01\x42\x12\n\x10_chat_session_id\"I\n\x14\x43reateAppSpecRequest\x12\x31\n\x08\x61pp_spec\x18\x01 \x01(\x0b\x32\x19.buildplatform.v1.AppSpecB\x04\xe2\x41\x01\x02\"D\n\x15\x43reateAppSpecResponse\x12+\n\x08\x61pp_spec\x18\x01 \x01(\x0b\x32\x19.buildplatform.v1.AppSpec\"%\n\x11GetAppSpecRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"A\n\x12GetAppSpecResponse\x12+\n\x08\x61pp_spec\x18\x01 \x01(\x0b\x32\x19.buildplatform.v1.AppSpec\"b\n\x13ListAppSpecsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nproject_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"]\n\x14ListAppSpecsResponse\x12,\n\tapp_specs\x18\x01 \x03(\x0b\x32\x19.buildplatform.v1.AppSpec\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x80\x01\n\x14UpdateAppSpecRequest\x12\x31\n\x08\x61pp_spec\x18\x01 \x01(\x0b\x32\x19.buildplatform.v1.AppSpecB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\"D\n\x15UpdateAppSpecResponse\x12+\n\x08\x61pp_spec\x18\x01 \x01(\x0b\x32\x19.buildplatform.v1.AppSpec\"<\n\x14\x44\x65leteAppSpecRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04\x65tag\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"\x17\n\x15\x44\x65leteAppSpecResponse2\xee\x03\n\x0e\x41ppSpecService\x12`\n\rCreateAppSpec\x12&.buildplatform.v1.CreateAppSpecRequest\x1a\'.buildplatform.v1.CreateAppSpecResponse\x12W\n\nGetAppSpec\x12#.buildplatform.v1.GetAppSpecRequest\x1a$.buildplatform.v1.GetAppSpecResponse\x12]\n\x0cListAppSpecs\x12%.buildplatform.v1.ListAppSpecsRequest\x1a&.buildplatform.v1.ListAppSpecsResponse\x12`\n\rUpdateAppSpec\x12&.buildplatform.v1.UpdateAppSpecRequest\x1a\'.buildplatform.v1.UpdateAppSpecResponse\x12`\n\rDeleteAppSpec\x12&.buildplatform.v1.DeleteAppSpecRequest\x1a\'.buildplatform.v1.DeleteAppSpecResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x62uildplatform/v1/app_spec.proto\x12\x10\x62uildplatform.v1\x1a\x1d\x62uildplatform/v1/access.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb7\x02\n\x07\x41ppSpec\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\nproject_id\x18\x02 \x01(\tB\x05\xe2\x41\x02\x02\x05\x12\x15\n\x07version\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x16\n\x07\x63ontent\x18\x04 \x01(\tB\x05\xe2\x41\x02\x02\x05\x12#\n\x0f\x63hat_session_id\x18\x05 \x01(\tB\x05\xe2\x41\x02\x01\x05H\x00\x88\x01\x01\x12\x15\n\x07summary\x18\x06 \x01(\tB\x04\xe2\x41\x01\x01\x12\x35\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x65tag\x18\t \x01(\tB\x04\xe2\x41\x01\x01\x42\x12\n\x10_chat_session_id\"I\n\x14\x43reateAppSpecRequest\x12\x31\n\x08\x61pp_spec\x18\x01 \x01(\x0b\x32\x19.buildplatform.v1.AppSpecB\x04\xe2\x41\x01\x02\"D\n\x15\x43reateAppSpecResponse\x12+\n\x08\x61pp_spec\x18\x01 \x01(\x0b\x32\x19.buildplatform.v1.AppSpec\"%\n\x11GetAppSpecRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"A\n\x12GetAppSpecResponse\x12+\n\x08\x61pp_spec\x18\x01 \x01(\x0b\x32\x19.buildplatform.v1.AppSpec\"b\n\x13ListAppSpecsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nproject_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"]\n\x14ListAppSpecsResponse\x12,\n\tapp_specs\x18\x01 \x03(\x0b\x32\x19.buildplatform.v1.AppSpec\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x80\x01\n\x14UpdateAppSpecRequest\x12\x31\n\x08\x61pp_spec\x18\x01 \x01(\x0b\x32\x19.buildplatform.v1.AppSpecB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\"D\n\x15UpdateAppSpecResponse\x12+\n\x08\x61pp_spec\x18\x01 \x01(\x0b\x32\x19.buildplatform.v1.AppSpec\"<\n\x14\x44\x65leteAppSpecRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04\x65tag\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"\x17\n\x15\x44\x65leteAppSpecResponse2\xa0\x04\n\x0e\x41ppSpecService\x12j\n\rCreateAppSpec\x12&.buildplatform.v1.CreateAppSpecRequest\x1a\'.buildplatform.v1.CreateAppSpecResponse\"\x08\xca\xa5\x19\x04\x08\x02\x10\x01\x12\x61\n\nGetAppSpec\x12#.buildplatform.v1.GetAppSpecRequest\x1a$.buildplatform.v1.GetAppSpecResponse\"\x08\xca\xa5\x19\x04\x08\x01\x10\x01\x12g\n\x0cListAppSpecs\x12%.buildplatform.v1.ListAppSpecsRequest\x1a&.buildplatform.v1.ListAppSpecsResponse\"\x08\xca\xa5\x19\x04\x08\x01\x10\x01\x12j\n\rUpdateAppSpec\x12&.buildplatform.v1.UpdateAppSpecRequest\x1a\'.buildplatform.v1.UpdateAppSpecResponse\"\x08\xca\xa5\x19\x04\x08\x02\x10\x01\x12j\n\rDeleteAppSpec\x12&.buildplatform.v1.DeleteAppSpecRequest\x1a\'.buildplatform.v1.DeleteAppSpecResponse\"\x08\xca\xa5\x19\x04\x08\x02\x10\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -70,28 +71,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETEAPPSPECREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
   _globals['_DELETEAPPSPECREQUEST'].fields_by_name['etag']._loaded_options = None
   _globals['_DELETEAPPSPECREQUEST'].fields_by_name['etag']._serialized_options = b'\342A\001\001'
-  _globals['_APPSPEC']._serialized_start=154
-  _globals['_APPSPEC']._serialized_end=465
-  _globals['_CREATEAPPSPECREQUEST']._serialized_start=467
-  _globals['_CREATEAPPSPECREQUEST']._serialized_end=540
-  _globals['_CREATEAPPSPECRESPONSE']._serialized_start=542
-  _globals['_CREATEAPPSPECRESPONSE']._serialized_end=610
-  _globals['_GETAPPSPECREQUEST']._serialized_start=612
-  _globals['_GETAPPSPECREQUEST']._serialized_end=649
-  _globals['_GETAPPSPECRESPONSE']._serialized_start=651
-  _globals['_GETAPPSPECRESPONSE']._serialized_end=716
-  _globals['_LISTAPPSPECSREQUEST']._serialized_start=718
-  _globals['_LISTAPPSPECSREQUEST']._serialized_end=816
-  _globals['_LISTAPPSPECSRESPONSE']._serialized_start=818
-  _globals['_LISTAPPSPECSRESPONSE']._serialized_end=911
-  _globals['_UPDATEAPPSPECREQUEST']._serialized_start=914
-  _globals['_UPDATEAPPSPECREQUEST']._serialized_end=1042
-  _globals['_UPDATEAPPSPECRESPONSE']._serialized_start=1044
-  _globals['_UPDATEAPPSPECRESPONSE']._serialized_end=1112
-  _globals['_DELETEAPPSPECREQUEST']._serialized_start=1114
-  _globals['_DELETEAPPSPECREQUEST']._serialized_end=1174
-  _globals['_DELETEAPPSPECRESPONSE']._serialized_start=1176
-  _globals['_DELETEAPPSPECRESPONSE']._serialized_end=1199
-  _globals['_APPSPECSERVICE']._serialized_start=1202
-  _globals['_APPSPECSERVICE']._serialized_end=1696
+  _globals['_APPSPECSERVICE'].methods_by_name['CreateAppSpec']._loaded_options = None
+  _globals['_APPSPECSERVICE'].methods_by_name['CreateAppSpec']._serialized_options = b'\312\245\031\004\010\002\020\001'
+  _globals['_APPSPECSERVICE'].methods_by_name['GetAppSpec']._loaded_options = None
+  _globals['_APPSPECSERVICE'].methods_by_name['GetAppSpec']._serialized_options = b'\312\245\031\004\010\001\020\001'
+  _globals['_APPSPECSERVICE'].methods_by_name['ListAppSpecs']._loaded_options = None
+  _globals['_APPSPECSERVICE'].methods_by_name['ListAppSpecs']._serialized_options = b'\312\245\031\004\010\001\020\001'
+  _globals['_APPSPECSERVICE'].methods_by_name['UpdateAppSpec']._loaded_options = None
+  _globals['_APPSPECSERVICE'].methods_by_name['UpdateAppSpec']._serialized_options = b'\312\245\031\004\010\002\020\001'
+  _globals['_APPSPECSERVICE'].methods_by_name['DeleteAppSpec']._loaded_options = None
+  _globals['_APPSPECSERVICE'].methods_by_name['DeleteAppSpec']._serialized_options = b'\312\245\031\004\010\002\020\001'
+  _globals['_APPSPEC']._serialized_start=185
+  _globals['_APPSPEC']._serialized_end=496
+  _globals['_CREATEAPPSPECREQUEST']._serialized_start=498
+  _globals['_CREATEAPPSPECREQUEST']._serialized_end=571
+  _globals['_CREATEAPPSPECRESPONSE']._serialized_start=573
+  _globals['_CREATEAPPSPECRESPONSE']._serialized_end=641
+  _globals['_GETAPPSPECREQUEST']._serialized_start=643
+  _globals['_GETAPPSPECREQUEST']._serialized_end=680
+  _globals['_GETAPPSPECRESPONSE']._serialized_start=682
+  _globals['_GETAPPSPECRESPONSE']._serialized_end=747
+  _globals['_LISTAPPSPECSREQUEST']._serialized_start=749
+  _globals['_LISTAPPSPECSREQUEST']._serialized_end=847
+  _globals['_LISTAPPSPECSRESPONSE']._serialized_start=849
+  _globals['_LISTAPPSPECSRESPONSE']._serialized_end=942
+  _globals['_UPDATEAPPSPECREQUEST']._serialized_start=945
+  _globals['_UPDATEAPPSPECREQUEST']._serialized_end=1073
+  _globals['_UPDATEAPPSPECRESPONSE']._serialized_start=1075
+  _globals['_UPDATEAPPSPECRESPONSE']._serialized_end=1143
+  _globals['_DELETEAPPSPECREQUEST']._serialized_start=1145
+  _globals['_DELETEAPPSPECREQUEST']._serialized_end=1205
+  _globals['_DELETEAPPSPECRESPONSE']._serialized_start=1207
+  _globals['_DELETEAPPSPECRESPONSE']._serialized_end=1230
+  _globals['_APPSPECSERVICE']._serialized_start=1233
+  _globals['_APPSPECSERVICE']._serialized_end=1777
 # @@protoc_insertion_point(module_scope)

@@ -22,12 +22,13 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from buildplatform.v1 import access_pb2 as buildplatform_dot_v1_dot_access__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"buildplatform/v1/build_event.proto\x12\x10\x62uildplatform.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc6\x01\n\nBuildEvent\x12\x10\n\x02id\x18\x01 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x16\n\x08\x62uild_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08sequence\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x12\n\x04type\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12+\n\x04\x64\x61ta\x18\x05 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"M\n\nEventEntry\x12\x12\n\x04type\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12+\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x01\"\x85\x01\n\x18\x41ppendBuildEventsRequest\x12\x16\n\x08\x62uild_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x33\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x1c.buildplatform.v1.EventEntryB\x04\xe2\x41\x01\x02\x12\x1c\n\x0e\x66irst_sequence\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x01\"c\n\x19\x41ppendBuildEventsResponse\x12\x16\n\x0e\x66irst_sequence\x18\x01 \x01(\x03\x12\x15\n\rlast_sequence\x18\x02 \x01(\x03\x12\x17\n\x0f\x61lready_written\x18\x03 \x01(\x08\"\x96\x01\n\x16ListBuildEventsRequest\x12\x16\n\x08\x62uild_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\tpage_size\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1c\n\x0e\x61\x66ter_sequence\x18\x04 \x01(\x03\x42\x04\xe2\x41\x01\x01\x12\x13\n\x05types\x18\x05 \x03(\tB\x04\xe2\x41\x01\x01\"`\n\x17ListBuildEventsResponse\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.buildplatform.v1.BuildEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xcc\x01\n\x18StreamBuildEventsRequest\x12\x16\n\x08\x62uild_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1c\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x01\x12\x14\n\x06\x66ollow\x18\x03 \x01(\x08\x42\x04\xe2\x41\x01\x01\x12\x19\n\x0btail_events\x18\x04 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x34\n\nsince_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12\x13\n\x05types\x18\x06 \x03(\tB\x04\xe2\x41\x01\x01\"l\n\x19StreamBuildEventsResponse\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.buildplatform.v1.BuildEvent\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\x03\x12\x11\n\tcaught_up\x18\x03 \x01(\x08\x32\xd9\x02\n\x11\x42uildEventService\x12l\n\x11\x41ppendBuildEvents\x12*.buildplatform.v1.AppendBuildEventsRequest\x1a+.buildplatform.v1.AppendBuildEventsResponse\x12\x66\n\x0fListBuildEvents\x12(.buildplatform.v1.ListBuildEventsRequest\x1a).buildplatform.v1.ListBuildEventsResponse\x12n\n\x11StreamBuildEvents\x12*.buildplatform.v1.StreamBuildEventsRequest\x1a+.buildplatform.v1.StreamBuildEventsResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"buildplatform/v1/build_event.proto\x12\x10\x62uildplatform.v1\x1a\x1d\x62uildplatform/v1/access.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc6\x01\n\nBuildEvent\x12\x10\n\x02id\x18\x01 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x16\n\x08\x62uild_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08sequence\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x12\n\x04type\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12+\n\x04\x64\x61ta\x18\x05 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"M\n\nEventEntry\x12\x12\n\x04type\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12+\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x01\"\x85\x01\n\x18\x41ppendBuildEventsRequest\x12\x16\n\x08\x62uild_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x33\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x1c.buildplatform.v1.EventEntryB\x04\xe2\x41\x01\x02\x12\x1c\n\x0e\x66irst_sequence\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x01\"c\n\x19\x41ppendBuildEventsResponse\x12\x16\n\x0e\x66irst_sequence\x18\x01 \x01(\x03\x12\x15\n\rlast_sequence\x18\x02 \x01(\x03\x12\x17\n\x0f\x61lready_written\x18\x03 \x01(\x08\"\x96\x01\n\x16ListBuildEventsRequest\x12\x16\n\x08\x62uild_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\tpage_size\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1c\n\x0e\x61\x66ter_sequence\x18\x04 \x01(\x03\x42\x04\xe2\x41\x01\x01\x12\x13\n\x05types\x18\x05 \x03(\tB\x04\xe2\x41\x01\x01\"`\n\x17ListBuildEventsResponse\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.buildplatform.v1.BuildEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xcc\x01\n\x18StreamBuildEventsRequest\x12\x16\n\x08\x62uild_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1c\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x01\x12\x14\n\x06\x66ollow\x18\x03 \x01(\x08\x42\x04\xe2\x41\x01\x01\x12\x19\n\x0btail_events\x18\x04 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x34\n\nsince_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12\x13\n\x05types\x18\x06 \x03(\tB\x04\xe2\x41\x01\x01\"l\n\x19StreamBuildEventsResponse\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.buildplatform.v1.BuildEvent\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\x03\x12\x11\n\tcaught_up\x18\x03 \x01(\x08\x32\xfb\x02\n\x11\x42uildEventService\x12v\n\x11\x41ppendBuildEvents\x12*.buildplatform.v1.AppendBuildEventsRequest\x1a+.buildplatform.v1.AppendBuildEventsResponse\"\x08\xca\xa5\x19\x04\x08\x02\x18\x01\x12r\n\x0fListBuildEvents\x12(.buildplatform.v1.ListBuildEventsRequest\x1a).buildplatform.v1.ListBuildEventsResponse\"\n\xca\xa5\x19\x06\x08\x01\x10\x01\x18\x01\x12z\n\x11StreamBuildEvents\x12*.buildplatform.v1.StreamBuildEventsRequest\x1a+.buildplatform.v1.StreamBuildEventsResponse\"\n\xca\xa5\x19\x06\x08\x01\x10\x01\x18\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -78,22 +79,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STREAMBUILDEVENTSREQUEST'].fields_by_name['since_time']._serialized_options = b'\342A\001\001'
   _globals['_STREAMBUILDEVENTSREQUEST'].fields_by_name['types']._loaded_options = None
   _globals['_STREAMBUILDEVENTSREQUEST'].fields_by_name['types']._serialized_options = b'\342A\001\001'
-  _globals['_BUILDEVENT']._serialized_start=153
-  _globals['_BUILDEVENT']._serialized_end=351
-  _globals['_EVENTENTRY']._serialized_start=353
-  _globals['_EVENTENTRY']._serialized_end=430
-  _globals['_APPENDBUILDEVENTSREQUEST']._serialized_start=433
-  _globals['_APPENDBUILDEVENTSREQUEST']._serialized_end=566
-  _globals['_APPENDBUILDEVENTSRESPONSE']._serialized_start=568
-  _globals['_APPENDBUILDEVENTSRESPONSE']._serialized_end=667
-  _globals['_LISTBUILDEVENTSREQUEST']._serialized_start=670
-  _globals['_LISTBUILDEVENTSREQUEST']._serialized_end=820
-  _globals['_LISTBUILDEVENTSRESPONSE']._serialized_start=822
-  _globals['_LISTBUILDEVENTSRESPONSE']._serialized_end=918
-  _globals['_STREAMBUILDEVENTSREQUEST']._serialized_start=921
-  _globals['_STREAMBUILDEVENTSREQUEST']._serialized_end=1125
-  _globals['_STREAMBUILDEVENTSRESPONSE']._serialized_start=1127
-  _globals['_STREAMBUILDEVENTSRESPONSE']._serialized_end=1235
-  _globals['_BUILDEVENTSERVICE']._serialized_start=1238
-  _globals['_BUILDEVENTSERVICE']._serialized_end=1583
+  _globals['_BUILDEVENTSERVICE'].methods_by_name['AppendBuildEvents']._loaded_options = None
+  _globals['_BUILDEVENTSERVICE'].methods_by_name['AppendBuildEvents']._serialized_options = b'\312\245\031\004\010\002\030\001'
+  _globals['_BUILDEVENTSERVICE'].methods_by_name['ListBuildEvents']._loaded_options = None
+  _globals['_BUILDEVENTSERVICE'].methods_by_name['ListBuildEvents']._serialized_options = b'\312\245\031\006\010\001\020\001\030\001'
+  _globals['_BUILDEVENTSERVICE'].methods_by_name['StreamBuildEvents']._loaded_options = None
+  _globals['_BUILDEVENTSERVICE'].methods_by_name['StreamBuildEvents']._serialized_options = b'\312\245\031\006\010\001\020\001\030\001'
+  _globals['_BUILDEVENT']._serialized_start=184
+  _globals['_BUILDEVENT']._serialized_end=382
+  _globals['_EVENTENTRY']._serialized_start=384
+  _globals['_EVENTENTRY']._serialized_end=461
+  _globals['_APPENDBUILDEVENTSREQUEST']._serialized_start=464
+  _globals['_APPENDBUILDEVENTSREQUEST']._serialized_end=597
+  _globals['_APPENDBUILDEVENTSRESPONSE']._serialized_start=599
+  _globals['_APPENDBUILDEVENTSRESPONSE']._serialized_end=698
+  _globals['_LISTBUILDEVENTSREQUEST']._serialized_start=701
+  _globals['_LISTBUILDEVENTSREQUEST']._serialized_end=851
+  _globals['_LISTBUILDEVENTSRESPONSE']._serialized_start=853
+  _globals['_LISTBUILDEVENTSRESPONSE']._serialized_end=949
+  _globals['_STREAMBUILDEVENTSREQUEST']._serialized_start=952
+  _globals['_STREAMBUILDEVENTSREQUEST']._serialized_end=1156
+  _globals['_STREAMBUILDEVENTSRESPONSE']._serialized_start=1158
+  _globals['_STREAMBUILDEVENTSRESPONSE']._serialized_end=1266
+  _globals['_BUILDEVENTSERVICE']._serialized_start=1269
+  _globals['_BUILDEVENTSERVICE']._serialized_end=1648
 # @@protoc_insertion_point(module_scope)

@@ -22,12 +22,13 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from buildplatform.v1 import access_pb2 as buildplatform_dot_v1_dot_access__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n buildplatform/v1/build_log.proto\x12\x10\x62uildplatform.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfc\x01\n\x08\x42uildLog\x12\x10\n\x02id\x18\x01 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x16\n\x08\x62uild_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08sequence\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12/\n\x05level\x18\x04 \x01(\x0e\x32\x1a.buildplatform.v1.LogLevelB\x04\xe2\x41\x01\x03\x12\x15\n\x07message\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12/\n\x08metadata\x18\x06 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\x83\x01\n\x08LogEntry\x12/\n\x05level\x18\x01 \x01(\x0e\x32\x1a.buildplatform.v1.LogLevelB\x04\xe2\x41\x01\x02\x12\x15\n\x07message\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12/\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x01\"\x81\x01\n\x16\x41ppendBuildLogsRequest\x12\x16\n\x08\x62uild_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x31\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x1a.buildplatform.v1.LogEntryB\x04\xe2\x41\x01\x02\x12\x1c\n\x0e\x66irst_sequence\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x01\"a\n\x17\x41ppendBuildLogsResponse\x12\x16\n\x0e\x66irst_sequence\x18\x01 \x01(\x03\x12\x15\n\rlast_sequence\x18\x02 \x01(\x03\x12\x17\n\x0f\x61lready_written\x18\x03 \x01(\x08\"\xb1\x01\n\x14ListBuildLogsRequest\x12\x16\n\x08\x62uild_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\tpage_size\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1c\n\x0e\x61\x66ter_sequence\x18\x04 \x01(\x03\x42\x04\xe2\x41\x01\x01\x12\x30\n\x06levels\x18\x05 \x03(\x0e\x32\x1a.buildplatform.v1.LogLevelB\x04\xe2\x41\x01\x01\"Z\n\x15ListBuildLogsResponse\x12(\n\x04logs\x18\x01 \x03(\x0b\x32\x1a.buildplatform.v1.BuildLog\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xe6\x01\n\x16StreamBuildLogsRequest\x12\x16\n\x08\x62uild_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1c\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x01\x12\x14\n\x06\x66ollow\x18\x03 \x01(\x08\x42\x04\xe2\x41\x01\x01\x12\x18\n\ntail_lines\x18\x04 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x34\n\nsince_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12\x30\n\x06levels\x18\x06 \x03(\x0e\x32\x1a.buildplatform.v1.LogLevelB\x04\xe2\x41\x01\x01\"f\n\x17StreamBuildLogsResponse\x12(\n\x04logs\x18\x01 \x03(\x0b\x32\x1a.buildplatform.v1.BuildLog\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\x03\x12\x11\n\tcaught_up\x18\x03 \x01(\x08*v\n\x08LogLevel\x12\x19\n\x15LOG_LEVEL_UNSPECIFIED\x10\x00\x12\x12\n\x0eLOG_LEVEL_INFO\x10\x01\x12\x12\n\x0eLOG_LEVEL_WARN\x10\x02\x12\x13\n\x0fLOG_LEVEL_ERROR\x10\x03\x12\x12\n\x0eLOG_LEVEL_TOOL\x10\x04\x32\xc5\x02\n\x0f\x42uildLogService\x12\x66\n\x0f\x41ppendBuildLogs\x12(.buildplatform.v1.AppendBuildLogsRequest\x1a).buildplatform.v1.AppendBuildLogsResponse\x12`\n\rListBuildLogs\x12&.buildplatform.v1.ListBuildLogsRequest\x1a\'.buildplatform.v1.ListBuildLogsResponse\x12h\n\x0fStreamBuildLogs\x12(.buildplatform.v1.StreamBuildLogsRequest\x1a).buildplatform.v1.StreamBuildLogsResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n buildplatform/v1/build_log.proto\x12\x10\x62uildplatform.v1\x1a\x1d\x62uildplatform/v1/access.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfc\x01\n\x08\x42uildLog\x12\x10\n\x02id\x18\x01 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x16\n\x08\x62uild_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08sequence\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12/\n\x05level\x18\x04 \x01(\x0e\x32\x1a.buildplatform.v1.LogLevelB\x04\xe2\x41\x01\x03\x12\x15\n\x07message\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12/\n\x08metadata\x18\x06 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\x83\x01\n\x08LogEntry\x12/\n\x05level\x18\x01 \x01(\x0e\x32\x1a.buildplatform.v1.LogLevelB\x04\xe2\x41\x01\x02\x12\x15\n\x07message\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12/\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x01\"\x81\x01\n\x16\x41ppendBuildLogsRequest\x12\x16\n\x08\x62uild_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x31\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x1a.buildplatform.v1.LogEntryB\x04\xe2\x41\x01\x02\x12\x1c\n\x0e\x66irst_sequence\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x01\"a\n\x17\x41ppendBuildLogsResponse\x12\x16\n\x0e\x66irst_sequence\x18\x01 \x01(\x03\x12\x15\n\rlast_sequence\x18\x02 \x01(\x03\x12\x17\n\x0f\x61lready_written\x18\x03 \x01(\x08\"\xb1\x01\n\x14ListBuildLogsRequest\x12\x16\n\x08\x62uild_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\tpage_size\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1c\n\x0e\x61\x66ter_sequence\x18\x04 \x01(\x03\x42\x04\xe2\x41\x01\x01\x12\x30\n\x06levels\x18\x05 \x03(\x0e\x32\x1a.buildplatform.v1.LogLevelB\x04\xe2\x41\x01\x01\"Z\n\x15ListBuildLogsResponse\x12(\n\x04logs\x18\x01 \x03(\x0b\x32\x1a.buildplatform.v1.BuildLog\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xe6\x01\n\x16StreamBuildLogsRequest\x12\x16\n\x08\x62uild_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1c\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x01\x12\x14\n\x06\x66ollow\x18\x03 \x01(\x08\x42\x04\xe2\x41\x01\x01\x12\x18\n\ntail_lines\x18\x04 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x34\n\nsince_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12\x30\n\x06levels\x18\x06 \x03(\x0e\x32\x1a.buildplatform.v1.LogLevelB\x04\xe2\x41\x01\x01\"f\n\x17StreamBuildLogsResponse\x12(\n\x04logs\x18\x01 \x03(\x0b\x32\x1a.buildplatform.v1.BuildLog\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\x03\x12\x11\n\tcaught_up\x18\x03 \x01(\x08*v\n\x08LogLevel\x12\x19\n\x15LOG_LEVEL_UNSPECIFIED\x10\x00\x12\x12\n\x0eLOG_LEVEL_INFO\x10\x01\x12\x12\n\x0eLOG_LEVEL_WARN\x10\x02\x12\x13\n\x0fLOG_LEVEL_ERROR\x10\x03\x12\x12\n\x0eLOG_LEVEL_TOOL\x10\x04\x32\xe7\x02\n\x0f\x42uildLogService\x12p\n\x0f\x41ppendBuildLogs\x12(.buildplatform.v1.AppendBuildLogsRequest\x1a).buildplatform.v1.AppendBuildLogsResponse\"\x08\xca\xa5\x19\x04\x08\x02\x18\x01\x12l\n\rListBuildLogs\x12&.buildplatform.v1.ListBuildLogsRequest\x1a\'.buildplatform.v1.ListBuildLogsResponse\"\n\xca\xa5\x19\x06\x08\x01\x10\x01\x18\x01\x12t\n\x0fStreamBuildLogs\x12(.buildplatform.v1.StreamBuildLogsRequest\x1a).buildplatform.v1.StreamBuildLogsResponse\"\n\xca\xa5\x19\x06\x08\x01\x10\x01\x18\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -82,24 +83,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STREAMBUILDLOGSREQUEST'].fields_by_name['since_time']._serialized_options = b'\342A\001\001'
   _globals['_STREAMBUILDLOGSREQUEST'].fields_by_name['levels']._loaded_options = None
   _globals['_STREAMBUILDLOGSREQUEST'].fields_by_name['levels']._serialized_options = b'\342A\001\001'
-  _globals['_LOGLEVEL']._serialized_start=1379
-  _globals['_LOGLEVEL']._serialized_end=1497
-  _globals['_BUILDLOG']._serialized_start=151
-  _globals['_BUILDLOG']._serialized_end=403
-  _globals['_LOGENTRY']._serialized_start=406
-  _globals['_LOGENTRY']._serialized_end=537
-  _globals['_APPENDBUILDLOGSREQUEST']._serialized_start=540
-  _globals['_APPENDBUILDLOGSREQUEST']._serialized_end=669
-  _globals['_APPENDBUILDLOGSRESPONSE']._serialized_start=671
-  _globals['_APPENDBUILDLOGSRESPONSE']._serialized_end=768
-  _globals['_LISTBUILDLOGSREQUEST']._serialized_start=771
-  _globals['_LISTBUILDLOGSREQUEST']._serialized_end=948
-  _globals['_LISTBUILDLOGSRESPONSE']._serialized_start=950
-  _globals['_LISTBUILDLOGSRESPONSE']._serialized_end=1040
-  _globals['_STREAMBUILDLOGSREQUEST']._serialized_start=1043
-  _globals['_STREAMBUILDLOGSREQUEST']._serialized_end=1273
-  _globals['_STREAMBUILDLOGSRESPONSE']._serialized_start=1275
-  _globals['_STREAMBUILDLOGSRESPONSE']._serialized_end=1377
-  _globals['_BUILDLOGSERVICE']._serialized_start=1500
-  _globals['_BUILDLOGSERVICE']._serialized_end=1825
+  _globals['_BUILDLOGSERVICE'].methods_by_name['AppendBuildLogs']._loaded_options = None
+  _globals['_BUILDLOGSERVICE'].methods_by_name['AppendBuildLogs']._serialized_options = b'\312\245\031\004\010\002\030\001'
+  _globals['_BUILDLOGSERVICE'].methods_by_name['ListBuildLogs']._loaded_options = None
+  _globals['_BUILDLOGSERVICE'].methods_by_name['ListBuildLogs']._serialized_options = b'\312\245\031\006\010\001\020\001\030\001'
+  _globals['_BUILDLOGSERVICE'].methods_by_name['StreamBuildLogs']._loaded_options = None
+  _globals['_BUILDLOGSERVICE'].methods_by_name['StreamBuildLogs']._serialized_options = b'\312\245\031\006\010\001\020\001\030\001'
+  _globals['_LOGLEVEL']._serialized_start=1410
+  _globals['_LOGLEVEL']._serialized_end=1528
+  _globals['_BUILDLOG']._serialized_start=182
+  _globals['_BUILDLOG']._serialized_end=434
+  _globals['_LOGENTRY']._serialized_start=437
+  _globals['_LOGENTRY']._serialized_end=568
+  _globals['_APPENDBUILDLOGSREQUEST']._serialized_start=571
+  _globals['_APPENDBUILDLOGSREQUEST']._serialized_end=700
+  _globals['_APPENDBUILDLOGSRESPONSE']._serialized_start=702
+  _globals['_APPENDBUILDLOGSRESPONSE']._serialized_end=799
+  _globals['_LISTBUILDLOGSREQUEST']._serialized_start=802
+  _globals['_LISTBUILDLOGSREQUEST']._serialized_end=979
+  _globals['_LISTBUILDLOGSRESPONSE']._serialized_start=981
+  _globals['_LISTBUILDLOGSRESPONSE']._serialized_end=1071
+  _globals['_STREAMBUILDLOGSREQUEST']._serialized_start=1074
+  _globals['_STREAMBUILDLOGSREQUEST']._serialized_end=1304
+  _globals['_STREAMBUILDLOGSRESPONSE']._serialized_start=1306
+  _globals['_STREAMBUILDLOGSRESPONSE']._serialized_end=1408
+  _globals['_BUILDLOGSERVICE']._serialized_start=1531
+  _globals['_BUILDLOGSERVICE']._serialized_end=1890
 # @@protoc_insertion_point(module_scope)

@@ -22,13 +22,15 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from buildplatform.v1 import access_pb2 as buildplatform_dot_v1_dot_access__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62uildplatform/v1/build.proto\x12\x10\x62uildplatform.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe0\x01\n\x0b\x42uildReview\x12\x31\n\x04gate\x18\x01 \x01(\x0e\x32\x1d.buildplatform.v1.BuildStatusB\x04\xe2\x41\x01\x03\x12\x38\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0e\x32 .buildplatform.v1.ReviewDecisionB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x63omment\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08reviewer\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\x8f\x06\n\x05\x42uild\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x07user_id\x18\x02 \x01(\tB\x05\xe2\x41\x02\x02\x05\x12\x19\n\nproject_id\x18\x03 \x01(\tB\x05\xe2\x41\x02\x02\x05\x12\x33\n\x06status\x18\x04 \x01(\x0e\x32\x1d.buildplatform.v1.BuildStatusB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x61pp_spec\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1f\n\x0b\x61pp_spec_id\x18\x06 \x01(\tB\x05\xe2\x41\x02\x01\x05H\x00\x88\x01\x01\x12\x1d\n\nsandbox_id\x18\x07 \x01(\tB\x04\xe2\x41\x01\x01H\x01\x88\x01\x01\x12/\n\x08progress\x18\x08 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x01\x12\x1d\n\noutput_url\x18\t \x01(\tB\x04\xe2\x41\x01\x01H\x02\x88\x01\x01\x12\x1f\n\x0c\x61rtifact_key\x18\n \x01(\tB\x04\xe2\x41\x01\x01H\x03\x88\x01\x01\x12\x35\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nstart_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x66inish_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1b\n\rstatus_reason\x18\x0f \x01(\tB\x04\xe2\x41\x01\x03\x12\x34\n\x07reviews\x18\x10 \x03(\x0b\x32\x1d.buildplatform.v1.BuildReviewB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x65tag\x18\x11 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1f\n\x11last_log_sequence\x18\x12 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12!\n\x13last_event_sequence\x18\x13 \x01(\x03\x42\x04\xe2\x41\x01\x03\x42\x0e\n\x0c_app_spec_idB\r\n\x0b_sandbox_idB\r\n\x0b_output_urlB\x0f\n\r_artifact_key\"B\n\x12\x43reateBuildRequest\x12,\n\x05\x62uild\x18\x01 \x01(\x0b\x32\x17.buildplatform.v1.BuildB\x04\xe2\x41\x01\x02\"=\n\x13\x43reateBuildResponse\x12&\n\x05\x62uild\x18\x01 \x01(\x0b\x32\x17.buildplatform.v1.Build\"#\n\x0fGetBuildRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\":\n\x10GetBuildResponse\x12&\n\x05\x62uild\x18\x01 \x01(\x0b\x32\x17.buildplatform.v1.Build\"\xae\x01\n\x11ListBuildsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x15\n\x07user_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nproject_id\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\x12\x35\n\x08statuses\x18\x05 \x03(\x0e\x32\x1d.buildplatform.v1.BuildStatusB\x04\xe2\x41\x01\x01\"V\n\x12ListBuildsResponse\x12\'\n\x06\x62uilds\x18\x01 \x03(\x0b\x32\x17.buildplatform.v1.Build\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"y\n\x12UpdateBuildRequest\x12,\n\x05\x62uild\x18\x01 \x01(\x0b\x32\x17.buildplatform.v1.BuildB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\"=\n\x13UpdateBuildResponse\x12&\n\x05\x62uild\x18\x01 \x01(\x0b\x32\x17.buildplatform.v1.Build\":\n\x12\x44\x65leteBuildRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04\x65tag\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"\x15\n\x13\x44\x65leteBuildResponse\"\x89\x01\n\x16TransitionBuildRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x33\n\x06status\x18\x02 \x01(\x0e\x32\x1d.buildplatform.v1.BuildStatusB\x04\xe2\x41\x01\x02\x12\x14\n\x06reason\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x12\n\x04\x65tag\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\"A\n\x17TransitionBuildResponse\x12&\n\x05\x62uild\x18\x01 \x01(\x0b\x32\x17.buildplatform.v1.Build\"P\n\x12\x43\x61ncelBuildRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06reason\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x12\n\x04\x65tag\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"=\n\x13\x43\x61ncelBuildResponse\x12&\n\x05\x62uild\x18\x01 \x01(\x0b\x32\x17.buildplatform.v1.Build\"\xa3\x01\n\x12ReviewBuildRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x38\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0e\x32 .buildplatform.v1.ReviewDecisionB\x04\xe2\x41\x01\x02\x12\x15\n\x07\x63omment\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x16\n\x08reviewer\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04\x65tag\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01\"=\n\x13ReviewBuildResponse\x12&\n\x05\x62uild\x18\x01 \x01(\x0b\x32\x17.buildplatform.v1.Build\"%\n\x11WatchBuildRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"<\n\x12WatchBuildResponse\x12&\n\x05\x62uild\x18\x01 \x01(\x0b\x32\x17.buildplatform.v1.Build*\xbb\x02\n\x0b\x42uildStatus\x12\x1c\n\x18\x42UILD_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14\x42UILD_STATUS_PENDING\x10\x01\x12\x1d\n\x19\x42UILD_STATUS_INITIALIZING\x10\x02\x12\x18\n\x14\x42UILD_STATUS_RUNNING\x10\x03\x12\x17\n\x13\x42UILD_STATUS_PAUSED\x10\x04\x12\'\n#BUILD_STATUS_AWAITING_DESIGN_REVIEW\x10\x05\x12(\n$BUILD_STATUS_AWAITING_FEATURE_REVIEW\x10\x06\x12\x1a\n\x16\x42UILD_STATUS_COMPLETED\x10\x07\x12\x17\n\x13\x42UILD_STATUS_FAILED\x10\x08\x12\x1a\n\x16\x42UILD_STATUS_CANCELLED\x10\t*\x8f\x01\n\x0eReviewDecision\x12\x1f\n\x1bREVIEW_DECISION_UNSPECIFIED\x10\x00\x12\x1b\n\x17REVIEW_DECISION_APPROVE\x10\x01\x12#\n\x1fREVIEW_DECISION_REQUEST_CHANGES\x10\x02\x12\x1a\n\x16REVIEW_DECISION_REJECT\x10\x03\x32\xc9\x06\n\x0c\x42uildService\x12Z\n\x0b\x43reateBuild\x12$.buildplatform.v1.CreateBuildRequest\x1a%.buildplatform.v1.CreateBuildResponse\x12Q\n\x08GetBuild\x12!.buildplatform.v1.GetBuildRequest\x1a\".buildplatform.v1.GetBuildResponse\x12W\n\nListBuilds\x12#.buildplatform.v1.ListBuildsRequest\x1a$.buildplatform.v1.ListBuildsResponse\x12Z\n\x0bUpdateBuild\x12$.buildplatform.v1.UpdateBuildRequest\x1a%.buildplatform.v1.UpdateBuildResponse\x12Z\n\x0b\x44\x65leteBuild\x12$.buildplatform.v1.DeleteBuildRequest\x1a%.buildplatform.v1.DeleteBuildResponse\x12\x66\n\x0fTransitionBuild\x12(.buildplatform.v1.TransitionBuildRequest\x1a).buildplatform.v1.TransitionBuildResponse\x12Z\n\x0b\x43\x61ncelBuild\x12$.buildplatform.v1.CancelBuildRequest\x1a%.buildplatform.v1.CancelBuildResponse\x12Z\n\x0bReviewBuild\x12$.buildplatform.v1.ReviewBuildRequest\x1a%.buildplatform.v1.ReviewBuildResponse\x12Y\n\nWatchBuild\x12#.buildplatform.v1.WatchBuildRequest\x1a$.buildplatform.v1.WatchBuildResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62uildplatform/v1/build.proto\x12\x10\x62uildplatform.v1\x1a\x1d\x62uildplatform/v1/access.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe0\x01\n\x0b\x42uildReview\x12\x31\n\x04gate\x18\x01 \x01(\x0e\x32\x1d.buildplatform.v1.BuildStatusB\x04\xe2\x41\x01\x03\x12\x38\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0e\x32 .buildplatform.v1.ReviewDecisionB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x63omment\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08reviewer\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\x8f\x06\n\x05\x42uild\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x07user_id\x18\x02 \x01(\tB\x05\xe2\x41\x02\x02\x05\x12\x19\n\nproject_id\x18\x03 \x01(\tB\x05\xe2\x41\x02\x02\x05\x12\x33\n\x06status\x18\x04 \x01(\x0e\x32\x1d.buildplatform.v1.BuildStatusB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x61pp_spec\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1f\n\x0b\x61pp_spec_id\x18\x06 \x01(\tB\x05\xe2\x41\x02\x01\x05H\x00\x88\x01\x01\x12\x1d\n\nsandbox_id\x18\x07 \x01(\tB\x04\xe2\x41\x01\x01H\x01\x88\x01\x01\x12/\n\x08progress\x18\x08 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x01\x12\x1d\n\noutput_url\x18\t \x01(\tB\x04\xe2\x41\x01\x01H\x02\x88\x01\x01\x12\x1f\n\x0c\x61rtifact_key\x18\n \x01(\tB\x04\xe2\x41\x01\x01H\x03\x88\x01\x01\x12\x35\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nstart_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x66inish_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1b\n\rstatus_reason\x18\x0f \x01(\tB\x04\xe2\x41\x01\x03\x12\x34\n\x07reviews\x18\x10 \x03(\x0b\x32\x1d.buildplatform.v1.BuildReviewB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x65tag\x18\x11 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1f\n\x11last_log_sequence\x18\x12 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12!\n\x13last_event_sequence\x18\x13 \x01(\x03\x42\x04\xe2\x41\x01\x03\x42\x0e\n\x0c_app_spec_idB\r\n\x0b_sandbox_idB\r\n\x0b_output_urlB\x0f\n\r_artifact_key\"B\n\x12\x43reateBuildRequest\x12,\n\x05\x62uild\x18\x01 \x01(\x0b\x32\x17.buildplatform.v1.BuildB\x04\xe2\x41\x01\x02\"=\n\x13\x43reateBuildResponse\x12&\n\x05\x62uild\x18\x01 \x01(\x0b\x32\x17.buildplatform.v1.Build\"#\n\x0fGetBuildRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\":\n\x10GetBuildResponse\x12&\n\x05\x62uild\x18\x01 \x01(\x0b\x32\x17.buildplatform.v1.Build\"\xae\x01\n\x11ListBuildsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x15\n\x07user_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nproject_id\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\x12\x35\n\x08statuses\x18\x05 \x03(\x0e\x32\x1d.buildplatform.v1.BuildStatusB\x04\xe2\x41\x01\x01\"V\n\x12ListBuildsResponse\x12\'\n\x06\x62uilds\x18\x01 \x03(\x0b\x32\x17.buildplatform.v1.Build\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"y\n\x12UpdateBuildRequest\x12,\n\x05\x62uild\x18\x01 \x01(\x0b\x32\x17.buildplatform.v1.BuildB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\"=\n\x13UpdateBuildResponse\x12&\n\x05\x62uild\x18\x01 \x01(\x0b\x32\x17.buildplatform.v1.Build\":\n\x12\x44\x65leteBuildRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04\x65tag\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"\x15\n\x13\x44\x65leteBuildResponse\"\x89\x01\n\x16TransitionBuildRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x33\n\x06status\x18\x02 \x01(\x0e\x32\x1d.buildplatform.v1.BuildStatusB\x04\xe2\x41\x01\x02\x12\x14\n\x06reason\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x12\n\x04\x65tag\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\"A\n\x17TransitionBuildResponse\x12&\n\x05\x62uild\x18\x01 \x01(\x0b\x32\x17.buildplatform.v1.Build\"P\n\x12\x43\x61ncelBuildRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06reason\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x12\n\x04\x65tag\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"=\n\x13\x43\x61ncelBuildResponse\x12&\n\x05\x62uild\x18\x01 \x01(\x0b\x32\x17.buildplatform.v1.Build\"\xa3\x01\n\x12ReviewBuildRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x38\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0e\x32 .buildplatform.v1.ReviewDecisionB\x04\xe2\x41\x01\x02\x12\x15\n\x07\x63omment\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x16\n\x08reviewer\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\x12\x12\n\x04\x65tag\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01\"=\n\x13ReviewBuildResponse\x12&\n\x05\x62uild\x18\x01 \x01(\x0b\x32\x17.buildplatform.v1.Build\"%\n\x11WatchBuildRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"<\n\x12WatchBuildResponse\x12&\n\x05\x62uild\x18\x01 \x01(\x0b\x32\x17.buildplatform.v1.Build\"_\n\x17\x43reateAgentTokenRequest\x12\x16\n\x08\x62uild_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12,\n\x03ttl\x18\x02 \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x01\"l\n\x18\x43reateAgentTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08token_id\x18\x03 \x01(\t\"2\n\x18RevokeAgentTokensRequest\x12\x16\n\x08\x62uild_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"2\n\x19RevokeAgentTokensResponse\x12\x15\n\rrevoked_count\x18\x01 \x01(\x05*\xbb\x02\n\x0b\x42uildStatus\x12\x1c\n\x18\x42UILD_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14\x42UILD_STATUS_PENDING\x10\x01\x12\x1d\n\x19\x42UILD_STATUS_INITIALIZING\x10\x02\x12\x18\n\x14\x42UILD_STATUS_RUNNING\x10\x03\x12\x17\n\x13\x42UILD_STATUS_PAUSED\x10\x04\x12\'\n#BUILD_STATUS_AWAITING_DESIGN_REVIEW\x10\x05\x12(\n$BUILD_STATUS_AWAITING_FEATURE_REVIEW\x10\x06\x12\x1a\n\x16\x42UILD_STATUS_COMPLETED\x10\x07\x12\x17\n\x13\x42UILD_STATUS_FAILED\x10\x08\x12\x1a\n\x16\x42UILD_STATUS_CANCELLED\x10\t*\x8f\x01\n\x0eReviewDecision\x12\x1f\n\x1bREVIEW_DECISION_UNSPECIFIED\x10\x00\x12\x1b\n\x17REVIEW_DECISION_APPROVE\x10\x01\x12#\n\x1fREVIEW_DECISION_REQUEST_CHANGES\x10\x02\x12\x1a\n\x16REVIEW_DECISION_REJECT\x10\x03\x32\x92\t\n\x0c\x42uildService\x12\x64\n\x0b\x43reateBuild\x12$.buildplatform.v1.CreateBuildRequest\x1a%.buildplatform.v1.CreateBuildResponse\"\x08\xca\xa5\x19\x04\x08\x02\x10\x01\x12]\n\x08GetBuild\x12!.buildplatform.v1.GetBuildRequest\x1a\".buildplatform.v1.GetBuildResponse\"\n\xca\xa5\x19\x06\x08\x01\x10\x01\x18\x01\x12\x61\n\nListBuilds\x12#.buildplatform.v1.ListBuildsRequest\x1a$.buildplatform.v1.ListBuildsResponse\"\x08\xca\xa5\x19\x04\x08\x01\x10\x01\x12\x64\n\x0bUpdateBuild\x12$.buildplatform.v1.UpdateBuildRequest\x1a%.buildplatform.v1.UpdateBuildResponse\"\x08\xca\xa5\x19\x04\x08\x02\x18\x01\x12\x64\n\x0b\x44\x65leteBuild\x12$.buildplatform.v1.DeleteBuildRequest\x1a%.buildplatform.v1.DeleteBuildResponse\"\x08\xca\xa5\x19\x04\x08\x02\x10\x01\x12p\n\x0fTransitionBuild\x12(.buildplatform.v1.TransitionBuildRequest\x1a).buildplatform.v1.TransitionBuildResponse\"\x08\xca\xa5\x19\x04\x08\x02\x18\x01\x12\x66\n\x0b\x43\x61ncelBuild\x12$.buildplatform.v1.CancelBuildRequest\x1a%.buildplatform.v1.CancelBuildResponse\"\n\xca\xa5\x19\x06\x08\x02\x10\x01\x18\x01\x12\x64\n\x0bReviewBuild\x12$.buildplatform.v1.ReviewBuildRequest\x1a%.buildplatform.v1.ReviewBuildResponse\"\x08\xca\xa5\x19\x04\x08\x02\x10\x01\x12\x65\n\nWatchBuild\x12#.buildplatform.v1.WatchBuildRequest\x1a$.buildplatform.v1.WatchBuildResponse\"\n\xca\xa5\x19\x06\x08\x01\x10\x01\x18\x01\x30\x01\x12q\n\x10\x43reateAgentToken\x12).buildplatform.v1.CreateAgentTokenRequest\x1a*.buildplatform.v1.CreateAgentTokenResponse\"\x06\xca\xa5\x19\x02\x08\x02\x12t\n\x11RevokeAgentTokens\x12*.buildplatform.v1.RevokeAgentTokensRequest\x1a+.buildplatform.v1.RevokeAgentTokensResponse\"\x06\xca\xa5\x19\x02\x08\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -126,55 +128,91 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REVIEWBUILDREQUEST'].fields_by_name['comment']._loaded_options = None
   _globals['_REVIEWBUILDREQUEST'].fields_by_name['comment']._serialized_options = b'\342A\001\001'
   _globals['_REVIEWBUILDREQUEST'].fields_by_name['reviewer']._loaded_options = None
-  _globals['_REVIEWBUILDREQUEST'].fields_by_name['reviewer']._serialized_options = b'\342A\001\002'
+  _globals['_REVIEWBUILDREQUEST'].fields_by_name['reviewer']._serialized_options = b'\342A\001\001'
   _globals['_REVIEWBUILDREQUEST'].fields_by_name['etag']._loaded_options = None
   _globals['_REVIEWBUILDREQUEST'].fields_by_name['etag']._serialized_options = b'\342A\001\001'
   _globals['_WATCHBUILDREQUEST'].fields_by_name['id']._loaded_options = None
   _globals['_WATCHBUILDREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
-  _globals['_BUILDSTATUS']._serialized_start=2638
-  _globals['_BUILDSTATUS']._serialized_end=2953
-  _globals['_REVIEWDECISION']._serialized_start=2956
-  _globals['_REVIEWDECISION']._serialized_end=3099
-  _globals['_BUILDREVIEW']._serialized_start=181
-  _globals['_BUILDREVIEW']._serialized_end=405
-  _globals['_BUILD']._serialized_start=408
-  _globals['_BUILD']._serialized_end=1191
-  _globals['_CREATEBUILDREQUEST']._serialized_start=1193
-  _globals['_CREATEBUILDREQUEST']._serialized_end=1259
-  _globals['_CREATEBUILDRESPONSE']._serialized_start=1261
-  _globals['_CREATEBUILDRESPONSE']._serialized_end=1322
-  _globals['_GETBUILDREQUEST']._serialized_start=1324
-  _globals['_GETBUILDREQUEST']._serialized_end=1359
-  _globals['_GETBUILDRESPONSE']._serialized_start=1361
-  _globals['_GETBUILDRESPONSE']._serialized_end=1419
-  _globals['_LISTBUILDSREQUEST']._serialized_start=1422
-  _globals['_LISTBUILDSREQUEST']._serialized_end=1596
-  _globals['_LISTBUILDSRESPONSE']._serialized_start=1598
-  _globals['_LISTBUILDSRESPONSE']._serialized_end=1684
-  _globals['_UPDATEBUILDREQUEST']._serialized_start=1686
-  _globals['_UPDATEBUILDREQUEST']._serialized_end=1807
-  _globals['_UPDATEBUILDRESPONSE']._serialized_start=1809
-  _globals['_UPDATEBUILDRESPONSE']._serialized_end=1870
-  _globals['_DELETEBUILDREQUEST']._serialized_start=1872
-  _globals['_DELETEBUILDREQUEST']._serialized_end=1930
-  _globals['_DELETEBUILDRESPONSE']._serialized_start=1932
-  _globals['_DELETEBUILDRESPONSE']._serialized_end=1953
-  _globals['_TRANSITIONBUILDREQUEST']._serialized_start=1956
-  _globals['_TRANSITIONBUILDREQUEST']._serialized_end=2093
-  _globals['_TRANSITIONBUILDRESPONSE']._serialized_start=2095
-  _globals['_TRANSITIONBUILDRESPONSE']._serialized_end=2160
-  _globals['_CANCELBUILDREQUEST']._serialized_start=2162
-  _globals['_CANCELBUILDREQUEST']._serialized_end=2242
-  _globals['_CANCELBUILDRESPONSE']._serialized_start=2244
-  _globals['_CANCELBUILDRESPONSE']._serialized_end=2305
-  _globals['_REVIEWBUILDREQUEST']._serialized_start=2308
-  _globals['_REVIEWBUILDREQUEST']._serialized_end=2471
-  _globals['_REVIEWBUILDRESPONSE']._serialized_start=2473
-  _globals['_REVIEWBUILDRESPONSE']._serialized_end=2534
-  _globals['_WATCHBUILDREQUEST']._serialized_start=2536
-  _globals['_WATCHBUILDREQUEST']._serialized_end=2573
-  _globals['_WATCHBUILDRESPONSE']._serialized_start=2575
-  _globals['_WATCHBUILDRESPONSE']._serialized_end=2635
-  _globals['_BUILDSERVICE']._serialized_start=3102
-  _globals['_BUILDSERVICE']._serialized_end=3943
+  _globals['_CREATEAGENTTOKENREQUEST'].fields_by_name['build_id']._loaded_options = None
+  _globals['_CREATEAGENTTOKENREQUEST'].fields_by_name['build_id']._serialized_options = b'\342A\001\002'
+  _globals['_CREATEAGENTTOKENREQUEST'].fields_by_name['ttl']._loaded_options = None
+  _globals['_CREATEAGENTTOKENREQUEST'].fields_by_name['ttl']._serialized_options = b'\342A\001\001'
+  _globals['_REVOKEAGENTTOKENSREQUEST'].fields_by_name['build_id']._loaded_options = None
+  _globals['_REVOKEAGENTTOKENSREQUEST'].fields_by_name['build_id']._serialized_options = b'\342A\001\002'
+  _globals['_BUILDSERVICE'].methods_by_name['CreateBuild']._loaded_options = None
+  _globals['_BUILDSERVICE'].methods_by_name['CreateBuild']._serialized_options = b'\312\245\031\004\010\002\020\001'
+  _globals['_BUILDSERVICE'].methods_by_name['GetBuild']._loaded_options = None
+  _globals['_BUILDSERVICE'].methods_by_name['GetBuild']._serialized_options = b'\312\245\031\006\010\001\020\001\030\001'
+  _globals['_BUILDSERVICE'].methods_by_name['ListBuilds']._loaded_options = None
+  _globals['_BUILDSERVICE'].methods_by_name['ListBuilds']._serialized_options = b'\312\245\031\004\010\001\020\001'
+  _globals['_BUILDSERVICE'].methods_by_name['UpdateBuild']._loaded_options = None
+  _globals['_BUILDSERVICE'].methods_by_name['UpdateBuild']._serialized_options = b'\312\245\031\004\010\002\030\001'
+  _globals['_BUILDSERVICE'].methods_by_name['DeleteBuild']._loaded_options = None
+  _globals['_BUILDSERVICE'].methods_by_name['DeleteBuild']._serialized_options = b'\312\245\031\004\010\002\020\001'
+  _globals['_BUILDSERVICE'].methods_by_name['TransitionBuild']._loaded_options = None
+  _globals['_BUILDSERVICE'].methods_by_name['TransitionBuild']._serialized_options = b'\312\245\031\004\010\002\030\001'
+  _globals['_BUILDSERVICE'].methods_by_name['CancelBuild']._loaded_options = None
+  _globals['_BUILDSERVICE'].methods_by_name['CancelBuild']._serialized_options = b'\312\245\031\006\010\002\020\001\030\001'
+  _globals['_BUILDSERVICE'].methods_by_name['ReviewBuild']._loaded_options = None
+  _globals['_BUILDSERVICE'].methods_by_name['ReviewBuild']._serialized_options = b'\312\245\031\004\010\002\020\001'
+  _globals['_BUILDSERVICE'].methods_by_name['WatchBuild']._loaded_options = None
+  _globals['_BUILDSERVICE'].methods_by_name['WatchBuild']._serialized_options = b'\312\245\031\006\010\001\020\001\030\001'
+  _globals['_BUILDSERVICE'].methods_by_name['CreateAgentToken']._loaded_options = None
+  _globals['_BUILDSERVICE'].methods_by_name['CreateAgentToken']._serialized_options = b'\312\245\031\002\010\002'
+  _globals['_BUILDSERVICE'].methods_by_name['RevokeAgentTokens']._loaded_options = None
+  _globals['_BUILDSERVICE'].methods_by_name['RevokeAgentTokens']._serialized_options = b'\312\245\031\002\010\002'
+  _globals['_BUILDSTATUS']._serialized_start=3012
+  _globals['_BUILDSTATUS']._serialized_end=3327
+  _globals['_REVIEWDECISION']._serialized_start=3330
+  _globals['_REVIEWDECISION']._serialized_end=3473
+  _globals['_BUILDREVIEW']._serialized_start=244
+  _globals['_BUILDREVIEW']._serialized_end=468
+  _globals['_BUILD']._serialized_start=471
+  _globals['_BUILD']._serialized_end=1254
+  _globals['_CREATEBUILDREQUEST']._serialized_start=1256
+  _globals['_CREATEBUILDREQUEST']._serialized_end=1322
+  _globals['_CREATEBUILDRESPONSE']._serialized_start=1324
+  _globals['_CREATEBUILDRESPONSE']._serialized_end=1385
+  _globals['_GETBUILDREQUEST']._serialized_start=1387
+  _globals['_GETBUILDREQUEST']._serialized_end=1422
+  _globals['_GETBUILDRESPONSE']._serialized_start=1424
+  _globals['_GETBUILDRESPONSE']._serialized_end=1482
+  _globals['_LISTBUILDSREQUEST']._serialized_start=1485
+  _globals['_LISTBUILDSREQUEST']._serialized_end=1659
+  _globals['_LISTBUILDSRESPONSE']._serialized_start=1661
+  _globals['_LISTBUILDSRESPONSE']._serialized_end=1747
+  _globals['_UPDATEBUILDREQUEST']._serialized_start=1749
+  _globals['_UPDATEBUILDREQUEST']._serialized_end=1870
+  _globals['_UPDATEBUILDRESPONSE']._serialized_start=1872
+  _globals['_UPDATEBUILDRESPONSE']._serialized_end=1933
+  _globals['_DELETEBUILDREQUEST']._serialized_start=1935
+  _globals['_DELETEBUILDREQUEST']._serialized_end=1993
+  _globals['_DELETEBUILDRESPONSE']._serialized_start=1995
+  _globals['_DELETEBUILDRESPONSE']._serialized_end=2016
+  _globals['_TRANSITIONBUILDREQUEST']._serialized_start=2019
+  _globals['_TRANSITIONBUILDREQUEST']._serialized_end=2156
+  _globals['_TRANSITIONBUILDRESPONSE']._serialized_start=2158
+  _globals['_TRANSITIONBUILDRESPONSE']._serialized_end=2223
+  _globals['_CANCELBUILDREQUEST']._serialized_start=2225
+  _globals['_CANCELBUILDREQUEST']._serialized_end=2305
+  _globals['_CANCELBUILDRESPONSE']._serialized_start=2307
+  _globals['_CANCELBUILDRESPONSE']._serialized_end=2368
+  _globals['_REVIEWBUILDREQUEST']._serialized_start=2371
+  _globals['_REVIEWBUILDREQUEST']._serialized_end=2534
+  _globals['_REVIEWBUILDRESPONSE']._serialized_start=2536
+  _globals['_REVIEWBUILDRESPONSE']._serialized_end=2597
+  _globals['_WATCHBUILDREQUEST']._serialized_start=2599
+  _globals['_WATCHBUILDREQUEST']._serialized_end=2636
+  _globals['_WATCHBUILDRESPONSE']._serialized_start=2638
+  _globals['_WATCHBUILDRESPONSE']._serialized_end=2698
+  _globals['_CREATEAGENTTOKENREQUEST']._serialized_start=2700
+  _globals['_CREATEAGENTTOKENREQUEST']._serialized_end=2795
+  _globals['_CREATEAGENTTOKENRESPONSE']._serialized_start=2797
+  _globals['_CREATEAGENTTOKENRESPONSE']._serialized_end=2905
+  _globals['_REVOKEAGENTTOKENSREQUEST']._serialized_start=2907
+  _globals['_REVOKEAGENTTOKENSREQUEST']._serialized_end=2957
+  _globals['_REVOKEAGENTTOKENSRESPONSE']._serialized_start=2959
+  _globals['_REVOKEAGENTTOKENSRESPONSE']._serialized_end=3009
+  _globals['_BUILDSERVICE']._serialized_start=3476
+  _globals['_BUILDSERVICE']._serialized_end=4646
 # @@protoc_insertion_point(module_scope)

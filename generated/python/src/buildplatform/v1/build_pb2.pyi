@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
@@ -676,7 +677,10 @@ class ReviewBuildRequest(_message.Message):
     comment: _builtins.str
     """Optional. The reviewer's comment: what to change, or why it was rejected."""
     reviewer: _builtins.str
-    """Required. Who reviews (for example a user id or an email)."""
+    """Who reviews. A service must name the person (for example a user id or
+    an email). A user may leave it empty: the reviewer recorded is always
+    the calling user's id, and naming anyone else is INVALID_ARGUMENT.
+    """
     etag: _builtins.str
     """Optional. When set, the review is recorded only if the etag matches."""
     def __init__(
@@ -765,3 +769,110 @@ class WatchBuildResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WatchBuildResponse: _TypeAlias = WatchBuildResponse  # noqa: Y015
+
+@_typing.final
+class CreateAgentTokenRequest(_message.Message):
+    """Request for CreateAgentToken."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUILD_ID_FIELD_NUMBER: _builtins.int
+    TTL_FIELD_NUMBER: _builtins.int
+    build_id: _builtins.str
+    """Required. The id of the build the agent runs."""
+    @_builtins.property
+    def ttl(self) -> _duration_pb2.Duration:
+        """Optional. How long the token is valid: at least 1 minute, at most 7
+        days; 24 hours when unset. A stream that outlives it ends
+        UNAUTHENTICATED with its resume cursor.
+        """
+
+    def __init__(
+        self,
+        *,
+        build_id: _builtins.str = ...,
+        ttl: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ttl", b"ttl"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["build_id", b"build_id", "ttl", b"ttl"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateAgentTokenRequest: _TypeAlias = CreateAgentTokenRequest  # noqa: Y015
+
+@_typing.final
+class CreateAgentTokenResponse(_message.Message):
+    """Response for CreateAgentToken."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    TOKEN_ID_FIELD_NUMBER: _builtins.int
+    token: _builtins.str
+    """The token, shown this once: `bpa_` and 43 characters."""
+    token_id: _builtins.str
+    """The id of the token (for logs: the access log names an agent `agent:<token_id>`)."""
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the token stops being valid."""
+
+    def __init__(
+        self,
+        *,
+        token: _builtins.str = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+        token_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "token", b"token", "token_id", b"token_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateAgentTokenResponse: _TypeAlias = CreateAgentTokenResponse  # noqa: Y015
+
+@_typing.final
+class RevokeAgentTokensRequest(_message.Message):
+    """Request for RevokeAgentTokens."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUILD_ID_FIELD_NUMBER: _builtins.int
+    build_id: _builtins.str
+    """Required. The id of the build whose agent tokens are revoked."""
+    def __init__(
+        self,
+        *,
+        build_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["build_id", b"build_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeAgentTokensRequest: _TypeAlias = RevokeAgentTokensRequest  # noqa: Y015
+
+@_typing.final
+class RevokeAgentTokensResponse(_message.Message):
+    """Response for RevokeAgentTokens."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVOKED_COUNT_FIELD_NUMBER: _builtins.int
+    revoked_count: _builtins.int
+    """How many tokens were valid and are now revoked."""
+    def __init__(
+        self,
+        *,
+        revoked_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["revoked_count", b"revoked_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeAgentTokensResponse: _TypeAlias = RevokeAgentTokensResponse  # noqa: Y015

@@ -99,6 +99,16 @@ class BuildServiceStub:
                 request_serializer=buildplatform_dot_v1_dot_build__pb2.WatchBuildRequest.SerializeToString,
                 response_deserializer=buildplatform_dot_v1_dot_build__pb2.WatchBuildResponse.FromString,
                 _registered_method=True)
+        self.CreateAgentToken = channel.unary_unary(
+                '/buildplatform.v1.BuildService/CreateAgentToken',
+                request_serializer=buildplatform_dot_v1_dot_build__pb2.CreateAgentTokenRequest.SerializeToString,
+                response_deserializer=buildplatform_dot_v1_dot_build__pb2.CreateAgentTokenResponse.FromString,
+                _registered_method=True)
+        self.RevokeAgentTokens = channel.unary_unary(
+                '/buildplatform.v1.BuildService/RevokeAgentTokens',
+                request_serializer=buildplatform_dot_v1_dot_build__pb2.RevokeAgentTokensRequest.SerializeToString,
+                response_deserializer=buildplatform_dot_v1_dot_build__pb2.RevokeAgentTokensResponse.FromString,
+                _registered_method=True)
 
 
 class BuildServiceServicer:
@@ -215,6 +225,28 @@ class BuildServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateAgentToken(self, request, context):
+        """Mints a token for the agent that runs one build: it may read the build,
+        update its runtime fields, move it along the status machine (never out
+        of a review gate), and append and read its logs and events; nothing
+        else, and no other build. The token is in this response only: the
+        server keeps its SHA-256. Send it as `authorization: Bearer <token>`.
+        Errors: INVALID_ARGUMENT (ttl out of range), NOT_FOUND (no such build),
+        FAILED_PRECONDITION (the build has finished).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeAgentTokens(self, request, context):
+        """Revokes the agent tokens of a build; servers refuse them within seconds
+        (docs/security.md). Revoking twice is not an error.
+        Errors: INVALID_ARGUMENT, NOT_FOUND (no such build).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BuildServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -262,6 +294,16 @@ def add_BuildServiceServicer_to_server(servicer, server):
                     servicer.WatchBuild,
                     request_deserializer=buildplatform_dot_v1_dot_build__pb2.WatchBuildRequest.FromString,
                     response_serializer=buildplatform_dot_v1_dot_build__pb2.WatchBuildResponse.SerializeToString,
+            ),
+            'CreateAgentToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateAgentToken,
+                    request_deserializer=buildplatform_dot_v1_dot_build__pb2.CreateAgentTokenRequest.FromString,
+                    response_serializer=buildplatform_dot_v1_dot_build__pb2.CreateAgentTokenResponse.SerializeToString,
+            ),
+            'RevokeAgentTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeAgentTokens,
+                    request_deserializer=buildplatform_dot_v1_dot_build__pb2.RevokeAgentTokensRequest.FromString,
+                    response_serializer=buildplatform_dot_v1_dot_build__pb2.RevokeAgentTokensResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -527,6 +569,60 @@ class BuildService:
             '/buildplatform.v1.BuildService/WatchBuild',
             buildplatform_dot_v1_dot_build__pb2.WatchBuildRequest.SerializeToString,
             buildplatform_dot_v1_dot_build__pb2.WatchBuildResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateAgentToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/buildplatform.v1.BuildService/CreateAgentToken',
+            buildplatform_dot_v1_dot_build__pb2.CreateAgentTokenRequest.SerializeToString,
+            buildplatform_dot_v1_dot_build__pb2.CreateAgentTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeAgentTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/buildplatform.v1.BuildService/RevokeAgentTokens',
+            buildplatform_dot_v1_dot_build__pb2.RevokeAgentTokensRequest.SerializeToString,
+            buildplatform_dot_v1_dot_build__pb2.RevokeAgentTokensResponse.FromString,
             options,
             channel_credentials,
             insecure,

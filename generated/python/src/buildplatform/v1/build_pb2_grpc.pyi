@@ -108,6 +108,20 @@ class BuildServiceStub:
     the build.
     Errors: INVALID_ARGUMENT, NOT_FOUND.
     """
+    CreateAgentToken: _grpc.UnaryUnaryMultiCallable[_build_pb2.CreateAgentTokenRequest, _build_pb2.CreateAgentTokenResponse]
+    """Mints a token for the agent that runs one build: it may read the build,
+    update its runtime fields, move it along the status machine (never out
+    of a review gate), and append and read its logs and events; nothing
+    else, and no other build. The token is in this response only: the
+    server keeps its SHA-256. Send it as `authorization: Bearer <token>`.
+    Errors: INVALID_ARGUMENT (ttl out of range), NOT_FOUND (no such build),
+    FAILED_PRECONDITION (the build has finished).
+    """
+    RevokeAgentTokens: _grpc.UnaryUnaryMultiCallable[_build_pb2.RevokeAgentTokensRequest, _build_pb2.RevokeAgentTokensResponse]
+    """Revokes the agent tokens of a build; servers refuse them within seconds
+    (docs/security.md). Revoking twice is not an error.
+    Errors: INVALID_ARGUMENT, NOT_FOUND (no such build).
+    """
 
 @_typing.type_check_only
 class BuildServiceAsyncStub(BuildServiceStub):
@@ -188,6 +202,20 @@ class BuildServiceAsyncStub(BuildServiceStub):
     reached a terminal status. Appending logs or events is not a change of
     the build.
     Errors: INVALID_ARGUMENT, NOT_FOUND.
+    """
+    CreateAgentToken: _aio.UnaryUnaryMultiCallable[_build_pb2.CreateAgentTokenRequest, _build_pb2.CreateAgentTokenResponse]  # type: ignore[assignment]
+    """Mints a token for the agent that runs one build: it may read the build,
+    update its runtime fields, move it along the status machine (never out
+    of a review gate), and append and read its logs and events; nothing
+    else, and no other build. The token is in this response only: the
+    server keeps its SHA-256. Send it as `authorization: Bearer <token>`.
+    Errors: INVALID_ARGUMENT (ttl out of range), NOT_FOUND (no such build),
+    FAILED_PRECONDITION (the build has finished).
+    """
+    RevokeAgentTokens: _aio.UnaryUnaryMultiCallable[_build_pb2.RevokeAgentTokensRequest, _build_pb2.RevokeAgentTokensResponse]  # type: ignore[assignment]
+    """Revokes the agent tokens of a build; servers refuse them within seconds
+    (docs/security.md). Revoking twice is not an error.
+    Errors: INVALID_ARGUMENT, NOT_FOUND (no such build).
     """
 
 class BuildServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -320,6 +348,32 @@ class BuildServiceServicer(metaclass=_abc_1.ABCMeta):
         reached a terminal status. Appending logs or events is not a change of
         the build.
         Errors: INVALID_ARGUMENT, NOT_FOUND.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateAgentToken(
+        self,
+        request: _build_pb2.CreateAgentTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_build_pb2.CreateAgentTokenResponse, _abc.Awaitable[_build_pb2.CreateAgentTokenResponse]]:
+        """Mints a token for the agent that runs one build: it may read the build,
+        update its runtime fields, move it along the status machine (never out
+        of a review gate), and append and read its logs and events; nothing
+        else, and no other build. The token is in this response only: the
+        server keeps its SHA-256. Send it as `authorization: Bearer <token>`.
+        Errors: INVALID_ARGUMENT (ttl out of range), NOT_FOUND (no such build),
+        FAILED_PRECONDITION (the build has finished).
+        """
+
+    @_abc_1.abstractmethod
+    def RevokeAgentTokens(
+        self,
+        request: _build_pb2.RevokeAgentTokensRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_build_pb2.RevokeAgentTokensResponse, _abc.Awaitable[_build_pb2.RevokeAgentTokensResponse]]:
+        """Revokes the agent tokens of a build; servers refuse them within seconds
+        (docs/security.md). Revoking twice is not an error.
+        Errors: INVALID_ARGUMENT, NOT_FOUND (no such build).
         """
 
 def add_BuildServiceServicer_to_server(servicer: BuildServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

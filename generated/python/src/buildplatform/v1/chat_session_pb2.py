@@ -22,13 +22,14 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from buildplatform.v1 import access_pb2 as buildplatform_dot_v1_dot_access__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#buildplatform/v1/chat_session.proto\x12\x10\x62uildplatform.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x99\x02\n\x0b\x43hatSession\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x07user_id\x18\x02 \x01(\tB\x05\xe2\x41\x02\x02\x05\x12\x1d\n\nproject_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01H\x00\x88\x01\x01\x12\x13\n\x05title\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x65tag\x18\x07 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1b\n\rmessage_count\x18\x08 \x01(\x03\x42\x04\xe2\x41\x01\x03\x42\r\n\x0b_project_id\"\xee\x01\n\x0b\x43hatMessage\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08sequence\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12.\n\x04role\x18\x03 \x01(\x0e\x32\x1a.buildplatform.v1.ChatRoleB\x04\xe2\x41\x01\x02\x12\x15\n\x07\x63ontent\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\x12/\n\x08metadata\x18\x05 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x01\x12\x35\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"U\n\x18\x43reateChatSessionRequest\x12\x39\n\x0c\x63hat_session\x18\x01 \x01(\x0b\x32\x1d.buildplatform.v1.ChatSessionB\x04\xe2\x41\x01\x02\"P\n\x19\x43reateChatSessionResponse\x12\x33\n\x0c\x63hat_session\x18\x01 \x01(\x0b\x32\x1d.buildplatform.v1.ChatSession\")\n\x15GetChatSessionRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"M\n\x16GetChatSessionResponse\x12\x33\n\x0c\x63hat_session\x18\x01 \x01(\x0b\x32\x1d.buildplatform.v1.ChatSession\"}\n\x17ListChatSessionsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x15\n\x07user_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nproject_id\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\"i\n\x18ListChatSessionsResponse\x12\x34\n\rchat_sessions\x18\x01 \x03(\x0b\x32\x1d.buildplatform.v1.ChatSession\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x8c\x01\n\x18UpdateChatSessionRequest\x12\x39\n\x0c\x63hat_session\x18\x01 \x01(\x0b\x32\x1d.buildplatform.v1.ChatSessionB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\"P\n\x19UpdateChatSessionResponse\x12\x33\n\x0c\x63hat_session\x18\x01 \x01(\x0b\x32\x1d.buildplatform.v1.ChatSession\"@\n\x18\x44\x65leteChatSessionRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04\x65tag\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"\x1b\n\x19\x44\x65leteChatSessionResponse\"g\n\x15\x41\x64\x64\x43hatMessageRequest\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x34\n\x07message\x18\x02 \x01(\x0b\x32\x1d.buildplatform.v1.ChatMessageB\x04\xe2\x41\x01\x02\"H\n\x16\x41\x64\x64\x43hatMessageResponse\x12.\n\x07message\x18\x01 \x01(\x0b\x32\x1d.buildplatform.v1.ChatMessage\"f\n\x17ListChatMessagesRequest\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\tpage_size\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"d\n\x18ListChatMessagesResponse\x12/\n\x08messages\x18\x01 \x03(\x0b\x32\x1d.buildplatform.v1.ChatMessage\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*|\n\x08\x43hatRole\x12\x19\n\x15\x43HAT_ROLE_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x43HAT_ROLE_USER\x10\x01\x12\x17\n\x13\x43HAT_ROLE_ASSISTANT\x10\x02\x12\x14\n\x10\x43HAT_ROLE_SYSTEM\x10\x03\x12\x12\n\x0e\x43HAT_ROLE_TOOL\x10\x04\x32\xfe\x05\n\x12\x43hatSessionService\x12l\n\x11\x43reateChatSession\x12*.buildplatform.v1.CreateChatSessionRequest\x1a+.buildplatform.v1.CreateChatSessionResponse\x12\x63\n\x0eGetChatSession\x12\'.buildplatform.v1.GetChatSessionRequest\x1a(.buildplatform.v1.GetChatSessionResponse\x12i\n\x10ListChatSessions\x12).buildplatform.v1.ListChatSessionsRequest\x1a*.buildplatform.v1.ListChatSessionsResponse\x12l\n\x11UpdateChatSession\x12*.buildplatform.v1.UpdateChatSessionRequest\x1a+.buildplatform.v1.UpdateChatSessionResponse\x12l\n\x11\x44\x65leteChatSession\x12*.buildplatform.v1.DeleteChatSessionRequest\x1a+.buildplatform.v1.DeleteChatSessionResponse\x12\x63\n\x0e\x41\x64\x64\x43hatMessage\x12\'.buildplatform.v1.AddChatMessageRequest\x1a(.buildplatform.v1.AddChatMessageResponse\x12i\n\x10ListChatMessages\x12).buildplatform.v1.ListChatMessagesRequest\x1a*.buildplatform.v1.ListChatMessagesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#buildplatform/v1/chat_session.proto\x12\x10\x62uildplatform.v1\x1a\x1d\x62uildplatform/v1/access.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x99\x02\n\x0b\x43hatSession\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x07user_id\x18\x02 \x01(\tB\x05\xe2\x41\x02\x02\x05\x12\x1d\n\nproject_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01H\x00\x88\x01\x01\x12\x13\n\x05title\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x65tag\x18\x07 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1b\n\rmessage_count\x18\x08 \x01(\x03\x42\x04\xe2\x41\x01\x03\x42\r\n\x0b_project_id\"\xee\x01\n\x0b\x43hatMessage\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08sequence\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12.\n\x04role\x18\x03 \x01(\x0e\x32\x1a.buildplatform.v1.ChatRoleB\x04\xe2\x41\x01\x02\x12\x15\n\x07\x63ontent\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\x12/\n\x08metadata\x18\x05 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x01\x12\x35\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"U\n\x18\x43reateChatSessionRequest\x12\x39\n\x0c\x63hat_session\x18\x01 \x01(\x0b\x32\x1d.buildplatform.v1.ChatSessionB\x04\xe2\x41\x01\x02\"P\n\x19\x43reateChatSessionResponse\x12\x33\n\x0c\x63hat_session\x18\x01 \x01(\x0b\x32\x1d.buildplatform.v1.ChatSession\")\n\x15GetChatSessionRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"M\n\x16GetChatSessionResponse\x12\x33\n\x0c\x63hat_session\x18\x01 \x01(\x0b\x32\x1d.buildplatform.v1.ChatSession\"}\n\x17ListChatSessionsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x15\n\x07user_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nproject_id\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\"i\n\x18ListChatSessionsResponse\x12\x34\n\rchat_sessions\x18\x01 \x03(\x0b\x32\x1d.buildplatform.v1.ChatSession\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x8c\x01\n\x18UpdateChatSessionRequest\x12\x39\n\x0c\x63hat_session\x18\x01 \x01(\x0b\x32\x1d.buildplatform.v1.ChatSessionB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\"P\n\x19UpdateChatSessionResponse\x12\x33\n\x0c\x63hat_session\x18\x01 \x01(\x0b\x32\x1d.buildplatform.v1.ChatSession\"@\n\x18\x44\x65leteChatSessionRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04\x65tag\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"\x1b\n\x19\x44\x65leteChatSessionResponse\"g\n\x15\x41\x64\x64\x43hatMessageRequest\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x34\n\x07message\x18\x02 \x01(\x0b\x32\x1d.buildplatform.v1.ChatMessageB\x04\xe2\x41\x01\x02\"H\n\x16\x41\x64\x64\x43hatMessageResponse\x12.\n\x07message\x18\x01 \x01(\x0b\x32\x1d.buildplatform.v1.ChatMessage\"f\n\x17ListChatMessagesRequest\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\tpage_size\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"d\n\x18ListChatMessagesResponse\x12/\n\x08messages\x18\x01 \x03(\x0b\x32\x1d.buildplatform.v1.ChatMessage\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*|\n\x08\x43hatRole\x12\x19\n\x15\x43HAT_ROLE_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x43HAT_ROLE_USER\x10\x01\x12\x17\n\x13\x43HAT_ROLE_ASSISTANT\x10\x02\x12\x14\n\x10\x43HAT_ROLE_SYSTEM\x10\x03\x12\x12\n\x0e\x43HAT_ROLE_TOOL\x10\x04\x32\xc4\x06\n\x12\x43hatSessionService\x12v\n\x11\x43reateChatSession\x12*.buildplatform.v1.CreateChatSessionRequest\x1a+.buildplatform.v1.CreateChatSessionResponse\"\x08\xca\xa5\x19\x04\x08\x02\x10\x01\x12m\n\x0eGetChatSession\x12\'.buildplatform.v1.GetChatSessionRequest\x1a(.buildplatform.v1.GetChatSessionResponse\"\x08\xca\xa5\x19\x04\x08\x01\x10\x01\x12s\n\x10ListChatSessions\x12).buildplatform.v1.ListChatSessionsRequest\x1a*.buildplatform.v1.ListChatSessionsResponse\"\x08\xca\xa5\x19\x04\x08\x01\x10\x01\x12v\n\x11UpdateChatSession\x12*.buildplatform.v1.UpdateChatSessionRequest\x1a+.buildplatform.v1.UpdateChatSessionResponse\"\x08\xca\xa5\x19\x04\x08\x02\x10\x01\x12v\n\x11\x44\x65leteChatSession\x12*.buildplatform.v1.DeleteChatSessionRequest\x1a+.buildplatform.v1.DeleteChatSessionResponse\"\x08\xca\xa5\x19\x04\x08\x02\x10\x01\x12m\n\x0e\x41\x64\x64\x43hatMessage\x12\'.buildplatform.v1.AddChatMessageRequest\x1a(.buildplatform.v1.AddChatMessageResponse\"\x08\xca\xa5\x19\x04\x08\x02\x10\x01\x12s\n\x10ListChatMessages\x12).buildplatform.v1.ListChatMessagesRequest\x1a*.buildplatform.v1.ListChatMessagesResponse\"\x08\xca\xa5\x19\x04\x08\x01\x10\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -93,40 +94,54 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTCHATMESSAGESREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001'
   _globals['_LISTCHATMESSAGESREQUEST'].fields_by_name['page_token']._loaded_options = None
   _globals['_LISTCHATMESSAGESREQUEST'].fields_by_name['page_token']._serialized_options = b'\342A\001\001'
-  _globals['_CHATROLE']._serialized_start=1942
-  _globals['_CHATROLE']._serialized_end=2066
-  _globals['_CHATSESSION']._serialized_start=188
-  _globals['_CHATSESSION']._serialized_end=469
-  _globals['_CHATMESSAGE']._serialized_start=472
-  _globals['_CHATMESSAGE']._serialized_end=710
-  _globals['_CREATECHATSESSIONREQUEST']._serialized_start=712
-  _globals['_CREATECHATSESSIONREQUEST']._serialized_end=797
-  _globals['_CREATECHATSESSIONRESPONSE']._serialized_start=799
-  _globals['_CREATECHATSESSIONRESPONSE']._serialized_end=879
-  _globals['_GETCHATSESSIONREQUEST']._serialized_start=881
-  _globals['_GETCHATSESSIONREQUEST']._serialized_end=922
-  _globals['_GETCHATSESSIONRESPONSE']._serialized_start=924
-  _globals['_GETCHATSESSIONRESPONSE']._serialized_end=1001
-  _globals['_LISTCHATSESSIONSREQUEST']._serialized_start=1003
-  _globals['_LISTCHATSESSIONSREQUEST']._serialized_end=1128
-  _globals['_LISTCHATSESSIONSRESPONSE']._serialized_start=1130
-  _globals['_LISTCHATSESSIONSRESPONSE']._serialized_end=1235
-  _globals['_UPDATECHATSESSIONREQUEST']._serialized_start=1238
-  _globals['_UPDATECHATSESSIONREQUEST']._serialized_end=1378
-  _globals['_UPDATECHATSESSIONRESPONSE']._serialized_start=1380
-  _globals['_UPDATECHATSESSIONRESPONSE']._serialized_end=1460
-  _globals['_DELETECHATSESSIONREQUEST']._serialized_start=1462
-  _globals['_DELETECHATSESSIONREQUEST']._serialized_end=1526
-  _globals['_DELETECHATSESSIONRESPONSE']._serialized_start=1528
-  _globals['_DELETECHATSESSIONRESPONSE']._serialized_end=1555
-  _globals['_ADDCHATMESSAGEREQUEST']._serialized_start=1557
-  _globals['_ADDCHATMESSAGEREQUEST']._serialized_end=1660
-  _globals['_ADDCHATMESSAGERESPONSE']._serialized_start=1662
-  _globals['_ADDCHATMESSAGERESPONSE']._serialized_end=1734
-  _globals['_LISTCHATMESSAGESREQUEST']._serialized_start=1736
-  _globals['_LISTCHATMESSAGESREQUEST']._serialized_end=1838
-  _globals['_LISTCHATMESSAGESRESPONSE']._serialized_start=1840
-  _globals['_LISTCHATMESSAGESRESPONSE']._serialized_end=1940
-  _globals['_CHATSESSIONSERVICE']._serialized_start=2069
-  _globals['_CHATSESSIONSERVICE']._serialized_end=2835
+  _globals['_CHATSESSIONSERVICE'].methods_by_name['CreateChatSession']._loaded_options = None
+  _globals['_CHATSESSIONSERVICE'].methods_by_name['CreateChatSession']._serialized_options = b'\312\245\031\004\010\002\020\001'
+  _globals['_CHATSESSIONSERVICE'].methods_by_name['GetChatSession']._loaded_options = None
+  _globals['_CHATSESSIONSERVICE'].methods_by_name['GetChatSession']._serialized_options = b'\312\245\031\004\010\001\020\001'
+  _globals['_CHATSESSIONSERVICE'].methods_by_name['ListChatSessions']._loaded_options = None
+  _globals['_CHATSESSIONSERVICE'].methods_by_name['ListChatSessions']._serialized_options = b'\312\245\031\004\010\001\020\001'
+  _globals['_CHATSESSIONSERVICE'].methods_by_name['UpdateChatSession']._loaded_options = None
+  _globals['_CHATSESSIONSERVICE'].methods_by_name['UpdateChatSession']._serialized_options = b'\312\245\031\004\010\002\020\001'
+  _globals['_CHATSESSIONSERVICE'].methods_by_name['DeleteChatSession']._loaded_options = None
+  _globals['_CHATSESSIONSERVICE'].methods_by_name['DeleteChatSession']._serialized_options = b'\312\245\031\004\010\002\020\001'
+  _globals['_CHATSESSIONSERVICE'].methods_by_name['AddChatMessage']._loaded_options = None
+  _globals['_CHATSESSIONSERVICE'].methods_by_name['AddChatMessage']._serialized_options = b'\312\245\031\004\010\002\020\001'
+  _globals['_CHATSESSIONSERVICE'].methods_by_name['ListChatMessages']._loaded_options = None
+  _globals['_CHATSESSIONSERVICE'].methods_by_name['ListChatMessages']._serialized_options = b'\312\245\031\004\010\001\020\001'
+  _globals['_CHATROLE']._serialized_start=1973
+  _globals['_CHATROLE']._serialized_end=2097
+  _globals['_CHATSESSION']._serialized_start=219
+  _globals['_CHATSESSION']._serialized_end=500
+  _globals['_CHATMESSAGE']._serialized_start=503
+  _globals['_CHATMESSAGE']._serialized_end=741
+  _globals['_CREATECHATSESSIONREQUEST']._serialized_start=743
+  _globals['_CREATECHATSESSIONREQUEST']._serialized_end=828
+  _globals['_CREATECHATSESSIONRESPONSE']._serialized_start=830
+  _globals['_CREATECHATSESSIONRESPONSE']._serialized_end=910
+  _globals['_GETCHATSESSIONREQUEST']._serialized_start=912
+  _globals['_GETCHATSESSIONREQUEST']._serialized_end=953
+  _globals['_GETCHATSESSIONRESPONSE']._serialized_start=955
+  _globals['_GETCHATSESSIONRESPONSE']._serialized_end=1032
+  _globals['_LISTCHATSESSIONSREQUEST']._serialized_start=1034
+  _globals['_LISTCHATSESSIONSREQUEST']._serialized_end=1159
+  _globals['_LISTCHATSESSIONSRESPONSE']._serialized_start=1161
+  _globals['_LISTCHATSESSIONSRESPONSE']._serialized_end=1266
+  _globals['_UPDATECHATSESSIONREQUEST']._serialized_start=1269
+  _globals['_UPDATECHATSESSIONREQUEST']._serialized_end=1409
+  _globals['_UPDATECHATSESSIONRESPONSE']._serialized_start=1411
+  _globals['_UPDATECHATSESSIONRESPONSE']._serialized_end=1491
+  _globals['_DELETECHATSESSIONREQUEST']._serialized_start=1493
+  _globals['_DELETECHATSESSIONREQUEST']._serialized_end=1557
+  _globals['_DELETECHATSESSIONRESPONSE']._serialized_start=1559
+  _globals['_DELETECHATSESSIONRESPONSE']._serialized_end=1586
+  _globals['_ADDCHATMESSAGEREQUEST']._serialized_start=1588
+  _globals['_ADDCHATMESSAGEREQUEST']._serialized_end=1691
+  _globals['_ADDCHATMESSAGERESPONSE']._serialized_start=1693
+  _globals['_ADDCHATMESSAGERESPONSE']._serialized_end=1765
+  _globals['_LISTCHATMESSAGESREQUEST']._serialized_start=1767
+  _globals['_LISTCHATMESSAGESREQUEST']._serialized_end=1869
+  _globals['_LISTCHATMESSAGESRESPONSE']._serialized_start=1871
+  _globals['_LISTCHATMESSAGESRESPONSE']._serialized_end=1971
+  _globals['_CHATSESSIONSERVICE']._serialized_start=2100
+  _globals['_CHATSESSIONSERVICE']._serialized_end=2936
 # @@protoc_insertion_point(module_scope)

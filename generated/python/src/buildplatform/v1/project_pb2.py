@@ -22,12 +22,13 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from buildplatform.v1 import access_pb2 as buildplatform_dot_v1_dot_access__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x62uildplatform/v1/project.proto\x12\x10\x62uildplatform.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf9\x01\n\x07Project\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x07user_id\x18\x02 \x01(\tB\x05\xe2\x41\x02\x02\x05\x12\x12\n\x04name\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1e\n\x0b\x64\x65scription\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01H\x00\x88\x01\x01\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x65tag\x18\x07 \x01(\tB\x04\xe2\x41\x01\x01\x42\x0e\n\x0c_description\"H\n\x14\x43reateProjectRequest\x12\x30\n\x07project\x18\x01 \x01(\x0b\x32\x19.buildplatform.v1.ProjectB\x04\xe2\x41\x01\x02\"C\n\x15\x43reateProjectResponse\x12*\n\x07project\x18\x01 \x01(\x0b\x32\x19.buildplatform.v1.Project\"%\n\x11GetProjectRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"@\n\x12GetProjectResponse\x12*\n\x07project\x18\x01 \x01(\x0b\x32\x19.buildplatform.v1.Project\"_\n\x13ListProjectsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x15\n\x07user_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"\\\n\x14ListProjectsResponse\x12+\n\x08projects\x18\x01 \x03(\x0b\x32\x19.buildplatform.v1.Project\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x7f\n\x14UpdateProjectRequest\x12\x30\n\x07project\x18\x01 \x01(\x0b\x32\x19.buildplatform.v1.ProjectB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\"C\n\x15UpdateProjectResponse\x12*\n\x07project\x18\x01 \x01(\x0b\x32\x19.buildplatform.v1.Project\"<\n\x14\x44\x65leteProjectRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04\x65tag\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"\x17\n\x15\x44\x65leteProjectResponse2\xee\x03\n\x0eProjectService\x12`\n\rCreateProject\x12&.buildplatform.v1.CreateProjectRequest\x1a\'.buildplatform.v1.CreateProjectResponse\x12W\n\nGetProject\x12#.buildplatform.v1.GetProjectRequest\x1a$.buildplatform.v1.GetProjectResponse\x12]\n\x0cListProjects\x12%.buildplatform.v1.ListProjectsRequest\x1a&.buildplatform.v1.ListProjectsResponse\x12`\n\rUpdateProject\x12&.buildplatform.v1.UpdateProjectRequest\x1a\'.buildplatform.v1.UpdateProjectResponse\x12`\n\rDeleteProject\x12&.buildplatform.v1.DeleteProjectRequest\x1a\'.buildplatform.v1.DeleteProjectResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x62uildplatform/v1/project.proto\x12\x10\x62uildplatform.v1\x1a\x1d\x62uildplatform/v1/access.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf9\x01\n\x07Project\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x07user_id\x18\x02 \x01(\tB\x05\xe2\x41\x02\x02\x05\x12\x12\n\x04name\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1e\n\x0b\x64\x65scription\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01H\x00\x88\x01\x01\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x65tag\x18\x07 \x01(\tB\x04\xe2\x41\x01\x01\x42\x0e\n\x0c_description\"H\n\x14\x43reateProjectRequest\x12\x30\n\x07project\x18\x01 \x01(\x0b\x32\x19.buildplatform.v1.ProjectB\x04\xe2\x41\x01\x02\"C\n\x15\x43reateProjectResponse\x12*\n\x07project\x18\x01 \x01(\x0b\x32\x19.buildplatform.v1.Project\"%\n\x11GetProjectRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"@\n\x12GetProjectResponse\x12*\n\x07project\x18\x01 \x01(\x0b\x32\x19.buildplatform.v1.Project\"_\n\x13ListProjectsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x15\n\x07user_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"\\\n\x14ListProjectsResponse\x12+\n\x08projects\x18\x01 \x03(\x0b\x32\x19.buildplatform.v1.Project\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x7f\n\x14UpdateProjectRequest\x12\x30\n\x07project\x18\x01 \x01(\x0b\x32\x19.buildplatform.v1.ProjectB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\"C\n\x15UpdateProjectResponse\x12*\n\x07project\x18\x01 \x01(\x0b\x32\x19.buildplatform.v1.Project\"<\n\x14\x44\x65leteProjectRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04\x65tag\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"\x17\n\x15\x44\x65leteProjectResponse2\xa0\x04\n\x0eProjectService\x12j\n\rCreateProject\x12&.buildplatform.v1.CreateProjectRequest\x1a\'.buildplatform.v1.CreateProjectResponse\"\x08\xca\xa5\x19\x04\x08\x02\x10\x01\x12\x61\n\nGetProject\x12#.buildplatform.v1.GetProjectRequest\x1a$.buildplatform.v1.GetProjectResponse\"\x08\xca\xa5\x19\x04\x08\x01\x10\x01\x12g\n\x0cListProjects\x12%.buildplatform.v1.ListProjectsRequest\x1a&.buildplatform.v1.ListProjectsResponse\"\x08\xca\xa5\x19\x04\x08\x01\x10\x01\x12j\n\rUpdateProject\x12&.buildplatform.v1.UpdateProjectRequest\x1a\'.buildplatform.v1.UpdateProjectResponse\"\x08\xca\xa5\x19\x04\x08\x02\x10\x01\x12j\n\rDeleteProject\x12&.buildplatform.v1.DeleteProjectRequest\x1a\'.buildplatform.v1.DeleteProjectResponse\"\x08\xca\xa5\x19\x04\x08\x02\x10\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -66,28 +67,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETEPROJECTREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
   _globals['_DELETEPROJECTREQUEST'].fields_by_name['etag']._loaded_options = None
   _globals['_DELETEPROJECTREQUEST'].fields_by_name['etag']._serialized_options = b'\342A\001\001'
-  _globals['_PROJECT']._serialized_start=153
-  _globals['_PROJECT']._serialized_end=402
-  _globals['_CREATEPROJECTREQUEST']._serialized_start=404
-  _globals['_CREATEPROJECTREQUEST']._serialized_end=476
-  _globals['_CREATEPROJECTRESPONSE']._serialized_start=478
-  _globals['_CREATEPROJECTRESPONSE']._serialized_end=545
-  _globals['_GETPROJECTREQUEST']._serialized_start=547
-  _globals['_GETPROJECTREQUEST']._serialized_end=584
-  _globals['_GETPROJECTRESPONSE']._serialized_start=586
-  _globals['_GETPROJECTRESPONSE']._serialized_end=650
-  _globals['_LISTPROJECTSREQUEST']._serialized_start=652
-  _globals['_LISTPROJECTSREQUEST']._serialized_end=747
-  _globals['_LISTPROJECTSRESPONSE']._serialized_start=749
-  _globals['_LISTPROJECTSRESPONSE']._serialized_end=841
-  _globals['_UPDATEPROJECTREQUEST']._serialized_start=843
-  _globals['_UPDATEPROJECTREQUEST']._serialized_end=970
-  _globals['_UPDATEPROJECTRESPONSE']._serialized_start=972
-  _globals['_UPDATEPROJECTRESPONSE']._serialized_end=1039
-  _globals['_DELETEPROJECTREQUEST']._serialized_start=1041
-  _globals['_DELETEPROJECTREQUEST']._serialized_end=1101
-  _globals['_DELETEPROJECTRESPONSE']._serialized_start=1103
-  _globals['_DELETEPROJECTRESPONSE']._serialized_end=1126
-  _globals['_PROJECTSERVICE']._serialized_start=1129
-  _globals['_PROJECTSERVICE']._serialized_end=1623
+  _globals['_PROJECTSERVICE'].methods_by_name['CreateProject']._loaded_options = None
+  _globals['_PROJECTSERVICE'].methods_by_name['CreateProject']._serialized_options = b'\312\245\031\004\010\002\020\001'
+  _globals['_PROJECTSERVICE'].methods_by_name['GetProject']._loaded_options = None
+  _globals['_PROJECTSERVICE'].methods_by_name['GetProject']._serialized_options = b'\312\245\031\004\010\001\020\001'
+  _globals['_PROJECTSERVICE'].methods_by_name['ListProjects']._loaded_options = None
+  _globals['_PROJECTSERVICE'].methods_by_name['ListProjects']._serialized_options = b'\312\245\031\004\010\001\020\001'
+  _globals['_PROJECTSERVICE'].methods_by_name['UpdateProject']._loaded_options = None
+  _globals['_PROJECTSERVICE'].methods_by_name['UpdateProject']._serialized_options = b'\312\245\031\004\010\002\020\001'
+  _globals['_PROJECTSERVICE'].methods_by_name['DeleteProject']._loaded_options = None
+  _globals['_PROJECTSERVICE'].methods_by_name['DeleteProject']._serialized_options = b'\312\245\031\004\010\002\020\001'
+  _globals['_PROJECT']._serialized_start=184
+  _globals['_PROJECT']._serialized_end=433
+  _globals['_CREATEPROJECTREQUEST']._serialized_start=435
+  _globals['_CREATEPROJECTREQUEST']._serialized_end=507
+  _globals['_CREATEPROJECTRESPONSE']._serialized_start=509
+  _globals['_CREATEPROJECTRESPONSE']._serialized_end=576
+  _globals['_GETPROJECTREQUEST']._serialized_start=578
+  _globals['_GETPROJECTREQUEST']._serialized_end=615
+  _globals['_GETPROJECTRESPONSE']._serialized_start=617
+  _globals['_GETPROJECTRESPONSE']._serialized_end=681
+  _globals['_LISTPROJECTSREQUEST']._serialized_start=683
+  _globals['_LISTPROJECTSREQUEST']._serialized_end=778
+  _globals['_LISTPROJECTSRESPONSE']._serialized_start=780
+  _globals['_LISTPROJECTSRESPONSE']._serialized_end=872
+  _globals['_UPDATEPROJECTREQUEST']._serialized_start=874
+  _globals['_UPDATEPROJECTREQUEST']._serialized_end=1001
+  _globals['_UPDATEPROJECTRESPONSE']._serialized_start=1003
+  _globals['_UPDATEPROJECTRESPONSE']._serialized_end=1070
+  _globals['_DELETEPROJECTREQUEST']._serialized_start=1072
+  _globals['_DELETEPROJECTREQUEST']._serialized_end=1132
+  _globals['_DELETEPROJECTRESPONSE']._serialized_start=1134
+  _globals['_DELETEPROJECTRESPONSE']._serialized_end=1157
+  _globals['_PROJECTSERVICE']._serialized_start=1160
+  _globals['_PROJECTSERVICE']._serialized_end=1704
 # @@protoc_insertion_point(module_scope)

@@ -22,12 +22,13 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from buildplatform.v1 import access_pb2 as buildplatform_dot_v1_dot_access__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x62uildplatform/v1/user.proto\x12\x10\x62uildplatform.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xea\x01\n\x04User\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\x08\x63lerk_id\x18\x02 \x01(\tB\x05\xe2\x41\x02\x02\x05\x12\x13\n\x05\x65mail\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\x04name\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01H\x00\x88\x01\x01\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x65tag\x18\x07 \x01(\tB\x04\xe2\x41\x01\x01\x42\x07\n\x05_name\"?\n\x11\x43reateUserRequest\x12*\n\x04user\x18\x01 \x01(\x0b\x32\x16.buildplatform.v1.UserB\x04\xe2\x41\x01\x02\":\n\x12\x43reateUserResponse\x12$\n\x04user\x18\x01 \x01(\x0b\x32\x16.buildplatform.v1.User\"\"\n\x0eGetUserRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"7\n\x0fGetUserResponse\x12$\n\x04user\x18\x01 \x01(\x0b\x32\x16.buildplatform.v1.User\"1\n\x17GetUserByClerkIdRequest\x12\x16\n\x08\x63lerk_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"@\n\x18GetUserByClerkIdResponse\x12$\n\x04user\x18\x01 \x01(\x0b\x32\x16.buildplatform.v1.User\"Z\n\x10ListUsersRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x13\n\x05\x65mail\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"S\n\x11ListUsersResponse\x12%\n\x05users\x18\x01 \x03(\x0b\x32\x16.buildplatform.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"v\n\x11UpdateUserRequest\x12*\n\x04user\x18\x01 \x01(\x0b\x32\x16.buildplatform.v1.UserB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\":\n\x12UpdateUserResponse\x12$\n\x04user\x18\x01 \x01(\x0b\x32\x16.buildplatform.v1.User\"9\n\x11\x44\x65leteUserRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04\x65tag\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"\x14\n\x12\x44\x65leteUserResponse2\xa9\x04\n\x0bUserService\x12W\n\nCreateUser\x12#.buildplatform.v1.CreateUserRequest\x1a$.buildplatform.v1.CreateUserResponse\x12N\n\x07GetUser\x12 .buildplatform.v1.GetUserRequest\x1a!.buildplatform.v1.GetUserResponse\x12i\n\x10GetUserByClerkId\x12).buildplatform.v1.GetUserByClerkIdRequest\x1a*.buildplatform.v1.GetUserByClerkIdResponse\x12T\n\tListUsers\x12\".buildplatform.v1.ListUsersRequest\x1a#.buildplatform.v1.ListUsersResponse\x12W\n\nUpdateUser\x12#.buildplatform.v1.UpdateUserRequest\x1a$.buildplatform.v1.UpdateUserResponse\x12W\n\nDeleteUser\x12#.buildplatform.v1.DeleteUserRequest\x1a$.buildplatform.v1.DeleteUserResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x62uildplatform/v1/user.proto\x12\x10\x62uildplatform.v1\x1a\x1d\x62uildplatform/v1/access.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xea\x01\n\x04User\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\x08\x63lerk_id\x18\x02 \x01(\tB\x05\xe2\x41\x02\x02\x05\x12\x13\n\x05\x65mail\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\x04name\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01H\x00\x88\x01\x01\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x65tag\x18\x07 \x01(\tB\x04\xe2\x41\x01\x01\x42\x07\n\x05_name\"?\n\x11\x43reateUserRequest\x12*\n\x04user\x18\x01 \x01(\x0b\x32\x16.buildplatform.v1.UserB\x04\xe2\x41\x01\x02\":\n\x12\x43reateUserResponse\x12$\n\x04user\x18\x01 \x01(\x0b\x32\x16.buildplatform.v1.User\"\"\n\x0eGetUserRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"7\n\x0fGetUserResponse\x12$\n\x04user\x18\x01 \x01(\x0b\x32\x16.buildplatform.v1.User\"1\n\x17GetUserByClerkIdRequest\x12\x16\n\x08\x63lerk_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"@\n\x18GetUserByClerkIdResponse\x12$\n\x04user\x18\x01 \x01(\x0b\x32\x16.buildplatform.v1.User\"Z\n\x10ListUsersRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x13\n\x05\x65mail\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"S\n\x11ListUsersResponse\x12%\n\x05users\x18\x01 \x03(\x0b\x32\x16.buildplatform.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"v\n\x11UpdateUserRequest\x12*\n\x04user\x18\x01 \x01(\x0b\x32\x16.buildplatform.v1.UserB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\":\n\x12UpdateUserResponse\x12$\n\x04user\x18\x01 \x01(\x0b\x32\x16.buildplatform.v1.User\"9\n\x11\x44\x65leteUserRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04\x65tag\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"\x14\n\x12\x44\x65leteUserResponse2\xdf\x04\n\x0bUserService\x12_\n\nCreateUser\x12#.buildplatform.v1.CreateUserRequest\x1a$.buildplatform.v1.CreateUserResponse\"\x06\xca\xa5\x19\x02\x08\x02\x12X\n\x07GetUser\x12 .buildplatform.v1.GetUserRequest\x1a!.buildplatform.v1.GetUserResponse\"\x08\xca\xa5\x19\x04\x08\x01\x10\x01\x12s\n\x10GetUserByClerkId\x12).buildplatform.v1.GetUserByClerkIdRequest\x1a*.buildplatform.v1.GetUserByClerkIdResponse\"\x08\xca\xa5\x19\x04\x08\x01\x10\x01\x12\\\n\tListUsers\x12\".buildplatform.v1.ListUsersRequest\x1a#.buildplatform.v1.ListUsersResponse\"\x06\xca\xa5\x19\x02\x08\x01\x12\x61\n\nUpdateUser\x12#.buildplatform.v1.UpdateUserRequest\x1a$.buildplatform.v1.UpdateUserResponse\"\x08\xca\xa5\x19\x04\x08\x02\x10\x01\x12_\n\nDeleteUser\x12#.buildplatform.v1.DeleteUserRequest\x1a$.buildplatform.v1.DeleteUserResponse\"\x06\xca\xa5\x19\x02\x08\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -68,32 +69,44 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETEUSERREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
   _globals['_DELETEUSERREQUEST'].fields_by_name['etag']._loaded_options = None
   _globals['_DELETEUSERREQUEST'].fields_by_name['etag']._serialized_options = b'\342A\001\001'
-  _globals['_USER']._serialized_start=150
-  _globals['_USER']._serialized_end=384
-  _globals['_CREATEUSERREQUEST']._serialized_start=386
-  _globals['_CREATEUSERREQUEST']._serialized_end=449
-  _globals['_CREATEUSERRESPONSE']._serialized_start=451
-  _globals['_CREATEUSERRESPONSE']._serialized_end=509
-  _globals['_GETUSERREQUEST']._serialized_start=511
-  _globals['_GETUSERREQUEST']._serialized_end=545
-  _globals['_GETUSERRESPONSE']._serialized_start=547
-  _globals['_GETUSERRESPONSE']._serialized_end=602
-  _globals['_GETUSERBYCLERKIDREQUEST']._serialized_start=604
-  _globals['_GETUSERBYCLERKIDREQUEST']._serialized_end=653
-  _globals['_GETUSERBYCLERKIDRESPONSE']._serialized_start=655
-  _globals['_GETUSERBYCLERKIDRESPONSE']._serialized_end=719
-  _globals['_LISTUSERSREQUEST']._serialized_start=721
-  _globals['_LISTUSERSREQUEST']._serialized_end=811
-  _globals['_LISTUSERSRESPONSE']._serialized_start=813
-  _globals['_LISTUSERSRESPONSE']._serialized_end=896
-  _globals['_UPDATEUSERREQUEST']._serialized_start=898
-  _globals['_UPDATEUSERREQUEST']._serialized_end=1016
-  _globals['_UPDATEUSERRESPONSE']._serialized_start=1018
-  _globals['_UPDATEUSERRESPONSE']._serialized_end=1076
-  _globals['_DELETEUSERREQUEST']._serialized_start=1078
-  _globals['_DELETEUSERREQUEST']._serialized_end=1135
-  _globals['_DELETEUSERRESPONSE']._serialized_start=1137
-  _globals['_DELETEUSERRESPONSE']._serialized_end=1157
-  _globals['_USERSERVICE']._serialized_start=1160
-  _globals['_USERSERVICE']._serialized_end=1713
+  _globals['_USERSERVICE'].methods_by_name['CreateUser']._loaded_options = None
+  _globals['_USERSERVICE'].methods_by_name['CreateUser']._serialized_options = b'\312\245\031\002\010\002'
+  _globals['_USERSERVICE'].methods_by_name['GetUser']._loaded_options = None
+  _globals['_USERSERVICE'].methods_by_name['GetUser']._serialized_options = b'\312\245\031\004\010\001\020\001'
+  _globals['_USERSERVICE'].methods_by_name['GetUserByClerkId']._loaded_options = None
+  _globals['_USERSERVICE'].methods_by_name['GetUserByClerkId']._serialized_options = b'\312\245\031\004\010\001\020\001'
+  _globals['_USERSERVICE'].methods_by_name['ListUsers']._loaded_options = None
+  _globals['_USERSERVICE'].methods_by_name['ListUsers']._serialized_options = b'\312\245\031\002\010\001'
+  _globals['_USERSERVICE'].methods_by_name['UpdateUser']._loaded_options = None
+  _globals['_USERSERVICE'].methods_by_name['UpdateUser']._serialized_options = b'\312\245\031\004\010\002\020\001'
+  _globals['_USERSERVICE'].methods_by_name['DeleteUser']._loaded_options = None
+  _globals['_USERSERVICE'].methods_by_name['DeleteUser']._serialized_options = b'\312\245\031\002\010\003'
+  _globals['_USER']._serialized_start=181
+  _globals['_USER']._serialized_end=415
+  _globals['_CREATEUSERREQUEST']._serialized_start=417
+  _globals['_CREATEUSERREQUEST']._serialized_end=480
+  _globals['_CREATEUSERRESPONSE']._serialized_start=482
+  _globals['_CREATEUSERRESPONSE']._serialized_end=540
+  _globals['_GETUSERREQUEST']._serialized_start=542
+  _globals['_GETUSERREQUEST']._serialized_end=576
+  _globals['_GETUSERRESPONSE']._serialized_start=578
+  _globals['_GETUSERRESPONSE']._serialized_end=633
+  _globals['_GETUSERBYCLERKIDREQUEST']._serialized_start=635
+  _globals['_GETUSERBYCLERKIDREQUEST']._serialized_end=684
+  _globals['_GETUSERBYCLERKIDRESPONSE']._serialized_start=686
+  _globals['_GETUSERBYCLERKIDRESPONSE']._serialized_end=750
+  _globals['_LISTUSERSREQUEST']._serialized_start=752
+  _globals['_LISTUSERSREQUEST']._serialized_end=842
+  _globals['_LISTUSERSRESPONSE']._serialized_start=844
+  _globals['_LISTUSERSRESPONSE']._serialized_end=927
+  _globals['_UPDATEUSERREQUEST']._serialized_start=929
+  _globals['_UPDATEUSERREQUEST']._serialized_end=1047
+  _globals['_UPDATEUSERRESPONSE']._serialized_start=1049
+  _globals['_UPDATEUSERRESPONSE']._serialized_end=1107
+  _globals['_DELETEUSERREQUEST']._serialized_start=1109
+  _globals['_DELETEUSERREQUEST']._serialized_end=1166
+  _globals['_DELETEUSERRESPONSE']._serialized_start=1168
+  _globals['_DELETEUSERRESPONSE']._serialized_end=1188
+  _globals['_USERSERVICE']._serialized_start=1191
+  _globals['_USERSERVICE']._serialized_end=1798
 # @@protoc_insertion_point(module_scope)

@@ -4,16 +4,17 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import { file_buildplatform_v1_access } from "./access_pb.js";
 import { file_google_api_field_behavior } from "../../google/api/field_behavior_pb.js";
-import type { FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Duration, FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file buildplatform/v1/build.proto.
  */
 export const file_buildplatform_v1_build: GenFile = /*@__PURE__*/
-  fileDesc("ChxidWlsZHBsYXRmb3JtL3YxL2J1aWxkLnByb3RvEhBidWlsZHBsYXRmb3JtLnYxIuABCgtCdWlsZFJldmlldxIxCgRnYXRlGAEgASgOMh0uYnVpbGRwbGF0Zm9ybS52MS5CdWlsZFN0YXR1c0IE4kEBAxI4CghkZWNpc2lvbhgCIAEoDjIgLmJ1aWxkcGxhdGZvcm0udjEuUmV2aWV3RGVjaXNpb25CBOJBAQMSFQoHY29tbWVudBgDIAEoCUIE4kEBAxIWCghyZXZpZXdlchgEIAEoCUIE4kEBAxI1CgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMijwYKBUJ1aWxkEhAKAmlkGAEgASgJQgTiQQEDEhYKB3VzZXJfaWQYAiABKAlCBeJBAgIFEhkKCnByb2plY3RfaWQYAyABKAlCBeJBAgIFEjMKBnN0YXR1cxgEIAEoDjIdLmJ1aWxkcGxhdGZvcm0udjEuQnVpbGRTdGF0dXNCBOJBAQMSFgoIYXBwX3NwZWMYBSABKAlCBOJBAQESHwoLYXBwX3NwZWNfaWQYBiABKAlCBeJBAgEFSACIAQESHQoKc2FuZGJveF9pZBgHIAEoCUIE4kEBAUgBiAEBEi8KCHByb2dyZXNzGAggASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdEIE4kEBARIdCgpvdXRwdXRfdXJsGAkgASgJQgTiQQEBSAKIAQESHwoMYXJ0aWZhY3Rfa2V5GAogASgJQgTiQQEBSAOIAQESNQoLY3JlYXRlX3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEjUKC3VwZGF0ZV90aW1lGAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxI0CgpzdGFydF90aW1lGA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxI1CgtmaW5pc2hfdGltZRgOIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSGwoNc3RhdHVzX3JlYXNvbhgPIAEoCUIE4kEBAxI0CgdyZXZpZXdzGBAgAygLMh0uYnVpbGRwbGF0Zm9ybS52MS5CdWlsZFJldmlld0IE4kEBAxISCgRldGFnGBEgASgJQgTiQQEBEh8KEWxhc3RfbG9nX3NlcXVlbmNlGBIgASgDQgTiQQEDEiEKE2xhc3RfZXZlbnRfc2VxdWVuY2UYEyABKANCBOJBAQNCDgoMX2FwcF9zcGVjX2lkQg0KC19zYW5kYm94X2lkQg0KC19vdXRwdXRfdXJsQg8KDV9hcnRpZmFjdF9rZXkiQgoSQ3JlYXRlQnVpbGRSZXF1ZXN0EiwKBWJ1aWxkGAEgASgLMhcuYnVpbGRwbGF0Zm9ybS52MS5CdWlsZEIE4kEBAiI9ChNDcmVhdGVCdWlsZFJlc3BvbnNlEiYKBWJ1aWxkGAEgASgLMhcuYnVpbGRwbGF0Zm9ybS52MS5CdWlsZCIjCg9HZXRCdWlsZFJlcXVlc3QSEAoCaWQYASABKAlCBOJBAQIiOgoQR2V0QnVpbGRSZXNwb25zZRImCgVidWlsZBgBIAEoCzIXLmJ1aWxkcGxhdGZvcm0udjEuQnVpbGQirgEKEUxpc3RCdWlsZHNSZXF1ZXN0EhcKCXBhZ2Vfc2l6ZRgBIAEoBUIE4kEBARIYCgpwYWdlX3Rva2VuGAIgASgJQgTiQQEBEhUKB3VzZXJfaWQYAyABKAlCBOJBAQESGAoKcHJvamVjdF9pZBgEIAEoCUIE4kEBARI1CghzdGF0dXNlcxgFIAMoDjIdLmJ1aWxkcGxhdGZvcm0udjEuQnVpbGRTdGF0dXNCBOJBAQEiVgoSTGlzdEJ1aWxkc1Jlc3BvbnNlEicKBmJ1aWxkcxgBIAMoCzIXLmJ1aWxkcGxhdGZvcm0udjEuQnVpbGQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJInkKElVwZGF0ZUJ1aWxkUmVxdWVzdBIsCgVidWlsZBgBIAEoCzIXLmJ1aWxkcGxhdGZvcm0udjEuQnVpbGRCBOJBAQISNQoLdXBkYXRlX21hc2sYAiABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrQgTiQQECIj0KE1VwZGF0ZUJ1aWxkUmVzcG9uc2USJgoFYnVpbGQYASABKAsyFy5idWlsZHBsYXRmb3JtLnYxLkJ1aWxkIjoKEkRlbGV0ZUJ1aWxkUmVxdWVzdBIQCgJpZBgBIAEoCUIE4kEBAhISCgRldGFnGAIgASgJQgTiQQEBIhUKE0RlbGV0ZUJ1aWxkUmVzcG9uc2UiiQEKFlRyYW5zaXRpb25CdWlsZFJlcXVlc3QSEAoCaWQYASABKAlCBOJBAQISMwoGc3RhdHVzGAIgASgOMh0uYnVpbGRwbGF0Zm9ybS52MS5CdWlsZFN0YXR1c0IE4kEBAhIUCgZyZWFzb24YAyABKAlCBOJBAQESEgoEZXRhZxgEIAEoCUIE4kEBASJBChdUcmFuc2l0aW9uQnVpbGRSZXNwb25zZRImCgVidWlsZBgBIAEoCzIXLmJ1aWxkcGxhdGZvcm0udjEuQnVpbGQiUAoSQ2FuY2VsQnVpbGRSZXF1ZXN0EhAKAmlkGAEgASgJQgTiQQECEhQKBnJlYXNvbhgCIAEoCUIE4kEBARISCgRldGFnGAMgASgJQgTiQQEBIj0KE0NhbmNlbEJ1aWxkUmVzcG9uc2USJgoFYnVpbGQYASABKAsyFy5idWlsZHBsYXRmb3JtLnYxLkJ1aWxkIqMBChJSZXZpZXdCdWlsZFJlcXVlc3QSEAoCaWQYASABKAlCBOJBAQISOAoIZGVjaXNpb24YAiABKA4yIC5idWlsZHBsYXRmb3JtLnYxLlJldmlld0RlY2lzaW9uQgTiQQECEhUKB2NvbW1lbnQYAyABKAlCBOJBAQESFgoIcmV2aWV3ZXIYBCABKAlCBOJBAQISEgoEZXRhZxgFIAEoCUIE4kEBASI9ChNSZXZpZXdCdWlsZFJlc3BvbnNlEiYKBWJ1aWxkGAEgASgLMhcuYnVpbGRwbGF0Zm9ybS52MS5CdWlsZCIlChFXYXRjaEJ1aWxkUmVxdWVzdBIQCgJpZBgBIAEoCUIE4kEBAiI8ChJXYXRjaEJ1aWxkUmVzcG9uc2USJgoFYnVpbGQYASABKAsyFy5idWlsZHBsYXRmb3JtLnYxLkJ1aWxkKrsCCgtCdWlsZFN0YXR1cxIcChhCVUlMRF9TVEFUVVNfVU5TUEVDSUZJRUQQABIYChRCVUlMRF9TVEFUVVNfUEVORElORxABEh0KGUJVSUxEX1NUQVRVU19JTklUSUFMSVpJTkcQAhIYChRCVUlMRF9TVEFUVVNfUlVOTklORxADEhcKE0JVSUxEX1NUQVRVU19QQVVTRUQQBBInCiNCVUlMRF9TVEFUVVNfQVdBSVRJTkdfREVTSUdOX1JFVklFVxAFEigKJEJVSUxEX1NUQVRVU19BV0FJVElOR19GRUFUVVJFX1JFVklFVxAGEhoKFkJVSUxEX1NUQVRVU19DT01QTEVURUQQBxIXChNCVUlMRF9TVEFUVVNfRkFJTEVEEAgSGgoWQlVJTERfU1RBVFVTX0NBTkNFTExFRBAJKo8BCg5SZXZpZXdEZWNpc2lvbhIfChtSRVZJRVdfREVDSVNJT05fVU5TUEVDSUZJRUQQABIbChdSRVZJRVdfREVDSVNJT05fQVBQUk9WRRABEiMKH1JFVklFV19ERUNJU0lPTl9SRVFVRVNUX0NIQU5HRVMQAhIaChZSRVZJRVdfREVDSVNJT05fUkVKRUNUEAMyyQYKDEJ1aWxkU2VydmljZRJaCgtDcmVhdGVCdWlsZBIkLmJ1aWxkcGxhdGZvcm0udjEuQ3JlYXRlQnVpbGRSZXF1ZXN0GiUuYnVpbGRwbGF0Zm9ybS52MS5DcmVhdGVCdWlsZFJlc3BvbnNlElEKCEdldEJ1aWxkEiEuYnVpbGRwbGF0Zm9ybS52MS5HZXRCdWlsZFJlcXVlc3QaIi5idWlsZHBsYXRmb3JtLnYxLkdldEJ1aWxkUmVzcG9uc2USVwoKTGlzdEJ1aWxkcxIjLmJ1aWxkcGxhdGZvcm0udjEuTGlzdEJ1aWxkc1JlcXVlc3QaJC5idWlsZHBsYXRmb3JtLnYxLkxpc3RCdWlsZHNSZXNwb25zZRJaCgtVcGRhdGVCdWlsZBIkLmJ1aWxkcGxhdGZvcm0udjEuVXBkYXRlQnVpbGRSZXF1ZXN0GiUuYnVpbGRwbGF0Zm9ybS52MS5VcGRhdGVCdWlsZFJlc3BvbnNlEloKC0RlbGV0ZUJ1aWxkEiQuYnVpbGRwbGF0Zm9ybS52MS5EZWxldGVCdWlsZFJlcXVlc3QaJS5idWlsZHBsYXRmb3JtLnYxLkRlbGV0ZUJ1aWxkUmVzcG9uc2USZgoPVHJhbnNpdGlvbkJ1aWxkEiguYnVpbGRwbGF0Zm9ybS52MS5UcmFuc2l0aW9uQnVpbGRSZXF1ZXN0GikuYnVpbGRwbGF0Zm9ybS52MS5UcmFuc2l0aW9uQnVpbGRSZXNwb25zZRJaCgtDYW5jZWxCdWlsZBIkLmJ1aWxkcGxhdGZvcm0udjEuQ2FuY2VsQnVpbGRSZXF1ZXN0GiUuYnVpbGRwbGF0Zm9ybS52MS5DYW5jZWxCdWlsZFJlc3BvbnNlEloKC1Jldmlld0J1aWxkEiQuYnVpbGRwbGF0Zm9ybS52MS5SZXZpZXdCdWlsZFJlcXVlc3QaJS5idWlsZHBsYXRmb3JtLnYxLlJldmlld0J1aWxkUmVzcG9uc2USWQoKV2F0Y2hCdWlsZBIjLmJ1aWxkcGxhdGZvcm0udjEuV2F0Y2hCdWlsZFJlcXVlc3QaJC5idWlsZHBsYXRmb3JtLnYxLldhdGNoQnVpbGRSZXNwb25zZTABYgZwcm90bzM", [file_google_api_field_behavior, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChxidWlsZHBsYXRmb3JtL3YxL2J1aWxkLnByb3RvEhBidWlsZHBsYXRmb3JtLnYxIuABCgtCdWlsZFJldmlldxIxCgRnYXRlGAEgASgOMh0uYnVpbGRwbGF0Zm9ybS52MS5CdWlsZFN0YXR1c0IE4kEBAxI4CghkZWNpc2lvbhgCIAEoDjIgLmJ1aWxkcGxhdGZvcm0udjEuUmV2aWV3RGVjaXNpb25CBOJBAQMSFQoHY29tbWVudBgDIAEoCUIE4kEBAxIWCghyZXZpZXdlchgEIAEoCUIE4kEBAxI1CgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMijwYKBUJ1aWxkEhAKAmlkGAEgASgJQgTiQQEDEhYKB3VzZXJfaWQYAiABKAlCBeJBAgIFEhkKCnByb2plY3RfaWQYAyABKAlCBeJBAgIFEjMKBnN0YXR1cxgEIAEoDjIdLmJ1aWxkcGxhdGZvcm0udjEuQnVpbGRTdGF0dXNCBOJBAQMSFgoIYXBwX3NwZWMYBSABKAlCBOJBAQESHwoLYXBwX3NwZWNfaWQYBiABKAlCBeJBAgEFSACIAQESHQoKc2FuZGJveF9pZBgHIAEoCUIE4kEBAUgBiAEBEi8KCHByb2dyZXNzGAggASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdEIE4kEBARIdCgpvdXRwdXRfdXJsGAkgASgJQgTiQQEBSAKIAQESHwoMYXJ0aWZhY3Rfa2V5GAogASgJQgTiQQEBSAOIAQESNQoLY3JlYXRlX3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEjUKC3VwZGF0ZV90aW1lGAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxI0CgpzdGFydF90aW1lGA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxI1CgtmaW5pc2hfdGltZRgOIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSGwoNc3RhdHVzX3JlYXNvbhgPIAEoCUIE4kEBAxI0CgdyZXZpZXdzGBAgAygLMh0uYnVpbGRwbGF0Zm9ybS52MS5CdWlsZFJldmlld0IE4kEBAxISCgRldGFnGBEgASgJQgTiQQEBEh8KEWxhc3RfbG9nX3NlcXVlbmNlGBIgASgDQgTiQQEDEiEKE2xhc3RfZXZlbnRfc2VxdWVuY2UYEyABKANCBOJBAQNCDgoMX2FwcF9zcGVjX2lkQg0KC19zYW5kYm94X2lkQg0KC19vdXRwdXRfdXJsQg8KDV9hcnRpZmFjdF9rZXkiQgoSQ3JlYXRlQnVpbGRSZXF1ZXN0EiwKBWJ1aWxkGAEgASgLMhcuYnVpbGRwbGF0Zm9ybS52MS5CdWlsZEIE4kEBAiI9ChNDcmVhdGVCdWlsZFJlc3BvbnNlEiYKBWJ1aWxkGAEgASgLMhcuYnVpbGRwbGF0Zm9ybS52MS5CdWlsZCIjCg9HZXRCdWlsZFJlcXVlc3QSEAoCaWQYASABKAlCBOJBAQIiOgoQR2V0QnVpbGRSZXNwb25zZRImCgVidWlsZBgBIAEoCzIXLmJ1aWxkcGxhdGZvcm0udjEuQnVpbGQirgEKEUxpc3RCdWlsZHNSZXF1ZXN0EhcKCXBhZ2Vfc2l6ZRgBIAEoBUIE4kEBARIYCgpwYWdlX3Rva2VuGAIgASgJQgTiQQEBEhUKB3VzZXJfaWQYAyABKAlCBOJBAQESGAoKcHJvamVjdF9pZBgEIAEoCUIE4kEBARI1CghzdGF0dXNlcxgFIAMoDjIdLmJ1aWxkcGxhdGZvcm0udjEuQnVpbGRTdGF0dXNCBOJBAQEiVgoSTGlzdEJ1aWxkc1Jlc3BvbnNlEicKBmJ1aWxkcxgBIAMoCzIXLmJ1aWxkcGxhdGZvcm0udjEuQnVpbGQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJInkKElVwZGF0ZUJ1aWxkUmVxdWVzdBIsCgVidWlsZBgBIAEoCzIXLmJ1aWxkcGxhdGZvcm0udjEuQnVpbGRCBOJBAQISNQoLdXBkYXRlX21hc2sYAiABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrQgTiQQECIj0KE1VwZGF0ZUJ1aWxkUmVzcG9uc2USJgoFYnVpbGQYASABKAsyFy5idWlsZHBsYXRmb3JtLnYxLkJ1aWxkIjoKEkRlbGV0ZUJ1aWxkUmVxdWVzdBIQCgJpZBgBIAEoCUIE4kEBAhISCgRldGFnGAIgASgJQgTiQQEBIhUKE0RlbGV0ZUJ1aWxkUmVzcG9uc2UiiQEKFlRyYW5zaXRpb25CdWlsZFJlcXVlc3QSEAoCaWQYASABKAlCBOJBAQISMwoGc3RhdHVzGAIgASgOMh0uYnVpbGRwbGF0Zm9ybS52MS5CdWlsZFN0YXR1c0IE4kEBAhIUCgZyZWFzb24YAyABKAlCBOJBAQESEgoEZXRhZxgEIAEoCUIE4kEBASJBChdUcmFuc2l0aW9uQnVpbGRSZXNwb25zZRImCgVidWlsZBgBIAEoCzIXLmJ1aWxkcGxhdGZvcm0udjEuQnVpbGQiUAoSQ2FuY2VsQnVpbGRSZXF1ZXN0EhAKAmlkGAEgASgJQgTiQQECEhQKBnJlYXNvbhgCIAEoCUIE4kEBARISCgRldGFnGAMgASgJQgTiQQEBIj0KE0NhbmNlbEJ1aWxkUmVzcG9uc2USJgoFYnVpbGQYASABKAsyFy5idWlsZHBsYXRmb3JtLnYxLkJ1aWxkIqMBChJSZXZpZXdCdWlsZFJlcXVlc3QSEAoCaWQYASABKAlCBOJBAQISOAoIZGVjaXNpb24YAiABKA4yIC5idWlsZHBsYXRmb3JtLnYxLlJldmlld0RlY2lzaW9uQgTiQQECEhUKB2NvbW1lbnQYAyABKAlCBOJBAQESFgoIcmV2aWV3ZXIYBCABKAlCBOJBAQESEgoEZXRhZxgFIAEoCUIE4kEBASI9ChNSZXZpZXdCdWlsZFJlc3BvbnNlEiYKBWJ1aWxkGAEgASgLMhcuYnVpbGRwbGF0Zm9ybS52MS5CdWlsZCIlChFXYXRjaEJ1aWxkUmVxdWVzdBIQCgJpZBgBIAEoCUIE4kEBAiI8ChJXYXRjaEJ1aWxkUmVzcG9uc2USJgoFYnVpbGQYASABKAsyFy5idWlsZHBsYXRmb3JtLnYxLkJ1aWxkIl8KF0NyZWF0ZUFnZW50VG9rZW5SZXF1ZXN0EhYKCGJ1aWxkX2lkGAEgASgJQgTiQQECEiwKA3R0bBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbkIE4kEBASJsChhDcmVhdGVBZ2VudFRva2VuUmVzcG9uc2USDQoFdG9rZW4YASABKAkSLwoLZXhwaXJlX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHRva2VuX2lkGAMgASgJIjIKGFJldm9rZUFnZW50VG9rZW5zUmVxdWVzdBIWCghidWlsZF9pZBgBIAEoCUIE4kEBAiIyChlSZXZva2VBZ2VudFRva2Vuc1Jlc3BvbnNlEhUKDXJldm9rZWRfY291bnQYASABKAUquwIKC0J1aWxkU3RhdHVzEhwKGEJVSUxEX1NUQVRVU19VTlNQRUNJRklFRBAAEhgKFEJVSUxEX1NUQVRVU19QRU5ESU5HEAESHQoZQlVJTERfU1RBVFVTX0lOSVRJQUxJWklORxACEhgKFEJVSUxEX1NUQVRVU19SVU5OSU5HEAMSFwoTQlVJTERfU1RBVFVTX1BBVVNFRBAEEicKI0JVSUxEX1NUQVRVU19BV0FJVElOR19ERVNJR05fUkVWSUVXEAUSKAokQlVJTERfU1RBVFVTX0FXQUlUSU5HX0ZFQVRVUkVfUkVWSUVXEAYSGgoWQlVJTERfU1RBVFVTX0NPTVBMRVRFRBAHEhcKE0JVSUxEX1NUQVRVU19GQUlMRUQQCBIaChZCVUlMRF9TVEFUVVNfQ0FOQ0VMTEVEEAkqjwEKDlJldmlld0RlY2lzaW9uEh8KG1JFVklFV19ERUNJU0lPTl9VTlNQRUNJRklFRBAAEhsKF1JFVklFV19ERUNJU0lPTl9BUFBST1ZFEAESIwofUkVWSUVXX0RFQ0lTSU9OX1JFUVVFU1RfQ0hBTkdFUxACEhoKFlJFVklFV19ERUNJU0lPTl9SRUpFQ1QQAzKSCQoMQnVpbGRTZXJ2aWNlEmQKC0NyZWF0ZUJ1aWxkEiQuYnVpbGRwbGF0Zm9ybS52MS5DcmVhdGVCdWlsZFJlcXVlc3QaJS5idWlsZHBsYXRmb3JtLnYxLkNyZWF0ZUJ1aWxkUmVzcG9uc2UiCMqlGQQIAhABEl0KCEdldEJ1aWxkEiEuYnVpbGRwbGF0Zm9ybS52MS5HZXRCdWlsZFJlcXVlc3QaIi5idWlsZHBsYXRmb3JtLnYxLkdldEJ1aWxkUmVzcG9uc2UiCsqlGQYIARABGAESYQoKTGlzdEJ1aWxkcxIjLmJ1aWxkcGxhdGZvcm0udjEuTGlzdEJ1aWxkc1JlcXVlc3QaJC5idWlsZHBsYXRmb3JtLnYxLkxpc3RCdWlsZHNSZXNwb25zZSIIyqUZBAgBEAESZAoLVXBkYXRlQnVpbGQSJC5idWlsZHBsYXRmb3JtLnYxLlVwZGF0ZUJ1aWxkUmVxdWVzdBolLmJ1aWxkcGxhdGZvcm0udjEuVXBkYXRlQnVpbGRSZXNwb25zZSIIyqUZBAgCGAESZAoLRGVsZXRlQnVpbGQSJC5idWlsZHBsYXRmb3JtLnYxLkRlbGV0ZUJ1aWxkUmVxdWVzdBolLmJ1aWxkcGxhdGZvcm0udjEuRGVsZXRlQnVpbGRSZXNwb25zZSIIyqUZBAgCEAEScAoPVHJhbnNpdGlvbkJ1aWxkEiguYnVpbGRwbGF0Zm9ybS52MS5UcmFuc2l0aW9uQnVpbGRSZXF1ZXN0GikuYnVpbGRwbGF0Zm9ybS52MS5UcmFuc2l0aW9uQnVpbGRSZXNwb25zZSIIyqUZBAgCGAESZgoLQ2FuY2VsQnVpbGQSJC5idWlsZHBsYXRmb3JtLnYxLkNhbmNlbEJ1aWxkUmVxdWVzdBolLmJ1aWxkcGxhdGZvcm0udjEuQ2FuY2VsQnVpbGRSZXNwb25zZSIKyqUZBggCEAEYARJkCgtSZXZpZXdCdWlsZBIkLmJ1aWxkcGxhdGZvcm0udjEuUmV2aWV3QnVpbGRSZXF1ZXN0GiUuYnVpbGRwbGF0Zm9ybS52MS5SZXZpZXdCdWlsZFJlc3BvbnNlIgjKpRkECAIQARJlCgpXYXRjaEJ1aWxkEiMuYnVpbGRwbGF0Zm9ybS52MS5XYXRjaEJ1aWxkUmVxdWVzdBokLmJ1aWxkcGxhdGZvcm0udjEuV2F0Y2hCdWlsZFJlc3BvbnNlIgrKpRkGCAEQARgBMAEScQoQQ3JlYXRlQWdlbnRUb2tlbhIpLmJ1aWxkcGxhdGZvcm0udjEuQ3JlYXRlQWdlbnRUb2tlblJlcXVlc3QaKi5idWlsZHBsYXRmb3JtLnYxLkNyZWF0ZUFnZW50VG9rZW5SZXNwb25zZSIGyqUZAggCEnQKEVJldm9rZUFnZW50VG9rZW5zEiouYnVpbGRwbGF0Zm9ybS52MS5SZXZva2VBZ2VudFRva2Vuc1JlcXVlc3QaKy5idWlsZHBsYXRmb3JtLnYxLlJldm9rZUFnZW50VG9rZW5zUmVzcG9uc2UiBsqlGQIIAmIGcHJvdG8z", [file_buildplatform_v1_access, file_google_api_field_behavior, file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * One answer to a review gate, kept in the build's review history.
@@ -624,7 +625,9 @@ export type ReviewBuildRequest = Message<"buildplatform.v1.ReviewBuildRequest"> 
   comment: string;
 
   /**
-   * Required. Who reviews (for example a user id or an email).
+   * Who reviews. A service must name the person (for example a user id or
+   * an email). A user may leave it empty: the reviewer recorded is always
+   * the calling user's id, and naming anyone else is INVALID_ARGUMENT.
    *
    * @generated from field: string reviewer = 4;
    */
@@ -707,6 +710,113 @@ export type WatchBuildResponse = Message<"buildplatform.v1.WatchBuildResponse"> 
  */
 export const WatchBuildResponseSchema: GenMessage<WatchBuildResponse> = /*@__PURE__*/
   messageDesc(file_buildplatform_v1_build, 19);
+
+/**
+ * Request for CreateAgentToken.
+ *
+ * @generated from message buildplatform.v1.CreateAgentTokenRequest
+ */
+export type CreateAgentTokenRequest = Message<"buildplatform.v1.CreateAgentTokenRequest"> & {
+  /**
+   * Required. The id of the build the agent runs.
+   *
+   * @generated from field: string build_id = 1;
+   */
+  buildId: string;
+
+  /**
+   * Optional. How long the token is valid: at least 1 minute, at most 7
+   * days; 24 hours when unset. A stream that outlives it ends
+   * UNAUTHENTICATED with its resume cursor.
+   *
+   * @generated from field: google.protobuf.Duration ttl = 2;
+   */
+  ttl?: Duration | undefined;
+};
+
+/**
+ * Describes the message buildplatform.v1.CreateAgentTokenRequest.
+ * Use `create(CreateAgentTokenRequestSchema)` to create a new message.
+ */
+export const CreateAgentTokenRequestSchema: GenMessage<CreateAgentTokenRequest> = /*@__PURE__*/
+  messageDesc(file_buildplatform_v1_build, 20);
+
+/**
+ * Response for CreateAgentToken.
+ *
+ * @generated from message buildplatform.v1.CreateAgentTokenResponse
+ */
+export type CreateAgentTokenResponse = Message<"buildplatform.v1.CreateAgentTokenResponse"> & {
+  /**
+   * The token, shown this once: `bpa_` and 43 characters.
+   *
+   * @generated from field: string token = 1;
+   */
+  token: string;
+
+  /**
+   * When the token stops being valid.
+   *
+   * @generated from field: google.protobuf.Timestamp expire_time = 2;
+   */
+  expireTime?: Timestamp | undefined;
+
+  /**
+   * The id of the token (for logs: the access log names an agent `agent:<token_id>`).
+   *
+   * @generated from field: string token_id = 3;
+   */
+  tokenId: string;
+};
+
+/**
+ * Describes the message buildplatform.v1.CreateAgentTokenResponse.
+ * Use `create(CreateAgentTokenResponseSchema)` to create a new message.
+ */
+export const CreateAgentTokenResponseSchema: GenMessage<CreateAgentTokenResponse> = /*@__PURE__*/
+  messageDesc(file_buildplatform_v1_build, 21);
+
+/**
+ * Request for RevokeAgentTokens.
+ *
+ * @generated from message buildplatform.v1.RevokeAgentTokensRequest
+ */
+export type RevokeAgentTokensRequest = Message<"buildplatform.v1.RevokeAgentTokensRequest"> & {
+  /**
+   * Required. The id of the build whose agent tokens are revoked.
+   *
+   * @generated from field: string build_id = 1;
+   */
+  buildId: string;
+};
+
+/**
+ * Describes the message buildplatform.v1.RevokeAgentTokensRequest.
+ * Use `create(RevokeAgentTokensRequestSchema)` to create a new message.
+ */
+export const RevokeAgentTokensRequestSchema: GenMessage<RevokeAgentTokensRequest> = /*@__PURE__*/
+  messageDesc(file_buildplatform_v1_build, 22);
+
+/**
+ * Response for RevokeAgentTokens.
+ *
+ * @generated from message buildplatform.v1.RevokeAgentTokensResponse
+ */
+export type RevokeAgentTokensResponse = Message<"buildplatform.v1.RevokeAgentTokensResponse"> & {
+  /**
+   * How many tokens were valid and are now revoked.
+   *
+   * @generated from field: int32 revoked_count = 1;
+   */
+  revokedCount: number;
+};
+
+/**
+ * Describes the message buildplatform.v1.RevokeAgentTokensResponse.
+ * Use `create(RevokeAgentTokensResponseSchema)` to create a new message.
+ */
+export const RevokeAgentTokensResponseSchema: GenMessage<RevokeAgentTokensResponse> = /*@__PURE__*/
+  messageDesc(file_buildplatform_v1_build, 23);
 
 /**
  * The lifecycle status of a build. See BuildService for the allowed moves.
@@ -974,6 +1084,34 @@ export const BuildService: GenService<{
     methodKind: "server_streaming";
     input: typeof WatchBuildRequestSchema;
     output: typeof WatchBuildResponseSchema;
+  },
+  /**
+   * Mints a token for the agent that runs one build: it may read the build,
+   * update its runtime fields, move it along the status machine (never out
+   * of a review gate), and append and read its logs and events; nothing
+   * else, and no other build. The token is in this response only: the
+   * server keeps its SHA-256. Send it as `authorization: Bearer <token>`.
+   * Errors: INVALID_ARGUMENT (ttl out of range), NOT_FOUND (no such build),
+   * FAILED_PRECONDITION (the build has finished).
+   *
+   * @generated from rpc buildplatform.v1.BuildService.CreateAgentToken
+   */
+  createAgentToken: {
+    methodKind: "unary";
+    input: typeof CreateAgentTokenRequestSchema;
+    output: typeof CreateAgentTokenResponseSchema;
+  },
+  /**
+   * Revokes the agent tokens of a build; servers refuse them within seconds
+   * (docs/security.md). Revoking twice is not an error.
+   * Errors: INVALID_ARGUMENT, NOT_FOUND (no such build).
+   *
+   * @generated from rpc buildplatform.v1.BuildService.RevokeAgentTokens
+   */
+  revokeAgentTokens: {
+    methodKind: "unary";
+    input: typeof RevokeAgentTokensRequestSchema;
+    output: typeof RevokeAgentTokensResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_buildplatform_v1_build, 0);
