@@ -50,9 +50,9 @@ def requests() -> dict[str, tuple[str, Any, Any]]:
     }
 
 
-def _check(figures: Figures, who: str, address: str, name: str) -> Any:
+def _check(figures: Figures, who: str, proc: procs.Proc, name: str) -> Any:
     method, message, reply_type = requests()[name]
-    code, reply = h2.sample_call(address, SERVICE + method, message, reply_type)
+    code, reply = h2.sample_call(proc.address, SERVICE + method, message, reply_type, proc.token)
     if code != grpc.StatusCode.OK:
         figures.errors.append(f"{who} {method}: sample call answered {code.name}: {reply}")
         return None
@@ -63,12 +63,11 @@ def _check(figures: Figures, who: str, address: str, name: str) -> Any:
 
 def _drive(figures: Figures, h2load: str, key: str, who: str, proc: procs.Proc, name: str, shape: Load) -> Result:
     method, message, _ = requests()[name]
-    address = proc.address
-    before = _check(figures, who, address, name)
+    before = _check(figures, who, proc, name)
     meter = cpu.Meter({who: proc.pid})
-    result = h2.run(h2load, key, address, SERVICE + method, message, shape)
+    result = h2.run(h2load, key, proc.address, SERVICE + method, message, shape, proc.token)
     result.cpu = meter.stop()
-    after = _check(figures, who, address, name)
+    after = _check(figures, who, proc, name)
     if before is None or after is None:
         result.failed += 1
     if result.failed:
@@ -97,12 +96,12 @@ def run(url: str, h2load: str, shape: Load, only: set[str], *, builds: int, roun
     get_id = requests()["get"][1].id
     names = [n for n in ("get", "list", "create") if n in only]
     server = procs.server("server-info", url)
-    bare = procs.Proc("bare", ["-m", "bench.bare", "--database-url", url], {}).wait_listening()
+    bare = procs.Proc("bare", ["-m", "bench.bare", "--database-url", url], {}, server.token).wait_listening()
     try:
         # Same work: the bare handler's replies must equal the server's.
         for name in ("get", "list"):
             if name in names:
-                mine, theirs = _check(figures, "server", server.address, name), _check(figures, "bare", bare.address, name)
+                mine, theirs = _check(figures, "server", server, name), _check(figures, "bare", bare, name)
                 if mine is not None and theirs is not None and name == "list":
                     # Page tokens are signed with each process's own key (the
                     # server's lives in its database): both must have one, and
@@ -149,7 +148,8 @@ def run(url: str, h2load: str, shape: Load, only: set[str], *, builds: int, roun
     if "failures 0" not in bare.log_path.read_text():
         figures.errors.append(f"bare handler reported failures (exit {bare_code}): {bare.log_path.read_text()[-500:]}")
     if "get" in names:
-        fixed = procs.Proc("bare-fixed", ["-m", "bench.bare", "--database-url", url, "--fixed", get_id], {}).wait_listening()
+        fixed = procs.Proc("bare-fixed", ["-m", "bench.bare", "--database-url", url, "--fixed", get_id], {},
+                           bare.token).wait_listening()
         try:
             _drive(figures, h2load, "get.fixed", "bare", fixed, "get", shape)
         finally:

@@ -31,22 +31,23 @@ from buildplatform.v1 import build_log_pb2, build_log_pb2_grpc
 from bench import procs
 from bench.h2 import percentile
 from bench.streams import Figures, Followers, cancel, check_delivery, entries, new_builds
+from tests.support import admin_token, open_aio_channel
 
 WINDOW = 8  # appends in flight at most; a slower server makes batches late instead of piling up
 
 
-def fanout(name: str) -> procs.Proc:
-    return procs.Proc(name, ["-m", "bench.fanout"], {}).wait_listening()
+def fanout(name: str, token: str) -> procs.Proc:
+    return procs.Proc(name, ["-m", "bench.fanout"], {}, token).wait_listening()
 
 
 async def paced(
-    addresses: list[str], build_id: str, *, rate: float, size: int, seconds: float, broadcast: bool
+    servers: list[procs.Proc], build_id: str, *, rate: float, size: int, seconds: float, broadcast: bool
 ) -> dict[str, Any]:
     """Batches of `size` lines at `rate` per second, pipelined. broadcast:
-    every batch to every address (the bare floor: no database links them);
-    otherwise to the first address, with first_sequence."""
+    every batch to every server (the bare floor: no database links them);
+    otherwise to the first server, with first_sequence."""
     options = [("grpc.max_send_message_length", 64 << 20)]
-    channels = [grpc.aio.insecure_channel(a, options=options) for a in addresses]
+    channels = [open_aio_channel(s.address, token=s.token, options=options) for s in servers]
     stubs = [build_log_pb2_grpc.BuildLogServiceStub(c) for c in channels]
     total = int(rate * seconds)
     rpc_ms: list[float] = []
@@ -119,16 +120,16 @@ def _measure(kind: str, servers: list[procs.Proc], build_id: str, figures: Figur
     groups: list[Followers] = []
     try:
         half = followers // len(servers)
-        groups = [Followers(f"followers-{kind}-{i}", s.address, [build_id], half, size) for i, s in enumerate(servers)]
+        groups = [Followers(f"followers-{kind}-{i}", s, [build_id], half, size) for i, s in enumerate(servers)]
         for group in groups:
             group.wait_ready()
-        sent = asyncio.run(paced([s.address for s in servers], build_id, rate=rate, size=size, seconds=seconds,
+        sent = asyncio.run(paced(servers, build_id, rate=rate, size=size, seconds=seconds,
                                   broadcast=kind == "floor"))
         for group in groups:
             if not group.wait_min(sent["lines"], timeout=30):
                 figures.errors.append(f"delivery ({kind}): {group.proc.name} did not receive all {sent['lines']} lines")
         if kind == "service":
-            cancel(servers[0].address, build_id)
+            cancel(servers[0], build_id)
             results = [g.finish() for g in groups]
         else:
             results = [g.finish(timeout=0) for g in groups]
@@ -148,7 +149,7 @@ def delivery(url: str, figures: Figures, *, followers: int = 100, rates: tuple[f
     """At 5,000 lines/s (the target's rate) and at half of it."""
     for rate in rates:
         shape = {"followers": followers, "rate": rate, "size": size, "seconds": seconds}
-        floor_servers = [fanout("fanout-a"), fanout("fanout-b")]
+        floor_servers = [fanout("fanout-a", admin_token(url)), fanout("fanout-b", admin_token(url))]
         try:
             floor = _measure("floor", floor_servers, "c" + os.urandom(12).hex(), figures, **shape)
         finally:
@@ -189,7 +190,7 @@ def delivery(url: str, figures: Figures, *, followers: int = 100, rates: tuple[f
 def _idle_rss(server: procs.Proc, builds: list[str], figures: Figures, kind: str, followers: int, hold: float) -> dict[str, float]:
     time.sleep(1)
     idle = server.rss_mb()
-    group = Followers(f"followers-idle-{kind}", server.address, builds, followers)
+    group = Followers(f"followers-idle-{kind}", server, builds, followers)
     try:
         group.wait_ready(timeout=180)
         peak = server.rss_mb()
@@ -207,7 +208,7 @@ def _idle_rss(server: procs.Proc, builds: list[str], figures: Figures, kind: str
 
 
 def idle(url: str, figures: Figures, *, followers: int = 1000, hold: float = 16.0) -> None:
-    floor_server = fanout("fanout-idle")
+    floor_server = fanout("fanout-idle", admin_token(url))
     try:
         floor = _idle_rss(floor_server, ["c" + "0" * 24], figures, "floor", followers, hold=2.0)
     finally:

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import statistics
 import subprocess
@@ -23,17 +24,18 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import grpc
 import psycopg
 from buildplatform.v1 import build_log_pb2 as L
 from buildplatform.v1 import build_log_pb2_grpc
 from google.protobuf import struct_pb2, timestamp_pb2
 
 from bench import procs
+from bench.env import ROOT
 from bench.streams import Figures, Followers, cancel, check_delivery, new_builds
 from server.domain.limits import RESPONSE_BYTES
 from server.store import feeds
 from server.store.notify import READ_BYTES
+from tests.support import open_channel
 
 LINES = 1_000_000
 ERROR_EVERY, WARN_EVERY = 10_007, 20  # 99 ERROR lines (rare), 5% WARN
@@ -126,7 +128,7 @@ def filters(url: str, figures: Figures, *, lines: int = LINES, calls: int = 20) 
     since = BASE_TIME + timedelta(milliseconds=middle)
     server = procs.server("server-filters", url)
     try:
-        with grpc.insecure_channel(server.address) as channel:
+        with open_channel(server.address, token=server.token) as channel:
             stub = build_log_pb2_grpc.BuildLogServiceStub(channel)
             ERROR, WARN = L.LOG_LEVEL_ERROR, L.LOG_LEVEL_WARN
             cases: list[tuple[str, Callable[[], int], int]] = [
@@ -250,8 +252,8 @@ def max_lines(first_seq: int, count: int) -> list[L.LogEntry]:
     ]
 
 
-def _append_max(address: str, builds: list[str], lines: int, batch: int) -> None:
-    with grpc.insecure_channel(address, options=[("grpc.max_send_message_length", 64 << 20)]) as channel:
+def _append_max(server: procs.Proc, builds: list[str], lines: int, batch: int) -> None:
+    with open_channel(server.address, token=server.token, options=[("grpc.max_send_message_length", 64 << 20)]) as channel:
         stub = build_log_pb2_grpc.BuildLogServiceStub(channel)
         for first in range(1, lines + 1, batch):
             for build_id in builds:  # interleaved: every ring grows at once
@@ -278,13 +280,15 @@ class Peak:
 
 
 NEVER_READ = """
-import asyncio, sys, grpc
+import asyncio, os, sys
 from buildplatform.v1 import build_log_pb2 as L, build_log_pb2_grpc
+from tests.support import open_aio_channel
 
 async def main(address, build_id, count):
     calls = []
     for _ in range(count):  # each on its own connection, as separate clients
-        channel = grpc.aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
+        channel = open_aio_channel(address, token=os.environ.get("BUILDPLATFORM_TOKEN"),
+                                   options=[("grpc.use_local_subchannel_pool", 1)])
         call = build_log_pb2_grpc.BuildLogServiceStub(channel).StreamBuildLogs(
             L.StreamBuildLogsRequest(build_id=build_id, follow=True))
         await call.read()  # the caught-up marker; then never read again
@@ -310,15 +314,15 @@ def rings(url: str, figures: Figures, *, builds: int = 16, lines: int = 200, bat
         ids = new_builds(url, builds)
         time.sleep(1)
         idle = server.rss_mb()
-        group = Followers("followers-rings", server.address, ids, builds, batch)
+        group = Followers("followers-rings", server, ids, builds, batch)
         group.wait_ready()
         peak = Peak(server)
-        _append_max(server.address, ids, lines, batch)
+        _append_max(server, ids, lines, batch)
         if not group.wait_min(lines, timeout=120):
             figures.errors.append(f"rings: followers did not receive all {lines} lines")
         followed = peak.stop()
         for build_id in ids:
-            cancel(server.address, build_id)
+            cancel(server, build_id)
         check_delivery(figures, "rings (followed builds of maximum-size lines)", group.finish(), lines)
     finally:
         if group is not None and group.proc.proc.poll() is None:
@@ -335,15 +339,16 @@ def rings(url: str, figures: Figures, *, builds: int = 16, lines: int = 200, bat
         time.sleep(1)
         idle2 = server.rss_mb()
         client = subprocess.Popen([sys.executable, "-c", NEVER_READ, server.address, build_id, str(stalled)],
+                                  cwd=ROOT, env={**os.environ, **server.client_env()},
                                   stdout=subprocess.PIPE, text=True)
         assert client.stdout is not None
         if client.stdout.readline().strip() != "ready":
             raise RuntimeError("the never-reading followers did not start")
         peak = Peak(server)
-        _append_max(server.address, [build_id], lines, batch)
+        _append_max(server, [build_id], lines, batch)
         time.sleep(2)  # let every stalled stream fill what flow control lets it
         stalled_peak = peak.stop()
-        cancel(server.address, build_id)
+        cancel(server, build_id)
     finally:
         if client is not None:
             client.kill()

@@ -2,7 +2,8 @@
 
 Opens N StreamBuildLogs(follow=true) streams (stream i follows build
 i % len(builds)), each on its own connection as N separate clients would
-(or several per connection with --streams-per-connection).
+(or several per connection with --streams-per-connection), sending the
+token in BUILDPLATFORM_TOKEN if set.
 Prints `ready` once every stream has its first reply (the backlog's end),
 then `min <seq>` now and then (the lowest sequence every stream has
 reached), and at the end one `result <json>` line: per-stream delivery
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 import time
@@ -29,6 +31,8 @@ from typing import Any
 
 import grpc
 from buildplatform.v1 import build_log_pb2, build_log_pb2_grpc
+
+from tests.support import open_aio_channel
 
 
 class Stream:
@@ -46,7 +50,7 @@ class Stream:
 def connect(address: str) -> grpc.aio.Channel:
     # A subchannel pool of its own: its own TCP connection, as a separate client has.
     options = [("grpc.use_local_subchannel_pool", 1), ("grpc.max_receive_message_length", 64 * 1024 * 1024)]
-    return grpc.aio.insecure_channel(address, options=options)
+    return open_aio_channel(address, token=os.environ.get("BUILDPLATFORM_TOKEN"), options=options)
 
 
 async def follow(channel: grpc.aio.Channel, build_id: str, stream: Stream, batch: int, latencies: Counter[float],

@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 
 from bench.env import RUN_DIR
+from tests.support import open_channel
 
 
 @dataclass
@@ -57,10 +58,11 @@ def percentile(values: list[float], q: float) -> float:
     return values[index]
 
 
-def run(h2load: str, name: str, address: str, method: str, message: Any, load: Load) -> Result:
+def run(h2load: str, name: str, address: str, method: str, message: Any, load: Load, token: str | None) -> Result:
     """Drive `method` (/package.Service/Method) at `address` for load.duration
-    seconds after load.warmup seconds of warm-up; latencies come from h2load's
-    per-request log, throughput from the requests that ended in the window."""
+    seconds after load.warmup seconds of warm-up, each request with `token`;
+    latencies come from h2load's per-request log, throughput from the
+    requests that ended in the window."""
     body = body_file(name, message)
     log = RUN_DIR / f"{name}.h2log"
     log.unlink(missing_ok=True)
@@ -69,6 +71,7 @@ def run(h2load: str, name: str, address: str, method: str, message: Any, load: L
         f"-D{load.duration:g}", f"--warm-up-time={load.warmup:g}",
         "-d", str(body),
         "-H", "content-type: application/grpc", "-H", "te: trailers",
+        *(["-H", f"authorization: Bearer {token}"] if token else []),
         f"--log-file={log}",
         *([f"--rps={load.rps_per_connection:g}"] if load.rps_per_connection else []),
         f"http://{address}{method}",
@@ -101,9 +104,9 @@ def run(h2load: str, name: str, address: str, method: str, message: Any, load: L
     )
 
 
-def sample_call(address: str, method: str, message: Any, response_type: Any) -> tuple[grpc.StatusCode, Any]:
+def sample_call(address: str, method: str, message: Any, response_type: Any, token: str | None) -> tuple[grpc.StatusCode, Any]:
     """One call with the real client: its status (from the trailers) and reply."""
-    with grpc.insecure_channel(address) as channel:
+    with open_channel(address, token=token) as channel:
         call = channel.unary_unary(
             method,
             request_serializer=lambda m: m.SerializeToString(),

@@ -12,14 +12,20 @@ import time
 from pathlib import Path
 
 from bench.env import ROOT, RUN_DIR
+from tests.support import admin_token, open_channel
 
 LISTENING = re.compile(r"listening on [^\"\s]*:(\d+)")
 
 
 class Proc:
-    def __init__(self, name: str, args: list[str], env: dict[str, str]) -> None:
+    """`token` is the admin token the bench's clients send to it: the
+    server's, and the same to a floor (which ignores it), so that both see
+    the same requests."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], token: str | None = None) -> None:
         RUN_DIR.mkdir(parents=True, exist_ok=True)
         self.name = name
+        self.token = token
         self.log_path = RUN_DIR / f"{name}.log"
         self._log = self.log_path.open("w")
         self.proc = subprocess.Popen(
@@ -39,6 +45,10 @@ class Proc:
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    def client_env(self) -> dict[str, str]:
+        """The environment that gives a client process of it the token (BUILDPLATFORM_TOKEN)."""
+        return {} if self.token is None else {"BUILDPLATFORM_TOKEN": self.token}
 
     def wait_listening(self, timeout: float = 60) -> Proc:
         deadline = time.monotonic() + timeout
@@ -87,7 +97,8 @@ def free_port() -> int:
 def server(name: str, database_url: str, **env: str) -> Proc:
     """`python -m server` with the operator defaults (INFO access log, pool
     10+10, 15 s heartbeats) unless `env` overrides them; returns once its
-    health service says SERVING (at LOG_LEVEL=WARNING nothing is logged)."""
+    health service says SERVING (at LOG_LEVEL=WARNING nothing is logged).
+    Its `token` is an admin token of `database_url` (migrated already)."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -96,10 +107,10 @@ def server(name: str, database_url: str, **env: str) -> Proc:
         "DATABASE_URL": database_url, "GRPC_ADDRESS": f"127.0.0.1:{port}",
         # The bench database's first admin token, never the developer's .data/admin-token.
         "AUTH_BOOTSTRAP_TOKEN_FILE": str(RUN_DIR / "admin-token"), **env,
-    })
+    }, token=admin_token(database_url))
     proc.port = port
     deadline = time.monotonic() + 60
-    with grpc.insecure_channel(proc.address) as channel:
+    with open_channel(proc.address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline and proc.proc.poll() is None:
             try:

@@ -44,11 +44,11 @@ async def serve(size: int) -> None:
 
 
 async def clients(address: str, count: int) -> None:
-    import grpc
+    from tests.support import open_aio_channel
 
     calls = []
-    for _ in range(count):
-        channel = grpc.aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
+    for _ in range(count):  # no token: the stall server is bench.stall's own, not the service
+        channel = open_aio_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
         call = channel.unary_stream("/bench.Stall/Follow", request_serializer=bytes, response_deserializer=bytes)(b"")
         await call.wait_for_connection()
         calls.append(call)

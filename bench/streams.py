@@ -13,11 +13,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import grpc
 import psycopg
 from buildplatform.v1 import build_log_pb2, build_log_pb2_grpc, build_pb2, build_pb2_grpc
 
 from bench import load, procs
+from tests.support import open_aio_channel, open_channel
 
 FILLER = "[compile] src/components/TodoList.tsx: 14 modules transformed, bundle 182.4 kB (gzip 54.1 kB)"
 
@@ -54,12 +54,13 @@ def entries(first_seq: int, count: int, stamp: bool = True) -> list[build_log_pb
 
 
 class Followers:
-    """A bench.followers process, its progress read from its stdout."""
+    """A bench.followers process following builds of `server`, its progress read from its stdout."""
 
-    def __init__(self, name: str, address: str, builds: list[str], count: int, batch: int = 50, per_connection: int = 1) -> None:
+    def __init__(self, name: str, server: procs.Proc, builds: list[str], count: int, batch: int = 50, per_connection: int = 1) -> None:
         self.proc = procs.Proc(
-            name, ["-m", "bench.followers", "--address", address, "--builds", ",".join(builds),
-                   "--count", str(count), "--batch", str(batch), "--streams-per-connection", str(per_connection)], {},
+            name, ["-m", "bench.followers", "--address", server.address, "--builds", ",".join(builds),
+                   "--count", str(count), "--batch", str(batch), "--streams-per-connection", str(per_connection)],
+            server.client_env(),
         )
         self.ready = threading.Event()
         self.minimum = 0
@@ -113,8 +114,8 @@ def check_delivery(figures: Figures, what: str, result: dict[str, Any], expected
         )
 
 
-def cancel(address: str, build_id: str) -> None:
-    with grpc.insecure_channel(address) as channel:
+def cancel(server: procs.Proc, build_id: str) -> None:
+    with open_channel(server.address, token=server.token) as channel:
         build_pb2_grpc.BuildServiceStub(channel).CancelBuild(
             build_pb2.CancelBuildRequest(id=build_id, reason="bench done"), timeout=10
         )
@@ -149,9 +150,9 @@ def _copy_batch(conn: psycopg.Connection[Any], build_id: str, rows: list[tuple[s
             copy.write_row((build_id, seq, "info", message, None, len(message) + 100, now))
 
 
-async def _append_many(address: str, build_id: str, batches: int, size: int) -> None:
+async def _append_many(server: procs.Proc, build_id: str, batches: int, size: int) -> None:
     prebuilt = entries(1, size, stamp=False)
-    async with grpc.aio.insecure_channel(address, options=[("grpc.max_send_message_length", 64 << 20)]) as channel:
+    async with open_aio_channel(server.address, token=server.token, options=[("grpc.max_send_message_length", 64 << 20)]) as channel:
         stub = build_log_pb2_grpc.BuildLogServiceStub(channel)
         for batch in range(batches):
             await stub.AppendBuildLogs(
@@ -163,17 +164,17 @@ def ingest(url: str, figures: Figures, *, batches: int = 60, size: int = 500, ap
     server = procs.server("server-ingest", url)
     try:
         builds = new_builds(url, 2 + appenders)
-        asyncio.run(_append_many(server.address, builds[0], 4, size))  # warm-up
+        asyncio.run(_append_many(server, builds[0], 4, size))  # warm-up
         copy_floor(url, builds[1], 4, size)
         copy_rate = copy_floor(url, builds[1], batches, size, after=4 * size)
         bulk_rate = copy_floor(url, builds[1], batches, size, after=(4 + batches) * size, per_batch=False)
 
         started = time.perf_counter()
-        asyncio.run(_append_many(server.address, builds[0], batches, size))
+        asyncio.run(_append_many(server, builds[0], batches, size))
         one = batches * size / (time.perf_counter() - started)
 
         async def many() -> None:
-            await asyncio.gather(*(_append_many(server.address, b, batches, size) for b in builds[2:]))
+            await asyncio.gather(*(_append_many(server, b, batches, size) for b in builds[2:]))
 
         started = time.perf_counter()
         asyncio.run(many())
@@ -221,18 +222,18 @@ def statements(url: str, figures: Figures, *, counts: tuple[int, ...] = (1, 1000
         with psycopg.connect(url, autocommit=True) as admin:
             for count in counts:
                 (build_id,) = new_builds(url, 1)
-                group = Followers(f"followers-stmt-{count}", server.address, [build_id], count, size)
+                group = Followers(f"followers-stmt-{count}", server, [build_id], count, size)
                 try:
                     group.wait_ready(timeout=180)
                     time.sleep(0.5)
                     admin.execute("SELECT pg_stat_statements_reset()")
-                    asyncio.run(paced([server.address], build_id, rate=rate, size=size, seconds=batches / rate, broadcast=False))
+                    asyncio.run(paced([server], build_id, rate=rate, size=size, seconds=batches / rate, broadcast=False))
                     if not group.wait_min(batches * size):
                         figures.errors.append(f"statements: {count} followers did not get every line")
                     time.sleep(0.3)
                     rows = admin.execute(STATEMENTS).fetchall()
                     rss = server.rss_mb()
-                    cancel(server.address, build_id)
+                    cancel(server, build_id)
                     result = group.finish()
                 finally:
                     if group.proc.proc.poll() is None:

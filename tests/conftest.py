@@ -73,7 +73,7 @@ def tls_server(database_url: str, ca: CertificateAuthority) -> Iterator[ServerPr
 
 @pytest.fixture(scope="session")
 def channel(server: ServerProcess) -> Iterator[grpc.Channel]:
-    with grpc.insecure_channel(server.address) as ch:
+    with server.channel() as ch:
         grpc.channel_ready_future(ch).result(timeout=10)
         yield ch
 

@@ -13,7 +13,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,13 +52,67 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def open_channel(address: str, credentials: grpc.ChannelCredentials | None = None) -> grpc.Channel:
-    """A plaintext channel, or a TLS one with `credentials`. A TLS channel
-    makes its own connection (no subchannel shared with another channel of
-    the process), so each one sees the certificate the server serves now."""
+_admin_tokens: dict[str, str] = {}
+_admin_tokens_lock = threading.Lock()
+
+
+def admin_token(database_url: str) -> str:
+    """A service token with scope admin of the database at `database_url`
+    (migrated already), made on first use and kept for the process."""
+    with _admin_tokens_lock:
+        token = _admin_tokens.get(database_url)
+        if token is None:
+            from server.domain.tokens import SERVICE_PREFIX, digest, new_token
+
+            token = new_token(SERVICE_PREFIX)
+            with psycopg.connect(database_url, autocommit=True) as conn:
+                conn.execute(
+                    "INSERT INTO service_tokens (name, token_hash, scopes) VALUES (%s, %s, %s)",
+                    (f"test-admin-{uuid.uuid4().hex[:12]}", digest(token), ["admin"]),
+                )
+            _admin_tokens[database_url] = token
+        return token
+
+
+def _open(
+    api: Any, address: str, credentials: grpc.ChannelCredentials | None, token: str | None,
+    options: Sequence[tuple[str, Any]],
+) -> Any:
+    """A channel of `api` (grpc or grpc.aio). A TLS channel makes its own
+    connection (no subchannel shared with another channel of the process),
+    so each one sees the certificate the server serves now. With `token`,
+    every call carries `authorization: Bearer <token>`: grpc sends call
+    credentials only over a secure channel, so a plaintext one is then a
+    local-TCP one (plaintext to 127.0.0.1, which the server's insecure
+    port accepts)."""
+    args = list(options)
+    if credentials is not None:
+        args.append(("grpc.use_local_subchannel_pool", 1))
+    if token is not None:
+        credentials = grpc.composite_channel_credentials(
+            credentials or grpc.local_channel_credentials(grpc.LocalConnectionType.LOCAL_TCP),
+            grpc.access_token_call_credentials(token),
+        )
     if credentials is None:
-        return grpc.insecure_channel(address)
-    return grpc.secure_channel(address, credentials, options=[("grpc.use_local_subchannel_pool", 1)])
+        return api.insecure_channel(address, args)
+    return api.secure_channel(address, credentials, args)
+
+
+def open_channel(
+    address: str, credentials: grpc.ChannelCredentials | None = None, token: str | None = None,
+    options: Sequence[tuple[str, Any]] = (),
+) -> grpc.Channel:
+    """A plaintext channel, or a TLS one with `credentials`; with `token`
+    (admin_token()), its calls are authenticated."""
+    return _open(grpc, address, credentials, token, options)
+
+
+def open_aio_channel(
+    address: str, credentials: grpc.ChannelCredentials | None = None, token: str | None = None,
+    options: Sequence[tuple[str, Any]] = (),
+) -> grpc.aio.Channel:
+    """open_channel() for grpc.aio."""
+    return _open(grpc.aio, address, credentials, token, options)
 
 
 def health(address: str, service: str = "", *, credentials: grpc.ChannelCredentials | None = None) -> int:
@@ -319,8 +373,14 @@ class ServerProcess:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def channel(self) -> grpc.Channel:
-        return open_channel(self.address, self.credentials)
+    @property
+    def token(self) -> str:
+        """An admin token of the server's database (made on first use, once the server has started)."""
+        return admin_token(self.database_url)
+
+    def channel(self, *, authenticated: bool = True) -> grpc.Channel:
+        """A channel to the server whose calls carry its admin token (none when not `authenticated`)."""
+        return open_channel(self.address, self.credentials, self.token if authenticated else None)
 
     def stop(self, sig: int = 15, timeout: float = 15) -> int:
         if self.proc is None:

@@ -465,7 +465,7 @@ def target(postgres: str) -> Iterator[Target]:
     url = create_database(postgres, prefix="bp_fuzz")
     migrate.upgrade(url)
     try:
-        with running_server(url) as server, grpc.insecure_channel(server.address) as channel, psycopg.connect(url, autocommit=True) as db:
+        with running_server(url) as server, server.channel() as channel, psycopg.connect(url, autocommit=True) as db:
             grpc.channel_ready_future(channel).result(timeout=10)
             yield Target(channel, stubs(channel), db, World())
     finally:

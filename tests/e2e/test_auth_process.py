@@ -11,7 +11,6 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import grpc
 import psycopg
 import pytest
 from buildplatform.v1 import user_pb2
@@ -192,8 +191,8 @@ def test_two_servers_without_page_token_secret_accept_each_others_page_tokens(mi
     with (
         running_server(migrated, **unset) as first,
         running_server(migrated, **unset) as second,
-        grpc.insecure_channel(first.address) as one,
-        grpc.insecure_channel(second.address) as other,
+        first.channel() as one,
+        second.channel() as other,
     ):
         a, b = stubs(one), stubs(other)
         for n in range(3):

@@ -23,15 +23,17 @@ import pytest
 
 from tests.support import ROOT, CertificateAuthority, ServerProcess
 
-# The server does not check the token yet (the authentication of issue 8
-# will); the examples show how a client sends it.
-TOKEN = {"BUILDPLATFORM_TOKEN": "example-service-token"}
 PY_PACKAGE = ROOT / "generated" / "python"
 TS_PACKAGE = ROOT / "generated" / "typescript"
 PROTOSET = ROOT / "generated" / "buildplatform.binpb"
 EXAMPLES = ROOT / "examples"
 GRPCURL = ROOT / ".venv" / "bin" / "grpcurl"
 MYPY = Path(sys.executable).parent / "mypy"
+
+
+def token_env(server: ServerProcess) -> dict[str, str]:
+    """The examples read their token from BUILDPLATFORM_TOKEN: the server's admin token."""
+    return {"BUILDPLATFORM_TOKEN": server.token}
 
 
 def run(
@@ -129,21 +131,25 @@ def test_python_quickstart_from_the_installed_wheel_follows_a_build_live(
     assert where.startswith(str(fresh_python.parent.parent)), (
         where
     )  # the wheel, not the repo's generated/
-    output = run(fresh_python, EXAMPLES / "python" / "quickstart.py", server.address, timeout=120)
+    output = run(
+        fresh_python, EXAMPLES / "python" / "quickstart.py", server.address, timeout=120, env=token_env(server)
+    )
     assert_followed_the_build_live(output)
 
 
 def test_python_first_call_from_the_installed_wheel_lists_the_newest_build(
     fresh_python: Path, server: ServerProcess, build
 ):  # type: ignore[no-untyped-def]
-    output = run(fresh_python, EXAMPLES / "python" / "first_call.py", server.address)
+    output = run(fresh_python, EXAMPLES / "python" / "first_call.py", server.address, env=token_env(server))
     assert_lists_newest_builds(output, build.id)
 
 
 def test_python_tls_example_from_the_installed_wheel_calls_a_tls_server_with_a_token(
     fresh_python: Path, tls_server: ServerProcess, ca: CertificateAuthority, build
 ):  # type: ignore[no-untyped-def]
-    out = run(fresh_python, EXAMPLES / "python" / "tls_call.py", tls_server.address, ca.ca_file, env=TOKEN)
+    out = run(
+        fresh_python, EXAMPLES / "python" / "tls_call.py", tls_server.address, ca.ca_file, env=token_env(tls_server)
+    )
     assert_lists_newest_builds(out, build.id)
 
 
@@ -197,6 +203,7 @@ def test_typescript_quickstart_from_the_packed_package_follows_a_build_live(
         f"http://{server.address}",
         cwd=ts_quickstart,
         timeout=120,
+        env=token_env(server),
     )
     assert_followed_the_build_live(output)
 
@@ -209,6 +216,7 @@ def test_typescript_first_call_from_the_packed_package_lists_the_newest_build(
         ts_quickstart / "dist" / "first_call.js",
         f"http://{server.address}",
         cwd=ts_quickstart,
+        env=token_env(server),
     )
     assert_lists_newest_builds(output, build.id)
 
@@ -222,7 +230,7 @@ def test_typescript_tls_example_from_the_packed_package_calls_a_tls_server_with_
         f"https://{tls_server.address}",
         ca.ca_file,
         cwd=ts_quickstart,
-        env=TOKEN,
+        env=token_env(tls_server),
     )
     assert_lists_newest_builds(output, build.id)
 
@@ -234,6 +242,8 @@ def test_grpcurl_describes_a_service_with_its_comments_from_the_protoset(server:
     out = run(
         GRPCURL,
         "-plaintext",
+        "-H",
+        f"authorization: Bearer {server.token}",
         "-protoset",
         PROTOSET,
         server.address,
@@ -252,6 +262,8 @@ def test_grpcurl_calls_a_method_with_the_protoset(server: ServerProcess, build):
     out = run(
         GRPCURL,
         "-plaintext",
+        "-H",
+        f"authorization: Bearer {server.token}",
         "-protoset",
         PROTOSET,
         "-d",

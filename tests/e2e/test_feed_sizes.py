@@ -134,7 +134,7 @@ def test_live_followers_of_long_lines_get_each_line_once_within_the_budget(api, 
 
 @pytest.fixture
 def small_ring_api(database_url) -> Iterator:
-    with running_server(database_url, **SMALL_RINGS) as proc, grpc.insecure_channel(proc.address) as channel:
+    with running_server(database_url, **SMALL_RINGS) as proc, proc.channel() as channel:
         yield stubs(channel)
 
 
@@ -184,7 +184,7 @@ def test_a_stream_whose_database_read_fails_ends_unavailable_naming_its_resume_c
     """The database refuses connections and ends the server's ones while a
     follower waits: its stream ends with UNAVAILABLE and the cursor to
     resume from; resuming there once the database is back loses nothing."""
-    with running_server(own_database) as proc, grpc.insecure_channel(proc.address) as channel:
+    with running_server(own_database) as proc, proc.channel() as channel:
         api = stubs(channel)
         build = new_build(api)
         start_running(api, build.id)

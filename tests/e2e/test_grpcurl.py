@@ -26,10 +26,11 @@ SERVICES = [
 
 
 def grpcurl(server, *args: str, data: dict | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """grpcurl -plaintext [-d JSON] [flags...] ADDRESS [verb or method...]."""
+    """grpcurl -plaintext -H "authorization: Bearer <the server's admin token>"
+    [-d JSON] [flags...] ADDRESS [verb or method...]."""
     flags = [a for a in args if a.startswith("-")]
     rest = [a for a in args if not a.startswith("-")]
-    command = [str(GRPCURL), "-plaintext", *flags]
+    command = [str(GRPCURL), "-plaintext", "-H", f"authorization: Bearer {server.token}", *flags]
     if data is not None:
         command += ["-d", json.dumps(data)]
     result = subprocess.run([*command, server.address, *rest], capture_output=True, text=True, timeout=30)

@@ -11,13 +11,12 @@ import random
 import threading
 from collections.abc import Iterator
 
-import grpc
 import pytest
 from buildplatform.v1 import build_log_pb2 as L
 from buildplatform.v1 import build_log_pb2_grpc
 
 from tests.e2e.streaming import append, finish, lines, start_running
-from tests.support import ServerProcess, running_server, stubs
+from tests.support import ServerProcess, open_aio_channel, running_server, stubs
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +27,7 @@ def replica(database_url: str) -> Iterator[ServerProcess]:
 
 @pytest.fixture(scope="module")
 def replica_api(replica: ServerProcess):
-    with grpc.insecure_channel(replica.address) as channel:
+    with replica.channel() as channel:
         yield stubs(channel)
 
 
@@ -140,7 +139,7 @@ def test_a_thousand_followers_in_one_process_all_get_every_line(server, api, bui
     followers, channels = 1000, 10
 
     async def run() -> list[list[int]]:
-        chans = [grpc.aio.insecure_channel(server.address) for _ in range(channels)]
+        chans = [open_aio_channel(server.address, token=server.token) for _ in range(channels)]
         try:
             caught_up = 0
             all_caught_up = asyncio.Event()

@@ -4,10 +4,9 @@ it, a second server on a port in use refuses to start."""
 
 from __future__ import annotations
 
-import grpc
 from buildplatform.v1 import user_pb2
 
-from tests.support import free_port, running_server, stubs
+from tests.support import free_port, open_channel, running_server, stubs
 
 
 def test_two_processes_serve_one_port_and_either_can_stop(database_url, user):
@@ -19,7 +18,7 @@ def test_two_processes_serve_one_port_and_either_can_stop(database_url, user):
             assert first.proc is not None and second.proc is not None
             assert first.proc.pid != second.proc.pid
             for _ in range(20):  # new connections, spread by the kernel over both
-                with grpc.insecure_channel(address) as channel:
+                with open_channel(address, token=first.token) as channel:
                     got = stubs(channel).users.GetUser(user_pb2.GetUserRequest(id=user.id), timeout=10).user
                     assert got.clerk_id == user.clerk_id
             # Both processes took calls (all 20 connections going to one of
@@ -28,5 +27,5 @@ def test_two_processes_serve_one_port_and_either_can_stop(database_url, user):
                 assert '"method": "/buildplatform.v1.UserService/GetUser"' in proc.log(), proc.log()
         # The second process stopped cleanly; the first still serves the port.
         for _ in range(5):
-            with grpc.insecure_channel(address) as channel:
+            with open_channel(address, token=first.token) as channel:
                 assert stubs(channel).users.GetUser(user_pb2.GetUserRequest(id=user.id), timeout=10).user.id == user.id

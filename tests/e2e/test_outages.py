@@ -104,7 +104,7 @@ def _ends_unavailable_with_cursor(stream) -> None:  # type: ignore[no-untyped-de
 
 
 def test_a_stopped_database_makes_every_call_unavailable_and_a_restarted_one_serves_at_once(own_postgres):
-    with running_server(own_postgres.admin_url, **SETTINGS) as server, grpc.insecure_channel(server.address) as channel:
+    with running_server(own_postgres.admin_url, **SETTINGS) as server, server.channel() as channel:
         api = stubs(channel)
         user, project = _owner(api)
         build = _running_build(api, user, project)
@@ -123,7 +123,7 @@ def test_a_stopped_database_makes_every_call_unavailable_and_a_restarted_one_ser
 
 
 def test_a_frozen_database_is_noticed_and_calls_end_unavailable_instead_of_hanging(own_postgres):
-    with running_server(own_postgres.admin_url, **SETTINGS) as server, grpc.insecure_channel(server.address) as channel:
+    with running_server(own_postgres.admin_url, **SETTINGS) as server, server.channel() as channel:
         api = stubs(channel)
         user, project = _owner(api)
         build = _running_build(api, user, project)
@@ -153,7 +153,7 @@ def test_a_server_started_while_the_database_is_down_waits_then_serves(own_postg
         assert "waiting for the database" in proc.log()
         own_postgres.start()
         eventually(lambda: health(proc.address) == SERVING, "health SERVING once the database is up")
-        with grpc.insecure_channel(proc.address) as channel:
+        with proc.channel() as channel:
             api = stubs(channel)
             user, project = _owner(api)
             _all_work(api, user, _running_build(api, user, project))

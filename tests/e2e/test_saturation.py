@@ -68,7 +68,7 @@ def _update(api, build_id: str) -> Callable[[], Any]:  # type: ignore[no-untyped
 def test_a_saturated_pool_answers_unavailable_with_retry_advice_and_health_stays_serving(database_url, user, build):
     # One connection per pool, held by a call waiting on the row lock.
     with running_server(database_url, DB_POOL_SIZE="1", DB_POOL_MAX_OVERFLOW="0", DB_POOL_TIMEOUT_SECONDS="0.5",
-                        DB_TIMEOUT_SECONDS="60") as server, grpc.insecure_channel(server.address) as channel:
+                        DB_TIMEOUT_SECONDS="60") as server, server.channel() as channel:
         api = stubs(channel)
         with held(database_url, build.id, [_transition(api, build.id)]) as outcomes:
             got = failure(lambda r: api.users.UpdateUser(r, timeout=WAIT), user_pb2.UpdateUserRequest(
@@ -85,7 +85,7 @@ def test_a_saturated_pool_answers_unavailable_with_retry_advice_and_health_stays
 
 def test_calls_beyond_max_concurrent_calls_are_refused_at_once_with_retry_advice(database_url, user, build):
     with running_server(database_url, MAX_CONCURRENT_CALLS="2", DB_TIMEOUT_SECONDS="60") as server, \
-            grpc.insecure_channel(server.address) as channel:
+            server.channel() as channel:
         api = stubs(channel)
         with held(database_url, build.id, [_transition(api, build.id), _update(api, build.id)]) as outcomes:
             got = failure(lambda r: api.users.GetUser(r, timeout=WAIT), user_pb2.GetUserRequest(id=user.id))
@@ -100,7 +100,7 @@ def test_calls_beyond_max_concurrent_calls_are_refused_at_once_with_retry_advice
 
 
 def test_streams_beyond_max_streams_are_refused_with_retry_advice(database_url, build):
-    with running_server(database_url, MAX_STREAMS="1") as server, grpc.insecure_channel(server.address) as channel:
+    with running_server(database_url, MAX_STREAMS="1") as server, server.channel() as channel:
         api = stubs(channel)
         api.builds.TransitionBuild(build_pb2.TransitionBuildRequest(id=build.id, status=build_pb2.BUILD_STATUS_INITIALIZING))
         first = api.logs.StreamBuildLogs(L.StreamBuildLogsRequest(build_id=build.id, follow=True), timeout=WAIT)
@@ -125,7 +125,7 @@ def _stream_admitted(api, build_id: str) -> bool:  # type: ignore[no-untyped-def
 
 def test_sigterm_answers_calls_still_running_after_the_grace_period_unavailable(database_url, build):
     with running_server(database_url, SHUTDOWN_GRACE_SECONDS="1", DB_TIMEOUT_SECONDS="60") as server:
-        with grpc.insecure_channel(server.address) as channel:
+        with server.channel() as channel:
             api = stubs(channel)
             with held(database_url, build.id, [_transition(api, build.id), _update(api, build.id)]) as outcomes:
                 assert server.proc is not None
@@ -149,7 +149,7 @@ def test_a_hot_build_does_not_starve_calls_on_other_builds(database_url, make_bu
     another build always finds a connection."""
     hot, other = make_build(), make_build()
     with running_server(database_url, DB_POOL_SIZE="2", DB_POOL_MAX_OVERFLOW="0", DB_POOL_TIMEOUT_SECONDS="1",
-                        DB_TIMEOUT_SECONDS="120") as server, grpc.insecure_channel(server.address) as channel:
+                        DB_TIMEOUT_SECONDS="120") as server, server.channel() as channel:
         api = stubs(channel)
         api.builds.TransitionBuild(build_pb2.TransitionBuildRequest(id=hot.id, status=build_pb2.BUILD_STATUS_INITIALIZING))
         batch = [L.LogEntry(level=L.LOG_LEVEL_INFO, message=f"{i} " + "x" * 1000) for i in range(5000)]

@@ -136,18 +136,19 @@ def test_health_is_not_serving_while_the_database_is_unreachable(postgres, fresh
     serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
     service = "buildplatform.v1.BuildService"
     assert health(own_server.address, service) == serving
-    set_connections(postgres, fresh_database, allowed=False)
-    try:
-        eventually(lambda: health(own_server.address, service) == not_serving, "NOT_SERVING")
-        assert health(own_server.address) == not_serving
-        with grpc.insecure_channel(own_server.address) as channel, pytest.raises(grpc.RpcError) as caught:
-            stubs(channel).users.GetUser(user_pb2.GetUserRequest(id="c" + "0" * 24), timeout=20)
-        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, caught.value.details()
-    finally:
-        set_connections(postgres, fresh_database, allowed=True)
-    eventually(lambda: health(own_server.address, service) == serving, "SERVING again")
-    with grpc.insecure_channel(own_server.address) as channel:
+    # Opened first: its admin token is made while the database is reachable.
+    with own_server.channel() as channel:
         api = stubs(channel)
+        set_connections(postgres, fresh_database, allowed=False)
+        try:
+            eventually(lambda: health(own_server.address, service) == not_serving, "NOT_SERVING")
+            assert health(own_server.address) == not_serving
+            with pytest.raises(grpc.RpcError) as caught:
+                api.users.GetUser(user_pb2.GetUserRequest(id="c" + "0" * 24), timeout=20)
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, caught.value.details()
+        finally:
+            set_connections(postgres, fresh_database, allowed=True)
+        eventually(lambda: health(own_server.address, service) == serving, "SERVING again")
         eventually(lambda: _create_user_works(api), "a write to succeed again")
     assert own_server.proc is not None and own_server.proc.poll() is None
 
@@ -166,7 +167,7 @@ def _create_user_works(api) -> bool:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_lets_the_running_call_finish_and_the_process_exits_0(fresh_database, own_server, sig):
-    with grpc.insecure_channel(own_server.address) as channel:
+    with own_server.channel() as channel:
         api = stubs(channel)
         user = api.users.CreateUser(user_pb2.CreateUserRequest(user=user_pb2.User(clerk_id="graceful", email="g@example.com"))).user
         project = api.projects.CreateProject(project_pb2.CreateProjectRequest(project=project_pb2.Project(user_id=user.id, name="p"))).project
@@ -211,7 +212,7 @@ def test_new_calls_are_refused_once_shutdown_began(fresh_database, own_server):
     own_server.proc.send_signal(signal.SIGTERM)
     code = own_server.proc.wait(WAIT)
     assert code == 0, f"exit code {code}:\n{own_server.log()}"
-    with grpc.insecure_channel(own_server.address) as channel, pytest.raises(grpc.RpcError) as caught:
+    with own_server.channel() as channel, pytest.raises(grpc.RpcError) as caught:
         stubs(channel).users.GetUser(user_pb2.GetUserRequest(id="c" + "0" * 24), timeout=5)
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, caught.value
 

@@ -54,9 +54,10 @@ def test_a_lost_listen_connection_loses_no_line(api, database_url, build):
 
 
 FOLLOWER = """
-import sys, grpc
+import sys
 from buildplatform.v1 import build_log_pb2 as L, build_log_pb2_grpc
-channel = grpc.insecure_channel(sys.argv[1])
+from tests.support import open_channel
+channel = open_channel(sys.argv[1], token=sys.argv[4])
 stub = build_log_pb2_grpc.BuildLogServiceStub(channel)
 request = L.StreamBuildLogsRequest(build_id=sys.argv[2], follow=True)
 for response in stub.StreamBuildLogs(request, metadata=[("x-request-id", sys.argv[3])]):
@@ -86,7 +87,7 @@ def test_a_follower_whose_client_vanished_is_released(api, server, build):
         return False
 
     client = subprocess.Popen(
-        [sys.executable, "-c", FOLLOWER, server.address, build.id, request_id], cwd=ROOT, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", FOLLOWER, server.address, build.id, request_id, server.token], cwd=ROOT, stdout=subprocess.PIPE, text=True
     )
     assert client.stdout is not None
     assert client.stdout.readline().strip() == "following"
@@ -114,7 +115,7 @@ def test_shutdown_ends_follow_streams_with_unavailable_and_the_resume_cursor(api
     append(api, build.id, lines("one", "two"))
     proc = ServerProcess(database_url, env={"SHUTDOWN_GRACE_SECONDS": "30"}).start()
     try:
-        with grpc.insecure_channel(proc.address) as channel:
+        with proc.channel() as channel:
             stream = stubs(channel).logs.StreamBuildLogs(
                 L.StreamBuildLogsRequest(build_id=build.id, follow=True), timeout=60
             )

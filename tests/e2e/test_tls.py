@@ -93,7 +93,8 @@ def test_a_client_that_trusts_another_ca_is_refused(tls_server: ServerProcess, c
 
 def test_grpcurl_lists_the_services_over_tls(tls_server: ServerProcess, ca: CertificateAuthority):
     result = subprocess.run(
-        [GRPCURL, "-cacert", ca.ca_file, tls_server.address, "list"], capture_output=True, text=True, timeout=30
+        [GRPCURL, "-cacert", ca.ca_file, "-H", f"authorization: Bearer {tls_server.token}", tls_server.address, "list"],
+        capture_output=True, text=True, timeout=30,
     )
     assert result.returncode == 0, result.stderr
     assert "buildplatform.v1.BuildService" in result.stdout.splitlines(), result.stdout
@@ -128,7 +129,7 @@ def test_grpcurl_lists_the_services_with_a_client_certificate(
     mtls_server: ServerProcess, ca: CertificateAuthority, builder: Issued
 ):
     command = [GRPCURL, "-cacert", ca.ca_file, "-cert", builder.cert_file, "-key", builder.key_file,
-               mtls_server.address, "list"]
+               "-H", f"authorization: Bearer {mtls_server.token}", mtls_server.address, "list"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert "grpc.health.v1.Health" in result.stdout.splitlines(), result.stdout
