@@ -173,6 +173,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return handler._replace(unary_unary=_unary(call, handler.unary_unary), request_deserializer=deserializer)
         if handler.unary_stream is not None:
             return handler._replace(unary_stream=_stream(call, handler.unary_stream), request_deserializer=deserializer)
+        if handler.stream_stream is not None:
+            # Only reflection is bidirectional: authenticated when REFLECTION=false.
+            return handler._replace(stream_stream=_stream(call, handler.stream_stream))
         return handler
 
 
