@@ -16,6 +16,7 @@ import pytest
 from buildplatform.v1 import build_pb2, project_pb2, user_pb2
 
 from server import migrate
+from tests.auth_support import ISSUER, ORIGIN, JwksServer, SigningKey, jwks_server
 from tests.support import (
     CertificateAuthority,
     ServerProcess,
@@ -47,8 +48,25 @@ def database_url(postgres: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def server(database_url: str) -> Iterator[ServerProcess]:
-    with running_server(database_url) as proc:
+def session_key() -> SigningKey:
+    """The identity provider's signing key: the session server verifies user
+    session JWTs it signs (`session_key.sign(clerk_id)`)."""
+    return SigningKey.rsa()
+
+
+@pytest.fixture(scope="session")
+def jwks(session_key: SigningKey) -> Iterator[JwksServer]:
+    """The identity provider's JWKS, served over HTTP on a local port."""
+    with jwks_server(session_key) as served:
+        yield served
+
+
+@pytest.fixture(scope="session")
+def server(database_url: str, jwks: JwksServer) -> Iterator[ServerProcess]:
+    """The session's server: its `token` is an admin token, and it accepts
+    user session JWTs of `session_key` (issuer ISSUER, authorized party ORIGIN)."""
+    env = {"AUTH_JWKS_URL": jwks.url, "AUTH_JWT_ISSUER": ISSUER, "AUTH_AUTHORIZED_PARTIES": ORIGIN}
+    with running_server(database_url, **env) as proc:
         yield proc
 
 

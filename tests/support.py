@@ -56,21 +56,27 @@ _admin_tokens: dict[str, str] = {}
 _admin_tokens_lock = threading.Lock()
 
 
+def service_token(database_url: str, scopes: Sequence[str], *, name: str | None = None) -> str:
+    """A new service token with `scopes` in the database at `database_url`
+    (migrated already), as `python -m server tokens create` makes one."""
+    from server.domain.tokens import SERVICE_PREFIX, digest, new_token
+
+    token = new_token(SERVICE_PREFIX)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO service_tokens (name, token_hash, scopes) VALUES (%s, %s, %s)",
+            (name or f"test-{'-'.join(scopes)}-{uuid.uuid4().hex[:12]}", digest(token), list(scopes)),
+        )
+    return token
+
+
 def admin_token(database_url: str) -> str:
     """A service token with scope admin of the database at `database_url`
     (migrated already), made on first use and kept for the process."""
     with _admin_tokens_lock:
         token = _admin_tokens.get(database_url)
         if token is None:
-            from server.domain.tokens import SERVICE_PREFIX, digest, new_token
-
-            token = new_token(SERVICE_PREFIX)
-            with psycopg.connect(database_url, autocommit=True) as conn:
-                conn.execute(
-                    "INSERT INTO service_tokens (name, token_hash, scopes) VALUES (%s, %s, %s)",
-                    (f"test-admin-{uuid.uuid4().hex[:12]}", digest(token), ["admin"]),
-                )
-            _admin_tokens[database_url] = token
+            token = _admin_tokens[database_url] = service_token(database_url, ["admin"])
         return token
 
 

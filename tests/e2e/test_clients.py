@@ -251,7 +251,8 @@ def test_grpcurl_describes_a_service_with_its_comments_from_the_protoset(server:
         "buildplatform.v1.BuildLogService",
     )
     assert (
-        "rpc StreamBuildLogs ( .buildplatform.v1.StreamBuildLogsRequest ) returns ( stream .buildplatform.v1.StreamBuildLogsResponse );"
+        "rpc StreamBuildLogs ( .buildplatform.v1.StreamBuildLogsRequest ) returns ( stream .buildplatform.v1.StreamBuildLogsResponse ) {\n"
+        "    option (.buildplatform.v1.access) = { scope:SCOPE_READ user:true agent:true };"
         in out
     ), out
     # Comments come only from the descriptor set's source info; reflection carries none.

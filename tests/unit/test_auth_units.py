@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from server.auth.cache import CredentialCache
-from server.domain.access import Principal, parse_scopes
 from server.config import Settings
+from server.domain.access import Principal, parse_scopes
 from server.domain.tokens import AGENT_PREFIX, SERVICE_PREFIX, digest, new_token, well_formed
 from tests.auth_support import SigningKey
 

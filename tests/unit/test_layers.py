@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import exc
 
 from server.app import SERVICES
-from server.domain.errors import Aborted
 from server.core.calls import core_function, endpoint, rule_of
 from server.domain.access import Scope
+from server.domain.errors import Aborted
 from server.store.db import translate
 
 SERVER = pathlib.Path(__file__).resolve().parents[2] / "server"
@@ -96,3 +96,13 @@ def test_serialization_failures_and_deadlocks_are_aborted_on_both_paths(error):
     assert isinstance(translate(raw), Aborted)
     wrapped = exc.OperationalError("SELECT 1", {}, raw)
     assert isinstance(translate(wrapped), Aborted)
+
+
+def test_the_security_docs_table_is_what_the_contract_declares():
+    from server.core import access_table
+
+    doc = (SERVER.parent / "docs" / "security.md").read_text()
+    shown = doc.split(access_table.START)[1].split(access_table.END)[0].strip()
+    assert shown == access_table.table(service for service, _ in SERVICES), (
+        "docs/security.md's table differs from the contract: paste `python -m server.core.access_table` into it"
+    )
