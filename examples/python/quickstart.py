@@ -1,10 +1,11 @@
 """Quickstart: create a build, write its log, and follow the log live until
-the build ends. Run: python quickstart.py 127.0.0.1:50051
+the build ends. Run: BUILDPLATFORM_TOKEN=$(cat .data/admin-token) python quickstart.py 127.0.0.1:50051
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import uuid
 
@@ -40,7 +41,10 @@ async def follow(
 
 
 async def main(address: str) -> None:
-    async with grpc.aio.insecure_channel(address) as channel:
+    # Plaintext to this machine, with the token on every call (see first_call.py).
+    token = grpc.access_token_call_credentials(os.environ["BUILDPLATFORM_TOKEN"])
+    credentials = grpc.composite_channel_credentials(grpc.local_channel_credentials(), token)
+    async with grpc.aio.secure_channel(address, credentials) as channel:
         users = user_pb2_grpc.UserServiceStub(channel)
         projects = project_pb2_grpc.ProjectServiceStub(channel)
         builds = build_pb2_grpc.BuildServiceStub(channel)

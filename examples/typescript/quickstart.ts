@@ -1,9 +1,11 @@
 // Quickstart: create a build, write its log, and follow the log live until
-// the build ends. Run: node dist/quickstart.js http://127.0.0.1:50051
+// the build ends. Run: BUILDPLATFORM_TOKEN=$(cat ../../.data/admin-token) node dist/quickstart.js http://127.0.0.1:50051
 import { randomUUID } from "node:crypto";
 import { BuildStatus, LogLevel, connectBuildPlatform } from "@buildplatform/api";
 
-const api = connectBuildPlatform(process.argv[2] ?? "http://127.0.0.1:50051");
+const api = connectBuildPlatform(process.argv[2] ?? "http://127.0.0.1:50051", {
+  token: process.env.BUILDPLATFORM_TOKEN,
+});
 
 const clerkId = `quickstart-${randomUUID()}`;
 const { user } = await api.users.createUser({

@@ -10,12 +10,7 @@ const api = connectBuildPlatform(baseUrl, {
   // Trust the CA that signed the server's certificate (not only the system's).
   nodeOptions: { ca: readFileSync(caFile) },
   // The token goes with every call, as the `authorization: Bearer <token>` header.
-  interceptors: [
-    (next) => async (request) => {
-      request.header.set("authorization", `Bearer ${token}`);
-      return next(request);
-    },
-  ],
+  token,
 });
 const { builds } = await api.builds.listBuilds({ pageSize: 5 });
 for (const build of builds) {
