@@ -57,12 +57,12 @@ def rows(run: Run) -> list[tuple[str, str, str, str]]:
         ratio = ratios[len(ratios) // 2]
         s, b = next((s, b) for s, b in pairs if s.rps / b.rps == ratio)
         spread = f" (pairs: {', '.join(f'{r:.2f}' for r in ratios)})" if len(ratios) > 1 else ""
-        out.append((f"GetBuild, server (INFO access log), median of {len(pairs)} alternating pairs", _rps(s),
+        out.append((f"GetBuild, server (authenticated: a service token, cached; INFO access log), median of {len(pairs)} alternating pairs", _rps(s),
                     f"bare handler {_rps(b)}",
                     f"{ratio:.2f}{spread} (target >= 0.80: {_verdict(ratio >= 0.8)})"))
     if "get.server.nolog" in results and "get.bare.again" in results:
         s, b = results["get.server.nolog"], results["get.bare.again"]
-        out.append(("GetBuild, server (LOG_LEVEL=WARNING: no access log)", _rps(s),
+        out.append(("GetBuild, server (authenticated; LOG_LEVEL=WARNING: no access log)", _rps(s),
                     f"bare handler, measured again right after: {_rps(b)}", f"{s.rps / b.rps:.2f}"))
     if "get.fixed" in results:
         f = results["get.fixed"]
