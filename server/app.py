@@ -183,7 +183,7 @@ class App:
             await self._probe.close()
 
 
-def _cannot_listen(address: str) -> str | None:
+def cannot_listen(address: str) -> str | None:
     """Why `address` cannot be listened on, in one line with what to do, or
     None when it can. Asked before grpc binds, because grpc's own failure is
     a multi-line log from its C core and a bare "Failed to bind"."""
@@ -247,7 +247,7 @@ def build_server(settings: Settings) -> App:
         [*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
         server,
     )
-    problem = None if settings.reuse_port else _cannot_listen(settings.grpc_address)
+    problem = None if settings.reuse_port else cannot_listen(settings.grpc_address)
     if problem:
         raise SystemExit(problem)
     try:
