@@ -85,6 +85,12 @@ def rows(run: Run) -> list[tuple[str, str, str, str]]:
                     f"p50 {s.p50_ms:.1f} ms, p99 {s.p99_ms:.1f} ms ({s.rps:,.0f} req/s)",
                     "target p99 < 20 ms" + (f"; bare handler p50 {b.p50_ms:.1f} ms, p99 {b.p99_ms:.1f} ms" if b else ""),
                     _verdict(s.p99_ms < 20)))
+    for name, method in (("get", "GetBuild"), ("list", "ListBuilds, page of 50")):
+        one, two, bare = (results.get(f"{name}.workers{n}") for n in ("1", "2", ".bare"))
+        if one and two and bare:
+            out.append((f"{method}, WORKERS=2 (one port, two processes) against WORKERS=1", f"{_rps(two)}; 1 worker {_rps(one)}",
+                        f"bare handler (one process) {_rps(bare)}",
+                        f"{two.rps / one.rps:.2f}x one worker; {two.rps / bare.rps:.2f} of bare"))
     if "create.server" in results and "create.bare" in results:
         s, b = results["create.server"], results["create.bare"]
         out.append(("CreateBuild", _rps(s), f"bare handler {_rps(b)}", f"{s.rps / b.rps:.2f}"))
