@@ -179,11 +179,16 @@ class OwnPostgres:
         which says nothing about the server under test."""
         for attempt in range(3):
             done = subprocess.run(
-                [self.pg_ctl, "-D", str(self.data), *args], user=self.user, timeout=60,
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False,
+                [self.pg_ctl, "-D", str(self.data), *args], user=self.user, timeout=90,
+                capture_output=True, text=True, check=False,
             )
             if done.returncode >= 0 or attempt == 2:
-                done.check_returncode()
+                if done.returncode != 0:
+                    log = self.data / "test.log"
+                    tail = log.read_text()[-2000:] if log.exists() else "(no server log)"
+                    raise subprocess.CalledProcessError(
+                        done.returncode, done.args, done.stdout, f"{done.stderr}\nserver log:\n{tail}"
+                    )
                 return
 
     def start(self) -> None:
