@@ -155,6 +155,11 @@ def start_database() -> tuple[Any, str]:
     return handle, url
 
 
+class PgCtlFailed(subprocess.CalledProcessError):
+    def __str__(self) -> str:
+        return f"{super().__str__()}\n{self.stderr}"
+
+
 class OwnPostgres:
     """A PostgreSQL server of a test's own, on 127.0.0.1 (the embedded
     package's binaries), that the test may stop, freeze and start again;
@@ -186,9 +191,7 @@ class OwnPostgres:
                 if done.returncode != 0:
                     log = self.data / "test.log"
                     tail = log.read_text()[-2000:] if log.exists() else "(no server log)"
-                    raise subprocess.CalledProcessError(
-                        done.returncode, done.args, done.stdout, f"{done.stderr}\nserver log:\n{tail}"
-                    )
+                    raise PgCtlFailed(done.returncode, done.args, done.stdout, f"{done.stderr}\nserver log:\n{tail}")
                 return
 
     def start(self) -> None:
