@@ -23,7 +23,7 @@ import traceback
 from bench import env, report
 from bench.h2 import Load
 
-CORE = ("get", "list", "create")
+CORE = ("get", "list", "create", "workers")
 STREAMS = ("ingest", "statements", "delivery", "idle", "filters", "rings", "http")
 
 

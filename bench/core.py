@@ -147,6 +147,8 @@ def run(url: str, h2load: str, shape: Load, only: set[str], *, builds: int, roun
         bare_code = bare.stop()
     if "failures 0" not in bare.log_path.read_text():
         figures.errors.append(f"bare handler reported failures (exit {bare_code}): {bare.log_path.read_text()[-500:]}")
+    if "workers" in only:
+        _workers(figures, url, h2load, shape, bare_token=bare.token)
     if "get" in names:
         fixed = procs.Proc("bare-fixed", ["-m", "bench.bare", "--database-url", url, "--fixed", get_id], {},
                            bare.token).wait_listening()
@@ -155,6 +157,26 @@ def run(url: str, h2load: str, shape: Load, only: set[str], *, builds: int, roun
         finally:
             fixed.stop()
     return figures
+
+
+def _workers(figures: Figures, url: str, h2load: str, shape: Load, *, bare_token: str) -> None:
+    """GetBuild and ListBuilds with WORKERS=1 and WORKERS=2 (one port, two
+    processes), beside the bare handler, measured in turn. The CPU column
+    counts the supervisor only (its workers are its children)."""
+    print("WORKERS: GetBuild and ListBuilds with 1 and 2 workers, beside the bare handler", flush=True)
+    bare = procs.Proc("bare-w", ["-m", "bench.bare", "--database-url", url], {}, bare_token).wait_listening()
+    try:
+        for workers in (1, 2):
+            server = procs.server(f"server-workers{workers}", url, WORKERS=str(workers))
+            try:
+                for name in ("get", "list"):
+                    _drive(figures, h2load, f"{name}.workers{workers}", "server", server, name, shape)
+            finally:
+                server.stop()
+        for name in ("get", "list"):
+            _drive(figures, h2load, f"{name}.workers.bare", "bare", bare, name, shape)
+    finally:
+        bare.stop()
 
 
 def _codes(figures: Figures, server: procs.Proc, runs: int) -> None:

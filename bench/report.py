@@ -57,12 +57,12 @@ def rows(run: Run) -> list[tuple[str, str, str, str]]:
         ratio = ratios[len(ratios) // 2]
         s, b = next((s, b) for s, b in pairs if s.rps / b.rps == ratio)
         spread = f" (pairs: {', '.join(f'{r:.2f}' for r in ratios)})" if len(ratios) > 1 else ""
-        out.append((f"GetBuild, server (INFO access log), median of {len(pairs)} alternating pairs", _rps(s),
+        out.append((f"GetBuild, server (authenticated: a service token, cached; INFO access log), median of {len(pairs)} alternating pairs", _rps(s),
                     f"bare handler {_rps(b)}",
                     f"{ratio:.2f}{spread} (target >= 0.80: {_verdict(ratio >= 0.8)})"))
     if "get.server.nolog" in results and "get.bare.again" in results:
         s, b = results["get.server.nolog"], results["get.bare.again"]
-        out.append(("GetBuild, server (LOG_LEVEL=WARNING: no access log)", _rps(s),
+        out.append(("GetBuild, server (authenticated; LOG_LEVEL=WARNING: no access log)", _rps(s),
                     f"bare handler, measured again right after: {_rps(b)}", f"{s.rps / b.rps:.2f}"))
     if "get.fixed" in results:
         f = results["get.fixed"]
@@ -85,6 +85,12 @@ def rows(run: Run) -> list[tuple[str, str, str, str]]:
                     f"p50 {s.p50_ms:.1f} ms, p99 {s.p99_ms:.1f} ms ({s.rps:,.0f} req/s)",
                     "target p99 < 20 ms" + (f"; bare handler p50 {b.p50_ms:.1f} ms, p99 {b.p99_ms:.1f} ms" if b else ""),
                     _verdict(s.p99_ms < 20)))
+    for name, method in (("get", "GetBuild"), ("list", "ListBuilds, page of 50")):
+        one, two, bare = (results.get(f"{name}.workers{n}") for n in ("1", "2", ".bare"))
+        if one and two and bare:
+            out.append((f"{method}, WORKERS=2 (one port, two processes) against WORKERS=1", f"{_rps(two)}; 1 worker {_rps(one)}",
+                        f"bare handler (one process) {_rps(bare)}",
+                        f"{two.rps / one.rps:.2f}x one worker; {two.rps / bare.rps:.2f} of bare"))
     if "create.server" in results and "create.bare" in results:
         s, b = results["create.server"], results["create.bare"]
         out.append(("CreateBuild", _rps(s), f"bare handler {_rps(b)}", f"{s.rps / b.rps:.2f}"))

@@ -16,9 +16,10 @@ import logging
 import os
 import signal
 import sys
+import time
 from dataclasses import replace
 
-from server import logs
+from server import logs, workers
 from server.config import Settings, help_text
 
 # Lifecycle lines (the port listened on, shutdown) are printed whatever LOG_LEVEL says.
@@ -146,6 +147,28 @@ async def serve(settings: Settings, *, action: str) -> int:
     return 1 if failure else 0
 
 
+def supervise(settings: Settings, action: str) -> int:
+    """WORKERS > 1: migrate once, then run and supervise the workers (server.workers)."""
+    if action == "upgrade":
+        while unreachable := asyncio.run(schema("upgrade", settings.database_url)):
+            log.warning("waiting for the database to migrate it: %s; retrying every %.0fs", unreachable, RETRY_SECONDS)
+            time.sleep(RETRY_SECONDS)
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "REUSE_PORT": "true",
+        "WORKERS": "1",
+    }
+    from server.app import bound
+
+    for name, address in (("GRPC_ADDRESS", settings.grpc_address), ("HTTP_ADDRESS", settings.http_address)):
+        if address:
+            env[name] = address = workers.fixed_port(address)
+            if not settings.reuse_port:
+                bound(address, name).close()   # in use: one line, before any worker starts
+    return workers.Supervisor(workers.count(settings.workers), env, settings.shutdown_grace_seconds).run()
+
+
 def main() -> None:
     args = parse_args()
     settings = Settings.from_env()
@@ -167,6 +190,11 @@ def main() -> None:
         log.info("DATABASE_URL is not set: using the embedded PostgreSQL", extra={"database_url": url})
     action = "upgrade" if args.migrate or args.migrate_only else "check"
     try:
+        if args.command is None and not args.migrate_only and workers.count(settings.workers) > 1:
+            code = supervise(settings, action)
+            if code:
+                raise SystemExit(code)
+            return
         if args.command == "tokens":
             from server.auth import cli
 

@@ -205,7 +205,7 @@ class App:
             await self._probe.close()
 
 
-def _bound(address: str, setting: str, *, reuse_port: bool = False) -> socket.socket:
+def bound(address: str, setting: str, *, reuse_port: bool = False) -> socket.socket:
     """A socket bound to `address`, or SystemExit with one line that says
     why not and what to do. Asked before grpc binds too, because grpc's own
     failure is a multi-line log from its C core and a bare "Failed to bind"."""
@@ -279,7 +279,7 @@ def build_server(settings: Settings) -> App:
         server,
     )
     if not settings.reuse_port:
-        _bound(settings.grpc_address, "GRPC_ADDRESS").close()
+        bound(settings.grpc_address, "GRPC_ADDRESS").close()
     try:
         if certificates is None:
             port = server.add_insecure_port(settings.grpc_address)
@@ -318,7 +318,7 @@ def _http_server(settings: Settings, deps: Deps, calls: Calls, authenticator: Au
         endpoints(SERVICES, deps), calls=calls, interceptor=CallInterceptor(calls, authenticator),
         not_ready=app.not_ready, cors_origins=settings.http_cors_origins,
     )
-    sock = _bound(settings.http_address, "HTTP_ADDRESS", reuse_port=settings.reuse_port)
+    sock = bound(settings.http_address, "HTTP_ADDRESS", reuse_port=settings.reuse_port)
     return HttpServer(handler, sock, context=context, grace=settings.shutdown_grace_seconds + 5)
 
 

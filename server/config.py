@@ -35,6 +35,8 @@ ENVIRONMENT: list[tuple[str, str, str]] = [
     ("ALLOW_PLAINTEXT", "false", "true serves plaintext (no TLS) on an address other than loopback "
      "(GRPC_ADDRESS or HTTP_ADDRESS), for a network that is encrypted otherwise (a service mesh); without it "
      "that is refused at start."),
+    ("WORKERS", "1", "serving processes on one port (each of the two), supervised (a crashed one is "
+     "restarted); 0 means one per core. Each has its own database pools (docs/deployment.md)."),
     ("REUSE_PORT", "false", "true lets several server processes listen on one port (both ports) "
      "(SO_REUSEPORT); without it a port in use is an error."),
     ("DB_POOL_SIZE", "10", "database connections kept open per process."),
@@ -231,6 +233,7 @@ class Settings:
     tls_key_file: str = setting(_readable_file)
     tls_client_ca_file: str = setting(_readable_file)
     allow_plaintext: bool = setting(_boolean)
+    workers: int = setting(_whole(0))
     reuse_port: bool = setting(_boolean)
     db_pool_size: int = setting(_whole(1))
     db_pool_max_overflow: int = setting(_whole(0))

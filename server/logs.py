@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from typing import Any
@@ -17,10 +18,11 @@ _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | 
 
 
 class JsonFormatter(logging.Formatter):
-    def __init__(self) -> None:
+    def __init__(self, worker: int | None = None) -> None:
         super().__init__()
         self._second = -1
         self._prefix = ""
+        self._worker = worker   # WORKERS: which worker writes (server.workers)
 
     def _time(self, created: float) -> str:
         second = int(created)
@@ -36,6 +38,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        if self._worker is not None:
+            entry["worker"] = self._worker
         for key, value in record.__dict__.items():
             if key not in _STANDARD:
                 entry[key] = value
@@ -46,7 +50,8 @@ class JsonFormatter(logging.Formatter):
 
 def configure(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    worker = os.environ.get("WORKER", "")
+    handler.setFormatter(JsonFormatter(int(worker) if worker.isdigit() else None))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

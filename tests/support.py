@@ -156,6 +156,11 @@ def start_database() -> tuple[Any, str]:
     return handle, url
 
 
+class PgCtlFailed(subprocess.CalledProcessError):
+    def __str__(self) -> str:
+        return f"{super().__str__()}\n{self.stderr}"
+
+
 class OwnPostgres:
     """A PostgreSQL server of a test's own, on 127.0.0.1 (the embedded
     package's binaries), that the test may stop, freeze and start again;
@@ -180,11 +185,14 @@ class OwnPostgres:
         which says nothing about the server under test."""
         for attempt in range(3):
             done = subprocess.run(
-                [self.pg_ctl, "-D", str(self.data), *args], user=self.user, timeout=60,
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False,
+                [self.pg_ctl, "-D", str(self.data), *args], user=self.user, timeout=90,
+                capture_output=True, text=True, check=False,
             )
             if done.returncode >= 0 or attempt == 2:
-                done.check_returncode()
+                if done.returncode != 0:
+                    log = self.data / "test.log"
+                    tail = log.read_text()[-2000:] if log.exists() else "(no server log)"
+                    raise PgCtlFailed(done.returncode, done.args, done.stdout, f"{done.stderr}\nserver log:\n{tail}")
                 return
 
     def start(self) -> None:

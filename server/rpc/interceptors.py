@@ -138,7 +138,7 @@ class _Call:
     admitted: bool = False
 
     async def begin(self, context: Any, request: Any, stream: bool) -> None:
-        """Read the peer, admit, set the deadline, check the request, authenticate."""
+        """Read the peer, admit, set the deadline, authenticate, check the request."""
         self.request_id = _request_id(context)
         # Read at the start of a call: grpc.aio crashes the process (SIGSEGV)
         # when peer() is called on a call that was cancelled and torn down.
@@ -149,9 +149,10 @@ class _Call:
         remaining = context.time_remaining()
         if remaining is not None:
             call_deadline.set(time.monotonic() + remaining)
-        _check_decoded(request)
         if self.gate is not None:
+            # Before the request is looked at: an unauthenticated caller learns nothing.
             self.principal = await self.gate.authenticate(context, self.cert)
+        _check_decoded(request)
 
     async def fail(self, error: BaseException, context: Any) -> None:
         self.code, status = _outcome(error, self.calls, context, self.method, self.request_id)

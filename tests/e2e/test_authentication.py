@@ -183,3 +183,10 @@ def test_a_client_certificate_named_like_a_service_token_is_that_service(databas
         failed = read(caught.value)
         assert (failed.code, failed.reason) == (UNAUTHENTICATED, "UNKNOWN_CERTIFICATE")
         assert f'"principal": "service:{name}"' in proc.log()
+
+
+def test_an_unauthenticated_caller_learns_nothing_about_its_request(server):
+    """Authentication comes first: bytes that are no request, without a credential, are UNAUTHENTICATED."""
+    with open_channel(server.address) as channel, pytest.raises(grpc.RpcError) as caught:
+        channel.unary_unary("/buildplatform.v1.UserService/GetUser")(b"\xff\xff\xff", timeout=10)
+    assert caught.value.code() == UNAUTHENTICATED

@@ -37,7 +37,7 @@ from server.app import SERVICES
 from server.core.calls import rule_of
 from server.domain.access import Rule, Scope
 from tests.auth_support import SigningKey
-from tests.e2e.expect import Failure, read
+from tests.e2e.expect import Failure, failure, read
 from tests.support import ServerProcess, eventually, open_channel, service_token, stubs
 
 DENIED = grpc.StatusCode.PERMISSION_DENIED
@@ -361,18 +361,9 @@ def test_a_user_reviews_its_build_as_itself(alice: SimpleNamespace, admin: Simpl
 def test_a_service_names_the_reviewer(admin: SimpleNamespace, make_build):
     build = make_build()
     _to_review(admin, build.id)
-    failed = read_error(lambda: admin.builds.ReviewBuild(
-        build_pb2.ReviewBuildRequest(id=build.id, decision=build_pb2.REVIEW_DECISION_APPROVE)
-    ))
+    failed = failure(admin.builds.ReviewBuild,
+                     build_pb2.ReviewBuildRequest(id=build.id, decision=build_pb2.REVIEW_DECISION_APPROVE))
     assert failed.code == grpc.StatusCode.INVALID_ARGUMENT and "reviewer" in failed.violations
-
-
-def read_error(thunk: Callable[[], Any]) -> Failure:
-    try:
-        thunk()
-    except grpc.RpcError as error:
-        return read(error)
-    raise AssertionError("the call succeeded")
 
 
 def test_an_agent_runs_its_build_but_never_leaves_a_review_gate(server: ServerProcess, admin: SimpleNamespace, make_build):
@@ -444,16 +435,15 @@ def test_the_access_log_names_the_principal_of_every_call(server: ServerProcess,
 
 
 def test_agent_tokens_are_minted_for_builds_that_exist_and_run(admin: SimpleNamespace, world: World, make_build):
-    failed = read_error(lambda: admin.builds.CreateAgentToken(build_pb2.CreateAgentTokenRequest(build_id=MISSING)))
+    failed = failure(admin.builds.CreateAgentToken, build_pb2.CreateAgentTokenRequest(build_id=MISSING))
     assert failed.code == grpc.StatusCode.NOT_FOUND
     too_long = duration_pb2.Duration(seconds=8 * 86400)
-    failed = read_error(lambda: admin.builds.CreateAgentToken(
-        build_pb2.CreateAgentTokenRequest(build_id=world.build.id, ttl=too_long)
-    ))
+    failed = failure(admin.builds.CreateAgentToken,
+                     build_pb2.CreateAgentTokenRequest(build_id=world.build.id, ttl=too_long))
     assert failed.code == grpc.StatusCode.INVALID_ARGUMENT and "ttl" in failed.violations
     finished = make_build()
     admin.builds.CancelBuild(build_pb2.CancelBuildRequest(id=finished.id))
-    failed = read_error(lambda: admin.builds.CreateAgentToken(build_pb2.CreateAgentTokenRequest(build_id=finished.id)))
+    failed = failure(admin.builds.CreateAgentToken, build_pb2.CreateAgentTokenRequest(build_id=finished.id))
     assert failed.code == grpc.StatusCode.FAILED_PRECONDITION and failed.reason == "BUILD_FINISHED"
 
 
