@@ -88,6 +88,25 @@ _KEY_VALUE = re.compile(r"Key \((?P<cols>[^)]*)\)=\((?P<value>.*)\)")
 _GET_BY_ID: dict[str, sql.Composed] = {}
 
 
+@asynccontextmanager
+async def _pooled(
+    pool: psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[Any]], timeout: float
+) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """A connection of `pool`, given back whatever happens to this task.
+
+    psycopg_pool's own connection() gives it back in a `finally` that awaits
+    (a rollback or a cancel of what was running, the pool's lock): a second
+    cancellation of the call meanwhile (its time budget running out while a
+    cut query is being cleaned up, the shutdown drain) would abort that and
+    lose the connection for good, a pool shrinking by one each time until
+    every call waits. The return runs shielded, in a task of its own."""
+    conn = await pool.getconn(timeout=timeout)
+    try:
+        yield conn
+    finally:
+        await asyncio.shield(pool.putconn(conn))
+
+
 class DatabaseUnavailable(Exception):
     """PostgreSQL could not be reached or did not answer in time: UNAVAILABLE,
     and the same call may succeed when retried. The message says what
@@ -304,7 +323,7 @@ class Database:
         budget, what = self.budget()
         pool = self.pool
         try:
-            async with _translated(budget, what), pool.connection(timeout=min(budget, self.pool_timeout)) as conn:
+            async with _translated(budget, what), _pooled(pool, min(budget, self.pool_timeout)) as conn:
                 yield conn
         except DatabaseBusy:
             # The wait ran out with connections to spare: they could not be
