@@ -11,10 +11,25 @@ STAMP := $(VENV)/.installed-stamp
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-$(STAMP): pyproject.toml generated/python/pyproject.toml
+# .venv is reused only while its python runs and is the one $(PYTHON) names
+# (same installation, same version); otherwise it is made anew.
+PYTHON_ID := $(shell $(PYTHON) -c 'import sys; print(sys.base_prefix, sys.version)' 2>/dev/null)
+VENV_ID := $(shell $(PY) -c 'import sys, pip; print(sys.base_prefix, sys.version)' 2>/dev/null)
+ifneq ($(wildcard $(VENV)),)
+ifneq ($(PYTHON_ID),$(VENV_ID))
+VENV_STALE := FORCE
+endif
+endif
+
+$(STAMP): pyproject.toml generated/python/pyproject.toml $(VENV_STALE)
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { echo "buildplatform needs Python >= 3.11, and '$(PYTHON)' is $$(command -v $(PYTHON) >/dev/null && $(PYTHON) --version 2>&1 || echo 'not found'): run make PYTHON=/path/to/python3.11 (or newer)"; exit 1; }
+	@test -z "$(VENV_STALE)" || { echo "$(VENV) was made by another Python than $(PYTHON), or is broken: making it anew"; rm -rf $(VENV); }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e generated/python -e '.[dev]'
 	touch $(STAMP)
+
+.PHONY: FORCE
+FORCE:
 
 install: $(STAMP)  ## create .venv and install the server, the stubs and the dev tools
 
