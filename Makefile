@@ -21,15 +21,29 @@ VENV_STALE := FORCE
 endif
 endif
 
-$(STAMP): pyproject.toml generated/python/pyproject.toml $(VENV_STALE)
+$(STAMP): requirements.lock pyproject.toml generated/python/pyproject.toml $(VENV_STALE)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { echo "buildplatform needs Python >= 3.11, and '$(PYTHON)' is $$(command -v $(PYTHON) >/dev/null && $(PYTHON) --version 2>&1 || echo 'not found'): run make PYTHON=/path/to/python3.11 (or newer)"; exit 1; }
 	@test -z "$(VENV_STALE)" || { echo "$(VENV) was made by another Python than $(PYTHON), or is broken: making it anew"; rm -rf $(VENV); }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e generated/python -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e generated/python -e .
+	@$(PY) tools/lock.py check || true
 	touch $(STAMP)
 
 .PHONY: FORCE
 FORCE:
+
+# Dependencies are locked, with hashes (tools/lock.py): `make` installs exactly
+# what requirements.lock pins, and `make check` fails when it no longer pins
+# what pyproject.toml declares.
+.PHONY: lock check-lock
+lock: $(STAMP)  ## resolve requirements.lock again from pyproject.toml (UPGRADE=1: newest allowed versions)
+	$(PY) tools/lock.py write $(if $(UPGRADE),--upgrade)
+
+check-lock: $(STAMP)  ## fail when requirements.lock does not pin what pyproject.toml declares
+	$(PY) tools/lock.py check
+
+check: check-lock
 
 install: $(STAMP)  ## create .venv and install the server, the stubs and the dev tools
 
