@@ -34,13 +34,13 @@ $(STAMP): requirements.lock pyproject.toml generated/python/pyproject.toml $(VEN
 FORCE:
 
 # Dependencies are locked, with hashes (tools/lock.py): `make` installs exactly
-# what requirements.lock pins, and `make check` fails when it no longer pins
-# what pyproject.toml declares.
+# what requirements.lock (and requirements-generate.lock) pin, and `make check`
+# fails when they no longer pin what pyproject.toml declares.
 .PHONY: lock check-lock
-lock: $(STAMP)  ## resolve requirements.lock again from pyproject.toml (UPGRADE=1: newest allowed versions)
+lock: $(STAMP)  ## resolve requirements.lock and requirements-generate.lock again from pyproject.toml (UPGRADE=1: newest allowed versions)
 	$(PY) tools/lock.py write $(if $(UPGRADE),--upgrade)
 
-check-lock: $(STAMP)  ## fail when requirements.lock does not pin what pyproject.toml declares
+check-lock: $(STAMP)  ## fail when the lock files do not pin what pyproject.toml declares
 	$(PY) tools/lock.py check
 
 check: check-lock
@@ -53,8 +53,17 @@ run: $(STAMP)  ## migrate and serve (embedded PostgreSQL in ./.data unless DATAB
 test: $(STAMP)  ## run the test suite against a real PostgreSQL (embedded unless TEST_DATABASE_URL)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-generate: $(STAMP)  ## regenerate generated/ from protos/
-	$(PY) tools/generate.py
+# The generator runs in its own environment (it needs protobuf 6, the server
+# runs on protobuf 7), from requirements-generate.lock.
+GEN_VENV := $(VENV)/generator
+$(GEN_VENV)/.installed-stamp: requirements-generate.lock | $(STAMP)
+	rm -rf $(GEN_VENV)
+	$(PYTHON) -m venv $(GEN_VENV)
+	$(GEN_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-generate.lock
+	touch $@
+
+generate: $(GEN_VENV)/.installed-stamp  ## regenerate generated/ from protos/
+	$(GEN_VENV)/bin/python tools/generate.py
 
 check-generated: generate  ## fail when generated/ differs from what protos/ produce
 	git diff --exit-code --stat -- generated/ || { echo "generated/ is stale: run 'make generate' and commit"; exit 1; }

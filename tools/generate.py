@@ -11,9 +11,14 @@ Writes
 
 The generated files are committed; CI runs this and fails on any diff, so they
 never go stale. The run is offline and deterministic: every generator is
-pinned (grpcio-tools and mypy-protobuf in the root pyproject.toml,
+pinned (grpcio-tools and mypy-protobuf in the root pyproject.toml's `generate`
+group, locked in requirements-generate.lock and run from .venv/generator;
 protoc-gen-es in generated/typescript/package-lock.json). The node modules are
 installed with `npm ci` (from the lock file) only when they are missing.
+
+grpcio-tools 1.72.2 writes protobuf 6.30.0 gencode, which protobuf runtimes
+6.30.0 through 7.x load, so services still on protobuf 6 can use the stubs
+(generated/python/pyproject.toml).
 """
 
 from __future__ import annotations

@@ -5,7 +5,10 @@ all that the server and its dev/test tools run: the root pyproject.toml's
 dependencies and extras, and the dependencies of generated/python (the two
 local packages are installed beside it with --no-deps). `make` installs it
 with `pip install --require-hashes`, so two installs a month apart run the
-same code.
+same code. requirements-generate.lock does the same for the generator (the
+root pyproject.toml's `generate` dependency group), which `make generate`
+runs in its own environment, .venv/generator: it needs protobuf 6, the
+server runs on protobuf 7.
 
     python tools/lock.py write [--upgrade]   resolve the locks again from the
                                              pyproject.toml files (uv pip compile
@@ -35,6 +38,8 @@ UV = Path(sys.executable).parent / "uv"  # pinned in the dev extra, beside the v
 PYPROJECT = ROOT / "pyproject.toml"
 API_PYPROJECT = ROOT / "generated" / "python" / "pyproject.toml"
 LOCK = ROOT / "requirements.lock"
+GENERATE_LOCK = ROOT / "requirements-generate.lock"
+GENERATE_GROUP = "generate"
 LOCAL = {"buildplatform-server", "buildplatform-api"}  # installed from the tree, never locked
 PYTHON = "3.11"  # the oldest Python the server supports: the universal locks hold from it on
 
@@ -57,6 +62,10 @@ def declared() -> list[Requirement]:
     return [r for r in map(Requirement, texts) if canonicalize_name(r.name) not in LOCAL]
 
 
+def declared_generator() -> list[Requirement]:
+    return [Requirement(r) for r in project()["dependency-groups"][GENERATE_GROUP]]
+
+
 def uv_compile(args: list[str], output: Path, stdin: str | None, upgrade: bool) -> None:
     subprocess.run(
         [
@@ -75,6 +84,7 @@ def cmd_write(upgrade: bool) -> None:
     local = f"-e ./{API_PYPROJECT.parent.relative_to(ROOT)}\n-e .[{extras}]\n"
     no_emit = [arg for name in sorted(LOCAL) for arg in ("--no-emit-package", name)]
     uv_compile(["-", *no_emit], LOCK, local, upgrade)
+    uv_compile(["--group", f"pyproject.toml:{GENERATE_GROUP}"], GENERATE_LOCK, None, upgrade)
 
 
 def pins(lock: Path) -> tuple[dict[str, list[str]], dict[str, set[str]]]:
@@ -119,12 +129,15 @@ def mismatches(lock: Path, requirements: list[Requirement], roots: set[str]) -> 
 def cmd_check() -> None:
     failures = [
         f"{lock.name}: {'; '.join(problems)}"
-        for lock, problems in ((LOCK, mismatches(LOCK, declared(), LOCAL)),)
+        for lock, problems in (
+            (LOCK, mismatches(LOCK, declared(), LOCAL)),
+            (GENERATE_LOCK, mismatches(GENERATE_LOCK, declared_generator(), {f"{project()['project']['name']} (pyproject.toml:{GENERATE_GROUP})"})),
+        )
         if problems
-    ]
+    ]  # fmt: skip
     if failures:
-        sys.exit(f"the lock does not match pyproject.toml ({' | '.join(failures)}): run 'make lock' and commit what it writes")
-    print(f"{LOCK.name} pins what pyproject.toml declares")
+        sys.exit(f"the locks do not match pyproject.toml ({' | '.join(failures)}): run 'make lock' and commit what it writes")
+    print(f"{LOCK.name} and {GENERATE_LOCK.name} pin what pyproject.toml declares")
 
 
 def main() -> None:
