@@ -107,6 +107,8 @@ def pins(lock: Path) -> tuple[dict[str, list[str]], dict[str, set[str]]]:
 
 
 def mismatches(lock: Path, requirements: list[Requirement], roots: set[str]) -> list[str]:
+    if not lock.exists():
+        return ["missing"]
     versions, via = pins(lock)
     problems = []
     names = set()
@@ -136,7 +138,9 @@ def cmd_check() -> None:
         if problems
     ]  # fmt: skip
     if failures:
-        sys.exit(f"the locks do not match pyproject.toml ({' | '.join(failures)}): run 'make lock' and commit what it writes")
+        sys.exit(
+            f"the locks do not match pyproject.toml ({' | '.join(failures)}): run 'make lock' and commit what it writes"
+        )
     print(f"{LOCK.name} and {GENERATE_LOCK.name} pin what pyproject.toml declares")
 
 

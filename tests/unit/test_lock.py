@@ -11,7 +11,13 @@ from pathlib import Path
 
 from tests.support import ROOT
 
-FILES = ("pyproject.toml", "generated/python/pyproject.toml", "requirements.lock", "tools/lock.py")
+FILES = (
+    "pyproject.toml",
+    "generated/python/pyproject.toml",
+    "requirements.lock",
+    "requirements-generate.lock",
+    "tools/lock.py",
+)
 
 
 def copy(tmp_path: Path) -> Path:
