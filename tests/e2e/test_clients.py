@@ -1,10 +1,11 @@
 """The published clients, used the way another service uses them.
 
-The Python wheel is built and installed into a fresh virtual environment; the
-TypeScript package is packed with `npm pack` and installed into a fresh node
-project; each then runs its quickstart from examples/ against the real server.
-grpcurl calls the server with generated/buildplatform.binpb instead of
-reflection.
+The Python wheel is built and installed into a fresh virtual environment, once
+with the newest dependencies and once with the oldest it declares, on the
+oldest Python it declares that this machine has; the TypeScript package is
+packed with `npm pack` and installed into a fresh node project; each then runs
+its examples from examples/ against the real server. grpcurl calls the server
+with generated/buildplatform.binpb instead of reflection.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import venv
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.version import Version
 
 from tests.support import ROOT, CertificateAuthority, ServerProcess
 
@@ -27,6 +30,10 @@ PY_PACKAGE = ROOT / "generated" / "python"
 TS_PACKAGE = ROOT / "generated" / "typescript"
 PROTOSET = ROOT / "generated" / "buildplatform.binpb"
 EXAMPLES = ROOT / "examples"
+PY_EXAMPLES = [
+    EXAMPLES / "python" / name
+    for name in ("first_call.py", "quickstart.py", "tls_call.py", "error_details.py")
+]
 GRPCURL = ROOT / ".venv" / "bin" / "grpcurl"
 MYPY = Path(sys.executable).parent / "mypy"
 
@@ -154,22 +161,120 @@ def test_python_tls_example_from_the_installed_wheel_calls_a_tls_server_with_a_t
     assert_lists_newest_builds(out, build.id)
 
 
-def test_python_examples_pass_mypy_strict_against_the_installed_wheel(
-    fresh_python: Path, tmp_path: Path
+def assert_reads_the_error_details(output: str) -> None:
+    """error_details.py prints the status, then one line per BadRequest violation."""
+    lines = output.strip().splitlines()
+    assert lines[0].startswith("INVALID_ARGUMENT "), output
+    assert {line.split(":")[0] for line in lines[1:]} == {"project.user_id", "project.name"}, output
+
+
+def test_python_error_details_example_from_the_installed_wheel_reads_the_bad_request(
+    fresh_python: Path, server: ServerProcess
 ):
+    output = run(fresh_python, EXAMPLES / "python" / "error_details.py", server.address, env=token_env(server))
+    assert_reads_the_error_details(output)
+
+
+def mypy_strict_passes(python: Path, cache: Path) -> None:
     output = run(
         MYPY,
         "--config-file",
         EXAMPLES / "python" / "mypy.ini",
         "--python-executable",
-        fresh_python,  # resolve imports in the fresh venv only
+        python,  # resolve imports in that venv only
         "--cache-dir",
-        tmp_path / "mypy-cache",
-        EXAMPLES / "python" / "first_call.py",
-        EXAMPLES / "python" / "quickstart.py",
-        EXAMPLES / "python" / "tls_call.py",
+        cache,
+        *PY_EXAMPLES,
     )
-    assert "Success: no issues found in 3 source files" in output
+    assert f"Success: no issues found in {len(PY_EXAMPLES)} source files" in output
+
+
+def test_python_examples_pass_mypy_strict_against_the_installed_wheel(
+    fresh_python: Path, tmp_path: Path
+):
+    mypy_strict_passes(fresh_python, tmp_path / "mypy-cache")
+
+
+# Python: the wheel with the oldest dependencies it declares, on the oldest
+# Python it declares that this machine has
+
+
+def lower_bounds() -> dict[str, str]:
+    """Each dependency of the wheel (and of its [typing] extra) at its lower bound."""
+    project = tomllib.loads((PY_PACKAGE / "pyproject.toml").read_text())["project"]
+    bounds = {}
+    for text in [*project["dependencies"], *project["optional-dependencies"]["typing"]]:
+        requirement = Requirement(text)
+        (floor,) = [s.version for s in requirement.specifier if s.operator == ">="]
+        bounds[requirement.name] = floor
+    return bounds
+
+
+def oldest_python() -> tuple[str, str]:
+    """(version, path) of the oldest Python here that the wheel's requires-python
+    admits: pyenv's installations and python3.N on PATH, newest last; this
+    very Python when it is the only one."""
+    requires = Requirement(
+        "x" + tomllib.loads((PY_PACKAGE / "pyproject.toml").read_text())["project"]["requires-python"]
+    ).specifier
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    named = [(p.parent.parent.name, str(p)) for p in pyenv.glob("3.*/bin/python3")]
+    named += [(f"3.{n}", found) for n in range(6, 30) if (found := shutil.which(f"python3.{n}"))]
+    named.append((".".join(map(str, sys.version_info[:3])), sys.executable))
+    for _, path in sorted(
+        (c for c in named if re.fullmatch(r"[\d.]+", c[0]) and Version(c[0]) in requires),
+        key=lambda c: Version(c[0]),
+    ):
+        found = subprocess.run(
+            [path, "-c", "import ensurepip, sys, venv; print('%d.%d.%d' % sys.version_info[:3])"],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        if found.returncode == 0 and Version(found.stdout.strip()) in requires:
+            return found.stdout.strip(), path
+    raise AssertionError(f"no Python here admitted by requires-python {requires}")
+
+
+OLDEST_PYTHON = oldest_python()
+
+
+@pytest.fixture(scope="module")
+def oldest_env_python(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The python of a new virtual environment, made by OLDEST_PYTHON, holding
+    the wheel with its [typing] extra and every dependency at its lower bound
+    (pip's cache makes it quick after the first time)."""
+    env = tmp_path_factory.mktemp("oldest-venv")
+    run(OLDEST_PYTHON[1], "-m", "venv", env)
+    python = env / "bin" / "python"
+    constraints = env / "constraints.txt"
+    constraints.write_text("".join(f"{name}=={v}\n" for name, v in lower_bounds().items()))
+    run(python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-c", constraints, f"{wheel}[typing]")
+    return python
+
+
+@pytest.mark.parametrize("python", [f"python{OLDEST_PYTHON[0]}"])
+def test_python_examples_run_from_the_wheel_at_its_oldest_declared_dependencies(
+    python: str, oldest_env_python: Path, server: ServerProcess, tls_server: ServerProcess,
+    ca: CertificateAuthority, build, tmp_path: Path,
+):  # type: ignore[no-untyped-def]
+    installed = {
+        d["name"].lower(): d["version"]
+        for d in json.loads(run(oldest_env_python, "-m", "pip", "list", "--format", "json", "--disable-pip-version-check"))
+    }
+    for name, floor in lower_bounds().items():
+        assert Version(installed[name]) == Version(floor), f"{name}: {installed[name]} installed, {floor} declared"
+    assert run(oldest_env_python, "-c", "import platform; print(platform.python_version())").strip() == OLDEST_PYTHON[0]
+
+    def example(name: str, *args: str, on: ServerProcess = server) -> str:
+        # -W error: the stubs load on these runtimes without a warning.
+        return run(oldest_env_python, "-W", "error", EXAMPLES / "python" / name, *args, timeout=120, env=token_env(on))
+
+    assert_lists_newest_builds(example("first_call.py", server.address), build.id)
+    assert_lists_newest_builds(example("tls_call.py", tls_server.address, str(ca.ca_file), on=tls_server), build.id)
+    assert_reads_the_error_details(example("error_details.py", server.address))
+    assert_followed_the_build_live(example("quickstart.py", server.address))  # a newer build: last
+    # mypy no longer checks for Python 3.9, but it checks the examples against
+    # the type stubs at the [typing] extra's lower bounds.
+    mypy_strict_passes(oldest_env_python, tmp_path / "mypy-cache")
 
 
 # TypeScript: the npm package in a fresh node project
