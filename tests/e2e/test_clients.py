@@ -407,7 +407,8 @@ def test_docs_show_the_quickstarts_verbatim():
 # The contract: a break fails `buf breaking` until it is recorded on purpose
 
 
-def test_a_breaking_change_fails_until_recorded_and_then_needs_a_new_minor_or_major(tmp_path: Path):
+def release_tree(tmp_path: Path) -> Path:
+    """A copy of what `tools/version.py` reads and writes."""
     for name in (
         "buf.yaml",
         "pyproject.toml",
@@ -421,16 +422,58 @@ def test_a_breaking_change_fails_until_recorded_and_then_needs_a_new_minor_or_ma
         shutil.copy(ROOT / name, tmp_path / name)
     for name in ("protos", "third_party", "contracts"):
         shutil.copytree(ROOT / name, tmp_path / name)
+    return tmp_path
+
+
+def version_tool(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "tools/version.py", *args], cwd=root, capture_output=True, text=True
+    )
+
+
+def npm_version(root: Path) -> str:
+    return json.loads((root / "generated/typescript/package.json").read_text())["version"]
+
+
+def test_unreleased_work_carries_a_development_version_and_a_release_starts_the_next(tmp_path: Path):
+    root = release_tree(tmp_path)
+    shown = version_tool(root, "show").stdout.strip()
+    # The working tree is unreleased work: X.Y.Z.devN, X.Y.Z-dev.N for npm, after the last release.
+    dev = re.fullmatch(r"(\d+)\.(\d+)\.(\d+)\.dev(\d+)", shown)
+    assert dev, f"unreleased work must carry a development version, not {shown}"
+    assert npm_version(root) == f"{'.'.join(dev.groups()[:3])}-dev.{dev.group(4)}"
+    last = re.search(r"^## \[(\d+\.\d+\.\d+)\] - ", (root / "CHANGELOG.md").read_text(), re.M)
+    assert last and Version(shown) > Version(last.group(1))
+    assert version_tool(root, "check").returncode == 0
+
+    # A release version with unreleased changes listed fails the check: its
+    # builds would carry a number already released.
+    base = ".".join(dev.groups()[:3])
+    assert version_tool(root, "bump", "release", "--date", "2030-01-02").returncode == 0
+    assert version_tool(root, "show").stdout.strip() == base and npm_version(root) == base
+    assert version_tool(root, "check").returncode == 0
+    changelog = root / "CHANGELOG.md"
+    changelog.write_text(changelog.read_text().replace("## [Unreleased]\n", "## [Unreleased]\n\n### Fixed\n\n- A fix.\n", 1))
+    refused = version_tool(root, "check")
+    assert refused.returncode != 0 and "make version BUMP=dev" in refused.stderr, refused.stderr
+
+    # The next version's development starts at the next patch, .dev0.
+    major, minor, patch = base.split(".")
+    assert version_tool(root, "bump", "dev").returncode == 0
+    assert version_tool(root, "show").stdout.strip() == f"{major}.{minor}.{int(patch) + 1}.dev0"
+    assert npm_version(root) == f"{major}.{minor}.{int(patch) + 1}-dev.0"
+    assert version_tool(root, "check").returncode == 0
+    assert version_tool(root, "bump", "dev").returncode == 0
+    assert version_tool(root, "show").stdout.strip() == f"{major}.{minor}.{int(patch) + 1}.dev1"
+
+
+def test_a_breaking_change_fails_until_recorded_and_then_needs_a_new_minor_or_major(tmp_path: Path):
+    root = release_tree(tmp_path)
     buf = Path(sys.executable).parent / "buf"
     breaking = [buf, "breaking", "protos", "--against", "contracts/released.binpb"]
 
     def version(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "tools/version.py", *args],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-        )
+        return version_tool(root, *args)
 
     run(*breaking, cwd=tmp_path)  # the working tree is compatible with the last release
     proto = tmp_path / "protos" / "buildplatform" / "v1" / "build_log.proto"
@@ -450,9 +493,10 @@ def test_a_breaking_change_fails_until_recorded_and_then_needs_a_new_minor_or_ma
         "### Breaking\n\n- Renamed caught_up to up_to_date."
         in (tmp_path / "CHANGELOG.md").read_text()
     )
-    major, minor, _ = tomllib.loads((ROOT / "generated/python/pyproject.toml").read_text())[
-        "project"
-    ]["version"].split(".")
+    # The next release is counted from the last one (the development version sorts before it).
+    last = re.search(r"^## \[(\d+\.\d+\.\d+)\] - ", (ROOT / "CHANGELOG.md").read_text(), re.M)
+    assert last is not None
+    major, minor, _ = last.group(1).split(".")
     compatible, breaking_part, expected = (
         ("patch", "minor", f"{major}.{int(minor) + 1}.0")
         if major == "0"
