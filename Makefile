@@ -98,10 +98,12 @@ accept-break: $(STAMP)  ## record an intended breaking change: make accept-break
 	test -n "$(REASON)" || { echo "usage: make accept-break REASON='what breaks and why'"; exit 1; }
 	$(PY) tools/version.py accept-break "$(REASON)"
 
-dist: $(STAMP) node-modules  ## build the wheel, the sdist and the npm tarball into dist/
+dist: $(STAMP)  ## build the wheel and the sdist into dist/, and the npm tarball where Node and npm are installed
 	mkdir -p dist
 	$(PY) -m build --outdir dist generated/python
-	cd $(TS) && npm pack --pack-destination ../../dist
+	@if command -v node >/dev/null && command -v npm >/dev/null; then \
+		set -x; $(MAKE) --no-print-directory node-modules && cd $(TS) && npm pack --pack-destination ../../dist; \
+	else echo "node or npm not found: dist/ holds the Python packages only (the npm tarball needs Node 20 and npm)"; fi
 	ls -l dist
 
 bench: $(STAMP)  ## measure throughput and latency against their floors (see docs/benchmarks.md)

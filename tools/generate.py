@@ -23,6 +23,7 @@ grpcio-tools 1.72.2 writes protobuf 6.30.0 gencode, which protobuf runtimes
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import shutil
 import subprocess
@@ -80,13 +81,19 @@ def generate_python(sources: list[str]) -> None:
     (PACKAGE / "py.typed").write_text("")
 
 
-def ensure_node_modules() -> None:
-    if PROTOC_GEN_ES.exists():
-        return
+def ensure_node_modules() -> bool:
+    """Whether protoc-gen-es can run: installed, or installed now with npm ci."""
+    if PROTOC_GEN_ES.exists() and shutil.which("node"):
+        return True
     npm = shutil.which("npm")
-    if npm is None:
-        sys.exit("npm not found: node 20 and npm are needed to generate the TypeScript package")
+    if npm is None or shutil.which("node") is None:
+        print(
+            "node or npm not found: generated/typescript is left as it is "
+            "(Node 20 and npm generate it)"
+        )
+        return False
     subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=TS_ROOT, check=True)
+    return True
 
 
 def client_field(service: str) -> str:
@@ -95,8 +102,9 @@ def client_field(service: str) -> str:
     return stem[0].lower() + stem[1:] + "s"
 
 
-def generate_typescript(sources: list[str]) -> None:
-    ensure_node_modules()
+def generate_typescript(sources: list[str]) -> bool:
+    if not ensure_node_modules():
+        return False
     if TS_OUT.exists():
         shutil.rmtree(TS_OUT)
     TS_OUT.mkdir(parents=True)
@@ -184,9 +192,15 @@ def generate_typescript(sources: list[str]) -> None:
         "}\n",
     ]
     (TS_OUT / "client.ts").write_text("".join(client))
+    return True
 
 
 def main() -> None:
+    if importlib.util.find_spec("grpc_tools") is None:
+        sys.exit(
+            f"grpcio-tools is not installed for {sys.executable}: run `make generate`, "
+            "which runs this in the generator's environment (.venv/generator)"
+        )
     sources = sorted(
         str(p.relative_to(PROTOS)) for p in (PROTOS / "buildplatform").rglob("*.proto")
     )
@@ -197,10 +211,10 @@ def main() -> None:
         f"--descriptor_set_out={DESCRIPTOR_SET}",
         *sources,
     )
-    generate_typescript(sources)
+    outputs = [PY_OUT, *([TS_OUT] if generate_typescript(sources) else []), DESCRIPTOR_SET]
     print(
-        f"generated {len(sources)} proto files into {PY_OUT.relative_to(ROOT)}, "
-        f"{TS_OUT.relative_to(ROOT)} and {DESCRIPTOR_SET.relative_to(ROOT)}"
+        f"generated {len(sources)} proto files into "
+        f"{', '.join(str(p.relative_to(ROOT)) for p in outputs[:-1])} and {outputs[-1].relative_to(ROOT)}"
     )
 
 

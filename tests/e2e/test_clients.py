@@ -279,6 +279,12 @@ def test_python_examples_run_from_the_wheel_at_its_oldest_declared_dependencies(
 
 # TypeScript: the npm package in a fresh node project
 
+NODE_MISSING = [tool for tool in ("node", "npm") if shutil.which(tool) is None]
+needs_node = pytest.mark.skipif(
+    bool(NODE_MISSING),
+    reason=f"{' and '.join(NODE_MISSING)} not found: the TypeScript client's tests need Node 20 and npm",
+)
+
 
 @pytest.fixture(scope="module")
 def ts_quickstart(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -296,6 +302,7 @@ def ts_quickstart(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return project
 
 
+@needs_node
 def test_typescript_quickstart_from_the_packed_package_follows_a_build_live(
     ts_quickstart: Path, server: ServerProcess
 ):
@@ -314,6 +321,7 @@ def test_typescript_quickstart_from_the_packed_package_follows_a_build_live(
     assert_followed_the_build_live(output)
 
 
+@needs_node
 def test_typescript_first_call_from_the_packed_package_lists_the_newest_build(
     ts_quickstart: Path, server: ServerProcess, build
 ):  # type: ignore[no-untyped-def]
@@ -327,6 +335,7 @@ def test_typescript_first_call_from_the_packed_package_lists_the_newest_build(
     assert_lists_newest_builds(output, build.id)
 
 
+@needs_node
 def test_typescript_tls_example_from_the_packed_package_calls_a_tls_server_with_a_token(
     ts_quickstart: Path, tls_server: ServerProcess, ca: CertificateAuthority, build
 ):  # type: ignore[no-untyped-def]
