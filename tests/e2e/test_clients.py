@@ -407,6 +407,7 @@ def test_docs_show_the_quickstarts_verbatim():
         EXAMPLES / "typescript" / "quickstart.ts",
         EXAMPLES / "python" / "tls_call.py",
         EXAMPLES / "typescript" / "tls_call.ts",
+        EXAMPLES / "python" / "error_details.py",
     ):
         assert example.read_text() in docs, (
             f"docs/clients.md does not show {example.relative_to(ROOT)} as it is"
