@@ -81,19 +81,13 @@ def generate_python(sources: list[str]) -> None:
     (PACKAGE / "py.typed").write_text("")
 
 
-def ensure_node_modules() -> bool:
-    """Whether protoc-gen-es can run: installed, or installed now with npm ci."""
-    if PROTOC_GEN_ES.exists() and shutil.which("node"):
-        return True
+def ensure_node_modules() -> None:
+    if PROTOC_GEN_ES.exists():
+        return
     npm = shutil.which("npm")
-    if npm is None or shutil.which("node") is None:
-        print(
-            "node or npm not found: generated/typescript is left as it is "
-            "(Node 20 and npm generate it)"
-        )
-        return False
+    if npm is None:
+        sys.exit("npm not found: node 20 and npm are needed to generate the TypeScript package")
     subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=TS_ROOT, check=True)
-    return True
 
 
 def client_field(service: str) -> str:
@@ -102,9 +96,8 @@ def client_field(service: str) -> str:
     return stem[0].lower() + stem[1:] + "s"
 
 
-def generate_typescript(sources: list[str]) -> bool:
-    if not ensure_node_modules():
-        return False
+def generate_typescript(sources: list[str]) -> None:
+    ensure_node_modules()
     if TS_OUT.exists():
         shutil.rmtree(TS_OUT)
     TS_OUT.mkdir(parents=True)
@@ -192,7 +185,6 @@ def generate_typescript(sources: list[str]) -> bool:
         "}\n",
     ]
     (TS_OUT / "client.ts").write_text("".join(client))
-    return True
 
 
 def main() -> None:
@@ -211,7 +203,15 @@ def main() -> None:
         f"--descriptor_set_out={DESCRIPTOR_SET}",
         *sources,
     )
-    outputs = [PY_OUT, *([TS_OUT] if generate_typescript(sources) else []), DESCRIPTOR_SET]
+    outputs = [PY_OUT, DESCRIPTOR_SET]
+    if shutil.which("node") and shutil.which("npm"):
+        generate_typescript(sources)
+        outputs.insert(1, TS_OUT)
+    else:
+        print(
+            "node or npm not found: generated/typescript is left as it is "
+            "(Node 20 and npm generate it)"
+        )
     print(
         f"generated {len(sources)} proto files into "
         f"{', '.join(str(p.relative_to(ROOT)) for p in outputs[:-1])} and {outputs[-1].relative_to(ROOT)}"
