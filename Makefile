@@ -88,10 +88,10 @@ node-modules:  ## install the TypeScript generator and compiler from the lock fi
 breaking: $(STAMP)  ## fail when protos/ break the released contract (contracts/released.binpb)
 	$(VENV)/bin/buf breaking protos --against contracts/released.binpb || { echo "protos/ break the released contract: undo the change, or record it on purpose with: make accept-break REASON='...' (docs/clients.md)"; exit 1; }
 
-check-version: $(STAMP)  ## every package carries the same version, and CHANGELOG.md has its section
+check-version: $(STAMP)  ## every package carries the same version: a release with its CHANGELOG.md section, or X.Y.Z.devN for unreleased work
 	$(PY) tools/version.py check
 
-version: $(STAMP)  ## print the version; `make version BUMP=minor` (major, minor, patch, X.Y.Z) releases one
+version: $(STAMP)  ## print the version; `make version BUMP=minor` (major, minor, patch, release, X.Y.Z) releases one, BUMP=dev starts the next
 	$(PY) tools/version.py $(if $(BUMP),bump $(BUMP),show)
 
 accept-break: $(STAMP)  ## record an intended breaking change: make accept-break REASON='what breaks and why'
