@@ -11,10 +11,39 @@ STAMP := $(VENV)/.installed-stamp
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-$(STAMP): pyproject.toml generated/python/pyproject.toml
+# .venv is reused only while its python runs and is the one $(PYTHON) names
+# (same installation, same version); otherwise it is made anew.
+PYTHON_ID := $(shell $(PYTHON) -c 'import sys; print(sys.base_prefix, sys.version)' 2>/dev/null)
+VENV_ID := $(shell $(PY) -c 'import sys, pip; print(sys.base_prefix, sys.version)' 2>/dev/null)
+ifneq ($(wildcard $(VENV)),)
+ifneq ($(PYTHON_ID),$(VENV_ID))
+VENV_STALE := FORCE
+endif
+endif
+
+$(STAMP): requirements.lock pyproject.toml generated/python/pyproject.toml $(VENV_STALE)
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { echo "buildplatform needs Python >= 3.11, and '$(PYTHON)' is $$(command -v $(PYTHON) >/dev/null && $(PYTHON) --version 2>&1 || echo 'not found'): run make PYTHON=/path/to/python3.11 (or newer)"; exit 1; }
+	@test -z "$(VENV_STALE)" || { echo "$(VENV) was made by another Python than $(PYTHON), or is broken: making it anew"; rm -rf $(VENV); }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e generated/python -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e generated/python -e .
+	@$(PY) tools/lock.py check || true
 	touch $(STAMP)
+
+.PHONY: FORCE
+FORCE:
+
+# Dependencies are locked, with hashes (tools/lock.py): `make` installs exactly
+# what requirements.lock (and requirements-generate.lock) pin, and `make check`
+# fails when they no longer pin what pyproject.toml declares.
+.PHONY: lock check-lock
+lock: $(STAMP)  ## resolve requirements.lock and requirements-generate.lock again from pyproject.toml (UPGRADE=1: newest allowed versions)
+	$(PY) tools/lock.py write $(if $(UPGRADE),--upgrade)
+
+check-lock: $(STAMP)  ## fail when the lock files do not pin what pyproject.toml declares
+	$(PY) tools/lock.py check
+
+check: check-lock
 
 install: $(STAMP)  ## create .venv and install the server, the stubs and the dev tools
 
@@ -24,8 +53,17 @@ run: $(STAMP)  ## migrate and serve (embedded PostgreSQL in ./.data unless DATAB
 test: $(STAMP)  ## run the test suite against a real PostgreSQL (embedded unless TEST_DATABASE_URL)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-generate: $(STAMP)  ## regenerate generated/ from protos/
-	$(PY) tools/generate.py
+# The generator runs in its own environment (it needs protobuf 6, the server
+# runs on protobuf 7), from requirements-generate.lock.
+GEN_VENV := $(VENV)/generator
+$(GEN_VENV)/.installed-stamp: requirements-generate.lock | $(STAMP)
+	rm -rf $(GEN_VENV)
+	$(PYTHON) -m venv $(GEN_VENV)
+	$(GEN_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-generate.lock
+	touch $@
+
+generate: $(GEN_VENV)/.installed-stamp  ## regenerate generated/ from protos/
+	$(GEN_VENV)/bin/python tools/generate.py
 
 check-generated: generate  ## fail when generated/ differs from what protos/ produce
 	git diff --exit-code --stat -- generated/ || { echo "generated/ is stale: run 'make generate' and commit"; exit 1; }
@@ -50,20 +88,22 @@ node-modules:  ## install the TypeScript generator and compiler from the lock fi
 breaking: $(STAMP)  ## fail when protos/ break the released contract (contracts/released.binpb)
 	$(VENV)/bin/buf breaking protos --against contracts/released.binpb || { echo "protos/ break the released contract: undo the change, or record it on purpose with: make accept-break REASON='...' (docs/clients.md)"; exit 1; }
 
-check-version: $(STAMP)  ## every package carries the same version, and CHANGELOG.md has its section
+check-version: $(STAMP)  ## every package carries the same version: a release with its CHANGELOG.md section, or X.Y.Z.devN for unreleased work
 	$(PY) tools/version.py check
 
-version: $(STAMP)  ## print the version; `make version BUMP=minor` (major, minor, patch, X.Y.Z) releases one
+version: $(STAMP)  ## print the version; `make version BUMP=minor` (major, minor, patch, release, X.Y.Z) releases one, BUMP=dev starts the next
 	$(PY) tools/version.py $(if $(BUMP),bump $(BUMP),show)
 
 accept-break: $(STAMP)  ## record an intended breaking change: make accept-break REASON='what breaks and why'
 	test -n "$(REASON)" || { echo "usage: make accept-break REASON='what breaks and why'"; exit 1; }
 	$(PY) tools/version.py accept-break "$(REASON)"
 
-dist: $(STAMP) node-modules  ## build the wheel, the sdist and the npm tarball into dist/
+dist: $(STAMP)  ## build the wheel and the sdist into dist/, and the npm tarball where Node and npm are installed
 	mkdir -p dist
 	$(PY) -m build --outdir dist generated/python
-	cd $(TS) && npm pack --pack-destination ../../dist
+	@if command -v node >/dev/null && command -v npm >/dev/null; then \
+		set -x; $(MAKE) --no-print-directory node-modules && cd $(TS) && npm pack --pack-destination ../../dist; \
+	else echo "node or npm not found: dist/ holds the Python packages only (the npm tarball needs Node 20 and npm)"; fi
 	ls -l dist
 
 bench: $(STAMP)  ## measure throughput and latency against their floors (see docs/benchmarks.md)

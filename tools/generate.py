@@ -11,13 +11,19 @@ Writes
 
 The generated files are committed; CI runs this and fails on any diff, so they
 never go stale. The run is offline and deterministic: every generator is
-pinned (grpcio-tools and mypy-protobuf in the root pyproject.toml,
+pinned (grpcio-tools and mypy-protobuf in the root pyproject.toml's `generate`
+group, locked in requirements-generate.lock and run from .venv/generator;
 protoc-gen-es in generated/typescript/package-lock.json). The node modules are
 installed with `npm ci` (from the lock file) only when they are missing.
+
+grpcio-tools 1.72.2 writes protobuf 6.30.0 gencode, which protobuf runtimes
+6.30.0 through 7.x load, so services still on protobuf 6 can use the stubs
+(generated/python/pyproject.toml).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import shutil
 import subprocess
@@ -182,6 +188,11 @@ def generate_typescript(sources: list[str]) -> None:
 
 
 def main() -> None:
+    if importlib.util.find_spec("grpc_tools") is None:
+        sys.exit(
+            f"grpcio-tools is not installed for {sys.executable}: run `make generate`, "
+            "which runs this in the generator's environment (.venv/generator)"
+        )
     sources = sorted(
         str(p.relative_to(PROTOS)) for p in (PROTOS / "buildplatform").rglob("*.proto")
     )
@@ -192,10 +203,18 @@ def main() -> None:
         f"--descriptor_set_out={DESCRIPTOR_SET}",
         *sources,
     )
-    generate_typescript(sources)
+    outputs = [PY_OUT, DESCRIPTOR_SET]
+    if shutil.which("node") and shutil.which("npm"):
+        generate_typescript(sources)
+        outputs.insert(1, TS_OUT)
+    else:
+        print(
+            "node or npm not found: generated/typescript is left as it is "
+            "(Node 20 and npm generate it)"
+        )
     print(
-        f"generated {len(sources)} proto files into {PY_OUT.relative_to(ROOT)}, "
-        f"{TS_OUT.relative_to(ROOT)} and {DESCRIPTOR_SET.relative_to(ROOT)}"
+        f"generated {len(sources)} proto files into "
+        f"{', '.join(str(p.relative_to(ROOT)) for p in outputs[:-1])} and {outputs[-1].relative_to(ROOT)}"
     )
 
 

@@ -1,10 +1,11 @@
 """The published clients, used the way another service uses them.
 
-The Python wheel is built and installed into a fresh virtual environment; the
-TypeScript package is packed with `npm pack` and installed into a fresh node
-project; each then runs its quickstart from examples/ against the real server.
-grpcurl calls the server with generated/buildplatform.binpb instead of
-reflection.
+The Python wheel is built and installed into a fresh virtual environment, once
+with the newest dependencies and once with the oldest it declares, on the
+oldest Python it declares that this machine has; the TypeScript package is
+packed with `npm pack` and installed into a fresh node project; each then runs
+its examples from examples/ against the real server. grpcurl calls the server
+with generated/buildplatform.binpb instead of reflection.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ PY_PACKAGE = ROOT / "generated" / "python"
 TS_PACKAGE = ROOT / "generated" / "typescript"
 PROTOSET = ROOT / "generated" / "buildplatform.binpb"
 EXAMPLES = ROOT / "examples"
+PY_EXAMPLES = [
+    EXAMPLES / "python" / name
+    for name in ("first_call.py", "quickstart.py", "tls_call.py", "error_details.py")
+]
 GRPCURL = ROOT / ".venv" / "bin" / "grpcurl"
 MYPY = Path(sys.executable).parent / "mypy"
 
@@ -95,7 +100,7 @@ def fresh_python(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return python
 
 
-def test_wheel_carries_the_stubs_type_information_and_generator_pinned_dependencies(wheel: Path):
+def test_wheel_carries_the_stubs_type_information_and_the_generated_codes_runtime_floors(wheel: Path):
     import zipfile
 
     names = zipfile.ZipFile(wheel).namelist()
@@ -109,7 +114,8 @@ def test_wheel_carries_the_stubs_type_information_and_generator_pinned_dependenc
     assert "buildplatform/py.typed" in names
 
     # The lower bounds are the versions the code was generated for: older
-    # runtimes refuse to import it.
+    # runtimes refuse to import it. A protobuf runtime loads the gencode of
+    # its own major and of the one before, so the next major is allowed too.
     deps = tomllib.loads((PY_PACKAGE / "pyproject.toml").read_text())["project"]["dependencies"]
     grpc_gen = re.search(
         r"GRPC_GENERATED_VERSION = '([\d.]+)'",
@@ -121,7 +127,7 @@ def test_wheel_carries_the_stubs_type_information_and_generator_pinned_dependenc
     )
     assert grpc_gen and pb_gen
     assert f"grpcio>={grpc_gen.group(1)},<2" in deps
-    assert f"protobuf>={'.'.join(pb_gen.groups())},<{int(pb_gen.group(1)) + 1}" in deps
+    assert f"protobuf>={'.'.join(pb_gen.groups())},<{int(pb_gen.group(1)) + 2}" in deps
 
 
 def test_python_quickstart_from_the_installed_wheel_follows_a_build_live(
@@ -153,25 +159,139 @@ def test_python_tls_example_from_the_installed_wheel_calls_a_tls_server_with_a_t
     assert_lists_newest_builds(out, build.id)
 
 
-def test_python_examples_pass_mypy_strict_against_the_installed_wheel(
-    fresh_python: Path, tmp_path: Path
+def assert_reads_the_error_details(output: str) -> None:
+    """error_details.py prints the status, then one line per BadRequest violation."""
+    lines = output.strip().splitlines()
+    assert lines[0].startswith("INVALID_ARGUMENT "), output
+    assert {line.split(":")[0] for line in lines[1:]} == {"project.user_id", "project.name"}, output
+
+
+def test_python_error_details_example_from_the_installed_wheel_reads_the_bad_request(
+    fresh_python: Path, server: ServerProcess
 ):
+    output = run(fresh_python, EXAMPLES / "python" / "error_details.py", server.address, env=token_env(server))
+    assert_reads_the_error_details(output)
+
+
+def mypy_strict_passes(python: Path, cache: Path) -> None:
     output = run(
         MYPY,
         "--config-file",
         EXAMPLES / "python" / "mypy.ini",
         "--python-executable",
-        fresh_python,  # resolve imports in the fresh venv only
+        python,  # resolve imports in that venv only
         "--cache-dir",
-        tmp_path / "mypy-cache",
-        EXAMPLES / "python" / "first_call.py",
-        EXAMPLES / "python" / "quickstart.py",
-        EXAMPLES / "python" / "tls_call.py",
+        cache,
+        *PY_EXAMPLES,
     )
-    assert "Success: no issues found in 3 source files" in output
+    assert f"Success: no issues found in {len(PY_EXAMPLES)} source files" in output
+
+
+def test_python_examples_pass_mypy_strict_against_the_installed_wheel(
+    fresh_python: Path, tmp_path: Path
+):
+    mypy_strict_passes(fresh_python, tmp_path / "mypy-cache")
+
+
+# Python: the wheel with the oldest dependencies it declares, on the oldest
+# Python it declares that this machine has
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(n) for n in version.split("."))
+
+
+def lower_bound(requirement: str) -> tuple[str, str]:
+    """("grpcio", "1.72.2") of "grpcio>=1.72.2,<2": every dependency has one."""
+    name, spec = re.fullmatch(r"([\w.-]+)\s*(?:\[[^\]]*\])?\s*(.*)", requirement).groups()  # type: ignore[union-attr]
+    floor = re.search(r">=\s*([\d.]+)", spec)
+    assert floor, f"{requirement} declares no lower bound"
+    return name, floor.group(1)
+
+
+def lower_bounds() -> dict[str, str]:
+    """Each dependency of the wheel (and of its [typing] extra) at its lower bound."""
+    project = tomllib.loads((PY_PACKAGE / "pyproject.toml").read_text())["project"]
+    return dict(
+        lower_bound(text)
+        for text in [*project["dependencies"], *project["optional-dependencies"]["typing"]]
+    )
+
+
+def oldest_python() -> tuple[str, str]:
+    """(version, path) of the oldest Python here that the wheel's requires-python
+    admits: pyenv's installations, python3.N on PATH, and this very Python."""
+    project = tomllib.loads((PY_PACKAGE / "pyproject.toml").read_text())["project"]
+    _, floor = lower_bound("python" + project["requires-python"])
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    named = [(p.parent.parent.name, str(p)) for p in pyenv.glob("3.*/bin/python3")]
+    named += [(f"3.{n}", found) for n in range(6, 30) if (found := shutil.which(f"python3.{n}"))]
+    named.append((".".join(map(str, sys.version_info[:3])), sys.executable))
+    admitted = [
+        (version_tuple(version), path)
+        for version, path in named
+        if re.fullmatch(r"\d+(\.\d+)+", version) and version_tuple(version) >= version_tuple(floor)
+    ]
+    for _, path in sorted(admitted):
+        found = subprocess.run(
+            [path, "-c", "import ensurepip, sys, venv; print('%d.%d.%d' % sys.version_info[:3])"],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        if found.returncode == 0 and version_tuple(found.stdout.strip()) >= version_tuple(floor):
+            return found.stdout.strip(), path
+    raise AssertionError(f"no Python here is {floor} or newer, as requires-python asks")
+
+
+OLDEST_PYTHON = oldest_python()
+
+
+@pytest.fixture(scope="module")
+def oldest_env_python(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The python of a new virtual environment, made by OLDEST_PYTHON, holding
+    the wheel with its [typing] extra and every dependency at its lower bound
+    (pip's cache makes it quick after the first time)."""
+    env = tmp_path_factory.mktemp("oldest-venv")
+    run(OLDEST_PYTHON[1], "-m", "venv", env)
+    python = env / "bin" / "python"
+    constraints = env / "constraints.txt"
+    constraints.write_text("".join(f"{name}=={v}\n" for name, v in lower_bounds().items()))
+    run(python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-c", constraints, f"{wheel}[typing]")
+    return python
+
+
+@pytest.mark.parametrize("python", [f"python{OLDEST_PYTHON[0]}"])
+def test_python_examples_run_from_the_wheel_at_its_oldest_declared_dependencies(
+    python: str, oldest_env_python: Path, server: ServerProcess, tls_server: ServerProcess,
+    ca: CertificateAuthority, build, tmp_path: Path,
+):  # type: ignore[no-untyped-def]
+    installed = {
+        d["name"].lower(): d["version"]
+        for d in json.loads(run(oldest_env_python, "-m", "pip", "list", "--format", "json", "--disable-pip-version-check"))
+    }
+    for name, floor in lower_bounds().items():
+        assert version_tuple(installed[name]) == version_tuple(floor), f"{name}: {installed[name]} installed, {floor} declared"
+    assert run(oldest_env_python, "-c", "import platform; print(platform.python_version())").strip() == OLDEST_PYTHON[0]
+
+    def example(name: str, *args: str, on: ServerProcess = server) -> str:
+        # -W error: the stubs load on these runtimes without a warning.
+        return run(oldest_env_python, "-W", "error", EXAMPLES / "python" / name, *args, timeout=120, env=token_env(on))
+
+    assert_lists_newest_builds(example("first_call.py", server.address), build.id)
+    assert_lists_newest_builds(example("tls_call.py", tls_server.address, str(ca.ca_file), on=tls_server), build.id)
+    assert_reads_the_error_details(example("error_details.py", server.address))
+    assert_followed_the_build_live(example("quickstart.py", server.address))  # a newer build: last
+    # mypy no longer checks for Python 3.9, but it checks the examples against
+    # the type stubs at the [typing] extra's lower bounds.
+    mypy_strict_passes(oldest_env_python, tmp_path / "mypy-cache")
 
 
 # TypeScript: the npm package in a fresh node project
+
+NODE_MISSING = [tool for tool in ("node", "npm") if shutil.which(tool) is None]
+needs_node = pytest.mark.skipif(
+    bool(NODE_MISSING),
+    reason=f"{' and '.join(NODE_MISSING)} not found: the TypeScript client's tests need Node 20 and npm",
+)
 
 
 @pytest.fixture(scope="module")
@@ -190,6 +310,7 @@ def ts_quickstart(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return project
 
 
+@needs_node
 def test_typescript_quickstart_from_the_packed_package_follows_a_build_live(
     ts_quickstart: Path, server: ServerProcess
 ):
@@ -208,6 +329,7 @@ def test_typescript_quickstart_from_the_packed_package_follows_a_build_live(
     assert_followed_the_build_live(output)
 
 
+@needs_node
 def test_typescript_first_call_from_the_packed_package_lists_the_newest_build(
     ts_quickstart: Path, server: ServerProcess, build
 ):  # type: ignore[no-untyped-def]
@@ -221,6 +343,7 @@ def test_typescript_first_call_from_the_packed_package_lists_the_newest_build(
     assert_lists_newest_builds(output, build.id)
 
 
+@needs_node
 def test_typescript_tls_example_from_the_packed_package_calls_a_tls_server_with_a_token(
     ts_quickstart: Path, tls_server: ServerProcess, ca: CertificateAuthority, build
 ):  # type: ignore[no-untyped-def]
@@ -288,6 +411,7 @@ def test_docs_show_the_quickstarts_verbatim():
     for example in (
         EXAMPLES / "python" / "first_call.py",
         EXAMPLES / "python" / "quickstart.py",
+        EXAMPLES / "python" / "error_details.py",
         EXAMPLES / "typescript" / "first_call.ts",
         EXAMPLES / "typescript" / "quickstart.ts",
         EXAMPLES / "python" / "tls_call.py",
@@ -301,7 +425,8 @@ def test_docs_show_the_quickstarts_verbatim():
 # The contract: a break fails `buf breaking` until it is recorded on purpose
 
 
-def test_a_breaking_change_fails_until_recorded_and_then_needs_a_new_minor_or_major(tmp_path: Path):
+def release_tree(tmp_path: Path) -> Path:
+    """A copy of what `tools/version.py` reads and writes."""
     for name in (
         "buf.yaml",
         "pyproject.toml",
@@ -315,16 +440,58 @@ def test_a_breaking_change_fails_until_recorded_and_then_needs_a_new_minor_or_ma
         shutil.copy(ROOT / name, tmp_path / name)
     for name in ("protos", "third_party", "contracts"):
         shutil.copytree(ROOT / name, tmp_path / name)
+    return tmp_path
+
+
+def version_tool(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "tools/version.py", *args], cwd=root, capture_output=True, text=True
+    )
+
+
+def npm_version(root: Path) -> str:
+    return json.loads((root / "generated/typescript/package.json").read_text())["version"]
+
+
+def test_unreleased_work_carries_a_development_version_and_a_release_starts_the_next(tmp_path: Path):
+    root = release_tree(tmp_path)
+    shown = version_tool(root, "show").stdout.strip()
+    # The working tree is unreleased work: X.Y.Z.devN, X.Y.Z-dev.N for npm, after the last release.
+    dev = re.fullmatch(r"(\d+)\.(\d+)\.(\d+)\.dev(\d+)", shown)
+    assert dev, f"unreleased work must carry a development version, not {shown}"
+    assert npm_version(root) == f"{'.'.join(dev.groups()[:3])}-dev.{dev.group(4)}"
+    last = re.search(r"^## \[(\d+\.\d+\.\d+)\] - ", (root / "CHANGELOG.md").read_text(), re.M)
+    assert last and version_tuple(".".join(dev.groups()[:3])) > version_tuple(last.group(1))
+    assert version_tool(root, "check").returncode == 0
+
+    # A release version with unreleased changes listed fails the check: its
+    # builds would carry a number already released.
+    base = ".".join(dev.groups()[:3])
+    assert version_tool(root, "bump", "release", "--date", "2030-01-02").returncode == 0
+    assert version_tool(root, "show").stdout.strip() == base and npm_version(root) == base
+    assert version_tool(root, "check").returncode == 0
+    changelog = root / "CHANGELOG.md"
+    changelog.write_text(changelog.read_text().replace("## [Unreleased]\n", "## [Unreleased]\n\n### Fixed\n\n- A fix.\n", 1))
+    refused = version_tool(root, "check")
+    assert refused.returncode != 0 and "make version BUMP=dev" in refused.stderr, refused.stderr
+
+    # The next version's development starts at the next patch, .dev0.
+    major, minor, patch = base.split(".")
+    assert version_tool(root, "bump", "dev").returncode == 0
+    assert version_tool(root, "show").stdout.strip() == f"{major}.{minor}.{int(patch) + 1}.dev0"
+    assert npm_version(root) == f"{major}.{minor}.{int(patch) + 1}-dev.0"
+    assert version_tool(root, "check").returncode == 0
+    assert version_tool(root, "bump", "dev").returncode == 0
+    assert version_tool(root, "show").stdout.strip() == f"{major}.{minor}.{int(patch) + 1}.dev1"
+
+
+def test_a_breaking_change_fails_until_recorded_and_then_needs_a_new_minor_or_major(tmp_path: Path):
+    root = release_tree(tmp_path)
     buf = Path(sys.executable).parent / "buf"
     breaking = [buf, "breaking", "protos", "--against", "contracts/released.binpb"]
 
     def version(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "tools/version.py", *args],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-        )
+        return version_tool(root, *args)
 
     run(*breaking, cwd=tmp_path)  # the working tree is compatible with the last release
     proto = tmp_path / "protos" / "buildplatform" / "v1" / "build_log.proto"
@@ -344,9 +511,10 @@ def test_a_breaking_change_fails_until_recorded_and_then_needs_a_new_minor_or_ma
         "### Breaking\n\n- Renamed caught_up to up_to_date."
         in (tmp_path / "CHANGELOG.md").read_text()
     )
-    major, minor, _ = tomllib.loads((ROOT / "generated/python/pyproject.toml").read_text())[
-        "project"
-    ]["version"].split(".")
+    # The next release is counted from the last one (the development version sorts before it).
+    last = re.search(r"^## \[(\d+\.\d+\.\d+)\] - ", (ROOT / "CHANGELOG.md").read_text(), re.M)
+    assert last is not None
+    major, minor, _ = last.group(1).split(".")
     compatible, breaking_part, expected = (
         ("patch", "minor", f"{major}.{int(minor) + 1}.0")
         if major == "0"

@@ -5,7 +5,7 @@ import warnings
 
 from buildplatform.v1 import app_spec_pb2 as buildplatform_dot_v1_dot_app__spec__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.72.2'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -18,14 +18,14 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in buildplatform/v1/app_spec_pb2_grpc.py depends on'
+        + f' but the generated code in buildplatform/v1/app_spec_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class AppSpecServiceStub:
+class AppSpecServiceStub(object):
     """AppSpecService keeps the versioned app specifications the agent writes
     for a project. Each CreateAppSpec adds the project's next version (1, 2,
     3, ...); the content of a version never changes, so a build that names an
@@ -66,7 +66,7 @@ class AppSpecServiceStub:
                 _registered_method=True)
 
 
-class AppSpecServiceServicer:
+class AppSpecServiceServicer(object):
     """AppSpecService keeps the versioned app specifications the agent writes
     for a project. Each CreateAppSpec adds the project's next version (1, 2,
     3, ...); the content of a version never changes, so a build that names an
@@ -155,7 +155,7 @@ def add_AppSpecServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class AppSpecService:
+class AppSpecService(object):
     """AppSpecService keeps the versioned app specifications the agent writes
     for a project. Each CreateAppSpec adds the project's next version (1, 2,
     3, ...); the content of a version never changes, so a build that names an

@@ -5,7 +5,7 @@ import warnings
 
 from buildplatform.v1 import build_event_pb2 as buildplatform_dot_v1_dot_build__event__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.72.2'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -18,14 +18,14 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in buildplatform/v1/build_event_pb2_grpc.py depends on'
+        + f' but the generated code in buildplatform/v1/build_event_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class BuildEventServiceStub:
+class BuildEventServiceStub(object):
     """BuildEventService stores the structured events of builds (the activity
     feed: file_created, command_run, ...) and streams them live.
 
@@ -64,7 +64,7 @@ class BuildEventServiceStub:
                 _registered_method=True)
 
 
-class BuildEventServiceServicer:
+class BuildEventServiceServicer(object):
     """BuildEventService stores the structured events of builds (the activity
     feed: file_created, command_run, ...) and streams them live.
 
@@ -137,7 +137,7 @@ def add_BuildEventServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class BuildEventService:
+class BuildEventService(object):
     """BuildEventService stores the structured events of builds (the activity
     feed: file_created, command_run, ...) and streams them live.
 

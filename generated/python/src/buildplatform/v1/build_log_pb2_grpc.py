@@ -5,7 +5,7 @@ import warnings
 
 from buildplatform.v1 import build_log_pb2 as buildplatform_dot_v1_dot_build__log__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.72.2'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -18,14 +18,14 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in buildplatform/v1/build_log_pb2_grpc.py depends on'
+        + f' but the generated code in buildplatform/v1/build_log_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class BuildLogServiceStub:
+class BuildLogServiceStub(object):
     """BuildLogService stores the log lines of builds and streams them live.
 
     Every line carries a per-build sequence number, assigned at append time,
@@ -62,7 +62,7 @@ class BuildLogServiceStub:
                 _registered_method=True)
 
 
-class BuildLogServiceServicer:
+class BuildLogServiceServicer(object):
     """BuildLogService stores the log lines of builds and streams them live.
 
     Every line carries a per-build sequence number, assigned at append time,
@@ -141,7 +141,7 @@ def add_BuildLogServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class BuildLogService:
+class BuildLogService(object):
     """BuildLogService stores the log lines of builds and streams them live.
 
     Every line carries a per-build sequence number, assigned at append time,

@@ -5,7 +5,7 @@ import warnings
 
 from buildplatform.v1 import build_pb2 as buildplatform_dot_v1_dot_build__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.72.2'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -18,14 +18,14 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in buildplatform/v1/build_pb2_grpc.py depends on'
+        + f' but the generated code in buildplatform/v1/build_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class BuildServiceStub:
+class BuildServiceStub(object):
     """BuildService tracks the builds that run in cloud sandboxes.
 
     A build belongs to a user and to one of that user's projects. Its status
@@ -111,7 +111,7 @@ class BuildServiceStub:
                 _registered_method=True)
 
 
-class BuildServiceServicer:
+class BuildServiceServicer(object):
     """BuildService tracks the builds that run in cloud sandboxes.
 
     A build belongs to a user and to one of that user's projects. Its status
@@ -313,7 +313,7 @@ def add_BuildServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class BuildService:
+class BuildService(object):
     """BuildService tracks the builds that run in cloud sandboxes.
 
     A build belongs to a user and to one of that user's projects. Its status

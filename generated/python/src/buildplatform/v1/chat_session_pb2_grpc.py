@@ -5,7 +5,7 @@ import warnings
 
 from buildplatform.v1 import chat_session_pb2 as buildplatform_dot_v1_dot_chat__session__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.72.2'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -18,14 +18,14 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in buildplatform/v1/chat_session_pb2_grpc.py depends on'
+        + f' but the generated code in buildplatform/v1/chat_session_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class ChatSessionServiceStub:
+class ChatSessionServiceStub(object):
     """ChatSessionService keeps the conversations between users and the agent.
     A session belongs to a user and optionally to one of the user's projects;
     its messages are an append-only, ordered list (AddChatMessage,
@@ -76,7 +76,7 @@ class ChatSessionServiceStub:
                 _registered_method=True)
 
 
-class ChatSessionServiceServicer:
+class ChatSessionServiceServicer(object):
     """ChatSessionService keeps the conversations between users and the agent.
     A session belongs to a user and optionally to one of the user's projects;
     its messages are an append-only, ordered list (AddChatMessage,
@@ -190,7 +190,7 @@ def add_ChatSessionServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class ChatSessionService:
+class ChatSessionService(object):
     """ChatSessionService keeps the conversations between users and the agent.
     A session belongs to a user and optionally to one of the user's projects;
     its messages are an append-only, ordered list (AddChatMessage,

@@ -5,7 +5,7 @@ import warnings
 
 from buildplatform.v1 import project_pb2 as buildplatform_dot_v1_dot_project__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.72.2'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -18,14 +18,14 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in buildplatform/v1/project_pb2_grpc.py depends on'
+        + f' but the generated code in buildplatform/v1/project_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class ProjectServiceStub:
+class ProjectServiceStub(object):
     """ProjectService manages projects: a user's named containers for builds and
     versioned app specifications. Deleting a project deletes its builds (with
     their logs and events) and app specifications; chat sessions that pointed
@@ -65,7 +65,7 @@ class ProjectServiceStub:
                 _registered_method=True)
 
 
-class ProjectServiceServicer:
+class ProjectServiceServicer(object):
     """ProjectService manages projects: a user's named containers for builds and
     versioned app specifications. Deleting a project deletes its builds (with
     their logs and events) and app specifications; chat sessions that pointed
@@ -149,7 +149,7 @@ def add_ProjectServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class ProjectService:
+class ProjectService(object):
     """ProjectService manages projects: a user's named containers for builds and
     versioned app specifications. Deleting a project deletes its builds (with
     their logs and events) and app specifications; chat sessions that pointed

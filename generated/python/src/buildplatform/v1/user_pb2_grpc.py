@@ -5,7 +5,7 @@ import warnings
 
 from buildplatform.v1 import user_pb2 as buildplatform_dot_v1_dot_user__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.72.2'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -18,14 +18,14 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in buildplatform/v1/user_pb2_grpc.py depends on'
+        + f' but the generated code in buildplatform/v1/user_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class UserServiceStub:
+class UserServiceStub(object):
     """UserService manages the people who use the platform. A user is created
     once per Clerk identity (clerk_id is unique) and owns projects, builds,
     chat sessions and app specifications. Deleting a user deletes everything
@@ -70,7 +70,7 @@ class UserServiceStub:
                 _registered_method=True)
 
 
-class UserServiceServicer:
+class UserServiceServicer(object):
     """UserService manages the people who use the platform. A user is created
     once per Clerk identity (clerk_id is unique) and owns projects, builds,
     chat sessions and app specifications. Deleting a user deletes everything
@@ -172,7 +172,7 @@ def add_UserServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class UserService:
+class UserService(object):
     """UserService manages the people who use the platform. A user is created
     once per Clerk identity (clerk_id is unique) and owns projects, builds,
     chat sessions and app specifications. Deleting a user deletes everything
