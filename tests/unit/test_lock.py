@@ -46,11 +46,11 @@ def test_the_committed_lock_pins_what_pyproject_declares():
 
 def test_a_dependency_added_without_relocking_fails_in_one_line_saying_make_lock(tmp_path: Path):
     root = copy(tmp_path)
-    edit(root / "pyproject.toml", '    "cuid>=0.4,<0.5",\n', '    "cuid>=0.4,<0.5",\n    "connectrpc>=0.4",\n')
+    edit(root / "pyproject.toml", '    "cuid>=0.4,<0.5",\n', '    "cuid>=0.4,<0.5",\n    "left-pad-for-python>=1.0",\n')
     result = check(root)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "connectrpc>=0.4 is not pinned" in lines[0], result.stderr
+    assert len(lines) == 1 and "left-pad-for-python>=1.0 is not pinned" in lines[0], result.stderr
     assert "run 'make lock'" in lines[0]
 
 
