@@ -44,8 +44,10 @@ check: lint typecheck check-generated breaking check-version  ## everything CI c
 .PHONY: node-modules breaking check-version version accept-break
 TS := generated/typescript
 
-node-modules:  ## install the TypeScript generator and compiler from the lock file (npm ci), if missing
-	test -d $(TS)/node_modules || (cd $(TS) && npm ci --no-audit --no-fund)
+node-modules: $(TS)/node_modules/.package-lock.json  ## install the TypeScript generator and compiler from the lock file (npm ci), when missing or stale
+
+$(TS)/node_modules/.package-lock.json: $(TS)/package-lock.json
+	cd $(TS) && npm ci --no-audit --no-fund
 
 breaking: $(STAMP)  ## fail when protos/ break the released contract (contracts/released.binpb)
 	$(VENV)/bin/buf breaking protos --against contracts/released.binpb || { echo "protos/ break the released contract: undo the change, or record it on purpose with: make accept-break REASON='...' (docs/clients.md)"; exit 1; }
