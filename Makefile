@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test generate check-generated lint typecheck check bench dist clean help
+.PHONY: install run test generate check-generated lint typecheck check bench dist clean help web web-if-node web-typecheck
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml generated/python/pyproject.toml
 
 install: $(STAMP)  ## create .venv and install the server, the stubs and the dev tools
 
-run: $(STAMP)  ## migrate and serve (embedded PostgreSQL in ./.data unless DATABASE_URL is set)
+run: $(STAMP) web-if-node  ## build the log page (with Node), migrate and serve (embedded PostgreSQL in ./.data unless DATABASE_URL is set)
 	$(PY) -m server --migrate
 
 test: $(STAMP)  ## run the test suite against a real PostgreSQL (embedded unless TEST_DATABASE_URL)
@@ -35,7 +35,7 @@ lint: $(STAMP)  ## buf lint on the contract, ruff on the code
 	$(VENV)/bin/buf lint
 	$(VENV)/bin/ruff check server tests tools
 
-typecheck: $(STAMP)  ## mypy --strict on the server
+typecheck: $(STAMP) web-typecheck  ## mypy --strict on the server, tsc on the log page
 	$(VENV)/bin/mypy
 
 check: lint typecheck check-generated breaking check-version  ## everything CI checks besides the tests
@@ -68,8 +68,28 @@ dist: $(STAMP) node-modules  ## build the wheel, the sdist and the npm tarball i
 	cd $(TS) && npm pack --pack-destination ../../dist
 	ls -l dist
 
+# The live build log page (docs/log-page.md): web/src bundled by esbuild into
+# web/dist, which server/web_assets.py serves. Rebuilt when a source, the lock
+# files or the generated client changed.
+WEB_SOURCES := $(shell find web/src -type f 2>/dev/null) web/build.mjs web/tsconfig.json $(wildcard $(TS)/src/*.ts $(TS)/src/*/*/*.ts)
+
+web: web/dist/index.html  ## build the live build log page (web/ -> web/dist) with esbuild
+
+web/dist/index.html: $(WEB_SOURCES) web/node_modules/.package-lock.json $(TS)/node_modules/.package-lock.json
+	cd web && node build.mjs
+
+web/node_modules/.package-lock.json: web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
+
+# Without Node the server still serves gRPC; it says in one line how to get the page.
+web-if-node:
+	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory web; fi
+
+web-typecheck: web/node_modules/.package-lock.json $(TS)/node_modules/.package-lock.json
+	cd web && node_modules/.bin/tsc -p .
+
 bench: $(STAMP)  ## measure throughput and latency against their floors (see docs/benchmarks.md)
 	$(PY) -m bench $(BENCH_ARGS)
 
 clean:  ## remove the virtual environment, the embedded database and build output
-	rm -rf $(VENV) .data build dist generated/python/dist generated/typescript/node_modules generated/typescript/dist
+	rm -rf $(VENV) .data build dist generated/python/dist generated/typescript/node_modules generated/typescript/dist web/node_modules web/dist
