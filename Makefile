@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test generate check-generated lint typecheck check bench dist clean help web web-if-node web-typecheck
+.PHONY: install run test generate check-generated lint typecheck check bench dist clean help web web-if-node web-typecheck browser-tests-deps
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -21,7 +21,7 @@ install: $(STAMP)  ## create .venv and install the server, the stubs and the dev
 run: $(STAMP) web-if-node  ## build the log page (with Node), migrate and serve (embedded PostgreSQL in ./.data unless DATABASE_URL is set)
 	$(PY) -m server --migrate
 
-test: $(STAMP)  ## run the test suite against a real PostgreSQL (embedded unless TEST_DATABASE_URL)
+test: $(STAMP) web browser-tests-deps  ## run the test suite against a real PostgreSQL (embedded unless TEST_DATABASE_URL)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 generate: $(STAMP)  ## regenerate generated/ from protos/
@@ -85,6 +85,20 @@ web/node_modules/.package-lock.json: web/package-lock.json
 web-if-node:
 	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory web; fi
 
+# The browser tests drive Debian's chromium with playwright-core (tests/e2e/browser.py).
+export CHROMIUM ?= /usr/bin/chromium
+browser-tests-deps: tests/browser/node_modules/.package-lock.json  ## chromium (apt-get, when root) and playwright-core (npm ci) for the browser tests
+	@test -x $(CHROMIUM) || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's chromium for the browser tests (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-liberation >/dev/null; \
+	  else \
+	    echo "the browser tests need Chromium at $(CHROMIUM): run 'sudo apt-get install -y chromium' (or make test CHROMIUM=/path/to/chromium)"; exit 1; \
+	  fi; }
+
+tests/browser/node_modules/.package-lock.json: tests/browser/package-lock.json
+	cd tests/browser && npm ci --no-audit --no-fund
+
 web-typecheck: web/node_modules/.package-lock.json $(TS)/node_modules/.package-lock.json
 	cd web && node_modules/.bin/tsc -p .
 
@@ -92,4 +106,4 @@ bench: $(STAMP)  ## measure throughput and latency against their floors (see doc
 	$(PY) -m bench $(BENCH_ARGS)
 
 clean:  ## remove the virtual environment, the embedded database and build output
-	rm -rf $(VENV) .data build dist generated/python/dist generated/typescript/node_modules generated/typescript/dist web/node_modules web/dist
+	rm -rf $(VENV) .data build dist generated/python/dist generated/typescript/node_modules generated/typescript/dist web/node_modules web/dist tests/browser/node_modules
