@@ -3,13 +3,15 @@
 // playwright-core drives Debian's chromium (CHROMIUM, /usr/bin/chromium by
 // default); Playwright's own browser download is never used.
 //
-//   {"id": 1, "op": "open", "url": "http://..."}                 -> {"id": 1, "ok": true}
+//   {"id": 1, "op": "open", "url": "http://...", "init": "..."}  -> {"id": 1, "ok": true}
+//        (init: a script run in the page before its own, such as a PerformanceObserver)
 //   {"id": 2, "op": "evaluate", "source": "(arg) => ...", "arg": ...} -> {"id": 2, "ok": true, "value": ...}
 //   {"id": 3, "op": "wait", "source": "(arg) => ...", "arg": ..., "timeout": 30000}
+//        (both take "frame": a part of the URL of the frame to run in, such as an iframe's)
 //   {"id": 4, "op": "wheel", "dy": -800}        a person's scroll, over the log
 //   {"id": 5, "op": "click", "selector": "#jump"}
 //   {"id": 6, "op": "screenshot", "path": "..."}
-//   {"id": 7, "op": "metrics"}                  Chromium's own counters (heap, DOM nodes)
+//   {"id": 7, "op": "metrics"}                  Chromium's own counters (heap, DOM nodes), after a garbage collection
 //   {"id": 8, "op": "errors"}                   uncaught page errors and console errors so far
 import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
@@ -27,19 +29,27 @@ let errors = [];
 // protocol, which the page's Content-Security-Policy does not govern (eval does).
 const fn = (source) => new Function("arg", `return (${source})(arg);`);
 
+function within(frame) {
+  if (!frame) return page;
+  const found = page.frames().find((candidate) => candidate.url().includes(frame));
+  if (!found) throw new Error(`no frame at ${frame} (frames: ${page.frames().map((f) => f.url()).join(", ")})`);
+  return found;
+}
+
 const ops = {
-  async open({ url, html }) {
+  async open({ url, html, init }) {
     if (page) await page.close();
     page = await context.newPage();
+    if (init) await page.addInitScript(init);
     errors = [];
     page.on("pageerror", (error) => errors.push(`page error: ${error.message}`));
     page.on("console", (message) => message.type() === "error" && errors.push(`console: ${message.text()}`));
     if (html !== undefined) await page.setContent(html);
     else await page.goto(url);
   },
-  evaluate: ({ source, arg }) => page.evaluate(fn(source), arg),
-  async wait({ source, arg, timeout }) {
-    await page.waitForFunction(fn(source), arg, { timeout, polling: 50 });
+  evaluate: ({ source, arg, frame }) => within(frame).evaluate(fn(source), arg),
+  async wait({ source, arg, timeout, frame }) {
+    await within(frame).waitForFunction(fn(source), arg, { timeout, polling: 50 });
   },
   async wheel({ dy }) {
     await page.mouse.move(640, 600);
@@ -51,6 +61,7 @@ const ops = {
   },
   async metrics() {
     const session = await context.newCDPSession(page);
+    await session.send("HeapProfiler.collectGarbage");
     await session.send("Performance.enable");
     const { metrics } = await session.send("Performance.getMetrics");
     await session.detach();

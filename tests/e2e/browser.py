@@ -68,20 +68,24 @@ class Browser:
             raise BrowserError(f"{op} failed in the browser: {answer['error']}")
         return answer["value"]
 
-    def open(self, url: str) -> None:
-        self._call("open", url=url)
+    def open(self, url: str, *, init: str | None = None) -> None:
+        """Load `url`; `init` is a script that runs before the page's own."""
+        self._call("open", url=url, init=init)
 
     def open_html(self, html: str) -> None:
         """A page of the test's own (about:blank with this content), such as one that embeds the log page."""
         self._call("open", html=html)
 
-    def evaluate(self, source: str, arg: Any = None) -> Any:
-        return self._call("evaluate", source=source, arg=arg)
+    def evaluate(self, source: str, arg: Any = None, *, frame: str | None = None) -> Any:
+        """What `source` returns in the page (or in its frame whose URL contains `frame`)."""
+        return self._call("evaluate", source=source, arg=arg, frame=frame)
 
-    def wait(self, source: str, arg: Any = None, *, what: str, timeout: float = 30) -> None:
+    def wait(
+        self, source: str, arg: Any = None, *, what: str, timeout: float = 30, frame: str | None = None
+    ) -> None:
         """Until `source` returns something truthy in the page, or fail saying `what` did not happen."""
         try:
-            self._call("wait", source=source, arg=arg, timeout=int(timeout * 1000))
+            self._call("wait", source=source, arg=arg, timeout=int(timeout * 1000), frame=frame)
         except BrowserError as error:
             raise BrowserError(f"gave up waiting for {what}: {error}") from None
 
@@ -95,6 +99,7 @@ class Browser:
         self._call("screenshot", path=str(path))
 
     def metrics(self) -> dict[str, float]:
+        """Chromium's counters (Performance.getMetrics: JSHeapUsedSize, Nodes, ...) after a garbage collection."""
         return dict(self._call("metrics"))
 
     def errors(self) -> list[str]:

@@ -130,7 +130,7 @@ async function main(): Promise<void> {
         loading > 0
           ? `loading ${loading.toLocaleString()} earlier lines…`
           : hidden > 0
-            ? `↑ ${hidden.toLocaleString()} earlier lines`
+            ? `↑ ${hidden.toLocaleString()} earlier lines (Home: the start, End: the end)`
             : "start of the log";
     },
   });

@@ -51,6 +51,7 @@ export class LogView implements ViewListener {
   private follows = true;
   private unseen = 0;
   private frame = 0;
+  private lastTop = 0;
 
   constructor(
     private readonly scroller: HTMLElement,
@@ -64,12 +65,22 @@ export class LogView implements ViewListener {
     // event: a line arriving in between must not pull the view back down.
     scroller.addEventListener("wheel", (event) => event.deltaY < 0 && this.unfollow(), { passive: true });
     scroller.addEventListener("keydown", (event) => {
-      if (["ArrowUp", "PageUp", "Home"].includes(event.key)) this.unfollow();
+      if (event.key === "Home") {
+        event.preventDefault();
+        this.jumpToStart();
+      } else if (event.key === "End") {
+        event.preventDefault();
+        this.jumpToEnd();
+      } else if (["ArrowUp", "PageUp"].includes(event.key)) {
+        this.unfollow();
+      }
     });
-    // A resized window (or wrapped lines that grew) keeps the end in view while following.
-    new ResizeObserver(() => {
+    // A resized window, or rows that grew (fonts, wrapping), keep the end in view while following.
+    const pin = new ResizeObserver(() => {
       if (this.follows) this.scroller.scrollTop = this.scroller.scrollHeight;
-    }).observe(scroller);
+    });
+    pin.observe(scroller);
+    pin.observe(container);
   }
 
   get following(): boolean {
@@ -119,6 +130,20 @@ export class LogView implements ViewListener {
     this.render();
   }
 
+  /** The first lines of the log (the Home key): a new window at the start, however far away. */
+  jumpToStart(): void {
+    this.unfollow();
+    const view = this.store.view;
+    this.container.replaceChildren();
+    this.from = this.store.contiguousFrom;
+    this.to = Math.min(view.length, this.from + 2 * CHUNK);
+    this.container.appendChild(rows(view, this.from, this.to));
+    this.scroller.scrollTop = 0;
+    this.lastTop = 0;
+    this.unseen = view.length - this.to;
+    this.report();
+  }
+
   private unfollow(): void {
     if (!this.follows) return;
     this.follows = false;
@@ -135,29 +160,35 @@ export class LogView implements ViewListener {
     this.frame = 0;
     const view = this.store.view;
     if (this.follows) {
-      if (view.length - this.to > MAX_ROWS) {
+      if (view.length - this.to > CHUNK) {
+        // More than a screenful or two came at once (the first tail, a burst):
+        // render the end only; scrolling up renders the rest.
         this.container.replaceChildren();
-        this.from = this.to = Math.max(this.store.contiguousFrom, view.length - MAX_ROWS);
+        this.from = this.to = Math.max(this.store.contiguousFrom, view.length - CHUNK);
       }
       this.container.appendChild(rows(view, this.to, view.length));
       this.to = view.length;
       this.trimTop(this.to - this.from - MAX_ROWS, false);
+      this.report();
       this.scroller.scrollTop = this.scroller.scrollHeight;
     } else {
       this.unseen = view.length - this.to;
+      this.report();
     }
-    this.report();
   }
 
   private scrolled(): void {
     const { scrollTop, scrollHeight, clientHeight } = this.scroller;
     const below = scrollHeight - scrollTop - clientHeight;
+    // Only a move up leaves the end: content that grew below does not.
+    const up = scrollTop < this.lastTop;
+    this.lastTop = scrollTop;
     const view = this.store.view;
     if (below <= 2 && this.to === view.length) {
       if (!this.follows) this.jumpToEnd();
       return;
     }
-    if (below > 2 && this.follows) this.unfollow();
+    if (up && this.follows) this.unfollow();
     if (scrollTop < EDGE * clientHeight && this.from > this.store.contiguousFrom) this.prepend();
     else if (below < EDGE * clientHeight && this.to < view.length) this.append();
   }
