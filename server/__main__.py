@@ -108,6 +108,11 @@ async def serve(settings: Settings, *, action: str) -> int:
     gc.freeze()
     host = settings.grpc_address.rsplit(":", 1)[0]
     log.info("listening on %s:%d", host, app.port, extra={"port": app.port, "tls": app.tls})
+    if app.http is not None:
+        # After the gRPC line, which tools read as "ready" (the first `listening on`).
+        http_host = settings.http_address.rsplit(":", 1)[0]
+        log.info("listening on %s:%d for HTTP (Connect, gRPC-Web, JSON)", http_host, app.http.port,
+                 extra={"port": app.http.port, "tls": app.tls, "transport": "http"})
     failure: list[str] = []
 
     async def wait_for_database() -> None:

@@ -1,5 +1,6 @@
-"""build_server(): the servicers, health, reflection and the interceptor;
-App: start, health that follows the database, and shutdown."""
+"""build_server(): the servicers, health, reflection and the interceptor on
+the gRPC port, and the same services on the HTTP port (server.http);
+App: start, health that follows the database, and shutdown of both."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import errno
 import logging
 import socket
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import psycopg
@@ -32,13 +33,17 @@ from server.core import app_specs, builds, chat_sessions, feeds, projects, users
 from server.core.deps import Deps
 from server.core.pagination import PageTokens
 from server.rpc import reflection as rpc_reflection
-from server.rpc.interceptors import Calls, ServerInterceptor
+from server.rpc.interceptors import ServerInterceptor
 from server.rpc.principals import Gate
 from server.rpc.registry import add_service
 from server.store import db as store_db
 from server.store.db import Database, DatabaseRejected, DatabaseUnavailable
 from server.store.notify import Hub
 from server.tls import CertificateFiles, TlsError
+from server.transport.calls import Calls
+
+if TYPE_CHECKING:
+    from server.http.server import HttpServer
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +89,13 @@ class App:
     settings: Settings
     health_interval: float = 2.0
     tls: str = "off"   # "off", "on" or "mutual" (client certificates required)
+    http: HttpServer | None = None   # None when HTTP_ADDRESS is empty
     # False until the schema is known to be at the newest migration (a
     # server started while the database was down learns it later).
     ready: bool = True
     serving: bool | None = None
     problem: str = ""
+    stopping: bool = False
     _probe: psycopg.AsyncConnection[Any] | None = field(default=None, repr=False)
     _monitor: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -100,7 +107,18 @@ class App:
         # arrives first must not find the service unknown (NOT_FOUND).
         await self._publish_health()
         await self.server.start()
+        if self.http is not None:
+            await self.http.start()
         self._monitor = asyncio.create_task(self._watch_database())
+
+    def not_ready(self) -> str | None:
+        """Why this server should get no traffic now (HTTP's /readyz), or
+        None when it serves: what gRPC health says SERVING."""
+        if self.stopping:
+            return "shutting down"
+        if not self.serving:
+            return self.problem or "waiting for the database schema check"
+        return None
 
     async def mark_ready(self) -> bool:
         """The schema is confirmed: prepare, and serve as soon as the
@@ -163,6 +181,7 @@ class App:
             await self._publish_health()
 
     async def stop(self, grace: float) -> None:
+        self.stopping = True
         await self.health.enter_graceful_shutdown()
         # Streams that follow a build would hold the grace period open; they
         # end now with UNAVAILABLE, and their clients resume elsewhere.
@@ -171,43 +190,55 @@ class App:
             self._monitor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._monitor
-        # grpc refuses new calls from here on. Running ones get the grace
-        # period; what is left then is answered UNAVAILABLE by the interceptor
-        # (Calls.drain) before grpc's own stop would cancel it.
-        stopping = asyncio.create_task(self.server.stop(grace + 5))
+        # grpc refuses new calls from here on, and the HTTP port new
+        # connections. Running calls of both get the grace period; what is
+        # left then is answered UNAVAILABLE (Calls.drain) before either
+        # server's own stop would cancel it.
+        stopping = [asyncio.create_task(self.server.stop(grace + 5))]
+        if self.http is not None:
+            stopping.append(asyncio.create_task(self.http.stop()))
         await self.calls.drain(grace)
-        await stopping
+        await asyncio.gather(*stopping)
         await self.hub.close()
         await self.db.close()
         if self._probe is not None:
             await self._probe.close()
 
 
-def _cannot_listen(address: str) -> str | None:
-    """Why `address` cannot be listened on, in one line with what to do, or
-    None when it can. Asked before grpc binds, because grpc's own failure is
-    a multi-line log from its C core and a bare "Failed to bind"."""
+def _bound(address: str, setting: str, *, reuse_port: bool = False) -> socket.socket:
+    """A socket bound to `address`, or SystemExit with one line that says
+    why not and what to do. Asked before grpc binds too, because grpc's own
+    failure is a multi-line log from its C core and a bare "Failed to bind"."""
     host, _, port = address.rpartition(":")
     host = host.strip("[]")
     try:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as grpc does
-            probe.bind((host, int(port)))
+        sock = socket.socket(family, socket.SOCK_STREAM)
     except OSError as error:
+        raise SystemExit(f"cannot listen on {address}: {error.strerror}; fix {setting}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as grpc does
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, int(port)))
+    except OSError as error:
+        sock.close()
         if error.errno == errno.EADDRINUSE:
-            return (
+            raise SystemExit(
                 f"cannot listen on {address}: the port is in use (another server?); stop it, "
-                "or set GRPC_ADDRESS to another port (REUSE_PORT=true shares a port on purpose)"
-            )
+                f"or set {setting} to another port (REUSE_PORT=true shares a port on purpose)"
+            ) from None
         if error.errno == errno.EADDRNOTAVAIL:
-            return f"cannot listen on {address}: {host} is not an address of this machine; fix GRPC_ADDRESS"
+            raise SystemExit(f"cannot listen on {address}: {host} is not an address of this machine; fix {setting}") from None
         if error.errno == errno.EACCES:
-            return f"cannot listen on {address}: permission denied (ports below 1024 need privileges); fix GRPC_ADDRESS"
-        return f"cannot listen on {address}: {error.strerror}; fix GRPC_ADDRESS"
+            raise SystemExit(
+                f"cannot listen on {address}: permission denied (ports below 1024 need privileges); fix {setting}"
+            ) from None
+        raise SystemExit(f"cannot listen on {address}: {error.strerror}; fix {setting}") from None
     except (socket.gaierror, ValueError):
-        return f"cannot listen on {address}: {host!r} is not a local host name or address; fix GRPC_ADDRESS"
-    return None
+        sock.close()
+        raise SystemExit(f"cannot listen on {address}: {host!r} is not a local host name or address; fix {setting}") from None
+    return sock
 
 
 def build_server(settings: Settings) -> App:
@@ -247,9 +278,8 @@ def build_server(settings: Settings) -> App:
         [*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
         server,
     )
-    problem = None if settings.reuse_port else _cannot_listen(settings.grpc_address)
-    if problem:
-        raise SystemExit(problem)
+    if not settings.reuse_port:
+        _bound(settings.grpc_address, "GRPC_ADDRESS").close()
     try:
         if certificates is None:
             port = server.add_insecure_port(settings.grpc_address)
@@ -259,12 +289,37 @@ def build_server(settings: Settings) -> App:
         port = 0
     if port == 0:
         raise SystemExit(f"cannot listen on {settings.grpc_address}; fix GRPC_ADDRESS")
-    return App(
+    app = App(
         server=server, port=port, db=db, hub=hub, health=health_servicer, calls=calls,
         page_tokens=page_tokens, settings=settings,
         health_interval=settings.health_check_seconds,
         tls="off" if certificates is None else "mutual" if certificates.mutual else "on",
     )
+    if settings.http_address:
+        app.http = _http_server(settings, deps, calls, gate.authenticator, app)
+    return app
+
+
+def _http_server(settings: Settings, deps: Deps, calls: Calls, authenticator: Authenticator, app: App) -> HttpServer:
+    """The same services on HTTP_ADDRESS, sharing the core, the
+    authenticator and the calls' limits with the gRPC port. Imported only
+    when HTTP is served (connectrpc and uvicorn add about 6 MB)."""
+    from server.http.app import HttpApp
+    from server.http.calls import CallInterceptor
+    from server.http.registry import endpoints
+    from server.http.server import HttpServer
+
+    certificates = _certificate_files(settings)   # a watcher of the HTTP port's own
+    try:
+        context = None if certificates is None else certificates.ssl_context()
+    except TlsError as error:
+        raise SystemExit(f"cannot serve TLS: {error}") from None
+    handler = HttpApp(
+        endpoints(SERVICES, deps), calls=calls, interceptor=CallInterceptor(calls, authenticator),
+        not_ready=app.not_ready, cors_origins=settings.http_cors_origins,
+    )
+    sock = _bound(settings.http_address, "HTTP_ADDRESS", reuse_port=settings.reuse_port)
+    return HttpServer(handler, sock, context=context, grace=settings.shutdown_grace_seconds + 5)
 
 
 def _certificate_files(settings: Settings) -> CertificateFiles | None:

@@ -19,18 +19,23 @@ from typing import Any
 ENVIRONMENT: list[tuple[str, str, str]] = [
     ("DATABASE_URL", "", "PostgreSQL URL (postgresql://user:pass@host:5432/db). When unset, "
      "`python -m server` starts an embedded PostgreSQL in EMBEDDED_PG_DIR."),
-    ("GRPC_ADDRESS", "127.0.0.1:50051", "host:port to serve on; port 0 picks a free port "
+    ("GRPC_ADDRESS", "127.0.0.1:50051", "host:port to serve gRPC on; port 0 picks a free port "
      "(the chosen one is logged)."),
-    ("TLS_CERT_FILE", "", "PEM certificate chain; with TLS_KEY_FILE the server serves TLS on GRPC_ADDRESS. "
-     "Files replaced on disk are picked up by new connections without a restart."),
+    ("HTTP_ADDRESS", "127.0.0.1:8080", "host:port to serve every service over HTTP on (Connect, gRPC-Web, "
+     "JSON POST; /healthz, /readyz; docs/http.md); port 0 picks a free port (logged); empty serves no HTTP."),
+    ("HTTP_CORS_ORIGINS", "", "comma-separated origins (https://app.example.com) whose web pages may call "
+     "the HTTP port (CORS); `*` allows any origin; none by default."),
+    ("TLS_CERT_FILE", "", "PEM certificate chain; with TLS_KEY_FILE the server serves TLS on GRPC_ADDRESS and "
+     "HTTP_ADDRESS. Files replaced on disk are picked up by new connections without a restart."),
     ("TLS_KEY_FILE", "", "PEM private key (unencrypted) of TLS_CERT_FILE."),
     ("TLS_CLIENT_CA_FILE", "", "PEM certificates of the CAs that sign client certificates; when set, every "
      "client must present a certificate they signed (mTLS), and its identity is in the access log. A call "
      "without a bearer token is then the service whose token is named like the certificate's CN, a DNS "
      "name or a URI of it (docs/security.md)."),
-    ("ALLOW_PLAINTEXT", "false", "true serves plaintext (no TLS) on an address other than loopback, "
-     "for a network that is encrypted otherwise (a service mesh); without it that is refused at start."),
-    ("REUSE_PORT", "false", "true lets several server processes listen on one port "
+    ("ALLOW_PLAINTEXT", "false", "true serves plaintext (no TLS) on an address other than loopback "
+     "(GRPC_ADDRESS or HTTP_ADDRESS), for a network that is encrypted otherwise (a service mesh); without it "
+     "that is refused at start."),
+    ("REUSE_PORT", "false", "true lets several server processes listen on one port (both ports) "
      "(SO_REUSEPORT); without it a port in use is an error."),
     ("DB_POOL_SIZE", "10", "database connections kept open per process."),
     ("DB_POOL_MAX_OVERFLOW", "10", "extra connections a process may open under load."),
@@ -91,6 +96,27 @@ def _address(raw: str) -> str:
     if not sep or not host or not port.isdigit() or int(port) > 65535:
         raise ValueError("must be host:port, for example 127.0.0.1:50051 or [::]:50051")
     return raw
+
+
+def _optional_address(raw: str) -> str:
+    if not raw.strip():
+        return ""
+    host, sep, port = raw.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError("must be host:port, for example 127.0.0.1:8080 or [::]:8080, or empty to serve no HTTP")
+    return raw
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    origins = _names(raw)
+    for origin in origins:
+        if origin == "*":
+            continue
+        scheme, sep, rest = origin.partition("://")
+        if scheme not in ("http", "https") or not sep or not rest or "/" in rest or not rest.isascii():
+            raise ValueError(f"holds {origin!r}: each origin must be scheme://host[:port] with no path "
+                             "(https://app.example.com), or *")
+    return origins
 
 
 def _readable_file(raw: str) -> str:
@@ -199,6 +225,8 @@ _BY_TYPE: dict[str, Callable[[str], Any]] = {
 class Settings:
     database_url: str = setting(_database_url)
     grpc_address: str = setting(_address)
+    http_address: str = setting(_optional_address)
+    http_cors_origins: tuple[str, ...] = setting(_origins)
     tls_cert_file: str = setting(_readable_file)
     tls_key_file: str = setting(_readable_file)
     tls_client_ca_file: str = setting(_readable_file)
@@ -270,11 +298,22 @@ def _together(values: dict[str, Any]) -> list[str]:
                 "tokens (Clerk: https://<your-app>.clerk.accounts.dev)"]
     if not values["auth_bootstrap_token_file"]:
         return ["AUTH_BOOTSTRAP_TOKEN_FILE is empty: give the path where the first admin token is written"]
-    address = values["grpc_address"]
-    if not cert and not values["allow_plaintext"] and not _is_loopback(address.rpartition(":")[0]):
-        return [f"GRPC_ADDRESS={address!r} would serve plaintext beyond this machine: set TLS_CERT_FILE and "
-                "TLS_KEY_FILE, or ALLOW_PLAINTEXT=true when the network encrypts for you (a service mesh)"]
+    grpc_address, http_address = values["grpc_address"], values["http_address"]
+    for name, address in (("GRPC_ADDRESS", grpc_address), ("HTTP_ADDRESS", http_address)):
+        if address and not cert and not values["allow_plaintext"] and not _is_loopback(address.rpartition(":")[0]):
+            return [f"{name}={address!r} would serve plaintext beyond this machine: set TLS_CERT_FILE and "
+                    "TLS_KEY_FILE, or ALLOW_PLAINTEXT=true when the network encrypts for you (a service mesh)"]
+    if http_address and _same_port(grpc_address, http_address):
+        return [f"GRPC_ADDRESS and HTTP_ADDRESS are both {http_address!r}: give HTTP its own port "
+                "(or HTTP_ADDRESS='' to serve no HTTP)"]
     return []
+
+
+def _same_port(first: str, second: str) -> bool:
+    """Whether two addresses name one port (port 0 means a free one each)."""
+    host, _, port = first.rpartition(":")
+    other_host, _, other_port = second.rpartition(":")
+    return port == other_port and port != "0" and host.strip("[]") == other_host.strip("[]")
 
 
 def help_text() -> str:

@@ -1,10 +1,13 @@
-"""TLS on the gRPC port: certificate files checked at start, and picked up
-again when they change on disk, without a restart.
+"""TLS on the gRPC and HTTP ports: certificate files checked at start, and
+picked up again when they change on disk, without a restart.
 
 grpc asks `CertificateFiles.fetch` for the configuration at every TLS
 handshake (on one of its own threads). It stats the files and returns None
 (keep the current configuration) unless one of them changed; only then does
-it read them again. Files that changed but cannot be used together (a key
+it read them again. The HTTP port does the same with the standard library's
+`ssl` (`CertificateFiles.ssl_context`): the listening context's SNI callback,
+which OpenSSL calls at every handshake (with or without a server name), stats
+the files and hands the connection a new context when they changed. Files that changed but cannot be used together (a key
 that does not match the certificate, a half-written file) are not served: the
 previous certificate stays in use, a warning says why, and the next change of
 the files is tried again. New connections see a new certificate; connections
@@ -22,11 +25,15 @@ import logging
 import os
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import grpc
 
 log = logging.getLogger("server.tls")
+
+T = TypeVar("T")
 
 # What a stat of each file says: a change of any of them means new contents
 # (an in-place write changes size or mtime, a rename-over the inode).
@@ -78,8 +85,21 @@ def _check(cert_file: str, key_file: str, client_ca_file: str | None) -> None:
                            "of the CAs that sign client certificates") from None
 
 
+def _server_context(cert_file: str, key_file: str, client_ca_file: str | None) -> ssl.SSLContext:
+    """A server context for the HTTP port (HTTP/1.1 only: uvicorn speaks no HTTP/2)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert_file, key_file, password=_refuse_encrypted)
+    if client_ca_file:
+        context.load_verify_locations(cafile=client_ca_file)
+        context.verify_mode = ssl.CERT_REQUIRED
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
 class CertificateFiles:
-    """The server's certificate, key and (for mTLS) client CA files."""
+    """The server's certificate, key and (for mTLS) client CA files. Each
+    port watches the files with an instance of its own."""
 
     def __init__(self, cert_file: str, key_file: str, client_ca_file: str | None = None) -> None:
         self.paths = (cert_file, key_file, *((client_ca_file,) if client_ca_file else ()))
@@ -97,23 +117,47 @@ class CertificateFiles:
         stats = [os.stat(path) for path in self.paths]
         return tuple((s.st_ino, s.st_size, s.st_mtime_ns) for s in stats)
 
-    def load(self) -> tuple[Signature, Material]:
-        """Check the files and read them; TlsError when they cannot be served.
+    def _checked(self, read: Callable[[], T]) -> tuple[Signature, T]:
+        """Check the files and `read` them; TlsError when they cannot be served.
         The signature is taken before and after, so contents read while a
         file was being replaced are never taken for checked ones."""
         try:
             before = self._signature()
             _check(self.cert_file, self.key_file, self.client_ca_file)
-            material = Material(
-                chain=_read(self.cert_file), key=_read(self.key_file),
-                client_ca=_read(self.client_ca_file) if self.client_ca_file else None,
-            )
+            value = read()
             after = self._signature()
         except OSError as error:
             raise TlsError(f"{error.filename} cannot be read ({error.strerror})") from None
         if before != after:
             raise TlsError("the certificate files changed while they were read")
-        return after, material
+        return after, value
+
+    def load(self) -> tuple[Signature, Material]:
+        """The files' contents, checked (for grpc)."""
+        return self._checked(lambda: Material(
+            chain=_read(self.cert_file), key=_read(self.key_file),
+            client_ca=_read(self.client_ca_file) if self.client_ca_file else None,
+        ))
+
+    def _context(self) -> tuple[Signature, ssl.SSLContext]:
+        return self._checked(lambda: _server_context(self.cert_file, self.key_file, self.client_ca_file))
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A context that serves the files now and follows them (for the
+        HTTP port); TlsError when they cannot be served now."""
+        self._served, listening = self._context()
+        current = listening
+
+        def follow(connection: Any, server_name: str | None, context: ssl.SSLContext) -> None:
+            nonlocal current
+            fresh = self._refresh(self._context)
+            if fresh is not None:
+                current = fresh
+            if current is not context:
+                connection.context = current
+
+        listening.sni_callback = follow
+        return listening
 
     def credentials(self) -> grpc.ServerCredentials:
         """Server credentials that follow the files; TlsError when they cannot be served now."""
@@ -124,7 +168,13 @@ class CertificateFiles:
 
     def fetch(self) -> grpc.ServerCertificateConfiguration | None:
         """Called by grpc at every handshake: a new configuration when the
-        files changed and can be served, else None (keep the current one).
+        files changed and can be served, else None (keep the current one)."""
+        material = self._refresh(self.load)
+        return None if material is None else material.configuration()
+
+    def _refresh(self, load: Callable[[], tuple[Signature, T]]) -> T | None:
+        """What `load` makes of the files when they changed since they were
+        last served and can be served, else None (keep the current ones).
         Never raises: an exception here would fail the handshake."""
         try:
             with self._lock:
@@ -140,7 +190,7 @@ class CertificateFiles:
                 if now in (self._served, self._refused):
                     return None
                 try:
-                    signature, material = self.load()
+                    signature, material = load()
                 except TlsError as error:
                     self._refused = now
                     log.warning("the TLS files changed but cannot be served (%s); still serving the previous "
@@ -149,7 +199,7 @@ class CertificateFiles:
                 self._served = signature
                 log.info("the TLS files changed: new connections get the new certificate",
                          extra={"tls_cert_file": self.cert_file})
-                return material.configuration()
+                return material
         except Exception as error:
             log.warning("cannot check the TLS files (%s); still serving the previous certificate", error)
             return None

@@ -64,8 +64,10 @@ def jwks(session_key: SigningKey) -> Iterator[JwksServer]:
 @pytest.fixture(scope="session")
 def server(database_url: str, jwks: JwksServer) -> Iterator[ServerProcess]:
     """The session's server: its `token` is an admin token, and it accepts
-    user session JWTs of `session_key` (issuer ISSUER, authorized party ORIGIN)."""
-    env = {"AUTH_JWKS_URL": jwks.url, "AUTH_JWT_ISSUER": ISSUER, "AUTH_AUTHORIZED_PARTIES": ORIGIN}
+    user session JWTs of `session_key` (issuer ISSUER, authorized party ORIGIN).
+    Its HTTP port (`server.http()`) lets the web pages of ORIGIN call it (CORS)."""
+    env = {"AUTH_JWKS_URL": jwks.url, "AUTH_JWT_ISSUER": ISSUER, "AUTH_AUTHORIZED_PARTIES": ORIGIN,
+           "HTTP_CORS_ORIGINS": ORIGIN}
     with running_server(database_url, **env) as proc:
         yield proc
 

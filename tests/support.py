@@ -35,6 +35,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 LISTENING = re.compile(r"listening on [^\"]*:(\d+)")
+HTTP_LISTENING = re.compile(r"listening on [^\"]*:(\d+) for HTTP")
 WAIT = 30.0  # an upper bound for things that happen "soon"; never asserted as a duration
 
 
@@ -257,7 +258,8 @@ def fails_with_one_line(env: dict[str, str], *args: str) -> str:
     """`python -m server` with `env` must refuse to start with one line
     (no traceback, no log record last), which is returned."""
     result = subprocess.run(
-        [sys.executable, "-m", "server", *args], cwd=ROOT, env={**os.environ, "GRPC_ADDRESS": "127.0.0.1:0", **env},
+        [sys.executable, "-m", "server", *args], cwd=ROOT,
+        env={**os.environ, "GRPC_ADDRESS": "127.0.0.1:0", "HTTP_ADDRESS": "127.0.0.1:0", **env},
         capture_output=True, text=True, timeout=60,
     )
     assert result.returncode != 0, result.stderr
@@ -331,6 +333,7 @@ class ServerProcess:
     credentials: grpc.ChannelCredentials | None = None
     proc: subprocess.Popen[str] | None = None
     port: int = 0
+    http_port: int = 0   # 0 when HTTP_ADDRESS is empty
     lines: list[str] = field(default_factory=list)
     _pump: threading.Thread = field(init=False, repr=False)
 
@@ -339,6 +342,7 @@ class ServerProcess:
             **os.environ,
             "DATABASE_URL": self.database_url,
             "GRPC_ADDRESS": "127.0.0.1:0",
+            "HTTP_ADDRESS": "127.0.0.1:0",
             "LOG_LEVEL": "INFO",
             "STREAM_HEARTBEAT_SECONDS": "1",
             "HEALTH_CHECK_SECONDS": "0.5",
@@ -356,14 +360,21 @@ class ServerProcess:
             text=True,
         )
         ready = threading.Event()
+        serves_http = bool(env["HTTP_ADDRESS"])
 
         def pump() -> None:
+            # The gRPC port's line comes first, then the HTTP port's.
             assert self.proc is not None and self.proc.stderr is not None
             for line in self.proc.stderr:
                 self.lines.append(line)
-                match = LISTENING.search(line)
-                if match and not ready.is_set():
+                if ready.is_set():
+                    continue
+                http = HTTP_LISTENING.search(line)
+                if http:
+                    self.http_port = int(http.group(1))
+                elif match := LISTENING.search(line):
                     self.port = int(match.group(1))
+                if self.port and (self.http_port or not serves_http):
                     ready.set()
 
         self._pump = threading.Thread(target=pump, daemon=True)
@@ -383,6 +394,13 @@ class ServerProcess:
     def token(self) -> str:
         """An admin token of the server's database (made on first use, once the server has started)."""
         return admin_token(self.database_url)
+
+    def http(self, token: str | None = None, *, context: Any = None) -> Any:
+        """A client of the HTTP port (tests.http_support.HttpClient) whose calls
+        carry `token`, the admin token by default ("" sends none); TLS with `context`."""
+        from tests.http_support import HttpClient
+
+        return HttpClient(self.http_port, self.token if token is None else token, context=context)
 
     def channel(self, *, authenticated: bool = True) -> grpc.Channel:
         """A channel to the server whose calls carry its admin token (none when not `authenticated`)."""

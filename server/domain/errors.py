@@ -1,5 +1,5 @@
-"""The domain error tree. The rpc layer maps each class to one gRPC status
-(server.rpc.errors); the store translates database errors into these.
+"""The domain error tree. Every transport maps each class to one status
+(server.transport.status); the store translates database errors into these.
 
 DomainError
  +-- InvalidArgument      INVALID_ARGUMENT, with one violation per bad field

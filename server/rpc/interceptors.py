@@ -4,16 +4,17 @@ one measurement and must happen in this order around the handler:
 1. request id: taken from the `x-request-id` metadata or generated; it is
    in every log line of the call and in the message of an INTERNAL status;
 2. admission: a process works on at most MAX_CONCURRENT_CALLS unary calls
-   and MAX_STREAMS streams at once; the excess is refused at once with
-   RESOURCE_EXHAUSTED and RetryInfo instead of queueing for seconds. The
-   call's deadline becomes `server.store.db.call_deadline`, the bound of
-   every database wait it causes;
+   and MAX_STREAMS streams at once, over both transports (server.transport.calls);
+   the excess is refused at once with RESOURCE_EXHAUSTED and RetryInfo instead
+   of queueing for seconds. The call's deadline becomes
+   `server.store.db.call_deadline`, the bound of every database wait it causes;
 3. authentication: every call but health (and reflection, unless
    REFLECTION=false) must prove its principal (server.rpc.principals);
    a missing or bad credential is UNAUTHENTICATED before any core code runs;
 4. error mapping: a DomainError becomes its precise status
-   (server.rpc.errors); anything unexpected is logged with its traceback
-   and answered INTERNAL with the request id, never with the traceback;
+   (server.transport.status, the map the HTTP transport uses too); anything
+   unexpected is logged with its traceback and answered INTERNAL with the
+   request id, never with the traceback;
 5. access log: one structured line per RPC with method, status code,
    duration, peer, the principal (`kind:id`) (and, with mTLS, the client certificate's identity,
    server.rpc.peer), written after the status is known. The duration runs
@@ -33,8 +34,6 @@ message; here they reach the wrapper, which answers INVALID_ARGUMENT.
 from __future__ import annotations
 
 import asyncio
-import logging
-import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -42,25 +41,22 @@ from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
+from google.rpc import code_pb2
+from grpc_status import rpc_status
 
 from server.domain.access import Principal
-from server.domain.errors import DomainError, InvalidArgument, ResourceExhausted, Unavailable
-from server.rpc.errors import to_status
+from server.domain.errors import InvalidArgument
 from server.rpc.peer import PeerIdentity, peer_identity
 from server.rpc.principals import Gate
-from server.store.db import DatabaseUnavailable, call_deadline
-
-log = logging.getLogger("server.access")
-error_log = logging.getLogger("server.rpc")
-
-EXPECTED = (DomainError, DatabaseUnavailable)
+from server.store.db import call_deadline
+from server.transport.calls import Calls, log_call, request_id, settle
 
 
 def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     for key, value in context.invocation_metadata() or ():
-        if key == "x-request-id" and isinstance(value, str) and value.isprintable() and len(value) <= 128:
-            return value
-    return os.urandom(8).hex()
+        if key == "x-request-id" and isinstance(value, str):
+            return request_id(value)
+    return request_id(None)
 
 
 class _Undecodable:
@@ -88,60 +84,6 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
 def _check_decoded(request: Any) -> None:
     if isinstance(request, _Undecodable):
         raise InvalidArgument.one("request", f"is not a valid protobuf message: {request.error}")
-
-
-@dataclass(slots=True)
-class _Limit:
-    """How many calls of one kind a process works on, and how many it may."""
-
-    maximum: int
-    says: str     # what a refusal says, with {count}
-    count: int = 0
-
-
-class Calls:
-    """The calls this process works on: admission limits, and the drain at shutdown."""
-
-    RETRY_AFTER = 1.0  # seconds a refused caller is advised to wait
-
-    def __init__(self, *, max_unary: int, max_streams: int) -> None:
-        self.unary = _Limit(max_unary, "this server is working on {count} calls, its limit (MAX_CONCURRENT_CALLS)")
-        self.streams = _Limit(max_streams, "this server has {count} streams open, its limit (MAX_STREAMS)")
-        self.running: set[asyncio.Task[Any]] = set()
-        self.draining = False
-
-    def admit(self, stream: bool) -> None:
-        """Count the call in, or raise ResourceExhausted."""
-        limit = self.streams if stream else self.unary
-        if limit.count >= limit.maximum:
-            raise ResourceExhausted(
-                limit.says.format(count=limit.count) + "; retry after a pause, or on another replica",
-                retry_after=self.RETRY_AFTER,
-            )
-        limit.count += 1
-        task = asyncio.current_task()
-        if task is not None:
-            self.running.add(task)
-
-    def release(self, stream: bool) -> None:
-        (self.streams if stream else self.unary).count -= 1
-        task = asyncio.current_task()
-        if task is not None:
-            self.running.discard(task)
-
-    async def drain(self, grace: float) -> None:
-        """Wait up to `grace` seconds for the running calls, then end the
-        rest with UNAVAILABLE (the wrappers see `draining` and answer so)."""
-        deadline = time.monotonic() + grace
-        while self.running and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        if not self.running:
-            return
-        self.draining = True
-        left = list(self.running)
-        for task in left:
-            task.cancel()
-        await asyncio.wait(left, timeout=2.0)
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -219,22 +161,7 @@ class _Call:
     def end(self, stream: bool) -> None:
         if self.admitted:
             self.calls.release(stream)
-        if log.isEnabledFor(logging.INFO):
-            extra = {
-                "method": self.method,
-                "code": self.code,
-                "duration_ms": round((time.perf_counter() - self.started) * 1000, 3),
-                "peer": self.peer,
-                "request_id": self.request_id,
-            }
-            if self.principal is not None:
-                extra["principal"] = self.principal.label()
-            if self.cert is not None:
-                extra["client_cert"] = str(self.cert)
-            log.info("rpc", extra=extra)
-
-
-SHUTTING_DOWN = "the server is shutting down; retry the call (on another replica)"
+        log_call(self.method, self.code, self.started, self.peer, self.request_id, self.principal, self.cert)
 
 
 def _outcome(
@@ -242,19 +169,13 @@ def _outcome(
 ) -> tuple[str, grpc.Status | None]:
     """The status name for the access log, and the status to answer with
     (None when the call is already answered or the client is gone)."""
-    if isinstance(error, asyncio.CancelledError):
-        if not calls.draining:
-            return "CANCELLED", None
-        # Cut at the end of the shutdown grace period: retryable, not CANCELLED.
-        asyncio.current_task().uncancel()  # type: ignore[union-attr]
-        error = Unavailable(SHUTTING_DOWN)
-    if isinstance(error, grpc.aio.AbortError) or not isinstance(error, Exception):
+    if isinstance(error, grpc.aio.AbortError) or not isinstance(error, Exception | asyncio.CancelledError):
         code = context.code()
         return (code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"), None
-    if not isinstance(error, EXPECTED):
-        error_log.error("unhandled error in %s", method, exc_info=error, extra={"request_id": request_id})
-    status = to_status(error, request_id)
-    return str(status.code.name), status
+    status = settle(error, calls, method, request_id)
+    if status is None:
+        return "CANCELLED", None
+    return code_pb2.Code.Name(status.code), rpc_status.to_status(status)
 
 
 def _unary(call: _Call, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:

@@ -37,6 +37,10 @@ def _imports(package: str) -> set[str]:
         ("core", ("grpc", "server.rpc", "sqlalchemy", "psycopg")),
         ("domain", ("grpc", "server.rpc", "server.core", "server.store", "sqlalchemy", "psycopg", "google")),
         ("store", ("grpc", "server.rpc", "server.core")),
+        # What both transports share knows neither of them.
+        ("transport", ("grpc", "server.rpc", "server.http", "connectrpc", "uvicorn")),
+        ("rpc", ("server.http", "connectrpc", "uvicorn")),
+        ("http", ("grpc", "server.rpc", "sqlalchemy", "psycopg")),
     ],
 )
 def test_dependencies_run_one_way(package, forbidden):

@@ -1,4 +1,7 @@
-"""The one map from errors to gRPC statuses, with google.rpc error details.
+"""The one map from errors to google.rpc.Status (code, message, details),
+for every transport: gRPC sends it as grpc-status, grpc-message and
+grpc-status-details-bin; Connect and gRPC-Web as their error with the same
+code, message and details.
 
   InvalidArgument     INVALID_ARGUMENT     BadRequest: one FieldViolation per bad field
   NotFound            NOT_FOUND            ResourceInfo
@@ -19,10 +22,8 @@
 
 from __future__ import annotations
 
-import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
 from server.domain import errors
 from server.store.db import DatabaseUnavailable
@@ -30,13 +31,13 @@ from server.store.db import DatabaseUnavailable
 DOMAIN = "buildplatform.v1"
 
 
-def _status(code: int, message: str, *details: object) -> grpc.Status:
+def _status(code: int, message: str, *details: object) -> status_pb2.Status:
     packed = []
     for detail in details:
         container = any_pb2.Any()
         container.Pack(detail)  # type: ignore[arg-type]
         packed.append(container)
-    return rpc_status.to_status(status_pb2.Status(code=code, message=message, details=packed))
+    return status_pb2.Status(code=code, message=message, details=packed)
 
 
 def _retry(seconds: float) -> error_details_pb2.RetryInfo:
@@ -45,7 +46,9 @@ def _retry(seconds: float) -> error_details_pb2.RetryInfo:
     return error_details_pb2.RetryInfo(retry_delay=delay)
 
 
-def to_status(error: BaseException, request_id: str) -> grpc.Status:
+def to_status(error: BaseException, request_id: str) -> status_pb2.Status:
+    """The status that answers `error`; INTERNAL (naming `request_id`) for
+    anything that is not a domain error."""
     if isinstance(error, errors.InvalidArgument):
         return _status(
             code_pb2.INVALID_ARGUMENT,

@@ -1,0 +1,188 @@
+"""The ASGI application of the HTTP port: what is not an RPC, then the RPCs.
+
+  OPTIONS (a CORS preflight)     answered here, without authentication
+  GET /healthz                   200 "ok": the process is up
+  GET /readyz                    200 "ready", or 503 "not ready: <why>": the database
+                                 answers and the schema is ready (gRPC health's SERVING)
+  other GETs that are no RPC     server.web_assets.serve(path) when that module exists;
+                                 else 404
+  POST application/grpc          415: gRPC (HTTP/2) is served on GRPC_ADDRESS
+  everything else                connectrpc: Connect (unary and server streams, JSON and
+                                 binary), gRPC-Web, plain JSON POST (Connect unary
+                                 without its optional headers)
+
+A response to an origin of HTTP_CORS_ORIGINS carries the CORS headers that
+let a browser read it; any other origin gets none (and the browser refuses).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from collections.abc import Awaitable, Callable, Collection, Iterable
+from typing import Any
+
+from connectrpc.server import ConnectASGIApplication
+
+from server.http.calls import CallInterceptor
+from server.http.codecs import CODECS
+from server.transport.calls import Calls
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Static = Callable[[str], "tuple[int, dict[str, str], bytes] | None"]
+
+# What Connect and gRPC-Web clients send, and what they must read, across origins.
+ALLOW_HEADERS = ", ".join((
+    "authorization", "content-type", "content-encoding", "connect-protocol-version", "connect-timeout-ms",
+    "connect-content-encoding", "connect-accept-encoding", "grpc-timeout", "grpc-encoding",
+    "grpc-accept-encoding", "x-grpc-web", "x-user-agent", "x-request-id",
+)).encode()
+EXPOSE_HEADERS = ", ".join((
+    "grpc-status", "grpc-message", "grpc-status-details-bin", "grpc-encoding", "grpc-accept-encoding",
+    "connect-content-encoding", "connect-accept-encoding", "x-request-id",
+)).encode()
+PREFLIGHT_MAX_AGE = b"7200"   # seconds; browsers cap it (Chromium at 2 hours)
+
+MAX_REQUEST_BYTES = 64 * 1024 * 1024   # as grpc.max_receive_message_length: 5000 lines of 64 KiB
+
+
+class _Procedures(ConnectASGIApplication[None]):
+    """Every RPC, by its path."""
+
+    @property
+    def path(self) -> str:
+        return "/"
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value  # type: ignore[no-any-return]
+    return None
+
+
+async def _respond(send: Send, status: int, body: bytes, headers: Iterable[tuple[bytes, bytes]] = (),
+                   *, head: bool = False) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"text/plain; charset=utf-8"), (b"cache-control", b"no-store"), *headers,
+    ]})
+    await send({"type": "http.response.body", "body": b"" if head else body})
+
+
+def _web_assets() -> Static | None:
+    """server.web_assets.serve when that module exists (the browser pages)."""
+    try:
+        module = importlib.import_module("server.web_assets")
+    except ModuleNotFoundError as error:
+        if error.name == "server.web_assets":
+            return None
+        raise
+    serve: Static = module.serve
+    return serve
+
+
+class HttpApp:
+    def __init__(
+        self,
+        endpoints: dict[str, Any],
+        *,
+        calls: Calls,
+        interceptor: CallInterceptor,
+        not_ready: Callable[[], str | None],
+        cors_origins: Collection[str] = (),
+    ) -> None:
+        self.procedures = frozenset(endpoints)
+        self.connect = _Procedures(
+            service=None, endpoints=lambda _: endpoints, interceptors=[interceptor],
+            read_max_bytes=MAX_REQUEST_BYTES, codecs=CODECS,
+        )
+        self.calls = calls
+        self.not_ready = not_ready
+        self.any_origin = "*" in cors_origins
+        self.origins = frozenset(origin.encode() for origin in cors_origins)
+        self._static: Static | None = None
+        self._static_looked_up = False
+
+    def _allowed(self, origin: bytes | None) -> bool:
+        return origin is not None and (self.any_origin or origin in self.origins)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        method, path = scope["method"], scope["path"]
+        origin = _header(scope, b"origin") if self.origins or self.any_origin else None
+        if method == "OPTIONS":
+            await self._preflight(send, origin)
+            return
+        if self._allowed(origin):
+            send = _with_cors(send, origin)  # type: ignore[arg-type]
+        if method in ("GET", "HEAD") and path not in self.procedures:
+            await self._get(path, send, head=method == "HEAD")
+            return
+        content_type = _header(scope, b"content-type") or b""
+        if content_type.startswith(b"application/grpc") and not content_type.startswith(b"application/grpc-web"):
+            await _respond(send, 415, b"gRPC is served on GRPC_ADDRESS (HTTP/2); this port speaks Connect, "
+                                      b"gRPC-Web and JSON\n")
+            return
+        try:
+            await self.connect(scope, receive, send)
+        except asyncio.CancelledError:
+            if not self.calls.draining:
+                raise
+            # Cut at the end of the shutdown grace period: the call was
+            # answered UNAVAILABLE (server.http.calls); nothing for uvicorn to report.
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+
+    async def _preflight(self, send: Send, origin: bytes | None) -> None:
+        headers: list[tuple[bytes, bytes]] = [
+            (b"vary", b"origin, access-control-request-method, access-control-request-headers"),
+        ]
+        if self._allowed(origin):
+            assert origin is not None
+            headers += [
+                (b"access-control-allow-origin", origin),
+                (b"access-control-allow-methods", b"GET, POST"),
+                (b"access-control-allow-headers", ALLOW_HEADERS),
+                (b"access-control-max-age", PREFLIGHT_MAX_AGE),
+            ]
+        await send({"type": "http.response.start", "status": 204, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def _get(self, path: str, send: Send, *, head: bool) -> None:
+        if path == "/healthz":
+            await _respond(send, 200, b"ok\n", head=head)
+            return
+        if path == "/readyz":
+            why = self.not_ready()
+            if why is None:
+                await _respond(send, 200, b"ready\n", head=head)
+            else:
+                await _respond(send, 503, f"not ready: {why}\n".encode(), head=head)
+            return
+        if not self._static_looked_up:
+            self._static, self._static_looked_up = _web_assets(), True
+        found = self._static(path) if self._static is not None else None
+        if found is None:
+            await _respond(send, 404, b"not found\n", head=head)
+            return
+        status, headers, body = found
+        await send({"type": "http.response.start", "status": status, "headers": [
+            (name.lower().encode(), value.encode()) for name, value in headers.items()
+        ]})
+        await send({"type": "http.response.body", "body": b"" if head else body})
+
+
+def _with_cors(send: Send, origin: bytes) -> Send:
+    async def send_with_cors(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [
+                *message.get("headers", ()),
+                (b"access-control-allow-origin", origin),
+                (b"access-control-expose-headers", EXPOSE_HEADERS),
+                (b"vary", b"origin"),
+            ]
+        await send(message)
+
+    return send_with_cors

@@ -1,0 +1,139 @@
+"""The calls a process works on, whatever the transport that carries them.
+
+- `Calls`: admission (a process works on at most MAX_CONCURRENT_CALLS unary
+  calls and MAX_STREAMS streams at once, over gRPC and HTTP together; the
+  excess is refused at once with RESOURCE_EXHAUSTED and RetryInfo) and the
+  drain at shutdown (running calls get the grace period, then what is left
+  is answered UNAVAILABLE, never left to be cancelled by the server's stop);
+- `request_id()`: the caller's `x-request-id`, or a new one;
+- `settle()`: the google.rpc.Status that ends a call that raised;
+- `log_call()`: the access log line, one per call, with the same fields for
+  every transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from google.rpc import status_pb2
+
+from server.domain.access import Principal
+from server.domain.errors import DomainError, ResourceExhausted, Unavailable
+from server.store.db import DatabaseUnavailable
+from server.transport.status import to_status
+
+log = logging.getLogger("server.access")
+error_log = logging.getLogger("server.rpc")
+
+# Errors a caller can cause or a retry can cure; anything else is a bug,
+# logged with its traceback.
+EXPECTED = (DomainError, DatabaseUnavailable)
+
+SHUTTING_DOWN = "the server is shutting down; retry the call (on another replica)"
+
+
+def request_id(offered: str | None) -> str:
+    """The request id of a call: the one the caller sent in `x-request-id`
+    when it is printable and at most 128 characters, else a new one."""
+    if offered and offered.isprintable() and len(offered) <= 128:
+        return offered
+    return os.urandom(8).hex()
+
+
+@dataclass(slots=True)
+class _Limit:
+    """How many calls of one kind a process works on, and how many it may."""
+
+    maximum: int
+    says: str     # what a refusal says, with {count}
+    count: int = 0
+
+
+class Calls:
+    """The calls this process works on: admission limits, and the drain at shutdown."""
+
+    RETRY_AFTER = 1.0  # seconds a refused caller is advised to wait
+
+    def __init__(self, *, max_unary: int, max_streams: int) -> None:
+        self.unary = _Limit(max_unary, "this server is working on {count} calls, its limit (MAX_CONCURRENT_CALLS)")
+        self.streams = _Limit(max_streams, "this server has {count} streams open, its limit (MAX_STREAMS)")
+        self.running: set[asyncio.Task[Any]] = set()
+        self.draining = False
+
+    def admit(self, stream: bool) -> None:
+        """Count the call in, or raise ResourceExhausted."""
+        limit = self.streams if stream else self.unary
+        if limit.count >= limit.maximum:
+            raise ResourceExhausted(
+                limit.says.format(count=limit.count) + "; retry after a pause, or on another replica",
+                retry_after=self.RETRY_AFTER,
+            )
+        limit.count += 1
+        task = asyncio.current_task()
+        if task is not None:
+            self.running.add(task)
+
+    def release(self, stream: bool) -> None:
+        (self.streams if stream else self.unary).count -= 1
+        task = asyncio.current_task()
+        if task is not None:
+            self.running.discard(task)
+
+    async def drain(self, grace: float) -> None:
+        """Wait up to `grace` seconds for the running calls, then end the
+        rest with UNAVAILABLE (their transports see `draining` and answer so)."""
+        deadline = time.monotonic() + grace
+        while self.running and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if not self.running:
+            return
+        self.draining = True
+        left = list(self.running)
+        for task in left:
+            task.cancel()
+        await asyncio.wait(left, timeout=2.0)
+
+
+def settle(error: BaseException, calls: Calls, method: str, request_id: str) -> status_pb2.Status | None:
+    """The status that answers a call ended by `error`, or None when no
+    answer is due (the caller cancelled it). A call cut by the drain at the
+    end of the shutdown grace period is UNAVAILABLE (retryable), not
+    CANCELLED; an unexpected error is logged with its traceback and answered
+    INTERNAL with the request id, never with the traceback."""
+    if isinstance(error, asyncio.CancelledError):
+        if not calls.draining:
+            return None
+        asyncio.current_task().uncancel()  # type: ignore[union-attr]
+        error = Unavailable(SHUTTING_DOWN)
+    if not isinstance(error, EXPECTED):
+        error_log.error("unhandled error in %s", method, exc_info=error, extra={"request_id": request_id})
+    return to_status(error, request_id)
+
+
+def log_call(
+    method: str, code: str, started: float, peer: str, request_id: str,
+    principal: Principal | None, client_cert: object | None = None, transport: str | None = None,
+) -> None:
+    """The access log line of a call, written when its status is known.
+    `started` is a time.perf_counter() reading."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    extra: dict[str, Any] = {
+        "method": method,
+        "code": code,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+        "peer": peer,
+        "request_id": request_id,
+    }
+    if principal is not None:
+        extra["principal"] = principal.label()
+    if client_cert is not None:
+        extra["client_cert"] = str(client_cert)
+    if transport is not None:
+        extra["transport"] = transport
+    log.info("rpc", extra=extra)
