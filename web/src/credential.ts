@@ -18,6 +18,15 @@ export const ANSWER = "buildplatform:token";
 
 export type Source = "fragment" | "embedding page";
 
+/** `use(sessionStorage)`, or null where the browser denies storage (a third-party iframe may be). */
+function session<T>(use: (storage: Storage) => T): T | null {
+  try {
+    return use(window.sessionStorage);
+  } catch {
+    return null;
+  }
+}
+
 export class Credential {
   private token: string | null = null;
   private waiting: Array<() => void> = [];
@@ -26,10 +35,10 @@ export class Credential {
   constructor() {
     const fragment = new URLSearchParams(location.hash.slice(1)).get("token");
     if (fragment) {
-      sessionStorage.setItem(STORAGE_KEY, fragment);
+      session((storage) => storage.setItem(STORAGE_KEY, fragment));
       history.replaceState(history.state, "", location.pathname + location.search);
     }
-    this.token = fragment || sessionStorage.getItem(STORAGE_KEY);
+    this.token = fragment || session((storage) => storage.getItem(STORAGE_KEY));
     const embedded = window.parent !== window;
     this.source = this.token !== null ? "fragment" : embedded ? "embedding page" : null;
     if (embedded) {
