@@ -9,7 +9,8 @@ Benches: get, list, create (issue 2; need the 1,000,000-build load),
 ingest and statements (issue 3); delivery and idle (issue 7: live delivery
 and idle followers beside a bare grpc.aio fan-out, bench.delivery); filters
 and rings (issue 7: filtered reads on a 1,000,000-line build, RSS with big
-lines, bench.feeds).
+lines, bench.feeds); http (issue 9: GetBuild and StreamBuildLogs over
+Connect and gRPC-Web beside gRPC on the same server, bench.connect).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from bench import env, report
 from bench.h2 import Load
 
 CORE = ("get", "list", "create")
-STREAMS = ("ingest", "statements", "delivery", "idle", "filters", "rings")
+STREAMS = ("ingest", "statements", "delivery", "idle", "filters", "rings", "http")
 
 
 def parse_args() -> argparse.Namespace:
@@ -86,7 +87,7 @@ def main() -> int:
             run.shape = shape
             run.core = core.run(pg.url, h2load, shape, args.selected, builds=builds, rounds=args.rounds)
         if args.selected & set(STREAMS):
-            from bench import delivery, feeds, streams
+            from bench import connect, delivery, feeds, streams
 
             run.streams = streams.Figures()
             for name in STREAMS:
@@ -97,7 +98,7 @@ def main() -> int:
                     continue
                 print(f"{name}:", flush=True)
                 try:
-                    module = feeds if hasattr(feeds, name) else delivery if hasattr(delivery, name) else streams
+                    module = next(m for m in (feeds, delivery, connect, streams) if hasattr(m, name))
                     module.__dict__[name](pg.url, run.streams)
                 except Exception as error:  # report the others even if one bench breaks
                     failed = True

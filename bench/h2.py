@@ -1,6 +1,8 @@
 """h2load as a gRPC load generator, and the sample call that checks what it
 cannot: h2load counts HTTP statuses, and a failed gRPC call is HTTP 200 with
-a non-zero grpc-status trailer."""
+a non-zero grpc-status trailer. Also as an HTTP/1.1 load generator
+(`h2load --h1`) for the Connect port, where a failed call is a non-200 status
+and h2load's count is the truth."""
 
 from __future__ import annotations
 
@@ -64,17 +66,37 @@ def run(h2load: str, name: str, address: str, method: str, message: Any, load: L
     latencies come from h2load's per-request log, throughput from the
     requests that ended in the window."""
     body = body_file(name, message)
+    return _measure(h2load, name, load, [
+        f"-c{load.connections}", f"-m{load.streams}", "-d", str(body),
+        "-H", "content-type: application/grpc", "-H", "te: trailers",
+        *(["-H", f"authorization: Bearer {token}"] if token else []),
+        f"http://{address}{method}",
+    ])
+
+
+def run_http1(h2load: str, name: str, address: str, path: str, body: bytes, content_type: str, load: Load,
+              token: str | None) -> Result:
+    """Drive a Connect unary call: POST `body` to `path` over HTTP/1.1
+    (h2load --h1), load.connections connections with one request at a time
+    each (no pipelining: browsers and HTTP clients do not pipeline)."""
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    body_path = RUN_DIR / f"{name}.body"
+    body_path.write_bytes(body)
+    return _measure(h2load, name, load, [
+        "--h1", f"-c{load.connections}", "-m1", "-d", str(body_path),
+        "-H", f"content-type: {content_type}", "-H", "connect-protocol-version: 1",
+        *(["-H", f"authorization: Bearer {token}"] if token else []),
+        f"http://{address}{path}",
+    ])
+
+
+def _measure(h2load: str, name: str, load: Load, args: list[str]) -> Result:
     log = RUN_DIR / f"{name}.h2log"
     log.unlink(missing_ok=True)
     cmd = [
-        h2load, f"-c{load.connections}", f"-m{load.streams}", "-t1",
-        f"-D{load.duration:g}", f"--warm-up-time={load.warmup:g}",
-        "-d", str(body),
-        "-H", "content-type: application/grpc", "-H", "te: trailers",
-        *(["-H", f"authorization: Bearer {token}"] if token else []),
-        f"--log-file={log}",
+        h2load, "-t1", f"-D{load.duration:g}", f"--warm-up-time={load.warmup:g}", f"--log-file={log}",
         *([f"--rps={load.rps_per_connection:g}"] if load.rps_per_connection else []),
-        f"http://{address}{method}",
+        *args,
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=load.duration + load.warmup + 60)
     out = done.stdout

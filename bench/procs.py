@@ -37,6 +37,7 @@ class Proc:
             text=True,
         )
         self.port = 0
+        self.http_port = 0   # the HTTP port of a server (HTTP_ADDRESS)
 
     @property
     def pid(self) -> int:
@@ -102,13 +103,13 @@ def server(name: str, database_url: str, **env: str) -> Proc:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    port = free_port()
+    port, http_port = free_port(), free_port()
     proc = Proc(name, ["-m", "server"], {
-        "DATABASE_URL": database_url, "GRPC_ADDRESS": f"127.0.0.1:{port}",
+        "DATABASE_URL": database_url, "GRPC_ADDRESS": f"127.0.0.1:{port}", "HTTP_ADDRESS": f"127.0.0.1:{http_port}",
         # The bench database's first admin token, never the developer's .data/admin-token.
         "AUTH_BOOTSTRAP_TOKEN_FILE": str(RUN_DIR / "admin-token"), **env,
     }, token=admin_token(database_url))
-    proc.port = port
+    proc.port, proc.http_port = port, http_port
     deadline = time.monotonic() + 60
     with open_channel(proc.address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)

@@ -54,10 +54,13 @@ def entries(first_seq: int, count: int, stamp: bool = True) -> list[build_log_pb
 
 
 class Followers:
-    """A bench.followers process following builds of `server`, its progress read from its stdout."""
+    """A bench.followers process following builds of `server` (or another
+    follower process, `proc`, that prints the same lines), its progress read
+    from its stdout."""
 
-    def __init__(self, name: str, server: procs.Proc, builds: list[str], count: int, batch: int = 50, per_connection: int = 1) -> None:
-        self.proc = procs.Proc(
+    def __init__(self, name: str, server: procs.Proc, builds: list[str], count: int, batch: int = 50,
+                 per_connection: int = 1, *, proc: procs.Proc | None = None) -> None:
+        self.proc = proc or procs.Proc(
             name, ["-m", "bench.followers", "--address", server.address, "--builds", ",".join(builds),
                    "--count", str(count), "--batch", str(batch), "--streams-per-connection", str(per_connection)],
             server.client_env(),

@@ -46,6 +46,14 @@ def _retry(seconds: float) -> error_details_pb2.RetryInfo:
     return error_details_pb2.RetryInfo(retry_delay=delay)
 
 
+# The errors whose reason and metadata travel as google.rpc.ErrorInfo.
+_WITH_REASON: tuple[tuple[type[errors.FailedPrecondition | errors.Aborted | errors.Unauthenticated], int], ...] = (
+    (errors.FailedPrecondition, code_pb2.FAILED_PRECONDITION),
+    (errors.Aborted, code_pb2.ABORTED),
+    (errors.Unauthenticated, code_pb2.UNAUTHENTICATED),
+)
+
+
 def to_status(error: BaseException, request_id: str) -> status_pb2.Status:
     """The status that answers `error`; INTERNAL (naming `request_id`) for
     anything that is not a domain error."""
@@ -74,18 +82,11 @@ def to_status(error: BaseException, request_id: str) -> status_pb2.Status:
                 resource_type=error.resource, description=f"{error.field} {error.value!r} is taken"
             ),
         )
-    if isinstance(error, errors.FailedPrecondition):
-        return _status(
-            code_pb2.FAILED_PRECONDITION,
-            error.message,
-            error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=error.metadata),
-        )
-    if isinstance(error, errors.Aborted):
-        return _status(
-            code_pb2.ABORTED,
-            error.message,
-            error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=error.metadata),
-        )
+    for kind, code in _WITH_REASON:
+        if isinstance(error, kind):
+            return _status(
+                code, error.message, error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=error.metadata)
+            )
     if isinstance(error, errors.Unavailable):
         details: list[object] = []
         if error.retry_after:
@@ -97,12 +98,6 @@ def to_status(error: BaseException, request_id: str) -> status_pb2.Status:
         return _status(code_pb2.UNAVAILABLE, str(error), _retry(1.0))
     if isinstance(error, errors.ResourceExhausted):
         return _status(code_pb2.RESOURCE_EXHAUSTED, error.message, _retry(error.retry_after))
-    if isinstance(error, errors.Unauthenticated):
-        return _status(
-            code_pb2.UNAUTHENTICATED,
-            error.message,
-            error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=error.metadata),
-        )
     if isinstance(error, errors.PermissionDenied):
         return _status(
             code_pb2.PERMISSION_DENIED,
