@@ -78,8 +78,10 @@ web: web/dist/index.html  ## build the live build log page (web/ -> web/dist) wi
 web/dist/index.html: $(WEB_SOURCES) web/node_modules/.package-lock.json $(TS)/node_modules/.package-lock.json
 	cd web && node build.mjs
 
+# --ignore-scripts: esbuild's binary comes as an optional dependency of its
+# own; its postinstall script only checks it (and npm 11 does not run it unasked).
 web/node_modules/.package-lock.json: web/package-lock.json
-	cd web && npm ci --no-audit --no-fund
+	cd web && npm ci --no-audit --no-fund --ignore-scripts
 
 # Without Node the server still serves gRPC; it says in one line how to get the page.
 web-if-node:
@@ -97,7 +99,7 @@ browser-tests-deps: tests/browser/node_modules/.package-lock.json  ## chromium (
 	  fi; }
 
 tests/browser/node_modules/.package-lock.json: tests/browser/package-lock.json
-	cd tests/browser && npm ci --no-audit --no-fund
+	cd tests/browser && npm ci --no-audit --no-fund --ignore-scripts
 
 web-typecheck: web/node_modules/.package-lock.json $(TS)/node_modules/.package-lock.json
 	cd web && node_modules/.bin/tsc -p .
