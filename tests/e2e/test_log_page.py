@@ -432,6 +432,10 @@ def test_a_screenshot_of_a_running_build_shows_its_log(
     target = ROOT / os.environ.get("LOG_PAGE_SCREENSHOT", tmp_path / "log-page.png")
     browser.screenshot(target)
     assert _png_size(target) == (1280, 800)
+    # The committed one is what the docs show.
+    assert "](log-page.png)" in (ROOT / "docs" / "log-page.md").read_text()
+    assert "](docs/log-page.png)" in (ROOT / "README.md").read_text()
+    assert _png_size(ROOT / "docs" / "log-page.png") == (1280, 800)
 
 
 LINES_100K = 100_000
