@@ -5,10 +5,10 @@ Writes
   generated/python/src, the `buildplatform-api` distribution;
 - the TypeScript messages and service descriptors (protoc-gen-es) into
   generated/typescript/src, for `@buildplatform/api`: clients.ts with one
-  typed Connect client per service over any transport, and two entry points
-  that re-export the messages with it: index.ts with client.ts (Node, gRPC
-  over HTTP/2) and web.ts (`@buildplatform/api/web`: browsers, the Connect
-  protocol over fetch);
+  typed Connect client per service over any transport, messages.ts that
+  re-exports the messages, and two entry points that export both: index.ts
+  with client.ts (Node, gRPC over HTTP/2) and web.ts
+  (`@buildplatform/api/web`: browsers, the Connect protocol over fetch);
 - the FileDescriptorSet (with imports and source info, for
   `grpcurl -protoset`) to generated/buildplatform.binpb.
 
@@ -72,12 +72,20 @@ export function bearerToken(token: TokenSource): Interceptor {
     return next(request);
   };
 }
+
+/** A transport's options from a client's: with a token, its interceptor goes first. */
+export function withToken<T extends { readonly token?: TokenSource; readonly interceptors?: Interceptor[] }>(
+  options: T,
+): Omit<T, "token" | "interceptors"> & { interceptors: Interceptor[] } {
+  const { token, interceptors = [], ...transport } = options;
+  return { ...transport, interceptors: token ? [bearerToken(token), ...interceptors] : interceptors };
+}
 """
 
 # client.ts: the Node entry point (`@buildplatform/api`), gRPC over HTTP/2.
 NODE_CLIENT_TS = """
 import { createGrpcTransport, type GrpcTransportOptions } from "@connectrpc/connect-node";
-import { bearerToken, createClients, type BuildPlatformClients, type TokenSource } from "./clients.js";
+import { createClients, withToken, type BuildPlatformClients, type TokenSource } from "./clients.js";
 
 // Re-exported so that a service needs no direct dependency on the RPC runtime
 // to handle errors or to build its own transport.
@@ -100,22 +108,15 @@ export function connectBuildPlatform(
   baseUrl: string,
   options: ConnectOptions = {},
 ): BuildPlatformClients {
-  const { token, interceptors = [], ...transport } = options;
-  return createClients(
-    createGrpcTransport({
-      ...transport,
-      baseUrl,
-      interceptors: token ? [bearerToken(token), ...interceptors] : interceptors,
-    }),
-  );
+  return createClients(createGrpcTransport({ ...withToken(options), baseUrl }));
 }
 """
 
 # web.ts: the browser entry point (`@buildplatform/api/web`), the Connect
-# protocol over fetch to the server's HTTP port. The messages follow its head.
-WEB_CLIENT_TS_HEAD = """
+# protocol over fetch to the server's HTTP port.
+WEB_CLIENT_TS = """
 import { createConnectTransport, type ConnectTransportOptions } from "@connectrpc/connect-web";
-import { bearerToken, createClients, type BuildPlatformClients, type TokenSource } from "./clients.js";
+import { createClients, withToken, type BuildPlatformClients, type TokenSource } from "./clients.js";
 
 // Re-exported so that a web app needs no direct dependency on the RPC runtime
 // to handle errors or to build its own transport.
@@ -127,9 +128,8 @@ export {
   type GrpcWebTransportOptions,
 } from "@connectrpc/connect-web";
 export * from "./clients.js";
-"""
+export * from "./messages.js";
 
-WEB_CLIENT_TS = """
 /** How to reach the server's HTTP port: the transport's options, and the caller's credential. */
 export interface WebConnectOptions extends Omit<ConnectTransportOptions, "baseUrl"> {
   /**
@@ -151,15 +151,7 @@ export function connectBuildPlatformWeb(
   baseUrl: string,
   options: WebConnectOptions = {},
 ): BuildPlatformClients {
-  const { token, interceptors = [], ...transport } = options;
-  return createClients(
-    createConnectTransport({
-      useBinaryFormat: true,
-      ...transport,
-      baseUrl,
-      interceptors: token ? [bearerToken(token), ...interceptors] : interceptors,
-    }),
-  );
+  return createClients(createConnectTransport({ useBinaryFormat: true, ...withToken(options), baseUrl }));
 }
 """
 
@@ -237,10 +229,10 @@ def generate_typescript(sources: list[str]) -> None:
     services.sort()
 
     modules = [f"./{re.sub(r'.proto$', '_pb.js', name)}" for name in sources]
-    index = [TS_HEADER, "\n"]
-    index += [f'export * from "{module}";\n' for module in modules]
-    index.append('export * from "./client.js";\n')
-    (TS_OUT / "index.ts").write_text("".join(index))
+    messages = "".join(f'export * from "{module}";\n' for module in modules)
+    (TS_OUT / "messages.ts").write_text(TS_HEADER + "\n" + messages)
+    index = 'export * from "./messages.js";\nexport * from "./client.js";\n'
+    (TS_OUT / "index.ts").write_text(TS_HEADER + "\n" + index)
 
     service_imports = "".join(f'import {{ {name} }} from "{module}";\n' for name, module in services)
     fields = "".join(
@@ -252,10 +244,7 @@ def generate_typescript(sources: list[str]) -> None:
     clients = CLIENTS_TS.replace("@IMPORTS@", service_imports).replace("@FIELDS@", fields)
     (TS_OUT / "clients.ts").write_text(TS_HEADER + clients.replace("@CREATES@", creates))
     (TS_OUT / "client.ts").write_text(TS_HEADER + NODE_CLIENT_TS)
-    web = [TS_HEADER, WEB_CLIENT_TS_HEAD]
-    web += [f'export * from "{module}";\n' for module in modules]
-    web.append(WEB_CLIENT_TS)
-    (TS_OUT / "web.ts").write_text("".join(web))
+    (TS_OUT / "web.ts").write_text(TS_HEADER + WEB_CLIENT_TS)
 
 
 def main() -> None:

@@ -31,7 +31,8 @@ export interface ViewListener {
 export class LogStore {
   /** Every line held, in sequence order: the head, then the tail. */
   private readonly all: Line[] = [];
-  private headCount = 0;
+  private headLast = 0; // the head's last sequence
+  private headLength = 0; // its lines in `all`
   /** The lines the filter lets through, in sequence order. */
   private shown: Line[] = [];
   private shownHead = 0;
@@ -59,7 +60,7 @@ export class LogStore {
 
   /** The number of lines before the tail that are not held yet. */
   get missingEarlier(): number {
-    return this.tailStart === null ? 0 : this.tailStart - this.headCount;
+    return this.tailStart === null ? 0 : this.tailStart - this.headLast;
   }
 
   /** The sequence just before the tail's first line (0: the tail is the whole log). */
@@ -69,27 +70,12 @@ export class LogStore {
     this.tailLast = before;
   }
 
-  get tailCursor(): number {
-    return this.tailLast;
-  }
-
   /** Lines of the live stream; those not the next of the tail are dropped (counted). */
   addTail(lines: readonly Line[]): void {
     if (this.tailStart === null) throw new Error("startTail first");
-    const added: Line[] = [];
-    for (const line of lines) {
-      if (line.seq <= this.tailLast) {
-        this.repeats++;
-        continue;
-      }
-      if (line.seq !== this.tailLast + 1) {
-        this.gaps++;
-        console.error(`log line ${line.seq} arrived after ${this.tailLast}: lines are missing`);
-      }
-      this.tailLast = line.seq;
-      added.push(line);
-    }
+    const added = this.next(lines, this.tailLast, Infinity);
     if (added.length === 0) return;
+    this.tailLast = added[added.length - 1]!.seq;
     this.all.push(...added);
     const shown = this.count(added);
     if (shown.length === 0) return;
@@ -99,23 +85,11 @@ export class LogStore {
 
   /** Lines of the history stream (oldest first); only those before the tail are kept. */
   addHead(lines: readonly Line[]): void {
-    const limit = this.tailStart ?? 0;
-    const added: Line[] = [];
-    for (const line of lines) {
-      if (line.seq > limit) break;
-      if (line.seq <= this.headCount) {
-        this.repeats++;
-        continue;
-      }
-      if (line.seq !== this.headCount + 1) {
-        this.gaps++;
-        console.error(`log line ${line.seq} arrived after ${this.headCount}: lines are missing`);
-      }
-      this.headCount = line.seq;
-      added.push(line);
-    }
+    const added = this.next(lines, this.headLast, this.tailStart ?? 0);
     if (added.length === 0) return;
-    this.all.splice(this.headCount - added.length, 0, ...added);
+    this.headLast = added[added.length - 1]!.seq;
+    this.all.splice(this.headLength, 0, ...added);
+    this.headLength += added.length;
     const shown = this.count(added);
     if (shown.length === 0) return;
     const index = this.shownHead;
@@ -124,15 +98,35 @@ export class LogStore {
     for (const listener of this.listeners) listener.inserted(index, shown.length);
   }
 
+  /** The lines that continue a run whose last line is `last`, up to `limit`: repeats are dropped and counted. */
+  private next(lines: readonly Line[], last: number, limit: number): Line[] {
+    const taken: Line[] = [];
+    for (const line of lines) {
+      if (line.seq > limit) break;
+      if (line.seq <= last) {
+        this.repeats++;
+        continue;
+      }
+      if (line.seq !== last + 1) {
+        this.gaps++;
+        console.error(`log line ${line.seq} arrived after ${last}: lines are missing`);
+      }
+      last = line.seq;
+      taken.push(line);
+    }
+    return taken;
+  }
+
+  /** The history stream's resume cursor: its last line. */
   get headCursor(): number {
-    return this.headCount;
+    return this.headLast;
   }
 
   /** Show only `levels` (null: all). */
   filter(levels: ReadonlySet<number> | null): void {
     this.levels = levels;
     this.shown = this.all.filter((line) => this.passes(line));
-    this.shownHead = this.indexOf(this.headCount + 1);
+    this.shownHead = this.indexOf(this.headLast + 1);
     for (const listener of this.listeners) listener.reset();
   }
 

@@ -48,3 +48,11 @@ export function bearerToken(token: TokenSource): Interceptor {
     return next(request);
   };
 }
+
+/** A transport's options from a client's: with a token, its interceptor goes first. */
+export function withToken<T extends { readonly token?: TokenSource; readonly interceptors?: Interceptor[] }>(
+  options: T,
+): Omit<T, "token" | "interceptors"> & { interceptors: Interceptor[] } {
+  const { token, interceptors = [], ...transport } = options;
+  return { ...transport, interceptors: token ? [bearerToken(token), ...interceptors] : interceptors };
+}
