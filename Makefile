@@ -93,7 +93,8 @@ browser-tests-deps: tests/browser/node_modules/.package-lock.json  ## chromium (
 	@test -x $(CHROMIUM) || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing Debian's chromium for the browser tests (apt-get)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-liberation >/dev/null; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-liberation >/dev/null \
+	      && test -x $(CHROMIUM) || { echo "apt-get installed no Chromium at $(CHROMIUM): set CHROMIUM to one"; exit 1; }; \
 	  else \
 	    echo "the browser tests need Chromium at $(CHROMIUM): run 'sudo apt-get install -y chromium' (or make test CHROMIUM=/path/to/chromium)"; exit 1; \
 	  fi; }

@@ -358,6 +358,21 @@ def test_without_a_token_the_page_says_how_to_give_one(
     assert "#token=" in problem and ".data/admin-token" in problem
 
 
+def test_a_refused_token_and_a_build_that_does_not_exist_are_said_and_not_retried(
+    browser: Browser, page_server: ServerProcess, build: build_pb2.Build
+):
+    failed = "() => document.body.dataset.connection === 'failed'"
+    LogPage(browser, http_base(page_server), build.id, "bps_not-a-real-token")
+    browser.wait(failed, what="the page to give up")
+    assert browser.evaluate("() => document.getElementById('connection').textContent").startswith("the token was refused: ")
+
+    LogPage(browser, http_base(page_server), "c000000000000000000000000", page_server.token)
+    browser.wait(failed, what="the page to give up")
+    assert "not found" in browser.evaluate("() => document.getElementById('connection').textContent")
+    time.sleep(1.5)  # longer than the first pause before a retry
+    assert browser.evaluate(failed)
+
+
 def test_the_http_port_serves_the_page_and_its_hashed_assets_and_nothing_else(page_server: ServerProcess, build: build_pb2.Build):
     def get(path: str) -> tuple[int, dict[str, str], bytes]:
         try:
