@@ -12,6 +12,7 @@ import shutil
 import ssl
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -305,6 +306,52 @@ def test_shutdown_ends_http_followers_with_unavailable_and_the_resume_cursor(api
             assert "after_sequence=2" in follower.outcome.message
             follower.close()
     assert '"code": "UNAVAILABLE"' in proc.log()
+
+
+def test_a_deadline_sent_over_http_ends_a_follow(server, api, build):
+    """connect-timeout-ms (Connect) and grpc-timeout (gRPC-Web) are the call's deadline."""
+    start_running(api, build.id)
+    request = L.StreamBuildLogsRequest(build_id=build.id, follow=True)
+    for protocol, codec in FOLLOWERS:
+        header = {"connect-timeout-ms": "300"} if protocol == "connect" else {"grpc-timeout": "300m"}
+        got = server.http().stream("buildplatform.v1.BuildLogService/StreamBuildLogs", request,
+                                   L.StreamBuildLogsResponse, protocol=protocol, codec=codec, headers=header)
+        assert got.code == "DEADLINE_EXCEEDED", (protocol, got)
+        assert got.messages and got.messages[0].caught_up
+
+
+def test_both_ports_share_one_stream_limit_and_a_closed_connection_frees_its_slot(api, database_url, build):
+    """MAX_STREAMS counts gRPC and HTTP streams together; an HTTP follower
+    whose connection closes gives its slot back at once."""
+    start_running(api, build.id)
+    request = L.StreamBuildLogsRequest(build_id=build.id, follow=True)
+    path = "buildplatform.v1.BuildLogService/StreamBuildLogs"
+    with running_server(database_url, MAX_STREAMS="1") as proc, proc.channel() as channel:
+        over_grpc = stubs(channel).logs.StreamBuildLogs(request, timeout=60)
+        assert next(over_grpc).caught_up
+        refused = proc.http().stream(path, request, L.StreamBuildLogsResponse)
+        assert refused.code == "RESOURCE_EXHAUSTED" and "MAX_STREAMS" in refused.message
+        over_grpc.cancel()
+        follower = None
+        for _ in range(100):   # the cancelled gRPC stream leaves within moments
+            follower = proc.http().open_stream(path, request, L.StreamBuildLogsResponse)
+            first = next(iter(follower.messages()), None)
+            if first is not None:
+                break
+            follower.close()
+            time.sleep(0.05)
+        assert follower is not None and first is not None and first.caught_up
+        follower.close()
+        for _ in range(100):
+            try:
+                assert next(stubs(channel).logs.StreamBuildLogs(request, timeout=60)).caught_up
+                break
+            except grpc.RpcError as error:
+                assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                time.sleep(0.05)
+        else:
+            raise AssertionError("the closed HTTP follower kept its slot")
+    assert '"code": "CANCELLED"' in proc.log() and '"transport": "http"' in proc.log()
 
 
 # --- what is not an RPC --------------------------------------------------------------------
