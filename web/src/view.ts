@@ -104,7 +104,7 @@ export class LogView implements ViewListener {
     this.container.replaceChildren();
     const view = this.store.view;
     if (anchor === null) {
-      this.from = this.to = Math.max(this.store.contiguousFrom, view.length - MAX_ROWS / 2);
+      this.from = this.to = Math.max(this.store.contiguousFrom, view.length - CHUNK);
       this.schedule();
       return;
     }
