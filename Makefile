@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test generate check-generated lint typecheck check bench dist clean help
+.PHONY: install run test generate check-generated lint typecheck check bench dist clean help web web-if-node web-typecheck browser-tests-deps
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -47,10 +47,10 @@ check: check-lock
 
 install: $(STAMP)  ## create .venv and install the server, the stubs and the dev tools
 
-run: $(STAMP)  ## migrate and serve (embedded PostgreSQL in ./.data unless DATABASE_URL is set)
+run: $(STAMP) web-if-node  ## build the log page (with Node), migrate and serve (embedded PostgreSQL in ./.data unless DATABASE_URL is set)
 	$(PY) -m server --migrate
 
-test: $(STAMP)  ## run the test suite against a real PostgreSQL (embedded unless TEST_DATABASE_URL)
+test: $(STAMP) web browser-tests-deps  ## run the test suite against a real PostgreSQL (embedded unless TEST_DATABASE_URL)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The generator runs in its own environment (it needs protobuf 6, the server
@@ -73,7 +73,7 @@ lint: $(STAMP)  ## buf lint on the contract, ruff on the code
 	$(VENV)/bin/buf lint
 	$(VENV)/bin/ruff check server tests tools
 
-typecheck: $(STAMP)  ## mypy --strict on the server
+typecheck: $(STAMP) web-typecheck  ## mypy --strict on the server, tsc on the log page
 	$(VENV)/bin/mypy
 
 check: lint typecheck check-generated breaking check-version  ## everything CI checks besides the tests
@@ -82,8 +82,10 @@ check: lint typecheck check-generated breaking check-version  ## everything CI c
 .PHONY: node-modules breaking check-version version accept-break
 TS := generated/typescript
 
-node-modules:  ## install the TypeScript generator and compiler from the lock file (npm ci), if missing
-	test -d $(TS)/node_modules || (cd $(TS) && npm ci --no-audit --no-fund)
+node-modules: $(TS)/node_modules/.package-lock.json  ## install the TypeScript generator and compiler from the lock file (npm ci), when missing or stale
+
+$(TS)/node_modules/.package-lock.json: $(TS)/package-lock.json
+	cd $(TS) && npm ci --no-audit --no-fund
 
 breaking: $(STAMP)  ## fail when protos/ break the released contract (contracts/released.binpb)
 	$(VENV)/bin/buf breaking protos --against contracts/released.binpb || { echo "protos/ break the released contract: undo the change, or record it on purpose with: make accept-break REASON='...' (docs/clients.md)"; exit 1; }
@@ -106,8 +108,45 @@ dist: $(STAMP)  ## build the wheel and the sdist into dist/, and the npm tarball
 	else echo "node or npm not found: dist/ holds the Python packages only (the npm tarball needs Node 20 and npm)"; fi
 	ls -l dist
 
+# The live build log page (docs/log-page.md): web/src bundled by esbuild into
+# web/dist, which server/web_assets.py serves. Rebuilt when a source, the lock
+# files or the generated client changed.
+WEB_SOURCES := $(shell find web/src -type f 2>/dev/null) web/build.mjs web/tsconfig.json $(wildcard $(TS)/src/*.ts $(TS)/src/*/*/*.ts)
+
+web: web/dist/index.html  ## build the live build log page (web/ -> web/dist) with esbuild
+
+web/dist/index.html: $(WEB_SOURCES) web/node_modules/.package-lock.json $(TS)/node_modules/.package-lock.json
+	cd web && node build.mjs
+
+# --ignore-scripts: esbuild's binary comes as an optional dependency of its
+# own; its postinstall script only checks it (and npm 11 does not run it unasked).
+web/node_modules/.package-lock.json: web/package-lock.json
+	cd web && npm ci --no-audit --no-fund --ignore-scripts
+
+# Without Node the server still serves gRPC; it says in one line how to get the page.
+web-if-node:
+	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory web; fi
+
+# The browser tests drive Debian's chromium with playwright-core (tests/e2e/browser.py).
+export CHROMIUM ?= /usr/bin/chromium
+browser-tests-deps: tests/browser/node_modules/.package-lock.json  ## chromium (apt-get, when root) and playwright-core (npm ci) for the browser tests
+	@test -x $(CHROMIUM) || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's chromium for the browser tests (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-liberation >/dev/null \
+	      && test -x $(CHROMIUM) || { echo "apt-get installed no Chromium at $(CHROMIUM): set CHROMIUM to one"; exit 1; }; \
+	  else \
+	    echo "the browser tests need Chromium at $(CHROMIUM): run 'sudo apt-get install -y chromium' (or make test CHROMIUM=/path/to/chromium)"; exit 1; \
+	  fi; }
+
+tests/browser/node_modules/.package-lock.json: tests/browser/package-lock.json
+	cd tests/browser && npm ci --no-audit --no-fund --ignore-scripts
+
+web-typecheck: web/node_modules/.package-lock.json $(TS)/node_modules/.package-lock.json
+	cd web && node_modules/.bin/tsc -p .
+
 bench: $(STAMP)  ## measure throughput and latency against their floors (see docs/benchmarks.md)
 	$(PY) -m bench $(BENCH_ARGS)
 
 clean:  ## remove the virtual environment, the embedded database and build output
-	rm -rf $(VENV) .data build dist generated/python/dist generated/typescript/node_modules generated/typescript/dist
+	rm -rf $(VENV) .data build dist generated/python/dist generated/typescript/node_modules generated/typescript/dist web/node_modules web/dist tests/browser/node_modules

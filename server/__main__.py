@@ -114,6 +114,14 @@ async def serve(settings: Settings, *, action: str) -> int:
         http_host = settings.http_address.rsplit(":", 1)[0]
         log.info("listening on %s:%d for HTTP (Connect, gRPC-Web, JSON)", http_host, app.http.port,
                  extra={"port": app.http.port, "tls": app.tls, "transport": "http"})
+        from server import web_assets
+
+        not_built = web_assets.missing()
+        if not_built:  # gRPC and the HTTP API serve all the same
+            log.warning("%s", not_built)
+        else:
+            log.info("build log pages: http://%s:%d/builds/<build id>#token=<token> (docs/log-page.md)",
+                     http_host, app.http.port)
     failure: list[str] = []
 
     async def wait_for_database() -> None:

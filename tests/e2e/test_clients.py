@@ -10,19 +10,26 @@ with generated/buildplatform.binpb instead of reflection.
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
 import tomllib
 import venv
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
+from buildplatform.v1 import build_log_pb2, build_pb2
 
-from tests.support import ROOT, CertificateAuthority, ServerProcess
+from tests.e2e.browser import Browser, missing
+from tests.support import ROOT, CertificateAuthority, ServerProcess, running_server
 
 PY_PACKAGE = ROOT / "generated" / "python"
 TS_PACKAGE = ROOT / "generated" / "typescript"
@@ -295,22 +302,34 @@ needs_node = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def ts_quickstart(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """examples/typescript, compiled with tsc, with the packed @buildplatform/api installed."""
+def npm_tarball(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """@buildplatform/api packed by `npm pack`, as it would be published."""
     if not (TS_PACKAGE / "node_modules").exists():
         run("npm", "ci", "--no-audit", "--no-fund", cwd=TS_PACKAGE)
     packs = tmp_path_factory.mktemp("npm-pack")
     run("npm", "pack", "--pack-destination", packs, cwd=TS_PACKAGE)  # prepack compiles with tsc
     (tarball,) = packs.glob("buildplatform-api-*.tgz")
-    project = tmp_path_factory.mktemp("ts-service")
-    for name in ("package.json", "tsconfig.json", "first_call.ts", "quickstart.ts", "tls_call.ts"):
-        shutil.copy(EXAMPLES / "typescript" / name, project / name)
+    return tarball
+
+
+def example_project(tmp_path_factory: pytest.TempPathFactory, tarball: Path, example: str, *files: str) -> Path:
+    """A fresh node project of examples/`example` with the packed package installed."""
+    project = tmp_path_factory.mktemp(f"{example}-project")
+    for name in ("package.json", "tsconfig.json", *files):
+        shutil.copy(EXAMPLES / example / name, project / name)
     run("npm", "install", "--prefer-offline", "--no-audit", "--no-fund", tarball, cwd=project)
     run(project / "node_modules" / ".bin" / "tsc", "-p", project, cwd=project)
     return project
 
 
-@needs_node
+@pytest.fixture(scope="module")
+def ts_quickstart(tmp_path_factory: pytest.TempPathFactory, npm_tarball: Path) -> Path:
+    """examples/typescript, compiled with tsc, with the packed @buildplatform/api installed."""
+    return example_project(
+        tmp_path_factory, npm_tarball, "typescript", "first_call.ts", "quickstart.ts", "tls_call.ts"
+    )
+
+
 def test_typescript_quickstart_from_the_packed_package_follows_a_build_live(
     ts_quickstart: Path, server: ServerProcess
 ):
@@ -356,6 +375,81 @@ def test_typescript_tls_example_from_the_packed_package_calls_a_tls_server_with_
         env=token_env(tls_server),
     )
     assert_lists_newest_builds(output, build.id)
+
+
+# A browser: @buildplatform/api/web, bundled by esbuild, over the HTTP port
+
+
+@pytest.fixture(scope="module")
+def browser_example(tmp_path_factory: pytest.TempPathFactory, npm_tarball: Path) -> Path:
+    """examples/browser, type-checked by tsc and bundled by esbuild, with the packed package installed."""
+    project = example_project(tmp_path_factory, npm_tarball, "browser", "app.ts", "index.html")
+    run(project / "node_modules" / ".bin" / "esbuild", "app.ts", "--bundle", "--format=esm", "--outfile=app.js", cwd=project)
+    assert "node:http2" not in (project / "app.js").read_text()  # the web entry pulls in no Node transport
+    return project
+
+
+@contextmanager
+def static_site(directory: Path) -> Iterator[str]:
+    """`directory` served over HTTP on a free port: another origin than the API's."""
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, directory=str(directory), **kwargs)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    serving = threading.Thread(target=site.serve_forever, daemon=True)
+    serving.start()
+    try:
+        yield f"http://127.0.0.1:{site.server_address[1]}"
+    finally:
+        site.shutdown()
+        site.server_close()
+
+
+def test_browser_example_from_the_packed_package_lists_builds_and_follows_a_log_over_the_http_port(
+    browser_example: Path, database_url: str, api, build  # type: ignore[no-untyped-def]
+):
+    lacking = missing()
+    if lacking is not None:
+        pytest.fail(lacking, pytrace=False)
+    for status in (build_pb2.BUILD_STATUS_INITIALIZING, build_pb2.BUILD_STATUS_RUNNING):
+        api.builds.TransitionBuild(build_pb2.TransitionBuildRequest(id=build.id, status=status))
+    api.logs.AppendBuildLogs(
+        build_log_pb2.AppendBuildLogsRequest(
+            build_id=build.id,
+            entries=[
+                build_log_pb2.LogEntry(level=build_log_pb2.LOG_LEVEL_INFO, message="npm install"),
+                build_log_pb2.LogEntry(level=build_log_pb2.LOG_LEVEL_TOOL, message="added 312 packages"),
+            ],
+        )
+    )
+    browser = Browser()
+    with static_site(browser_example) as origin, running_server(database_url, HTTP_CORS_ORIGINS=origin) as server:
+        try:
+            browser.open(f"{origin}/index.html#api=http://127.0.0.1:{server.http_port}&token={server.token}")
+            browser.wait(
+                "(id) => document.querySelector('#builds li')?.textContent === `${id} RUNNING`",
+                build.id,
+                what="the newest build in the list",
+            )
+            browser.wait(
+                "() => document.querySelector('#log').textContent === '1 INFO npm install\\n2 TOOL added 312 packages\\n'",
+                what="the log's backlog",
+            )
+            api.builds.TransitionBuild(
+                build_pb2.TransitionBuildRequest(id=build.id, status=build_pb2.BUILD_STATUS_COMPLETED)
+            )
+            browser.wait(
+                "() => document.querySelector('#log').textContent.endsWith('-- the build ended --\\n')",
+                what="the stream to end with the build",
+            )
+            assert browser.errors() == []
+        finally:
+            browser.close()
 
 
 # grpcurl with the descriptor set, no reflection
@@ -416,6 +510,7 @@ def test_docs_show_the_quickstarts_verbatim():
         EXAMPLES / "typescript" / "quickstart.ts",
         EXAMPLES / "python" / "tls_call.py",
         EXAMPLES / "typescript" / "tls_call.ts",
+        EXAMPLES / "browser" / "app.ts",
     ):
         assert example.read_text() in docs, (
             f"docs/clients.md does not show {example.relative_to(ROOT)} as it is"

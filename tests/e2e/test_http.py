@@ -40,6 +40,7 @@ from tests.support import (
     ROOT,
     CertificateAuthority,
     ServerProcess,
+    eventually,
     fails_with_one_line,
     free_port,
     health,
@@ -163,7 +164,9 @@ def test_a_refusal_is_an_http_status_and_a_connect_error(server, build):
     assert (got.http_status, got.code) == (401, "UNAUTHENTICATED")
     assert got.headers["content-type"] == "application/json"
     assert got.headers["x-request-id"] == "req-42"
-    assert "req-42" in server.log() and '"transport": "http"' in server.log()
+    # The access log line is written as the call ends, and read from the server's stderr by a thread.
+    eventually(lambda: "req-42" in server.log(), "the access log line of the refused call")
+    assert '"transport": "http"' in server.log()
 
 
 def test_writes_over_http_are_what_grpc_reads_back(server, api, user, project):

@@ -1,0 +1,210 @@
+// The live build log page, /builds/<id> on the server's HTTP port.
+//
+// Three streams, each resumed on its own after any failure (resume.ts):
+// - WatchBuild: the build's status, timings and review gate (header.ts);
+// - StreamBuildLogs with follow, opened with tail_lines so that the end of
+//   a long log paints at once, then resumed with after_sequence = its cursor;
+// - StreamBuildLogs without follow from the log's start, for the lines before
+//   that tail, stopped once it reaches them (the store joins the two runs).
+
+import { connectBuildPlatformWeb, type BuildLog } from "@buildplatform/api/web";
+import { Credential } from "./credential.js";
+import { BuildHeader } from "./header.js";
+import { keepStreaming, type Health } from "./resume.js";
+import { LogStore, type Line } from "./store.js";
+import { LEVEL_NAMES, LogView } from "./view.js";
+
+/** Lines of the tail the page asks for first. */
+const TAIL_LINES = 1000;
+
+function element<T extends HTMLElement = HTMLElement>(id: string): T {
+  const found = document.getElementById(id);
+  if (found === null) throw new Error(`#${id} is missing from the page`);
+  return found as T;
+}
+
+function line(log: BuildLog): Line {
+  const time = log.createTime;
+  return {
+    seq: Number(log.sequence),
+    level: log.level,
+    message: log.message,
+    time: time === undefined ? 0 : Number(time.seconds) * 1000 + Math.floor(time.nanos / 1e6),
+  };
+}
+
+function problem(text: string): void {
+  const box = element("problem");
+  box.textContent = text;
+  box.hidden = false;
+}
+
+/** The connection indicator: the worst health of the page's streams. */
+class Connection {
+  private readonly healths = new Map<string, Health>();
+  private readonly indicator = element("connection");
+
+  constructor() {
+    setInterval(() => this.show(), 1000); // the reconnect countdown
+  }
+
+  set(stream: string, health: Health): void {
+    this.healths.set(stream, health);
+    this.show();
+  }
+
+  private show(): void {
+    const order = ["failed", "reconnecting", "connecting", "live", "done"];
+    const worst = [...this.healths.values()].sort((a, b) => order.indexOf(a.state) - order.indexOf(b.state))[0];
+    if (worst === undefined) return;
+    document.body.dataset.connection = worst.state;
+    this.indicator.dataset.state = worst.state;
+    switch (worst.state) {
+      case "connecting":
+        this.indicator.textContent = "connecting…";
+        break;
+      case "live":
+        this.indicator.textContent = "live";
+        break;
+      case "reconnecting": {
+        const seconds = Math.max(0, Math.ceil((worst.at - Date.now()) / 1000));
+        this.indicator.textContent = `reconnecting${seconds > 0 ? ` in ${seconds} s` : "…"} (attempt ${worst.attempt}: ${worst.reason})`;
+        break;
+      }
+      case "done":
+        this.indicator.textContent = "build ended · log complete";
+        break;
+      case "failed":
+        this.indicator.textContent = worst.reason;
+        break;
+    }
+  }
+}
+
+function levelFilter(store: LogStore): () => void {
+  const boxes = [...element("levels").querySelectorAll<HTMLInputElement>("input[type=checkbox]")];
+  const apply = () => {
+    const wanted = boxes.filter((box) => box.checked).map((box) => Number(box.value));
+    store.filter(wanted.length === boxes.length ? null : new Set(wanted));
+  };
+  for (const box of boxes) box.addEventListener("change", apply);
+  // The counts beside the boxes.
+  return () => {
+    for (const box of boxes) {
+      const count = box.parentElement?.querySelector(".count");
+      if (count) count.textContent = (store.counts.get(Number(box.value)) ?? 0).toLocaleString();
+    }
+  };
+}
+
+async function main(): Promise<void> {
+  const match = /^\/builds\/([A-Za-z0-9_-]{1,64})$/.exec(location.pathname);
+  if (match === null) return problem("This page shows a build: open /builds/<build id>.");
+  const buildId = match[1]!;
+  const header = new BuildHeader(buildId);
+
+  const credential = new Credential();
+  if (credential.source === null) {
+    return problem(
+      "No token: open this page as /builds/<id>#token=<token> (with `make run`, the token is in .data/admin-token), " +
+        "or embed it and post the token to it (docs/log-page.md).",
+    );
+  }
+  await credential.ready();
+  const api = connectBuildPlatformWeb(location.origin, { token: credential.current });
+
+  const store = new LogStore();
+  const connection = new Connection();
+  const counts = levelFilter(store);
+  const jump = element<HTMLButtonElement>("jump");
+  const above = element("above");
+  const view = new LogView(element("log"), element("lines"), store, {
+    following(follows, unseen) {
+      jump.hidden = follows;
+      jump.textContent = unseen > 0 ? `↓ ${unseen.toLocaleString()} new lines · follow` : "↓ follow the end";
+      counts();
+      element("total").textContent = store.size.toLocaleString();
+    },
+    above(hidden, loading) {
+      above.textContent =
+        loading > 0
+          ? `loading ${loading.toLocaleString()} earlier lines…`
+          : hidden > 0
+            ? `↑ ${hidden.toLocaleString()} earlier lines (Home: the start, End: the end)`
+            : "start of the log";
+    },
+  });
+  jump.addEventListener("click", () => view.jumpToEnd());
+  // A mark once the next frame (with what was just received) is rendered.
+  const painted = (name: string) => requestAnimationFrame(() => setTimeout(() => performance.mark(name)));
+
+  const watching = keepStreaming({
+    async attempt(signal, alive) {
+      for await (const { build } of api.builds.watchBuild({ id: buildId }, { signal })) {
+        alive();
+        if (build) header.show(build);
+      }
+    },
+    health: (health) => connection.set("build", health),
+    renewCredential: () => credential.renew(),
+  });
+
+  let history: Promise<void> | null = null;
+  const readHistory = () =>
+    keepStreaming({
+      async attempt(signal, alive) {
+        if (store.missingEarlier === 0) return;
+        const request = { buildId, afterSequence: BigInt(store.headCursor) };
+        for await (const { logs } of api.buildLogs.streamBuildLogs(request, { signal })) {
+          alive();
+          store.addHead(logs.map(line));
+          if (store.missingEarlier === 0) break; // the rest is the tail's
+        }
+      },
+      health: (health) => connection.set("history", health),
+      renewCredential: () => credential.renew(),
+    }).then(() => {
+      painted("log-complete");
+    });
+
+  let cursor: bigint | null = null; // of the follow stream: every line up to it was received
+  const following = keepStreaming({
+    async attempt(signal, alive) {
+      const request =
+        cursor === null
+          ? { buildId, follow: true, tailLines: TAIL_LINES }
+          : { buildId, follow: true, afterSequence: cursor };
+      for await (const response of api.buildLogs.streamBuildLogs(request, { signal })) {
+        alive();
+        if (cursor === null) {
+          const first = response.logs[0];
+          store.startTail(first === undefined ? Number(response.cursor) : Number(first.sequence) - 1);
+          store.addTail(response.logs.map(line));
+          painted("tail-painted");
+          history = store.missingEarlier > 0 ? readHistory() : null;
+          if (history === null) painted("log-complete");
+        } else {
+          store.addTail(response.logs.map(line));
+        }
+        cursor = response.cursor;
+      }
+    },
+    health: (health) => connection.set("log", health),
+    renewCredential: () => credential.renew(),
+  });
+
+  // For the tests and measurements: what the page holds.
+  Object.assign(window, {
+    buildLog: {
+      store,
+      get following() {
+        return view.following;
+      },
+      LEVEL_NAMES,
+    },
+  });
+  await Promise.all([watching, following]);
+  await history;
+}
+
+main().catch((error: unknown) => problem(`The page failed: ${String(error)}`));
