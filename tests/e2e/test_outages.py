@@ -10,6 +10,8 @@ DB_TIMEOUT_SECONDS, and must come back UNAVAILABLE, not DEADLINE_EXCEEDED.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,11 +34,19 @@ SETTINGS = {"DB_TIMEOUT_SECONDS": str(DB_TIMEOUT), "DB_POOL_TIMEOUT_SECONDS": "1
 
 
 @pytest.fixture
-def own_postgres(tmp_path: Path) -> Iterator[OwnPostgres]:
-    pg = OwnPostgres(tmp_path / "pg")
-    migrate.upgrade(pg.admin_url)
-    yield pg
-    pg.close()
+def own_postgres() -> Iterator[OwnPostgres]:
+    # Not under pytest's temporary directory: its server runs as another user,
+    # who must traverse the parent folders, and every pytest session that
+    # starts on the machine takes those permissions away from
+    # /tmp/pytest-of-<user> (it chmods it to 0700).
+    directory = Path(tempfile.mkdtemp(prefix="bp-own-postgres-"))
+    try:
+        pg = OwnPostgres(directory / "pg")
+        migrate.upgrade(pg.admin_url)
+        yield pg
+        pg.close()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _owner(api) -> tuple[user_pb2.User, project_pb2.Project]:  # type: ignore[no-untyped-def]
