@@ -106,6 +106,8 @@ def server(name: str, database_url: str, **env: str) -> Proc:
     port, http_port = free_port(), free_port()
     proc = Proc(name, ["-m", "server"], {
         "DATABASE_URL": database_url, "GRPC_ADDRESS": f"127.0.0.1:{port}", "HTTP_ADDRESS": f"127.0.0.1:{http_port}",
+        # Metrics on, on a port of its own (METRICS_ADDRESS= measures them off).
+        "METRICS_ADDRESS": os.environ.get("METRICS_ADDRESS", "127.0.0.1:0"),
         # The bench database's first admin token, never the developer's .data/admin-token.
         "AUTH_BOOTSTRAP_TOKEN_FILE": str(RUN_DIR / "admin-token"), **env,
     }, token=admin_token(database_url))

@@ -25,8 +25,11 @@ ENVIRONMENT: list[tuple[str, str, str]] = [
      "JSON POST; /healthz, /readyz; docs/http.md); port 0 picks a free port (logged); empty serves no HTTP."),
     ("HTTP_CORS_ORIGINS", "", "comma-separated origins (https://app.example.com) whose web pages may call "
      "the HTTP port (CORS); `*` allows any origin; none by default."),
-    ("TLS_CERT_FILE", "", "PEM certificate chain; with TLS_KEY_FILE the server serves TLS on GRPC_ADDRESS and "
-     "HTTP_ADDRESS. Files replaced on disk are picked up by new connections without a restart."),
+    ("METRICS_ADDRESS", "127.0.0.1:9464", "host:port to serve Prometheus metrics on (GET /metrics; "
+     "docs/operations.md#metrics); with WORKERS the supervisor serves every worker's metrics there; port 0 picks "
+     "a free port (logged); empty serves none."),
+    ("TLS_CERT_FILE", "", "PEM certificate chain; with TLS_KEY_FILE the server serves TLS on GRPC_ADDRESS, "
+     "HTTP_ADDRESS and METRICS_ADDRESS. Files replaced on disk are picked up by new connections without a restart."),
     ("TLS_KEY_FILE", "", "PEM private key (unencrypted) of TLS_CERT_FILE."),
     ("TLS_CLIENT_CA_FILE", "", "PEM certificates of the CAs that sign client certificates; when set, every "
      "client must present a certificate they signed (mTLS), and its identity is in the access log. A call "
@@ -100,13 +103,16 @@ def _address(raw: str) -> str:
     return raw
 
 
-def _optional_address(raw: str) -> str:
-    if not raw.strip():
-        return ""
-    host, sep, port = raw.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ValueError("must be host:port, for example 127.0.0.1:8080 or [::]:8080, or empty to serve no HTTP")
-    return raw
+def _optional_address(example: str, empty: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if not raw.strip():
+            return ""
+        host, sep, port = raw.rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise ValueError(f"must be host:port, for example 127.0.0.1:{example} or [::]:{example}, or empty {empty}")
+        return raw
+
+    return parse
 
 
 def _origins(raw: str) -> tuple[str, ...]:
@@ -227,8 +233,9 @@ _BY_TYPE: dict[str, Callable[[str], Any]] = {
 class Settings:
     database_url: str = setting(_database_url)
     grpc_address: str = setting(_address)
-    http_address: str = setting(_optional_address)
+    http_address: str = setting(_optional_address("8080", "to serve no HTTP"))
     http_cors_origins: tuple[str, ...] = setting(_origins)
+    metrics_address: str = setting(_optional_address("9464", "to serve no metrics"))
     tls_cert_file: str = setting(_readable_file)
     tls_key_file: str = setting(_readable_file)
     tls_client_ca_file: str = setting(_readable_file)
@@ -301,14 +308,17 @@ def _together(values: dict[str, Any]) -> list[str]:
                 "tokens (Clerk: https://<your-app>.clerk.accounts.dev)"]
     if not values["auth_bootstrap_token_file"]:
         return ["AUTH_BOOTSTRAP_TOKEN_FILE is empty: give the path where the first admin token is written"]
-    grpc_address, http_address = values["grpc_address"], values["http_address"]
-    for name, address in (("GRPC_ADDRESS", grpc_address), ("HTTP_ADDRESS", http_address)):
+    addresses = [("GRPC_ADDRESS", values["grpc_address"]), ("HTTP_ADDRESS", values["http_address"]),
+                 ("METRICS_ADDRESS", values["metrics_address"])]
+    for name, address in addresses:
         if address and not cert and not values["allow_plaintext"] and not _is_loopback(address.rpartition(":")[0]):
             return [f"{name}={address!r} would serve plaintext beyond this machine: set TLS_CERT_FILE and "
                     "TLS_KEY_FILE, or ALLOW_PLAINTEXT=true when the network encrypts for you (a service mesh)"]
-    if http_address and _same_port(grpc_address, http_address):
-        return [f"GRPC_ADDRESS and HTTP_ADDRESS are both {http_address!r}: give HTTP its own port "
-                "(or HTTP_ADDRESS='' to serve no HTTP)"]
+    for index, (name, address) in enumerate(addresses):
+        for other, taken in addresses[:index]:
+            if address and taken and _same_port(taken, address):
+                return [f"{other} and {name} are both {address!r}: give {name} its own port "
+                        f"(or {name}='' to serve no {'HTTP' if name == 'HTTP_ADDRESS' else 'metrics'})"]
     return []
 
 

@@ -36,6 +36,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 ROOT = Path(__file__).resolve().parent.parent
 LISTENING = re.compile(r"listening on [^\"]*:(\d+)")
 HTTP_LISTENING = re.compile(r"listening on [^\"]*:(\d+) for HTTP")
+METRICS_LISTENING = re.compile(r"serving metrics on [^\"]*:(\d+)")
 WAIT = 30.0  # an upper bound for things that happen "soon"; never asserted as a duration
 
 
@@ -267,7 +268,8 @@ def fails_with_one_line(env: dict[str, str], *args: str) -> str:
     (no traceback, no log record last), which is returned."""
     result = subprocess.run(
         [sys.executable, "-m", "server", *args], cwd=ROOT,
-        env={**os.environ, "GRPC_ADDRESS": "127.0.0.1:0", "HTTP_ADDRESS": "127.0.0.1:0", **env},
+        env={**os.environ, "GRPC_ADDRESS": "127.0.0.1:0", "HTTP_ADDRESS": "127.0.0.1:0", "METRICS_ADDRESS": "127.0.0.1:0",
+             **env},
         capture_output=True, text=True, timeout=60,
     )
     assert result.returncode != 0, result.stderr
@@ -342,6 +344,7 @@ class ServerProcess:
     proc: subprocess.Popen[str] | None = None
     port: int = 0
     http_port: int = 0   # 0 when HTTP_ADDRESS is empty
+    metrics_port: int = 0   # 0 when METRICS_ADDRESS is empty
     lines: list[str] = field(default_factory=list)
     _pump: threading.Thread = field(init=False, repr=False)
 
@@ -351,6 +354,7 @@ class ServerProcess:
             "DATABASE_URL": self.database_url,
             "GRPC_ADDRESS": "127.0.0.1:0",
             "HTTP_ADDRESS": "127.0.0.1:0",
+            "METRICS_ADDRESS": "127.0.0.1:0",
             "LOG_LEVEL": "INFO",
             "STREAM_HEARTBEAT_SECONDS": "1",
             "HEALTH_CHECK_SECONDS": "0.5",
@@ -377,8 +381,11 @@ class ServerProcess:
                 self.lines.append(line)
                 if ready.is_set():
                     continue
+                metrics = METRICS_LISTENING.search(line)
                 http = HTTP_LISTENING.search(line)
-                if http:
+                if metrics:
+                    self.metrics_port = int(metrics.group(1))
+                elif http:
                     self.http_port = int(http.group(1))
                 elif match := LISTENING.search(line):
                     self.port = int(match.group(1))

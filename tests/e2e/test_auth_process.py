@@ -175,7 +175,7 @@ def test_a_bootstrap_file_that_cannot_be_written_stops_the_start_with_one_line(m
     result = subprocess.run(
         [sys.executable, "-m", "server"], cwd=ROOT, capture_output=True, text=True, timeout=60,
         env={**os.environ, "DATABASE_URL": migrated, "GRPC_ADDRESS": "127.0.0.1:0", "HTTP_ADDRESS": "127.0.0.1:0",
-             "AUTH_BOOTSTRAP_TOKEN_FILE": str(blocker / "admin-token")},
+             "METRICS_ADDRESS": "127.0.0.1:0", "AUTH_BOOTSTRAP_TOKEN_FILE": str(blocker / "admin-token")},
     )
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "AUTH_BOOTSTRAP_TOKEN_FILE" in result.stderr.strip().splitlines()[-1]
