@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import replace
 
-from server import logs, workers
+from server import logs, telemetry, workers
 from server.config import Settings, help_text
 
 # Lifecycle lines (the port listened on, shutdown) are printed whatever LOG_LEVEL says.
@@ -95,7 +95,14 @@ async def serve(settings: Settings, *, action: str) -> int:
         log.warning("waiting for the database: %s; retrying every %.0fs", unreachable, RETRY_SECONDS)
     from server.auth.bootstrap import BootstrapError
 
-    app = build_server(settings)
+    provider = None
+    if telemetry.tracing_wanted(os.environ):
+        from importlib.metadata import version
+
+        from server.telemetry import tracing
+
+        provider = tracing.start(os.environ, version=version("buildplatform-server"))
+    app = build_server(settings, tracing=provider is not None)
     try:
         await app.start(ready=not unreachable)
     except BootstrapError as error:
@@ -107,6 +114,11 @@ async def serve(settings: Settings, *, action: str) -> int:
     # again while streams allocate (gc.freeze, as large Python servers do).
     gc.collect()
     gc.freeze()
+    if app.metrics_endpoint is not None:
+        metrics_host = settings.metrics_address.rsplit(":", 1)[0]
+        log.info("serving metrics on %s:%d (/metrics)", metrics_host, app.metrics_endpoint.port,
+                 extra={"port": app.metrics_endpoint.port, "tls": app.tls, "metrics": "prometheus"})
+    _log_tracing(provider is not None)
     host = settings.grpc_address.rsplit(":", 1)[0]
     log.info("listening on %s:%d", host, app.port, extra={"port": app.port, "tls": app.tls})
     if app.http is not None:
@@ -151,8 +163,24 @@ async def serve(settings: Settings, *, action: str) -> int:
         log.error("%s", failure[0])
     log.info("shutting down: finishing running calls for up to %.0fs", settings.shutdown_grace_seconds)
     await app.stop(settings.shutdown_grace_seconds)
+    if provider is not None:
+        await asyncio.to_thread(provider.shutdown)   # export the spans still buffered
     log.info("stopped")
     return 1 if failure else 0
+
+
+def _log_tracing(on: bool) -> None:
+    """Whether spans are exported, and (said, not assumed) whether the
+    OpenTelemetry SDK is in this process at all: it must not be when off."""
+    loaded = "opentelemetry.sdk" in sys.modules
+    if on:
+        from server.telemetry import tracing
+
+        log.info("tracing is on: spans go to %s", tracing.exporting_to(os.environ),
+                 extra={"tracing": "on", "otel_sdk_loaded": loaded})
+    else:
+        log.info("tracing is off (set OTEL_EXPORTER_OTLP_ENDPOINT to turn it on); OpenTelemetry SDK loaded: %s",
+                 "yes" if loaded else "no", extra={"tracing": "off", "otel_sdk_loaded": loaded})
 
 
 def supervise(settings: Settings, action: str) -> int:
@@ -167,19 +195,42 @@ def supervise(settings: Settings, action: str) -> int:
         "REUSE_PORT": "true",
         "WORKERS": "1",
     }
-    from server.app import bound
+    from server.app import bound, metrics_endpoint
 
     for name, address in (("GRPC_ADDRESS", settings.grpc_address), ("HTTP_ADDRESS", settings.http_address)):
         if address:
             env[name] = address = workers.fixed_port(address)
             if not settings.reuse_port:
                 bound(address, name).close()   # in use: one line, before any worker starts
-    return workers.Supervisor(workers.count(settings.workers), env, settings.shutdown_grace_seconds).run()
+    if not settings.metrics_address:
+        return workers.Supervisor(workers.count(settings.workers), env, settings.shutdown_grace_seconds).run()
+    # The workers record into a directory of their own; this process serves
+    # what they all recorded (server.telemetry.endpoint).
+    from server.telemetry.endpoint import Workers
+
+    recorded = Workers()
+    env[telemetry.MULTIPROC_DIR] = recorded.directory
+    try:
+        endpoint = metrics_endpoint(settings, recorded.registry).start()
+        host = settings.metrics_address.rsplit(":", 1)[0]
+        log.info("serving metrics on %s:%d (/metrics) for every worker", host, endpoint.port,
+                 extra={"port": endpoint.port, "metrics": "prometheus", "multiprocess_dir": recorded.directory})
+        try:
+            return workers.Supervisor(
+                workers.count(settings.workers), env, settings.shutdown_grace_seconds, exited=recorded.worker_exited
+            ).run()
+        finally:
+            endpoint.stop()
+    finally:
+        recorded.close()
 
 
 def main() -> None:
     args = parse_args()
     settings = Settings.from_env()
+    problem = telemetry.tracing_problem(os.environ)
+    if problem:
+        raise SystemExit(f"invalid setting: {problem}")
     # An operator command prints its answer, not the server's log lines.
     logs.configure(settings.log_level if args.command is None else "WARNING")
     embedded = None

@@ -1,6 +1,12 @@
 """build_server(): the servicers, health, reflection and the interceptor on
 the gRPC port, and the same services on the HTTP port (server.http);
-App: start, health that follows the database, and shutdown of both."""
+App: start, health that follows the database, and shutdown of both.
+
+With METRICS_ADDRESS set, one `Metrics` is given to everything that records
+(the calls of both transports, the pools, the hub, the feeds), and the
+health loop samples the process's state into it; a single process serves
+the endpoint itself (a worker leaves that to its supervisor,
+server.telemetry.endpoint)."""
 
 from __future__ import annotations
 
@@ -39,11 +45,14 @@ from server.rpc.registry import add_service
 from server.store import db as store_db
 from server.store.db import Database, DatabaseRejected, DatabaseUnavailable
 from server.store.notify import Hub
+from server.telemetry import multiprocess_worker
 from server.tls import CertificateFiles, TlsError
 from server.transport.calls import Calls
 
 if TYPE_CHECKING:
     from server.http.server import HttpServer
+    from server.telemetry.endpoint import MetricsEndpoint
+    from server.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -96,16 +105,21 @@ class App:
     serving: bool | None = None
     problem: str = ""
     stopping: bool = False
+    metrics: Metrics | None = None      # None: METRICS_ADDRESS is empty
+    metrics_endpoint: MetricsEndpoint | None = None   # None: none, or the supervisor serves it
     _probe: psycopg.AsyncConnection[Any] | None = field(default=None, repr=False)
     _monitor: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def start(self, *, ready: bool = True) -> None:
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.start()
         await self.db.open()
         self.ready = ready and await self._prepare()
         self.hub.start()
         # Publish the health of every service before listening: a check that
         # arrives first must not find the service unknown (NOT_FOUND).
         await self._publish_health()
+        self._sample()
         await self.server.start()
         if self.http is not None:
             await self.http.start()
@@ -147,14 +161,25 @@ class App:
         try:
             if self._probe is None or self._probe.closed:
                 self._probe = await store_db.connect(self.db.url, timeout=timeout, name="buildplatform-health")
-            await store_db.ping(self._probe, timeout=timeout)
+            usage = await store_db.notification_queue_usage(self._probe, timeout=timeout)
         except (DatabaseUnavailable, DatabaseRejected) as error:
             self.problem = str(error)
             if self._probe is not None:
                 await self._probe.close()
             self._probe = None
             return False
+        if self.metrics is not None:
+            self.metrics.notification_queue.set(usage)
         return True
+
+    def _sample(self) -> None:
+        """The gauges that describe this process now (every health check)."""
+        if self.metrics is None:
+            return
+        self.metrics.sample(
+            unary=self.calls.unary.count, streams=self.calls.streams.count, pools=self.db.pool_stats(),
+            ring_bytes=self.hub.ring_total, feeds=len(self.hub.feeds), listening=self.hub.connected.is_set(),
+        )
 
     async def _publish_health(self) -> None:
         """Publish SERVING or NOT_SERVING for every service when it changed."""
@@ -179,6 +204,7 @@ class App:
         while True:
             await asyncio.sleep(self.health_interval)
             await self._publish_health()
+            self._sample()
 
     async def stop(self, grace: float) -> None:
         self.stopping = True
@@ -203,9 +229,11 @@ class App:
         await self.db.close()
         if self._probe is not None:
             await self._probe.close()
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.stop()
 
 
-def bound(address: str, setting: str, *, reuse_port: bool = False) -> socket.socket:
+def bound(address: str, setting: str, *, reuse_port: bool = False, shared: bool = True) -> socket.socket:
     """A socket bound to `address`, or SystemExit with one line that says
     why not and what to do. Asked before grpc binds too, because grpc's own
     failure is a multi-line log from its C core and a bare "Failed to bind"."""
@@ -226,7 +254,8 @@ def bound(address: str, setting: str, *, reuse_port: bool = False) -> socket.soc
         if error.errno == errno.EADDRINUSE:
             raise SystemExit(
                 f"cannot listen on {address}: the port is in use (another server?); stop it, "
-                f"or set {setting} to another port (REUSE_PORT=true shares a port on purpose)"
+                f"or set {setting} to another port"
+                + (" (REUSE_PORT=true shares a port on purpose)" if shared else "")
             ) from None
         if error.errno == errno.EADDRNOTAVAIL:
             raise SystemExit(f"cannot listen on {address}: {host} is not an address of this machine; fix {setting}") from None
@@ -241,18 +270,31 @@ def bound(address: str, setting: str, *, reuse_port: bool = False) -> socket.soc
     return sock
 
 
-def build_server(settings: Settings) -> App:
+def build_server(settings: Settings, *, tracing: bool = False) -> App:
+    """Everything a process serves, not started yet. `tracing`: the tracer
+    provider is set (server.telemetry.tracing.start), so calls and
+    statements make spans."""
+    metrics = _metrics(settings)
+    cursor_factory = None
+    tracer = None
+    if tracing:
+        from server.telemetry.tracing import RpcTracer, TracedCursor
+
+        cursor_factory, tracer = TracedCursor, RpcTracer()
     db = Database(
         settings.database_url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_max_overflow,
         pool_timeout=settings.db_pool_timeout_seconds,
         timeout=settings.db_timeout_seconds,
+        metrics=metrics,
+        cursor_factory=cursor_factory,
     )
     hub = Hub(
         db, settings.database_url, check_seconds=settings.health_check_seconds,
         heartbeat_seconds=settings.stream_heartbeat_seconds,
         ring_bytes=settings.feed_ring_bytes, total_bytes=settings.feed_total_bytes,
+        metrics=metrics,
     )
     # The key is loaded when the database first answers (App._prepare).
     page_tokens = PageTokens()
@@ -261,8 +303,11 @@ def build_server(settings: Settings) -> App:
         tokens=page_tokens,
         hub=hub,
         heartbeat_seconds=settings.stream_heartbeat_seconds,
+        metrics=metrics,
     )
-    calls = Calls(max_unary=settings.max_concurrent_calls, max_streams=settings.max_streams)
+    calls = Calls(
+        max_unary=settings.max_concurrent_calls, max_streams=settings.max_streams, metrics=metrics, tracer=tracer
+    )
     certificates = _certificate_files(settings)
     options = [*SERVER_OPTIONS, ("grpc.so_reuseport", 1 if settings.reuse_port else 0)]
     gate = Gate(Authenticator.from_settings(settings, db), reflection_open=settings.reflection)
@@ -297,7 +342,36 @@ def build_server(settings: Settings) -> App:
     )
     if settings.http_address:
         app.http = _http_server(settings, deps, calls, gate.authenticator, app)
+    app.metrics = metrics
+    if metrics is not None and not multiprocess_worker():
+        app.metrics_endpoint = metrics_endpoint(settings)
     return app
+
+
+def _metrics(settings: Settings) -> Metrics | None:
+    """The process's metrics when METRICS_ADDRESS is set (imported only then)."""
+    if not settings.metrics_address:
+        return None
+    from server.telemetry.metrics import Metrics
+
+    return Metrics()
+
+
+def metrics_endpoint(settings: Settings, registry: Any = None) -> MetricsEndpoint:
+    """METRICS_ADDRESS bound (or SystemExit with one line), not started yet;
+    TLS when the other ports serve it."""
+    from server.telemetry.endpoint import MetricsEndpoint
+
+    sock = bound(settings.metrics_address, "METRICS_ADDRESS", shared=False)
+    certificates = _certificate_files(settings)
+    try:
+        context = None if certificates is None else certificates.ssl_context()
+    except TlsError as error:
+        sock.close()
+        raise SystemExit(f"cannot serve TLS: {error}") from None
+    if registry is None:
+        return MetricsEndpoint(sock, context=context)
+    return MetricsEndpoint(sock, registry=registry, context=context)
 
 
 def _http_server(settings: Settings, deps: Deps, calls: Calls, authenticator: Authenticator, app: App) -> HttpServer:

@@ -13,6 +13,9 @@ hold the GIL), so a host with more cores runs several. The supervisor:
   (SO_REUSEPORT);
 - restarts a worker that exits while it should be serving, after a pause
   that doubles while workers keep crashing (1 s up to 30 s), and logs it;
+- with METRICS_ADDRESS set, serves every worker's metrics there itself
+  (the workers record into PROMETHEUS_MULTIPROC_DIR; server.telemetry.endpoint)
+  and tells the metrics when a worker has exited (`exited`);
 - on SIGTERM or SIGINT sends SIGTERM to every worker (each drains its calls
   for SHUTDOWN_GRACE_SECONDS, as a single process does), waits for them, and
   kills what is left after the grace period and 10 s more.
@@ -31,6 +34,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 log = logging.getLogger("server.lifecycle")
@@ -72,6 +76,7 @@ class Supervisor:
     grace: float
     stopping: bool = False
     pool: list[Worker] = field(default_factory=list)
+    exited: Callable[[int], None] | None = None   # told the pid of a worker that exited
 
     def start(self, worker: Worker) -> None:
         env = {**self.env, "WORKER": str(worker.number)}
@@ -107,6 +112,8 @@ class Supervisor:
             code = worker.process.poll()
             if code is None:
                 continue
+            if self.exited is not None:
+                self.exited(worker.process.pid)
             if now - worker.started >= STABLE_SECONDS:
                 worker.pause = FIRST_PAUSE
             log.warning("worker %d (pid %d) exited with %s; restarting it in %.0fs",

@@ -34,6 +34,7 @@ from server.domain.validation import Checker
 from server.store import builds as store
 from server.store import credentials
 from server.store.rows import BuildRow
+from server.telemetry import stream_caught_up
 
 
 def _new_build(
@@ -186,8 +187,11 @@ async def watch_build(
             wake.clear()
             row = await store.get(d.db, key)
             if row.revision != last_revision:
+                first = not last_revision
                 last_revision = row.revision
                 yield build_pb2.WatchBuildResponse(build=wire.build_to_pb(row))
+                if first:
+                    stream_caught_up()   # the watch's span covers its first state only
             if row.status in TERMINAL:
                 return
             if d.hub.shutting_down:

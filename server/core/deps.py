@@ -14,6 +14,7 @@ from server.store.db import Database
 
 if TYPE_CHECKING:
     from server.store.notify import Hub
+    from server.telemetry.metrics import Metrics
 
 
 def utc_now() -> datetime:
@@ -33,6 +34,7 @@ class Deps:
     heartbeat_seconds: float
     clock: Callable[[], datetime] = utc_now
     new_id: Callable[[], str] = new_cuid
+    metrics: Metrics | None = None   # None: METRICS_ADDRESS is empty
 
     def new_row(self, values: dict[str, Any]) -> dict[str, Any]:
         """`values` of a resource being created, with its id and timestamps."""

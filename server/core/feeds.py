@@ -43,6 +43,7 @@ from server.store import feeds
 from server.store.db import DatabaseUnavailable
 from server.store.feeds import Kind
 from server.store.notify import Entry
+from server.telemetry import stream_caught_up
 
 DB_PAGE = 1000  # rows per catch-up read from the database (and MAX_MESSAGE_BYTES)
 
@@ -122,6 +123,7 @@ class FeedStreams:
             await guard.require(d, req.principal, "build", req.build_id)
             kind = self.kind
             wanted = frozenset(req.values)
+            measured = None if d.metrics is None else d.metrics.feed[kind.name]
             async with contextlib.AsyncExitStack() as stack:
                 feed = event = None
                 if req.follow:
@@ -148,6 +150,8 @@ class FeedStreams:
                         # committed position (the backlog's end, or what the feed
                         # has seen), which lets the cursor pass rows a filter skips.
                         bound = max(upto, feed.head or 0) if feed is not None else upto
+                        if measured is not None and feed is not None and feed.head is not None:
+                            measured.database_reads.inc()   # a follower behind the ring
                         entries, cursor = await self._read(d, req, cursor, bound)
                     batch = [e.wire for e in entries if not wanted or e.value in wanted]
                     reached = not caught_up and cursor >= upto
@@ -155,6 +159,11 @@ class FeedStreams:
                         resume = cursor
                         yield stream_response(batch, cursor, reached)
                         sent = loop.time()
+                        if caught_up and batch and measured is not None:
+                            # A live message: from its oldest line's commit to now.
+                            measured.lag.observe(time.time() - entries[0].time)
+                        if reached:
+                            stream_caught_up()   # the stream's span ends with its catch-up
                         caught_up = caught_up or reached
                     if caught_up and not req.follow:
                         return

@@ -88,11 +88,13 @@ def stream_response(items: list[bytes], cursor: int, caught_up: bool) -> bytes:
 
 # The feeds read rows of either kind as dicts (one implementation for both).
 def log_entry(row: dict[str, Any]) -> Entry:
-    return Entry(row["seq"], row["level"], repeated_field_1(log_to_pb(cast(LogRow, row)).SerializeToString()))
+    return Entry(row["seq"], row["level"], repeated_field_1(log_to_pb(cast(LogRow, row)).SerializeToString()),
+                 row["create_time"].timestamp())
 
 
 def event_entry(row: dict[str, Any]) -> Entry:
-    return Entry(row["seq"], row["type"], repeated_field_1(event_to_pb(cast(EventRow, row)).SerializeToString()))
+    return Entry(row["seq"], row["type"], repeated_field_1(event_to_pb(cast(EventRow, row)).SerializeToString()),
+                 row["create_time"].timestamp())
 
 
 def _batch_size(check: Checker, count: int) -> None:

@@ -15,7 +15,12 @@ shared pieces (server.transport):
 4. error mapping: the status of server.transport.status, sent as the
    Connect (or gRPC-Web) error with the same code, message and
    google.rpc details;
-5. access log: the gRPC line's fields, plus `"transport": "http"`.
+5. access log: the gRPC line's fields, plus `"transport": "http"`;
+6. metrics and span: as on the gRPC port (server.rpc.interceptors), with
+   `transport="http"`; the span joins the caller's trace from the
+   `traceparent` header. The message bytes are counted by the codecs
+   (server.http.codecs) as they encode and decode. A unary response is
+   encoded after `on_end`, so its size is recorded when it is encoded.
 
 It is a connectrpc metadata interceptor: `on_start` runs once the request's
 headers are parsed, `on_end` once the call's outcome is known (a request that
@@ -28,6 +33,7 @@ from __future__ import annotations
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError, ErrorDetail
@@ -41,6 +47,10 @@ from server.domain.access import Principal
 from server.domain.errors import DomainError, Unavailable
 from server.store.db import call_deadline
 from server.transport.calls import SHUTTING_DOWN, Calls, log_call, request_id, settle
+
+if TYPE_CHECKING:
+    from server.telemetry.metrics import MethodMetrics
+    from server.telemetry.tracing import RpcSpan
 
 # google.rpc.Code numbers <-> Connect codes (Connect spells CANCELLED "canceled").
 CONNECT_CODES = {
@@ -65,9 +75,33 @@ class HttpCall:
     request_id: str
     principal: Principal | None = None
     admitted: bool = False
+    received: int = 0     # bytes of request messages
+    sent: int = 0         # bytes of response messages
+    code: str = "OK"
+    ended: bool = False   # on_end has run: the status is known
+    metrics: MethodMetrics | None = None
+    span: RpcSpan | None = None
 
 
 _current: ContextVar[HttpCall] = ContextVar("http_call")
+
+
+def received(size: int) -> None:
+    """A request message of `size` bytes was decoded (server.http.codecs)."""
+    call = _current.get(None)
+    if call is not None:
+        call.received += size
+
+
+def sent(size: int) -> None:
+    """A response message of `size` bytes was encoded (server.http.codecs)."""
+    call = _current.get(None)
+    if call is None:
+        return
+    if not call.ended:
+        call.sent += size
+    elif call.metrics is not None:    # a unary response, encoded after on_end
+        call.metrics.response_size(call.code, size)
 
 
 def caller() -> Principal:
@@ -103,9 +137,17 @@ class CallInterceptor:
         )
         ctx.response_headers["x-request-id"] = call.request_id
         _current.set(call)
+        metrics, tracer = self.calls.metrics, self.calls.tracer
+        if metrics is not None:
+            call.metrics = metrics.method(call.method, "http", call.stream)
+            call.metrics.started.inc()
+        if tracer is not None:
+            call.span = tracer.start(call.method, "http", headers, stream=call.stream)
         try:
             self.calls.admit(call.stream)
             call.admitted = True
+            if call.metrics is not None and call.metrics.open is not None:
+                call.metrics.open.inc()
             remaining = ctx.timeout_ms
             if remaining is not None:
                 call_deadline.set(time.monotonic() + remaining / 1000)
@@ -128,13 +170,24 @@ class CallInterceptor:
     def _end(self, call: HttpCall, error: Exception | None) -> ConnectError | None:
         """Release the call, write its access log line, and return the error
         that answers it (None for a success)."""
+        seconds = time.perf_counter() - call.started
         code, failure = "OK", None
         if error is not None:
             code, failure = self._settle(call, error)
+        call.code, call.ended = code, True
+        metrics, span = call.metrics, call.span
         if call.admitted:
             call.admitted = False
             self.calls.release(call.stream)
-        log_call(call.method, code, call.started, call.peer, call.request_id, call.principal, transport="http")
+            if metrics is not None and metrics.open is not None:
+                metrics.open.dec()
+        if metrics is not None:
+            later = code == "OK" and not call.stream  # the response is encoded after this (sent())
+            metrics.finished(code, seconds, call.received, None if later else call.sent)
+        if span is not None:
+            span.end(code, None if failure is None else failure.code.value)
+        log_call(call.method, code, seconds, call.peer, call.request_id, call.principal, transport="http",
+                 trace_id=None if span is None else span.trace_id)
         return failure
 
     def _settle(self, call: HttpCall, error: Exception) -> tuple[str, ConnectError]:

@@ -9,6 +9,9 @@ Like connectrpc.compat's, with two differences:
 - a request that does not decode is the same INVALID_ARGUMENT the gRPC port
   answers (field `request`, with BadRequest), not a bare "unmarshal" error.
 
+Both count the bytes of each message they encode or decode for the call's
+metrics (server.http.calls.sent / received).
+
 JSON is the proto3 JSON mapping (lowerCamelCase names, enums by name, 64-bit
 integers as strings), compact, on one line; requests may use either the
 JSON name or the proto field name, and unknown fields are ignored (a client
@@ -24,6 +27,7 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 
 from server.domain.errors import InvalidArgument
+from server.http.calls import received, sent
 
 
 def _undecodable(kind: str, error: Exception) -> InvalidArgument:
@@ -35,9 +39,12 @@ class Binary:
         return "proto"
 
     def encode(self, message: Message | bytes) -> bytes:
-        return message if isinstance(message, bytes) else message.SerializeToString()
+        data = message if isinstance(message, bytes) else message.SerializeToString()
+        sent(len(data))
+        return data
 
     def decode(self, data: bytes | bytearray, message_class: type[Any]) -> Any:
+        received(len(data))
         try:
             return message_class.FromString(bytes(data))
         except DecodeError as error:
@@ -49,9 +56,12 @@ class Json:
         return "json"
 
     def encode(self, message: Message) -> bytes:
-        return json_format.MessageToJson(message, indent=None).encode()
+        data = json_format.MessageToJson(message, indent=None).encode()
+        sent(len(data))
+        return data
 
     def decode(self, data: bytes | bytearray, message_class: type[Any]) -> Any:
+        received(len(data))
         message = message_class()
         try:
             json_format.Parse(bytes(data), message, ignore_unknown_fields=True)

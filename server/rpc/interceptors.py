@@ -25,6 +25,15 @@ At shutdown, `Calls.drain()` lets running calls finish for the grace period
 and then answers what is left with UNAVAILABLE (retryable), never leaving a
 call to be CANCELLED by the server's stop.
 
+With METRICS_ADDRESS set, the same measurement feeds the RPC metrics
+(server.telemetry.metrics: calls started, duration by status, message bytes,
+streams open); with tracing on, the call has a span that joins the caller's
+trace (`traceparent` metadata) and is current while the handler runs, and
+the access log line names its trace. The wrapper serializes each response
+itself (the handler's own serializer, once) so that the bytes a call sent
+are known when its metrics are recorded; grpc then sends those bytes as
+they are.
+
 It also makes the request deserializer tolerant: bytes that are not a valid
 request message (bad UTF-8 in a string field, a corrupt wire format) would
 otherwise fail inside grpc as UNKNOWN with the exception's class in the
@@ -37,7 +46,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -51,12 +60,21 @@ from server.rpc.principals import Gate
 from server.store.db import call_deadline
 from server.transport.calls import Calls, log_call, request_id, settle
 
+if TYPE_CHECKING:
+    from server.telemetry.metrics import MethodMetrics
+    from server.telemetry.tracing import RpcSpan
 
-def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
-    for key, value in context.invocation_metadata() or ():
+
+def _request_id(metadata: Any) -> str:
+    for key, value in metadata:
         if key == "x-request-id" and isinstance(value, str):
             return request_id(value)
     return request_id(None)
+
+
+def _as_is(data: bytes) -> bytes:
+    """The response serializer once the wrapper has serialized the response."""
+    return data
 
 
 class _Undecodable:
@@ -68,11 +86,12 @@ class _Undecodable:
         self.error = error
 
 
-def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+def _tolerant(call: _Call, deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
     if deserializer is None:
         return None
 
     def deserialize(data: bytes) -> Any:
+        call.received += len(data)
         try:
             return deserializer(data)
         except DecodeError as error:
@@ -110,14 +129,21 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         method: str = details.method
         gate = None if self.gate is None or self.gate.is_open(method) else self.gate
         call = _Call(method, arrived, self.calls, gate, self.client_certificates)
-        deserializer = _tolerant(handler.request_deserializer)
+        metrics = self.calls.metrics
+        if metrics is not None:
+            call.metrics = metrics.method(method, "grpc", handler.unary_unary is None)
+        deserializer = _tolerant(call, handler.request_deserializer)
+        serialize = handler.response_serializer or _as_is
         if handler.unary_unary is not None:
-            return handler._replace(unary_unary=_unary(call, handler.unary_unary), request_deserializer=deserializer)
+            return handler._replace(unary_unary=_unary(call, handler.unary_unary, serialize),
+                                    request_deserializer=deserializer, response_serializer=_as_is)
         if handler.unary_stream is not None:
-            return handler._replace(unary_stream=_stream(call, handler.unary_stream), request_deserializer=deserializer)
+            return handler._replace(unary_stream=_stream(call, handler.unary_stream, serialize),
+                                    request_deserializer=deserializer, response_serializer=_as_is)
         if handler.stream_stream is not None:
             # Only reflection is bidirectional: authenticated when REFLECTION=false.
-            return handler._replace(stream_stream=_stream(call, handler.stream_stream))
+            return handler._replace(stream_stream=_stream(call, handler.stream_stream, serialize),
+                                    response_serializer=_as_is)
         return handler
 
 
@@ -136,16 +162,28 @@ class _Call:
     principal: Principal | None = None
     code: str = "OK"
     admitted: bool = False
+    received: int = 0     # bytes of request messages
+    sent: int = 0         # bytes of response messages
+    metrics: MethodMetrics | None = None
+    span: RpcSpan | None = None
 
     async def begin(self, context: Any, request: Any, stream: bool) -> None:
-        """Read the peer, admit, set the deadline, authenticate, check the request."""
-        self.request_id = _request_id(context)
+        """Count the call, start its span, read the peer, admit, set the
+        deadline, authenticate, check the request."""
+        metadata = context.invocation_metadata() or ()
+        self.request_id = _request_id(metadata)
+        if self.metrics is not None:
+            self.metrics.started.inc()
+        if self.calls.tracer is not None:
+            self.span = self.calls.tracer.start(self.method, "grpc", dict(metadata), stream=stream)
         # Read at the start of a call: grpc.aio crashes the process (SIGSEGV)
         # when peer() is called on a call that was cancelled and torn down.
         self.peer = context.peer()
         self.cert = peer_identity(context) if self.certificates else None
         self.calls.admit(stream)
         self.admitted = True
+        if self.metrics is not None and self.metrics.open is not None:
+            self.metrics.open.inc()
         remaining = context.time_remaining()
         if remaining is not None:
             call_deadline.set(time.monotonic() + remaining)
@@ -160,9 +198,18 @@ class _Call:
             await context.abort_with_status(status)
 
     def end(self, stream: bool) -> None:
+        seconds = time.perf_counter() - self.started
+        metrics, span = self.metrics, self.span
         if self.admitted:
             self.calls.release(stream)
-        log_call(self.method, self.code, self.started, self.peer, self.request_id, self.principal, self.cert)
+            if metrics is not None and metrics.open is not None:
+                metrics.open.dec()
+        if metrics is not None:
+            metrics.finished(self.code, seconds, self.received, self.sent)
+        if span is not None:
+            span.end(self.code)
+        log_call(self.method, self.code, seconds, self.peer, self.request_id, self.principal, self.cert,
+                 trace_id=None if span is None else span.trace_id)
 
 
 def _outcome(
@@ -179,11 +226,15 @@ def _outcome(
     return code_pb2.Code.Name(status.code), rpc_status.to_status(status)
 
 
-def _unary(call: _Call, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-    async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+def _unary(
+    call: _Call, behavior: Callable[..., Awaitable[Any]], serialize: Callable[[Any], bytes]
+) -> Callable[..., Awaitable[bytes]]:
+    async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
         try:
             await call.begin(context, request, stream=False)
-            return await behavior(request, context)
+            data = serialize(await behavior(request, context))
+            call.sent = len(data)
+            return data
         except BaseException as error:
             await call.fail(error, context)
             raise
@@ -193,12 +244,16 @@ def _unary(call: _Call, behavior: Callable[..., Awaitable[Any]]) -> Callable[...
     return wrapper
 
 
-def _stream(call: _Call, behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
-    async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+def _stream(
+    call: _Call, behavior: Callable[..., AsyncIterator[Any]], serialize: Callable[[Any], bytes]
+) -> Callable[..., AsyncIterator[bytes]]:
+    async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[bytes]:
         try:
             await call.begin(context, request, stream=True)
             async for response in behavior(request, context):
-                yield response
+                data = serialize(response)
+                call.sent += len(data)
+                yield data
         except BaseException as error:
             await call.fail(error, context)
             raise

@@ -19,6 +19,13 @@ DB_POOL_TIMEOUT_SECONDS, the whole unit by DB_TIMEOUT_SECONDS, and both by
 the deadline of the call it serves (`call_deadline`, set by the rpc layer).
 A database that is down, frozen or partitioned away therefore costs a call
 a few seconds and an UNAVAILABLE, never a hang.
+
+With metrics on, both pools report their connections (`pool_stats()`, read
+by the health loop) and each unit of work the time it waited for its
+connection; with tracing on, every pooled connection's cursor class is the
+one given as `cursor_factory` (server.telemetry.tracing.TracedCursor), whose
+statements are spans. SQLAlchemy runs on psycopg here, so that one hook
+serves both pools.
 """
 
 from __future__ import annotations
@@ -28,9 +35,9 @@ import contextvars
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 import psycopg_pool
@@ -41,6 +48,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from server.config import libpq_url, sqlalchemy_url
 from server.domain.errors import Aborted, AlreadyExists, DomainError, NotFound
+
+if TYPE_CHECKING:
+    from server.telemetry.metrics import Metrics, PoolStats
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +100,8 @@ _GET_BY_ID: dict[str, sql.Composed] = {}
 
 @asynccontextmanager
 async def _pooled(
-    pool: psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[Any]], timeout: float
+    pool: psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[Any]], timeout: float,
+    waited: Callable[[float], None] | None = None,
 ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
     """A connection of `pool`, given back whatever happens to this task.
 
@@ -99,8 +110,14 @@ async def _pooled(
     cancellation of the call meanwhile (its time budget running out while a
     cut query is being cleaned up, the shutdown drain) would abort that and
     lose the connection for good, a pool shrinking by one each time until
-    every call waits. The return runs shielded, in a task of its own."""
-    conn = await pool.getconn(timeout=timeout)
+    every call waits. The return runs shielded, in a task of its own.
+    `waited` is told how long the wait for the connection took."""
+    if waited is None:
+        conn = await pool.getconn(timeout=timeout)
+    else:
+        began = time.perf_counter()
+        conn = await pool.getconn(timeout=timeout)
+        waited(time.perf_counter() - began)
     try:
         yield conn
     finally:
@@ -256,6 +273,8 @@ class Database:
         max_overflow: int,
         pool_timeout: float = 2.0,
         timeout: float = 5.0,
+        metrics: Metrics | None = None,
+        cursor_factory: type[psycopg.AsyncCursor[Any]] | None = None,
     ) -> None:
         self.url = libpq_url(database_url)
         self.pool_size = pool_size
@@ -265,6 +284,14 @@ class Database:
         self.connect_options = {
             **CONNECT_OPTIONS, "connect_timeout": max(1, round(timeout)), "application_name": "buildplatform",
         }
+        if cursor_factory is not None:
+            self.connect_options["cursor_factory"] = cursor_factory
+        self.metrics = metrics   # also what server.store.feeds records appends into
+        self._waited_psycopg = self._waited_sqlalchemy = None
+        if metrics is not None:
+            self._waited_psycopg = metrics.pool_waits["psycopg"].observe
+            self._waited_sqlalchemy = metrics.pool_waits["sqlalchemy"].observe
+        self._sqlalchemy_waiting = 0   # checkouts in progress
         self.engine: AsyncEngine = self._engine()
         self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self.pool = self._pool()
@@ -323,7 +350,8 @@ class Database:
         budget, what = self.budget()
         pool = self.pool
         try:
-            async with _translated(budget, what), _pooled(pool, min(budget, self.pool_timeout)) as conn:
+            async with (_translated(budget, what),
+                        _pooled(pool, min(budget, self.pool_timeout), self._waited_psycopg) as conn):
                 yield conn
         except DatabaseBusy:
             # The wait ran out with connections to spare: they could not be
@@ -344,14 +372,46 @@ class Database:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         budget, what = self.budget()
-        async with _translated(budget, what), self.engine.begin() as conn:
+        async with _translated(budget, what), self._checkout(self.engine) as conn, conn.begin():
             yield conn
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         budget, what = self.budget()
-        async with _translated(budget, what), self._autocommit.connect() as conn:
+        async with _translated(budget, what), self._checkout(self._autocommit) as conn:
             yield conn
+
+    @asynccontextmanager
+    async def _checkout(self, engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+        """`engine.connect()`, with the wait for the connection counted and timed."""
+        conn = engine.connect()
+        self._sqlalchemy_waiting += 1
+        began = time.perf_counter()
+        try:
+            await conn.start()
+        finally:
+            self._sqlalchemy_waiting -= 1
+        if self._waited_sqlalchemy is not None:
+            self._waited_sqlalchemy(time.perf_counter() - began)
+        try:
+            yield conn
+        finally:
+            await asyncio.shield(conn.close())
+
+    def pool_stats(self) -> list[PoolStats]:
+        """Both pools' connections now: in use, idle, waited for, at most."""
+        from server.telemetry.metrics import PoolStats
+
+        stats = self.pool.get_stats()
+        size, idle = stats.get("pool_size", 0), stats.get("pool_available", 0)
+        queue = self.engine.sync_engine.pool
+        checked_out = getattr(queue, "checkedout", lambda: 0)()
+        checked_in = getattr(queue, "checkedin", lambda: 0)()
+        return [
+            PoolStats("psycopg", size - idle, idle, stats.get("requests_waiting", 0), self.pool.max_size),
+            PoolStats("sqlalchemy", checked_out, checked_in, self._sqlalchemy_waiting,
+                      self.pool_size + self.max_overflow),
+        ]
 
     async def close(self) -> None:
         await self.pool.close()
@@ -375,12 +435,22 @@ async def connect(url: str, *, timeout: float, name: str) -> psycopg.AsyncConnec
         raise DatabaseUnavailable(unreachable(error)) from error
 
 
-async def ping(conn: psycopg.AsyncConnection[Any], *, timeout: float) -> None:
-    """One round trip on `conn`; DatabaseUnavailable when it does not come back."""
+async def ping(conn: psycopg.AsyncConnection[Any], *, timeout: float, query: str = "SELECT 1") -> Any:
+    """One round trip on `conn` (`query`, whose one value it returns);
+    DatabaseUnavailable when it does not come back."""
     try:
         async with hard_timeout(timeout):
-            await conn.execute("SELECT 1")
+            cursor = await conn.execute(query)
+            row = await cursor.fetchone()
     except TimeoutError:
         raise DatabaseUnavailable(f"the database did not answer within {timeout:g}s") from None
     except (psycopg.Error, OSError) as error:
         raise DatabaseUnavailable("the database connection was lost") from error
+    return None if row is None else row[0]
+
+
+async def notification_queue_usage(conn: psycopg.AsyncConnection[Any], *, timeout: float) -> float:
+    """ping() that also answers how full PostgreSQL's NOTIFY queue is (0 to 1):
+    a listener that stops reading (anywhere on the server) fills it, and a
+    full queue makes every notifying commit fail."""
+    return float(await ping(conn, timeout=timeout, query="SELECT pg_notification_queue_usage()"))

@@ -26,9 +26,10 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import contextvars
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import psycopg
 
@@ -38,6 +39,9 @@ from server.store import feeds
 from server.store.builds import BUILD_CHANNEL
 from server.store.db import Database, DatabaseRejected, DatabaseUnavailable, connect, ping
 from server.store.feeds import Kind
+
+if TYPE_CHECKING:
+    from server.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +54,15 @@ READ_BYTES = RESPONSE_BYTES
 
 class Entry(NamedTuple):
     """A row converted once for every follower: its sequence, the value
-    stream filters look at (level or type), and the row serialized as an
-    element of the stream response's repeated field."""
+    stream filters look at (level or type), the row serialized as an
+    element of the stream response's repeated field, and its create_time
+    (seconds since the epoch: set by the appending transaction, it is where
+    the delivery lag a stream measures starts)."""
 
     seq: int
     value: str
     wire: bytes
+    time: float = 0.0
 
 
 def _seq(entry: Entry) -> int:
@@ -109,7 +116,10 @@ class Feed:
 
     def _schedule(self) -> None:
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._pump())
+            # In a context of its own: the reads serve every follower, so they
+            # must not inherit the deadline (or the trace) of the follower
+            # whose notification or arrival happened to start them.
+            self._task = asyncio.create_task(self._pump(), context=contextvars.Context())
 
     async def _pump(self) -> None:
         woke = False  # followers were woken after the last change they must see
@@ -219,8 +229,10 @@ class Hub:
         heartbeat_seconds: float = 15.0,
         ring_bytes: int = 8 << 20,
         total_bytes: int = 256 << 20,
+        metrics: Metrics | None = None,
     ) -> None:
         self.db = db
+        self.metrics = metrics
         self.url = database_url
         self.check_seconds = check_seconds  # quiet time after which the LISTEN connection pings
         self.heartbeat_seconds = heartbeat_seconds
@@ -291,6 +303,8 @@ class Hub:
                 self.connected.clear()
                 if self._closing:
                     return
+                if self.metrics is not None:
+                    self.metrics.listen_reconnects.inc()
                 if was_connected:
                     # Followers check the database now: if it is gone, their
                     # streams end with UNAVAILABLE and a resume cursor.

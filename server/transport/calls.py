@@ -9,6 +9,10 @@
 - `settle()`: the google.rpc.Status that ends a call that raised;
 - `log_call()`: the access log line, one per call, with the same fields for
   every transport.
+
+`Calls` also carries what both transports record about every call when it
+is turned on: the RPC metrics (server.telemetry.metrics, METRICS_ADDRESS)
+and the RPC spans (server.telemetry.tracing, the OTEL_* variables).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.rpc import status_pb2
 
@@ -26,6 +30,10 @@ from server.domain.access import Principal
 from server.domain.errors import DomainError, ResourceExhausted, Unavailable
 from server.store.db import DatabaseUnavailable
 from server.transport.status import to_status
+
+if TYPE_CHECKING:
+    from server.telemetry.metrics import Metrics
+    from server.telemetry.tracing import RpcTracer
 
 log = logging.getLogger("server.access")
 error_log = logging.getLogger("server.rpc")
@@ -59,16 +67,22 @@ class Calls:
 
     RETRY_AFTER = 1.0  # seconds a refused caller is advised to wait
 
-    def __init__(self, *, max_unary: int, max_streams: int) -> None:
+    def __init__(
+        self, *, max_unary: int, max_streams: int, metrics: Metrics | None = None, tracer: RpcTracer | None = None
+    ) -> None:
         self.unary = _Limit(max_unary, "this server is working on {count} calls, its limit (MAX_CONCURRENT_CALLS)")
         self.streams = _Limit(max_streams, "this server has {count} streams open, its limit (MAX_STREAMS)")
         self.running: set[asyncio.Task[Any]] = set()
         self.draining = False
+        self.metrics = metrics   # None: METRICS_ADDRESS is empty
+        self.tracer = tracer     # None: tracing is off
 
     def admit(self, stream: bool) -> None:
         """Count the call in, or raise ResourceExhausted."""
         limit = self.streams if stream else self.unary
         if limit.count >= limit.maximum:
+            if self.metrics is not None:
+                self.metrics.refused["stream" if stream else "unary"].inc()
             raise ResourceExhausted(
                 limit.says.format(count=limit.count) + "; retry after a pause, or on another replica",
                 retry_after=self.RETRY_AFTER,
@@ -116,17 +130,18 @@ def settle(error: BaseException, calls: Calls, method: str, request_id: str) -> 
 
 
 def log_call(
-    method: str, code: str, started: float, peer: str, request_id: str,
+    method: str, code: str, seconds: float, peer: str, request_id: str,
     principal: Principal | None, client_cert: object | None = None, transport: str | None = None,
+    trace_id: str | None = None,
 ) -> None:
-    """The access log line of a call, written when its status is known.
-    `started` is a time.perf_counter() reading."""
+    """The access log line of a call that took `seconds`, written when its
+    status is known; with tracing on, it names the call's trace."""
     if not log.isEnabledFor(logging.INFO):
         return
     extra: dict[str, Any] = {
         "method": method,
         "code": code,
-        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+        "duration_ms": round(seconds * 1000, 3),
         "peer": peer,
         "request_id": request_id,
     }
@@ -136,4 +151,6 @@ def log_call(
         extra["client_cert"] = str(client_cert)
     if transport is not None:
         extra["transport"] = transport
+    if trace_id is not None:
+        extra["trace_id"] = trace_id
     log.info("rpc", extra=extra)
