@@ -148,5 +148,19 @@ web-typecheck: web/node_modules/.package-lock.json $(TS)/node_modules/.package-l
 bench: $(STAMP)  ## measure throughput and latency against their floors (see docs/benchmarks.md)
 	$(PY) -m bench $(BENCH_ARGS)
 
+# The metrics tests scrape the server with Debian's prometheus (tests/observability.py).
+.PHONY: prometheus-tests-deps
+export PROMETHEUS ?= /usr/bin/prometheus
+test: prometheus-tests-deps
+prometheus-tests-deps:  ## Debian's prometheus for the metrics tests (apt-get, when root)
+	@test -x $(PROMETHEUS) || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's prometheus for the metrics tests (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
+	      && test -x $(PROMETHEUS) || { echo "apt-get installed no prometheus at $(PROMETHEUS): set PROMETHEUS to one"; exit 1; }; \
+	  else \
+	    echo "the metrics tests need Prometheus at $(PROMETHEUS): run 'sudo apt-get install -y --no-install-recommends prometheus' (or make test PROMETHEUS=/path/to/prometheus)"; exit 1; \
+	  fi; }
+
 clean:  ## remove the virtual environment, the embedded database and build output
 	rm -rf $(VENV) .data build dist generated/python/dist generated/typescript/node_modules generated/typescript/dist web/node_modules web/dist tests/browser/node_modules

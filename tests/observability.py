@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import shutil
 import subprocess
 import threading
@@ -23,7 +24,8 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 
 from tests.support import WAIT, free_port
 
-PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
+# `make test` installs Debian's and exports its path (PROMETHEUS=... picks another).
+PROMETHEUS = os.environ.get("PROMETHEUS") or shutil.which("prometheus") or "/usr/bin/prometheus"
 
 
 @dataclass
