@@ -219,7 +219,12 @@ def _outcome(
     (None when the call is already answered or the client is gone)."""
     if isinstance(error, grpc.aio.AbortError) or not isinstance(error, Exception | asyncio.CancelledError):
         code = context.code()
-        return (code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"), None
+        if isinstance(code, grpc.StatusCode):
+            return code.name, None
+        # grpc closes a stream's generator (GeneratorExit at its yield) when the
+        # call ended from outside while a message was on its way: the client
+        # went away, as a cancellation of the task says otherwise.
+        return ("CANCELLED" if isinstance(error, GeneratorExit) else "UNKNOWN"), None
     status = settle(error, calls, method, request_id)
     if status is None:
         return "CANCELLED", None
