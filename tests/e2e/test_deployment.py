@@ -25,6 +25,10 @@ def test_the_example_has_what_the_docs_promise():
     assert container["readinessProbe"]["grpc"]["port"] == 50051
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["WORKERS"] and int(env["DB_POOL_SIZE"]) + int(env["DB_POOL_MAX_OVERFLOW"]) <= 10
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert env["METRICS_ADDRESS"].rpartition(":")[2] == str(ports["metrics"])
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(ports["metrics"])
     grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert grace > float(env["SHUTDOWN_GRACE_SECONDS"])
 

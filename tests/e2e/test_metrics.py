@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import threading
 import urllib.request
@@ -311,3 +312,25 @@ def test_one_scrape_of_the_supervisor_sees_every_worker(database_url, tmp_path: 
             settled(scraper, 'buildplatform_db_pool_max_connections{pool="psycopg"}', 6)
         assert os.path.isdir(directory)
     assert not os.path.exists(directory), "the supervisor removes its metrics directory when it stops"
+
+
+OPERATIONS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
+
+
+def test_the_docs_table_names_every_metric_served(metered):
+    documented = set(re.findall(r"^\| `((?:grpc|buildplatform)_[a-z_]+)` \|", OPERATIONS.read_text(), re.M))
+    served = set(re.findall(r"^# TYPE ((?:grpc|buildplatform)_[a-z_]+) (\w+)", scrape(metered), re.M))
+    names = {name + ("_total" if kind == "counter" else "") for name, kind in served}
+    assert documented == names
+
+
+def test_the_docs_queries_run(metered, scraper):
+    block = OPERATIONS.read_text().split("```promql\n", 1)[1].split("```", 1)[0]
+    queries = [" ".join(part.split("\n", 1)[1].split()) for part in block.strip().split("\n\n")]
+    assert len(queries) == 8
+    for query in queries:
+        scraper.query(query)   # a query Prometheus cannot parse is an HTTP 400 here
+    p99 = queries[0]
+    eventually(lambda: any(r["metric"].get("grpc_method") == GET_BUILD for r in scraper.query(p99)),
+               "the p99 of GetBuild")
+    assert not any(r["metric"].get("grpc_method", "").startswith("grpc.") for r in scraper.query(p99))
