@@ -24,6 +24,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from buildplatform.v1 import build_event_pb2, build_log_pb2
@@ -242,9 +243,12 @@ class FeedStreams:
         if first_sequence < 0:
             raise InvalidArgument.one("first_sequence", "must not be negative")
         await guard.require(d, principal, "build", build_id)
-        return await feeds.append(
-            d.db, self.kind, build_id, entries, first_sequence=first_sequence, now=d.clock()
-        )
+        done = await feeds.append(d.db, self.kind, build_id, entries, first_sequence=first_sequence, now=d.clock())
+        if d.metrics is not None and not done.already_written:
+            # The entries' own serialized size: each carries its wire bound last.
+            size = sum(map(itemgetter(-1), entries)) - len(entries) * feeds.SERVER_FIELDS_BYTES
+            d.metrics.feed[self.kind.name].append(len(entries), size)
+        return done
 
 
 def _expired(resume: int) -> Unauthenticated:

@@ -286,7 +286,6 @@ class Database:
         }
         if cursor_factory is not None:
             self.connect_options["cursor_factory"] = cursor_factory
-        self.metrics = metrics   # also what server.store.feeds records appends into
         self._waited_psycopg = self._waited_sqlalchemy = None
         if metrics is not None:
             self._waited_psycopg = metrics.pool_waits["psycopg"].observe

@@ -37,7 +37,6 @@ import json
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from operator import itemgetter
 from typing import Any
 
 import psycopg
@@ -158,22 +157,6 @@ async def append(
 ) -> Appended:
     """Append `entries` to a build: tuples in kind.columns order (JSON as
     text), each followed by the entry's wire size bound (see wire_bound)."""
-    done = await _append(db, kind, build_id, entries, first_sequence=first_sequence, now=now)
-    if db.metrics is not None and not done.already_written:
-        size = sum(map(itemgetter(-1), entries)) - len(entries) * SERVER_FIELDS_BYTES
-        db.metrics.feed[kind.name].append(len(entries), size)
-    return done
-
-
-async def _append(
-    db: Database,
-    kind: Kind,
-    build_id: str,
-    entries: Sequence[Sequence[Any]],
-    *,
-    first_sequence: int,
-    now: datetime,
-) -> Appended:
     n = len(entries)
     params: dict[str, Any] = {"n": n, "id": build_id, "expected": first_sequence, "now": now}
     # The counter, the rows and the notification commit together: one
