@@ -503,6 +503,8 @@ def test_a_build_of_100000_lines_opens_at_its_tail_and_stays_responsive(
     )
     assert browser.evaluate("() => document.querySelectorAll('#lines .level-info').length") == 0
     browser.click("#levels input[value='1']")
+    # The window is drawn again for the new filter on the next frames.
+    browser.wait("() => document.querySelectorAll('#lines .level-info').length > 0", what="INFO lines shown again")
 
     # Scrolling up through them: each step renders earlier lines; the DOM stays capped.
     per_step, scrolled = browser.evaluate(
