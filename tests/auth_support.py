@@ -6,19 +6,19 @@ import base64
 import hashlib
 import hmac
 import json
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import jwt
 import psycopg
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from tests.support import LocalHandler, local_http_server
 
 ISSUER = "https://clerk.example.test"
 ORIGIN = "https://app.example.test"
@@ -85,29 +85,14 @@ class JwksServer:
 def jwks_server(*keys: SigningKey) -> Iterator[JwksServer]:
     served = JwksServer(list(keys))
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(LocalHandler):
         def do_GET(self) -> None:
             served.requests += 1
-            body = served.document()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.reply(200, "application/json", served.document())
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    served.url = f"http://127.0.0.1:{http.server_address[1]}/.well-known/jwks.json"
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with local_http_server(Handler) as base:
+        served.url = f"{base}/.well-known/jwks.json"
         yield served
-    finally:
-        http.shutdown()
-        http.server_close()
-        thread.join(5)
 
 
 def insert_user(database_url: str, clerk_id: str) -> str:

@@ -15,14 +15,13 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
-from tests.support import WAIT, free_port
+from tests.support import WAIT, LocalHandler, free_port, local_http_server
 
 # `make test` installs Debian's and exports its path (PROMETHEUS=... picks another).
 PROMETHEUS = os.environ.get("PROMETHEUS") or shutil.which("prometheus") or "/usr/bin/prometheus"
@@ -122,14 +121,13 @@ def otlp_receiver() -> Iterator[OtlpReceiver]:
     """An OTLP/HTTP endpoint on a local port: OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint."""
     received = OtlpReceiver()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(LocalHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             if self.headers.get("Content-Encoding") == "gzip":
                 body = gzip.decompress(body)
             if self.path != "/v1/traces":
-                self.send_response(404)
-                self.end_headers()
+                self.reply(404, "text/plain", b"")
                 return
             request = trace_service_pb2.ExportTraceServiceRequest.FromString(body)
             with received.lock:
@@ -139,23 +137,8 @@ def otlp_receiver() -> Iterator[OtlpReceiver]:
                         for span in scope_spans.spans:
                             received.spans.append(span)
                             received.resources.append(resource)
-            reply = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/x-protobuf")
-            self.send_header("Content-Length", str(len(reply)))
-            self.end_headers()
-            self.wfile.write(reply)
+            self.reply(200, "application/x-protobuf", trace_service_pb2.ExportTraceServiceResponse().SerializeToString())
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    received.endpoint = f"http://127.0.0.1:{http.server_address[1]}"
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with local_http_server(Handler) as base:
+        received.endpoint = base
         yield received
-    finally:
-        http.shutdown()
-        http.server_close()
-        thread.join(5)
