@@ -55,6 +55,13 @@ class Endpoint:
     def admit(self, principal: Principal) -> None:
         access.admit(principal, self.rule, self.name)
 
+    def call(self, deps: Any, principal: Principal, request: Any) -> Any:
+        """The core function's coroutine (unary) or async iterator (stream),
+        once `principal` is admitted: PermissionDenied is raised here, before
+        any of the function runs."""
+        self.admit(principal)
+        return self.function(deps, principal, request)
+
 
 def endpoint(module: ModuleType, method: MethodDescriptor) -> Endpoint:
     return Endpoint(method.full_name, rule_of(method), core_function(module, method), method.server_streaming)

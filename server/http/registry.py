@@ -34,12 +34,8 @@ _IDEMPOTENCY = {
 
 
 def _unary(endpoint: Endpoint, deps: Deps) -> Callable[[Any, RequestContext[Any, Any]], Awaitable[Any]]:
-    function = endpoint.function
-
     async def unary(request: Any, ctx: RequestContext[Any, Any]) -> Any:
-        principal = caller()
-        endpoint.admit(principal)
-        return await function(deps, principal, request)
+        return await endpoint.call(deps, caller(), request)
 
     return unary
 
@@ -47,15 +43,12 @@ def _unary(endpoint: Endpoint, deps: Deps) -> Callable[[Any, RequestContext[Any,
 def _stream(
     endpoint: Endpoint, deps: Deps, output: type[Any]
 ) -> Callable[[Any, RequestContext[Any, Any]], AsyncIterator[Any]]:
-    function = endpoint.function
-
     async def stream(request: Any, ctx: RequestContext[Any, Any]) -> AsyncIterator[Any]:
-        principal = caller()
-        endpoint.admit(principal)
+        responses = endpoint.call(deps, caller(), request)
         as_json = "json" in ctx.request_headers.get("content-type", "")
         # aclosing: a caller that goes away closes the core's generator now
         # (its follow ends and leaves the feed), not when it is collected.
-        async with aclosing(function(deps, principal, request)) as responses:
+        async with aclosing(responses):
             async for response in responses:
                 yield output.FromString(response) if as_json and isinstance(response, bytes) else response
 

@@ -35,19 +35,14 @@ def _adapt(endpoint: Endpoint, deps: Deps) -> Callable[..., Any]:
     # The whole transport adapter: who calls (the interceptor authenticated
     # it), whether it may call this RPC at all, then the core function. A
     # refusal raises before the core runs; the interceptor maps it.
-    function = endpoint.function
     if endpoint.streaming:
         def stream_behavior(request: Any, context: Any) -> Any:
-            principal = caller(context)
-            endpoint.admit(principal)
-            return function(deps, principal, request)
+            return endpoint.call(deps, caller(context), request)
 
         return stream_behavior
 
     async def unary_behavior(request: Any, context: Any) -> Any:
-        principal = caller(context)
-        endpoint.admit(principal)
-        return await function(deps, principal, request)
+        return await endpoint.call(deps, caller(context), request)
 
     return unary_behavior
 
