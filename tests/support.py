@@ -32,6 +32,7 @@ from buildplatform.v1 import (
     project_pb2_grpc,
     user_pb2_grpc,
 )
+from google.protobuf import field_mask_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,6 +48,11 @@ def eventually(condition: Callable[[], bool], what: str, wait: float = WAIT) -> 
         if time.monotonic() > deadline:
             raise AssertionError(f"gave up waiting for {what}")
         time.sleep(0.05)
+
+
+def mask(*paths: str) -> field_mask_pb2.FieldMask:
+    """An update_mask naming `paths`."""
+    return field_mask_pb2.FieldMask(paths=list(paths))
 
 
 def free_port() -> int:
