@@ -105,6 +105,32 @@ async def test_a_failed_upload_leaves_no_object(store):
     assert await store.list(build_prefix("c" + "5" * 24), timeout=TIMEOUT) == []
 
 
+async def slow_frames(first: int) -> AsyncIterator[bytes]:
+    yield os.urandom(first)
+    await asyncio.sleep(3600)   # the database stalls mid-build
+    yield b"never"
+
+
+async def test_a_put_out_of_time_aborts_its_multipart_upload(s3: MotoS3):
+    bucket = s3.bucket()
+    store = open_store(f"s3://{bucket}/p", config=s3.config, allow_http=True)
+    key = object_key("c" + "7" * 24, "log", new_attempt())
+    began = time.monotonic()
+    with pytest.raises(ArchiveUnavailable, match=rf"writing '{key}' took longer than 2 s"):
+        await store.put(key, slow_frames(PART_BYTES + 1000), timeout=2.0)
+    assert time.monotonic() - began <= 2.5
+    assert await store.list("builds/", timeout=TIMEOUT) == []
+    assert s3.incomplete_uploads(bucket) == []      # aborted: nothing stored, nothing billed
+
+
+async def test_a_put_out_of_time_leaves_no_file_in_a_local_directory(tmp_path):
+    store = open_store(str(tmp_path / "archive"))
+    key = object_key("c" + "7" * 24, "log", new_attempt())
+    with pytest.raises(ArchiveUnavailable, match=r"took longer than 1\.5 s"):
+        await store.put(key, slow_frames(PART_BYTES + 1000), timeout=1.5)
+    assert [path for path in (tmp_path / "archive").rglob("*") if path.is_file()] == []
+
+
 async def test_a_stopped_s3_server_is_unavailable_within_the_timeout():
     with moto_s3() as s3:
         store = open_store(f"s3://{s3.bucket()}/x", config=s3.config, allow_http=True)
