@@ -43,15 +43,16 @@ import zlib
 from array import array
 from bisect import bisect_right
 from collections import Counter
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from functools import partial
-from itertools import accumulate
+from itertools import accumulate, pairwise
 from typing import Any
 
 import zstandard
 
+from server.archive.objects import STREAM_PIECE_BYTES, ObjectStore
 from server.domain.limits import RESPONSE_BYTES
 from server.store.notify import Entry
 
@@ -228,6 +229,32 @@ class Encoder:
         self.chunks += 1
         self.offset += len(frame)
         return frame, meta
+
+
+async def read_frames(store: ObjectStore, metas: Sequence[ChunkMeta], *, timeout: float) -> AsyncIterator[tuple[bytes, ChunkMeta]]:
+    """The stored bytes of consecutive chunks of one object, each with its
+    meta, in order: one streamed ranged GET for all of them (a catch-up pays
+    one request's latency, not one per chunk), holding about one frame and
+    one piece of the stream at a time. `timeout` bounds the request and each
+    piece. ObjectMissing / ArchiveUnavailable as ObjectStore.stream; the
+    frames are not verified here (decode does that)."""
+    if not metas:
+        return
+    key = metas[0].object_key
+    for before, after in pairwise(metas):
+        if after.object_key != key or after.byte_offset != before.byte_end:
+            raise ValueError(f"chunks {before.chunk} and {after.chunk} are not consecutive in one object")
+    pending = bytearray()
+    at = 0
+    async for piece in store.stream(key, metas[0].byte_offset, metas[-1].byte_end, timeout=timeout,
+                                    piece_bytes=min(STREAM_PIECE_BYTES, max(64 * 1024, metas[0].byte_length))):
+        pending += piece
+        while at < len(metas) and len(pending) >= metas[at].byte_length:
+            length = metas[at].byte_length
+            frame = bytes(pending[:length])
+            del pending[:length]
+            yield frame, metas[at]
+            at += 1
 
 
 def decode(frame: bytes | memoryview, meta: ChunkMeta, *, after: int | None = None, upto: int | None = None,
