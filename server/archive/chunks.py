@@ -63,8 +63,8 @@ MAGIC = b"BPC1"
 CHUNK_BYTES = RESPONSE_BYTES     # wire bytes per chunk, at most (a record alone may exceed it)
 CHUNK_RECORDS = 16384            # records per chunk, at most (bounds the work of decoding one)
 # zstd level, measured by bench/archive.py on realistic build output
-# (docs/lifecycle.md#why-zstd-level-3): level 3 (zstd's default) stores 13%
-# less than level 1 at about half its speed; levels 6 and 9 save 5-8% more at
+# (docs/lifecycle.md#why-zstd-level-3): level 1 stores 13% more than level 3
+# (zstd's default) at about twice its speed; levels 6 and 9 save 5-8% more at
 # 0.6 and 0.4 of its speed.
 LEVEL = 3
 
