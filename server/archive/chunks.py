@@ -210,6 +210,7 @@ class Encoder:
 
     def _flush(self) -> tuple[bytes, ChunkMeta]:
         records = self._pending
+        wire_bytes = self._pending_bytes
         self._pending, self._pending_bytes = [], 0
         seqs, values, wires, times = zip(*records, strict=True)
         first_seq = seqs[0]
@@ -235,7 +236,7 @@ class Encoder:
             build_id=self.build_id, kind=self.kind, chunk=self.chunks, object_key=self.object_key,
             byte_offset=self.offset, byte_length=len(frame),
             first_seq=first_seq, last_seq=seqs[-1], first_time=_when(times[0]), last_time=_when(times[-1]),
-            count=len(records), raw_bytes=len(payload), wire_bytes=sum(map(len, wires)), crc32=zlib.crc32(frame),
+            count=len(records), raw_bytes=len(payload), wire_bytes=wire_bytes, crc32=zlib.crc32(frame),
             value_names=tuple(index), value_counts=tuple(counts.values()),
         )
         self.chunks += 1
