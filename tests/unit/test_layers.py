@@ -41,6 +41,8 @@ def _imports(package: str) -> set[str]:
         ("transport", ("grpc", "server.rpc", "server.http", "connectrpc", "uvicorn")),
         ("rpc", ("server.http", "connectrpc", "uvicorn")),
         ("http", ("grpc", "server.rpc", "sqlalchemy", "psycopg")),
+        # The archive (store and codec) serves the reader and the archiver; it knows no transport.
+        ("archive", ("grpc", "server.rpc", "server.http", "server.transport", "connectrpc", "uvicorn")),
     ],
 )
 def test_dependencies_run_one_way(package, forbidden):
