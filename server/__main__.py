@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -68,6 +69,13 @@ async def schema(action: str, database_url: str) -> str:
         child.kill()
         await child.wait()
         return f"the database did not answer the schema check within {SCHEMA_CHECK_SECONDS:.0f}s"
+    except BaseException:
+        # Cancelled (a signal while waiting for the database): the child goes
+        # with us, instead of writing its answer to a pipe nobody reads.
+        if child.returncode is None:
+            child.kill()
+            await asyncio.shield(child.wait())
+        raise
     said = out.decode().strip().splitlines()[-1] if out.strip() else ""
     if child.returncode == 0:
         return ""
@@ -90,7 +98,17 @@ async def serve(settings: Settings, *, action: str) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    unreachable = await schema(action, settings.database_url)
+    checking = asyncio.create_task(schema(action, settings.database_url))
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait((checking, stopping), return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not checking.done():   # a signal while the database did not answer yet
+        checking.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await checking
+        log.info("stopped before serving: the signal came while the database was being checked")
+        return 0
+    unreachable = checking.result()
     if unreachable:
         log.warning("waiting for the database: %s; retrying every %.0fs", unreachable, RETRY_SECONDS)
     from server.auth.bootstrap import BootstrapError

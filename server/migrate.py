@@ -107,12 +107,22 @@ def main(argv: list[str]) -> int:
         found = _connection_problem(error)
         if found is None:
             raise
-        print(found[1])
-        return found[0]
+        return _answer(found[1], found[0])
     if problem:
-        print(problem)
-        return SCHEMA_NOT_AT_HEAD
+        return _answer(problem, SCHEMA_NOT_AT_HEAD)
     return 0
+
+
+def _answer(line: str, code: int) -> int:
+    """Print the one line `python -m server` reads; `code`. When that
+    process is gone (stopped while it waited for us), there is nobody to
+    tell: exit with the code, without a BrokenPipeError traceback."""
+    try:
+        print(line, flush=True)
+    except BrokenPipeError:
+        # Python flushes stdout again at exit: point it at nothing.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return code
 
 
 if __name__ == "__main__":

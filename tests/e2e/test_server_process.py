@@ -3,8 +3,10 @@ start-up, health that follows the database, graceful shutdown on signals."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -271,3 +273,49 @@ def test_a_port_in_use_is_one_line_unless_reuse_port_is_asked_for(database_url):
 def test_an_address_that_is_not_local_is_one_line(database_url):
     line = fails_with_one_line({"DATABASE_URL": database_url, "GRPC_ADDRESS": "192.0.2.1:50051", "ALLOW_PLAINTEXT": "true"})
     assert "is not an address of this machine" in line, line
+
+
+# --- a signal while the database does not answer -------------------------------------------
+
+
+@pytest.mark.parametrize("when", ["during the first check", "during a retry"])
+def test_a_signal_while_migrate_waits_for_an_unreachable_database_ends_cleanly(when):
+    """A database that accepts connections and never answers: each schema
+    check (a child process) waits for its connect timeout. A SIGTERM while
+    one runs stops the server at once and the child with it (it wrote a
+    BrokenPipeError traceback into the log once its parent was gone)."""
+    import psutil
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)   # the kernel completes the handshakes; nobody ever answers
+        env = {**os.environ, "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{silent.getsockname()[1]}/db",
+               "GRPC_ADDRESS": "127.0.0.1:0", "HTTP_ADDRESS": "127.0.0.1:0", "METRICS_ADDRESS": "127.0.0.1:0",
+               "LOG_LEVEL": "INFO"}
+        proc = subprocess.Popen([sys.executable, "-m", "server", "--migrate"], cwd=ROOT, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(proc.stderr or ()), daemon=True)
+        reader.start()
+        try:
+            if when == "during a retry":
+                eventually(lambda: any("waiting for the database" in line for line in lines), "the server to wait",
+                           wait=60)
+                time.sleep(1.0)   # the first check's child has gone; the next comes after RETRY_SECONDS
+            children: list[psutil.Process] = []
+            eventually(lambda: bool(children.extend(psutil.Process(proc.pid).children()) or children),
+                       "a schema check's child process", wait=60)
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=WAIT)
+            reader.join(WAIT)   # until every writer of the pipe (the child too) closed it
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            if proc.stderr is not None:
+                proc.stderr.close()
+    err = "".join(lines)
+    assert code == 0 and "Traceback" not in err, err
+    assert not [child for child in children if child.is_running() and child.status() != psutil.STATUS_ZOMBIE], err
+    assert all(line.startswith("{") for line in lines), err
+    assert "stopped" in json.loads(lines[-1])["msg"], err
