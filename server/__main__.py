@@ -197,8 +197,11 @@ def _log_tracing(on: bool) -> None:
         log.info("tracing is on: spans go to %s", tracing.exporting_to(os.environ),
                  extra={"tracing": "on", "otel_sdk_loaded": loaded})
     else:
-        log.info("tracing is off (set OTEL_EXPORTER_OTLP_ENDPOINT to turn it on); OpenTelemetry SDK loaded: %s",
-                 "yes" if loaded else "no", extra={"tracing": "off", "otel_sdk_loaded": loaded})
+        # Said at INFO only to whoever set an OTEL_* variable; a plain start keeps to what a person needs.
+        asked = any(name.startswith("OTEL_") for name in os.environ)
+        log.log(logging.INFO if asked else logging.DEBUG,
+                "tracing is off (set OTEL_EXPORTER_OTLP_ENDPOINT to turn it on); OpenTelemetry SDK loaded: %s",
+                "yes" if loaded else "no", extra={"tracing": "off", "otel_sdk_loaded": loaded})
 
 
 def supervise(settings: Settings, action: str) -> int:
@@ -264,7 +267,9 @@ def main() -> None:
             ) from None
         settings = replace(settings, database_url=url)
         os.environ["DATABASE_URL"] = url
-        log.info("DATABASE_URL is not set: using the embedded PostgreSQL", extra={"database_url": url})
+        data_dir = os.path.abspath(settings.embedded_pg_dir)
+        log.info("DATABASE_URL is not set: using the embedded PostgreSQL, data directory %s", data_dir,
+                 extra={"database_url": url, "data_dir": data_dir})
     action = "upgrade" if args.migrate or args.migrate_only else "check"
     try:
         if args.command is None and not args.migrate_only and workers.count(settings.workers) > 1:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from sqlalchemy import create_engine
 from server.config import sqlalchemy_url
 
 ROOT = Path(__file__).resolve().parent.parent
+log = logging.getLogger("server.lifecycle")
 
 
 def alembic_config(database_url: str) -> Config:
@@ -30,9 +32,14 @@ def _with_connection(database_url: str, action: str, revision: str) -> None:
     try:
         with engine.begin() as connection:
             config.attributes["connection"] = connection
+            before = MigrationContext.configure(connection).get_current_revision()
             getattr(command, action)(config, revision)
+            after = MigrationContext.configure(connection).get_current_revision()
     finally:
         engine.dispose()
+    if before != after:   # one line; Alembic's own (a line per migration) are at DEBUG
+        log.info("database schema %s from %s to %s", "upgraded" if action == "upgrade" else "downgraded",
+                 before or "none (empty database)", after or "none")
 
 
 def upgrade(database_url: str, revision: str = "head") -> None:

