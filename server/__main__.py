@@ -20,6 +20,14 @@ import sys
 import time
 from dataclasses import replace
 
+# This process forks only to exec another program (pg_ctl of the embedded
+# PostgreSQL, `python -m server.migrate`, workers), never to run gRPC in the
+# child, which is what gRPC's fork handlers are for. With them on, a fork while
+# gRPC's threads run (the embedded PostgreSQL stopped at shutdown) makes the C
+# core print a line of its own (fork_posix.cc, not JSON) into the log. Read
+# when gRPC initialises, so set before it is imported.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 from server import logs, telemetry, workers
 from server.config import Settings, help_text
 

