@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -35,6 +33,7 @@ from tests.support import (
     fails_with_one_line,
     free_port,
     health,
+    make_run_starts,
     running_server,
     stubs,
     waiting_on_a_lock,
@@ -283,29 +282,9 @@ def test_an_address_that_is_not_local_is_one_line(database_url):
 
 @pytest.fixture(scope="module")
 def make_run_twice() -> Iterator[tuple[Path, list[ServerProcess]]]:
-    """`make run`'s command, `python -m server --migrate` without DATABASE_URL
-    (the embedded PostgreSQL), started, then stopped with SIGTERM once it said
-    where the log pages are: a first start on a new data directory, and a
-    second one on the same directory. (Not under pytest's temporary directory:
-    the embedded server runs as another user, who must traverse it.)"""
-    directory = Path(tempfile.mkdtemp(prefix="bp-make-run-"))
-    env = {
-        "EMBEDDED_PG_DIR": str(directory / "postgres"),
-        "AUTH_BOOTSTRAP_TOKEN_FILE": str(directory / "admin-token"),
-        "LOG_LEVEL": "INFO",   # make run's default
-    }
-    runs = []
-    try:
-        for _ in range(2):
-            proc = ServerProcess("", args=["--migrate"], env=env).start(timeout=120)
-            try:
-                eventually(lambda: "build log pages" in proc.log(), "the line that says where the pages are")  # noqa: B023
-            finally:
-                assert proc.stop() == 0, proc.log()
-            runs.append(proc)
-        yield directory, runs
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
+    """A first start of `make run` on a new data directory, and a second one."""
+    with make_run_starts(2) as runs:
+        yield runs
 
 
 def test_make_run_says_at_info_what_a_person_needs_and_only_that(make_run_twice):
