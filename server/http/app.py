@@ -85,6 +85,7 @@ async def _respond_error(send: Send, status: int, code: str, message: str,
     await send({"type": "http.response.body", "body": body})
 
 
+STREAM_ACCEPT = b"application/connect+json, application/connect+proto, application/grpc-web"
 UNARY_CONTENT = "content-type: application/json (or application/proto)"
 STREAM_CONTENT = ("content-type: application/connect+json with the request in a Connect envelope "
                   "(a flag byte 0, its 4-byte big-endian length, then the JSON), as `buf curl` and "
@@ -191,9 +192,12 @@ class HttpApp:
                 streams = path in self.streams if path in self.procedures else None
                 code, said = _what_to_send(message["status"], method, path, content_type.decode("latin-1"), streams)
                 body = _error_body(code, said)
+                headers = list(message.get("headers", ()))
+                if streams:   # connectrpc names the unary content types whatever the method
+                    headers = [(name, STREAM_ACCEPT if name.lower() == b"accept-post" else value)
+                               for name, value in headers]
                 message = {**message, "headers": [
-                    *message.get("headers", ()), (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
+                    *headers, (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                 ]}
             elif message["type"] == "http.response.body" and body is not None:
                 message = {**message, "body": body}

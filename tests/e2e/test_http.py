@@ -442,6 +442,8 @@ def test_a_request_connect_cannot_take_is_a_json_error_saying_what_to_send(serve
     got, headers, body = curl(server, "/buildplatform.v1.BuildLogService/StreamBuildLogs", *args)
     assert (got, headers["content-type"]) == (status, "application/json"), body
     assert body["code"] == code and said in body["message"] and "docs/http.md" in body["message"], body
+    if status == 415:   # what the stream takes, not the unary content types
+        assert headers["accept-post"].startswith("application/connect+json"), headers
 
 
 @pytest.mark.parametrize(("args", "status", "said"), [
