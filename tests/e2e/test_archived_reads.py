@@ -22,13 +22,15 @@ import pytest
 from buildplatform.v1 import build_event_pb2 as E
 from buildplatform.v1 import build_log_pb2 as L
 from google.protobuf import struct_pb2, timestamp_pb2
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from server import migrate
 from tests.archive_support import archive_build
 from tests.e2e.streaming import append, error_info, finish, new_build, start_running
-from tests.support import ServerProcess, create_database, drop_database, running_server, stubs
+from tests.support import ServerProcess, create_database, drop_database, free_port, running_server, stubs
 
 LEVELS = (L.LOG_LEVEL_INFO, L.LOG_LEVEL_WARN, L.LOG_LEVEL_ERROR, L.LOG_LEVEL_TOOL)
 TYPES = ("step.started", "step.finished", "test.failed")
@@ -373,3 +375,32 @@ def test_expired_logs_are_failed_precondition_logs_expired_with_the_time(channel
         assert info.reason == "LOGS_EXPIRED"
         assert info.metadata["expire_time"] == "2026-03-04T05:06:07.890000Z"
         assert "expired at 2026-03-04T05:06:07.890000Z" in caught.value.details()
+
+
+def test_an_unreachable_object_store_is_unavailable_with_retry_advice_within_the_deadline(
+    channel, api, own_database, archive_dir
+):
+    build_id = new_build(api).id
+    start_running(api, build_id)
+    append(api, build_id, [L.LogEntry(level=L.LOG_LEVEL_INFO, message=f"{i}") for i in range(20)])
+    finish(api, build_id)
+    archive_build(own_database, archive_dir, build_id)
+    # A replica whose object store (S3 at a port nobody listens on) cannot be reached.
+    nobody = f"http://127.0.0.1:{free_port()}"
+    with running_server(
+        own_database, ARCHIVE_URL="s3://logs/archive", ARCHIVE="false", AWS_ENDPOINT_URL=nobody,
+        AWS_ALLOW_HTTP="true", AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", AWS_REGION="us-east-1",
+    ) as replica, replica.channel() as unreachable:
+        for call in (
+            lambda: raw_list(unreachable, LOGS, L.ListBuildLogsRequest(build_id=build_id)),
+            lambda: raw_stream(unreachable, LOGS, L.StreamBuildLogsRequest(build_id=build_id, after_sequence=4)),
+        ):
+            began = time.monotonic()
+            with pytest.raises(grpc.RpcError) as caught:
+                call()
+            assert time.monotonic() - began < 10
+            assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
+            assert "retry" in caught.value.details()
+            status = rpc_status.from_call(caught.value)
+            assert any(detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR) for detail in status.details)
+        assert error_info(caught.value).metadata["after_sequence"] == "4"   # the stream says where to resume
