@@ -30,7 +30,14 @@ from hypothesis import strategies as st
 from server import migrate
 from tests.archive_support import archive_build
 from tests.e2e.streaming import append, error_info, finish, new_build, start_running
-from tests.support import ServerProcess, create_database, drop_database, free_port, running_server, stubs
+from tests.support import (
+    ServerProcess,
+    create_database,
+    drop_database,
+    free_port,
+    running_server,
+    stubs,
+)
 
 LEVELS = (L.LOG_LEVEL_INFO, L.LOG_LEVEL_WARN, L.LOG_LEVEL_ERROR, L.LOG_LEVEL_TOOL)
 TYPES = ("step.started", "step.finished", "test.failed")
