@@ -358,20 +358,23 @@ def build_server(settings: Settings, *, tracing: bool = False) -> App:
 
 def _archiver(settings: Settings, db: Database, metrics: Metrics | None) -> Archiver | None:
     """The archiver job of this process (server.archive.job), None when
-    archiving is off. ARCHIVE_TEST_PAUSE_AT is for tests only: it stops the
-    job at a named step so a test can SIGKILL the process there."""
+    archiving is off (ARCHIVE=false or ARCHIVE_URL empty).
+    ARCHIVE_TEST_PAUSE_AT is for tests only: it stops the job at a named step
+    so a test can SIGKILL the process there."""
     if not settings.archive or not settings.archive_url:
         return None
     import os
 
     from server.archive.job import Archiver
-    from server.archive.objects import open_store
+    from server.archive.objects import from_settings
 
     try:
-        store = open_store(settings.archive_url)
+        store = from_settings(settings)
     except (ValueError, OSError) as error:
         raise SystemExit(f"cannot archive to ARCHIVE_URL={settings.archive_url!r}: {error}; fix ARCHIVE_URL, "
                          "or set ARCHIVE=false") from None
+    if store is None:
+        return None
     try:
         return Archiver(
             db, store, after_seconds=settings.archive_after_seconds,

@@ -11,6 +11,7 @@ build exactly once.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
 from collections.abc import Iterator
@@ -27,8 +28,9 @@ from psycopg.rows import dict_row
 from server import migrate
 from server.archive.chunks import ChunkMeta, decode
 from server.archive.job import PAUSE_STEPS
-from server.archive.objects import attempt_of
+from server.archive.objects import attempt_of, open_store
 from tests.e2e.streaming import INFO, WARN, append, finish, new_build
+from tests.e2e.test_metrics import sample, scrape
 from tests.support import (
     ServerProcess,
     create_database,
@@ -54,15 +56,32 @@ def archive_db(postgres: str) -> Iterator[str]:
     drop_database(postgres, url)
 
 
-@pytest.fixture
-def store_dir(tmp_path: Path) -> Path:
-    path = tmp_path / "archive"
-    path.mkdir()
-    return path
+class Store:
+    """The archive a test's servers write to (a local directory, or a bucket
+    of moto's S3 server), listed and read through the archive's own client."""
+
+    def __init__(self, url: str, env: dict[str, str], config: dict[str, str] | None = None) -> None:
+        self.url, self.env = url, env
+        self.store = open_store(url, config=config, allow_http=True if config else None)
+
+    def objects(self) -> set[str]:
+        return {item.key for item in asyncio.run(self.store.list("builds/", timeout=10))}
+
+    def read(self, key: str, start: int, end: int) -> bytes:
+        return asyncio.run(self.store.get(key, start, end, timeout=10))
 
 
-def _env(store_dir: Path, **extra: str) -> dict[str, str]:
-    return {"ARCHIVE_URL": str(store_dir), **ARCHIVING, **extra}
+@pytest.fixture(params=["local"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    if request.param == "s3":
+        s3 = request.getfixturevalue("s3")
+        bucket = s3.bucket()
+        return Store(f"s3://{bucket}/archive", s3.env, s3.config)
+    return Store(str(tmp_path / "archive"), {})
+
+
+def _env(store: Store, **extra: str) -> dict[str, str]:
+    return {"ARCHIVE_URL": store.url, **store.env, **ARCHIVING, **extra}
 
 
 def _lines(count: int) -> list[L.LogEntry]:
@@ -128,15 +147,11 @@ def _state(database_url: str, build_id: str) -> dict:
     return {**build, "chunks": chunks, "claims": claims}
 
 
-def _objects(store_dir: Path) -> set[str]:
-    return {str(path.relative_to(store_dir)) for path in store_dir.rglob("*") if path.is_file()}
-
-
 def _archived(database_url: str, build_id: str) -> bool:
     return _state(database_url, build_id)["archive_state"] == "archived"
 
 
-def _read_archive(store_dir: Path, chunks: list[dict], kind: str) -> list[int]:
+def _read_archive(store: Store, chunks: list[dict], kind: str) -> list[int]:
     """The seqs of every archived record of `kind`, chunk by chunk, each
     chunk read by its byte range and checked (crc32, zstd checksum)."""
     seqs: list[int] = []
@@ -144,14 +159,12 @@ def _read_archive(store_dir: Path, chunks: list[dict], kind: str) -> list[int]:
         if row["kind"] != kind:
             continue
         meta = ChunkMeta.from_row(row)
-        with open(store_dir / meta.object_key, "rb") as f:
-            f.seek(meta.byte_offset)
-            frame = f.read(meta.byte_length)
+        frame = store.read(meta.object_key, meta.byte_offset, meta.byte_end)
         seqs += [entry.seq for entry in decode(frame, meta)]
     return seqs
 
 
-def _assert_whole(database_url: str, store_dir: Path, api: SimpleNamespace, build_id: str,
+def _assert_whole(database_url: str, store: Store, api: SimpleNamespace, build_id: str,
                   lines: int, events: int) -> None:
     """Every line and event once, in order: over the stubs and in the archive;
     the store holds exactly the committed objects."""
@@ -162,27 +175,29 @@ def _assert_whole(database_url: str, store_dir: Path, api: SimpleNamespace, buil
     state = _state(database_url, build_id)
     assert state["archive_state"] == "archived" and state["archive_time"] is not None
     assert state["claims"] == []
-    assert _read_archive(store_dir, state["chunks"], "log") == list(range(1, lines + 1))
-    assert _read_archive(store_dir, state["chunks"], "event") == list(range(1, events + 1))
+    assert _read_archive(store, state["chunks"], "log") == list(range(1, lines + 1))
+    assert _read_archive(store, state["chunks"], "event") == list(range(1, events + 1))
     assert len({row["object_key"] for row in state["chunks"] if row["kind"] == "log"}) == 1
     assert [row["chunk"] for row in state["chunks"] if row["kind"] == "log"] == list(
         range(sum(1 for row in state["chunks"] if row["kind"] == "log")))
     committed = {row["object_key"] for row in state["chunks"]}
-    assert _objects(store_dir) == committed, "the store holds exactly the committed objects"
+    assert store.objects() == committed, "the store holds exactly the committed objects"
 
 
-@pytest.mark.parametrize("step", PAUSE_STEPS)
-def test_a_server_killed_at_each_step_leaves_every_line_once(archive_db, store_dir, step):
+@pytest.mark.parametrize(("step", "store"), [
+    *((step, "local") for step in PAUSE_STEPS), ("after-upload", "s3"),
+], indirect=["store"])
+def test_a_server_killed_at_each_step_leaves_every_line_once(archive_db, store, step):
     lines, events = 3000, 40
     [build_id] = _seed_builds(archive_db, [(lines, events)])
-    killed = ServerProcess(archive_db, env=_env(store_dir, ARCHIVE_TEST_PAUSE_AT=step)).start()
+    killed = ServerProcess(archive_db, env=_env(store, ARCHIVE_TEST_PAUSE_AT=step)).start()
     try:
         eventually(lambda: f"test pause at {step}" in killed.log(), f"the archiver to stop at {step}", wait=30)
     finally:
         killed.stop(sig=signal.SIGKILL)
     assert killed.proc is not None and killed.proc.returncode == -signal.SIGKILL
     state = _state(archive_db, build_id)
-    left = _objects(store_dir)
+    left = store.objects()
     if step == "before-upload":
         assert left == set() and state["chunks"] == [] and state["archive_state"] == "hot"
     elif step == "after-upload":
@@ -194,24 +209,36 @@ def test_a_server_killed_at_each_step_leaves_every_line_once(archive_db, store_d
         assert state["archive_state"] == "archived" and len(state["chunks"]) >= 4   # 3+ log chunks, 1 event chunk
         assert left == {row["object_key"] for row in state["chunks"]}
     began = time.monotonic()
-    with running_server(archive_db, **_env(store_dir)) as proc, proc.channel() as channel:
+    with running_server(archive_db, **_env(store)) as proc, proc.channel() as channel:
         eventually(lambda: _archived(archive_db, build_id) and not _state(archive_db, build_id)["claims"],
                    "the build archived by the restarted server", wait=30)
         if step != "after-index":
             # The dead attempt's claim held the build until its lease was over.
             assert time.monotonic() - began >= LEASE * 0.5
-        _assert_whole(archive_db, store_dir, stubs(channel), build_id, lines, events)
+        _assert_whole(archive_db, store, stubs(channel), build_id, lines, events)
         if step == "after-upload":
-            assert not {attempt_of(key) for key in _objects(store_dir)} & dead_attempt
+            assert not {attempt_of(key) for key in store.objects()} & dead_attempt
     archived_by = [line for line in proc.log().splitlines() if f"archived build {build_id}" in line]
     assert len(archived_by) == (0 if step == "after-index" else 1)
 
 
-def test_two_servers_on_one_database_archive_each_build_once(archive_db, store_dir):
+@pytest.mark.parametrize("store", ["local", "s3"], indirect=True)
+def test_two_servers_on_one_database_archive_each_build_once(archive_db, store):
     counts = [(150 + 10 * i, 3) for i in range(8)]
     builds = _seed_builds(archive_db, counts)
-    with running_server(archive_db, **_env(store_dir)) as first, running_server(archive_db, **_env(store_dir)) as second:
+    with running_server(archive_db, **_env(store)) as first, running_server(archive_db, **_env(store)) as second:
         eventually(lambda: all(_archived(archive_db, build) for build in builds), "every build archived", wait=60)
+        metrics = [scrape(proc) for proc in (first, second)]
+
+        def total(name: str, **labels: str) -> float:
+            return sum(sample(text, name, **labels) or 0 for text in metrics)
+
+        assert total("buildplatform_archive_builds_total") == len(builds), metrics
+        assert total("buildplatform_archive_objects_total", kind="log") == len(builds)
+        assert total("buildplatform_archive_objects_total", kind="event") == len(builds)
+        assert total("buildplatform_archive_bytes_total", kind="log", form="raw") > total(
+            "buildplatform_archive_bytes_total", kind="log", form="stored") > 0
+        assert total("buildplatform_archive_lag_seconds") == 0
         with first.channel() as channel:
             api = stubs(channel)
             for build, (lines, _) in zip(builds, counts, strict=True):
@@ -221,8 +248,8 @@ def test_two_servers_on_one_database_archive_each_build_once(archive_db, store_d
         assert logs.count(f"archived build {build}") == 1, build
         state = _state(archive_db, build)
         assert [(row["kind"], row["chunk"]) for row in state["chunks"]] == [("event", 0), ("log", 0)]
-        assert _read_archive(store_dir, state["chunks"], "log") == list(range(1, lines + 1))
-        assert _read_archive(store_dir, state["chunks"], "event") == list(range(1, events + 1))
+        assert _read_archive(store, state["chunks"], "log") == list(range(1, lines + 1))
+        assert _read_archive(store, state["chunks"], "event") == list(range(1, events + 1))
         assert len({row["object_key"] for row in state["chunks"]}) == 2
     committed = {row["object_key"] for build in builds for row in _state(archive_db, build)["chunks"]}
-    assert _objects(store_dir) == committed and len(committed) == 2 * len(builds)
+    assert store.objects() == committed and len(committed) == 2 * len(builds)
