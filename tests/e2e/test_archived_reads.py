@@ -259,6 +259,17 @@ def test_random_reads_answer_the_same_bytes_before_and_after_archiving(
 # --- a tail reads one chunk ----------------------------------------------------------------
 
 
+def over_http(proc: ServerProcess, build_id: str) -> tuple[Any, ...]:
+    """A List page over Connect JSON and a filtered tail over gRPC-Web."""
+    http = proc.http()
+    page = http.unary("buildplatform.v1.BuildLogService/ListBuildLogs", L.ListBuildLogsRequest(
+        build_id=build_id, page_size=100, levels=[L.LOG_LEVEL_ERROR], after_sequence=17), L.ListBuildLogsResponse)
+    tail = http.stream("buildplatform.v1.BuildLogService/StreamBuildLogs", L.StreamBuildLogsRequest(
+        build_id=build_id, tail_lines=25, levels=[L.LOG_LEVEL_WARN]), L.StreamBuildLogsResponse, protocol="grpc-web")
+    assert page.code == "OK" and tail.code == "OK" and len(page.response.logs) == 100
+    return page.response, tail.messages
+
+
 def test_a_tail_of_an_archived_build_fetches_only_its_last_chunk(served, channel, api, own_database, archive_dir):
     build_id = new_build(api).id
     start_running(api, build_id)
@@ -268,6 +279,7 @@ def test_a_tail_of_an_archived_build_fetches_only_its_last_chunk(served, channel
     finish(api, build_id)
     hot = raw_stream(channel, LOGS, L.StreamBuildLogsRequest(build_id=build_id, tail_lines=10))
     catch_up = raw_stream(channel, LOGS, L.StreamBuildLogsRequest(build_id=build_id))
+    http_hot = over_http(served, build_id)
     filtered_hot = raw_stream(channel, LOGS, L.StreamBuildLogsRequest(
         build_id=build_id, tail_lines=10, levels=[L.LOG_LEVEL_ERROR]))
     archive_build(own_database, archive_dir, build_id, chunk_bytes=150_000)
@@ -275,6 +287,7 @@ def test_a_tail_of_an_archived_build_fetches_only_its_last_chunk(served, channel
         chunks = conn.execute("SELECT count(*) FROM archive_chunks WHERE build_id = %s AND kind = 'log'",
                               (build_id,)).fetchone()[0]
     assert chunks >= 15
+    assert over_http(served, build_id) == http_hot   # Connect JSON and gRPC-Web alike
     # A catch-up of 3.6 MB: messages cut on the byte budget at the same lines.
     assert raw_stream(channel, LOGS, L.StreamBuildLogsRequest(build_id=build_id)) == catch_up
     assert len(catch_up) >= 3
