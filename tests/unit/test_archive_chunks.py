@@ -12,8 +12,7 @@ import pytest
 
 from bench.archive import log_entries
 from server.archive.chunks import CHUNK_BYTES, MAGIC, ChunkCorrupt, ChunkMeta, Encoder, decode
-from server.core.feeds_wire import log_entry
-from server.store.notify import Entry
+from server.live.records import Entry, log_entry
 
 BUILD = "c" + "9" * 24
 
