@@ -33,6 +33,7 @@ from server.core import feeds_wire as wire
 from server.core import guard
 from server.core.deps import Deps
 from server.core.feeds_wire import stream_response
+from server.core.masking import mask_entries
 from server.core.wire import from_timestamp, validate_id
 from server.domain.access import Principal
 from server.domain.errors import InvalidArgument, Unauthenticated, Unavailable
@@ -46,6 +47,7 @@ from server.store.feeds import Kind
 from server.store.notify import Entry
 from server.telemetry import stream_caught_up
 
+STALE_MASKER_RETRIES = 5  # secrets registered between masking and writing, each time: then UNAVAILABLE
 DB_PAGE = 1000  # rows per catch-up read from the database (and MAX_MESSAGE_BYTES)
 
 
@@ -82,10 +84,12 @@ class FeedStreams:
         kind: Kind,
         to_entry: Callable[[dict[str, Any]], Entry],
         to_pb: Callable[[Any], Any],
+        masked: tuple[tuple[int, ...], tuple[int, ...]],
     ) -> None:
         self.kind = kind
         self.to_entry = to_entry
         self.to_pb = to_pb
+        self.masked = masked   # indexes of an entry's text and JSON text columns (mask_entries)
 
     async def list_page(
         self, d: Deps, principal: Principal, request: Any, values: Sequence[str]
@@ -243,7 +247,23 @@ class FeedStreams:
         if first_sequence < 0:
             raise InvalidArgument.one("first_sequence", "must not be negative")
         await guard.require(d, principal, "build", build_id)
-        done = await feeds.append(d.db, self.kind, build_id, entries, first_sequence=first_sequence, now=d.clock())
+        plain, encoded = self.masked
+        for _ in range(STALE_MASKER_RETRIES):
+            # Masked before anything is written (docs/secrets.md); the store
+            # refuses a masker older than the build's secrets (StaleSecrets).
+            version, masker = await d.maskers.get(d.db, build_id)
+            masked = mask_entries(masker, entries, plain, encoded)
+            try:
+                done = await feeds.append(
+                    d.db, self.kind, build_id, masked, first_sequence=first_sequence, now=d.clock(),
+                    secrets_version=version,
+                )
+            except feeds.StaleSecrets:
+                d.maskers.forget(build_id)
+                continue
+            break
+        else:
+            raise Unavailable(f"the secrets of build {build_id!r} changed during each attempt to append; retry")
         if d.metrics is not None and not done.already_written:
             # The entries' own serialized size: each carries its wire bound last.
             size = sum(map(itemgetter(-1), entries)) - len(entries) * feeds.SERVER_FIELDS_BYTES
@@ -258,8 +278,8 @@ def _expired(resume: int) -> Unauthenticated:
     )
 
 
-LOGS = FeedStreams(feeds.LOGS, wire.log_entry, wire.log_to_pb)
-EVENTS = FeedStreams(feeds.EVENTS, wire.event_entry, wire.event_to_pb)
+LOGS = FeedStreams(feeds.LOGS, wire.log_entry, wire.log_to_pb, ((1,), (2,)))       # message; metadata
+EVENTS = FeedStreams(feeds.EVENTS, wire.event_entry, wire.event_to_pb, ((), (1,)))  # data
 
 
 async def append_build_logs(

@@ -1,0 +1,81 @@
+"""Masking at ingest: each process keeps, per build it appends to, the
+masker made from the build's registered secrets at one secrets_version
+(server.domain.secrets makes and applies it; server.store.secrets reads
+the values). An append names that version and the store refuses it when
+the build's has moved (secrets registered since, on this replica or
+another): the masker is then made again and the append retried, so no
+replica ever writes with an outdated set. A build with no secrets costs one
+read per process (its first append), then nothing but the version's
+comparison inside the append statement."""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+from server.domain.secrets import Masker
+from server.store import secrets
+from server.store.db import Database
+
+CACHED_BUILDS = 4096   # builds whose maskers a process keeps (least recently used go)
+
+
+class Maskers:
+    """build_id -> (secrets_version, Masker), least recently used first out."""
+
+    def __init__(self, size: int = CACHED_BUILDS) -> None:
+        self._size = size
+        self._cache: OrderedDict[str, tuple[int, Masker]] = OrderedDict()
+
+    async def get(self, db: Database, build_id: str) -> tuple[int, Masker]:
+        found = self._cache.get(build_id)
+        if found is not None:
+            self._cache.move_to_end(build_id)
+            return found
+        registered = await secrets.load(db, build_id)
+        made = (registered.version, Masker(registered.values, shapes=registered.shapes))
+        self._cache[build_id] = made
+        while len(self._cache) > self._size:
+            self._cache.popitem(last=False)
+        return made
+
+    def forget(self, build_id: str) -> None:
+        self._cache.pop(build_id, None)
+
+
+def _json_masked(masker: Masker, value: Any) -> Any:
+    """A decoded JSON value with its strings (keys too) masked."""
+    if isinstance(value, str):
+        return masker.mask(value)
+    if isinstance(value, list):
+        return [_json_masked(masker, item) for item in value]
+    if isinstance(value, dict):
+        return {masker.mask(key): _json_masked(masker, item) for key, item in value.items()}
+    return value
+
+
+def mask_entries(
+    masker: Masker, entries: Sequence[Sequence[Any]], plain: Sequence[int], encoded: Sequence[int]
+) -> Sequence[Sequence[Any]]:
+    """`entries` (rows to append) with the text columns at `plain` and the
+    JSON text columns at `encoded` masked; `entries` itself when nothing in
+    them is to mask (decided in one pass over all their text). A JSON
+    column is decoded only when its text holds something to mask (the
+    JSON-escaped forms of the secrets are among the patterns)."""
+    texts = [entry[i] for entry in entries for i in plain]
+    texts += [entry[i] for entry in entries for i in encoded if entry[i] is not None]
+    if masker.mask_all(texts) is None:
+        return entries
+    out: list[Sequence[Any]] = []
+    for entry in entries:
+        row = list(entry)
+        for i in plain:
+            row[i] = masker.mask(entry[i])
+        for i in encoded:
+            if entry[i] is not None and masker.spans(entry[i]):
+                value = _json_masked(masker, json.loads(entry[i]))
+                row[i] = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        out.append(tuple(row))
+    return out
