@@ -63,19 +63,22 @@ def mask_entries(
     JSON text columns at `encoded` masked; `entries` itself when nothing in
     them is to mask (decided in one pass over all their text). A JSON
     column is decoded only when its text holds something to mask (the
-    JSON-escaped forms of the secrets are among the patterns)."""
-    texts = [entry[i] for entry in entries for i in plain]
-    texts += [entry[i] for entry in entries for i in encoded if entry[i] is not None]
-    if masker.mask_all(texts) is None:
+    JSON-escaped forms of the secrets are among the patterns), then its
+    strings are masked one by one and it is encoded again."""
+    places = [(row, i) for row, entry in enumerate(entries) for i in plain]
+    places += [(row, i) for row, entry in enumerate(entries) for i in encoded if entry[i] is not None]
+    texts = [entries[row][i] for row, i in places]
+    result = masker.mask_all(texts)
+    if result is None:
         return entries
-    out: list[Sequence[Any]] = []
-    for entry in entries:
-        row = list(entry)
-        for i in plain:
-            row[i] = masker.mask(entry[i])
-        for i in encoded:
-            if entry[i] is not None and masker.spans(entry[i]):
-                value = _json_masked(masker, json.loads(entry[i]))
-                row[i] = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-        out.append(tuple(row))
-    return out
+    out = [list(entry) for entry in entries]
+    jsons = set(encoded)
+    for (row, i), before, after in zip(places, texts, result, strict=True):
+        if after == before:
+            continue
+        if i in jsons:
+            value = _json_masked(masker, json.loads(before))
+            out[row][i] = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        else:
+            out[row][i] = after
+    return [tuple(row) for row in out]
