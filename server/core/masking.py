@@ -19,14 +19,17 @@ from server.domain.secrets import Masker
 from server.store import secrets
 from server.store.db import Database
 
-CACHED_BUILDS = 4096   # builds whose maskers a process keeps (least recently used go)
+CACHED_BUILDS = 4096            # builds whose maskers a process keeps (least recently used go) ...
+CACHED_CHARACTERS = 16 << 20    # ... and the characters of patterns they hold together, at most
 
 
 class Maskers:
     """build_id -> (secrets_version, Masker), least recently used first out."""
 
-    def __init__(self, size: int = CACHED_BUILDS) -> None:
+    def __init__(self, size: int = CACHED_BUILDS, characters: int = CACHED_CHARACTERS) -> None:
         self._size = size
+        self._characters = characters
+        self._held = 0
         self._cache: OrderedDict[str, tuple[int, Masker]] = OrderedDict()
 
     async def get(self, db: Database, build_id: str) -> tuple[int, Masker]:
@@ -36,13 +39,18 @@ class Maskers:
             return found
         registered = await secrets.load(db, build_id)
         made = (registered.version, Masker(registered.values, shapes=registered.shapes))
+        self.forget(build_id)
         self._cache[build_id] = made
-        while len(self._cache) > self._size:
-            self._cache.popitem(last=False)
+        self._held += made[1].size
+        while len(self._cache) > 1 and (len(self._cache) > self._size or self._held > self._characters):
+            _, (_, dropped) = self._cache.popitem(last=False)
+            self._held -= dropped.size
         return made
 
     def forget(self, build_id: str) -> None:
-        self._cache.pop(build_id, None)
+        dropped = self._cache.pop(build_id, None)
+        if dropped is not None:
+            self._held -= dropped[1].size
 
 
 def _json_masked(masker: Masker, value: Any) -> Any:

@@ -44,6 +44,7 @@ MIN_SECRET_CHARS = 6          # shorter values are refused at registration
 MAX_SECRET_BYTES = 16384      # a value's UTF-8 (a PEM key of 4096-bit RSA is ~3.3 KB)
 MAX_SECRETS_PER_REQUEST = 100
 MAX_SECRETS_PER_BUILD = 500
+MAX_SECRET_BYTES_PER_BUILD = 65536   # all of a build's values together (each is indexed in ~10 forms)
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _WIDTHS = (16, 8, (MIN_SECRET_CHARS + 1) // 2)
@@ -150,13 +151,19 @@ def forms(value: str) -> set[str]:
 
 
 class _Tier:
-    """Patterns of at least 2w-1 characters, found through their w-grams."""
+    """Patterns of at least 2w-1 characters, found through w of their w-grams.
+
+    The text is cut into w-character blocks at multiples of w. An
+    occurrence of a pattern starting at t holds the block starting at the
+    first multiple of w at or after t, whole (the pattern has at least
+    2w-1 characters), and that block is the pattern's gram at offset
+    0..w-1: so those w grams of each pattern are all the index needs."""
 
     def __init__(self, width: int, patterns: Iterable[str]) -> None:
         self.blocks = re.compile(f".{{{width}}}", re.DOTALL)
         grams: dict[str, list[str]] = {}
         for pattern in patterns:
-            for start in range(len(pattern) - width + 1):
+            for start in range(width):
                 grams.setdefault(pattern[start:start + width], []).append(pattern)
         self.grams = grams
         self.keys = frozenset(grams)
@@ -181,6 +188,7 @@ class Masker:
             patterns |= forms(value)
         self.patterns = frozenset(patterns)
         self.shapes = shapes
+        self.size = sum(map(len, patterns))   # characters held (the cache of maskers is bounded by it)
         # Wider blocks mean fewer of them to make and look up; a pattern
         # goes to the widest tier it is long enough for (2w-1 characters).
         self._tiers = []

@@ -34,28 +34,32 @@ def _hash(value: str) -> bytes:
     return hashlib.sha256(value.encode()).digest()
 
 
-async def insert(conn: Conn, build_id: str, values: Sequence[str]) -> int:
-    """Add `values` (duplicates ignored); how many the build has now."""
+async def insert(conn: Conn, build_id: str, values: Sequence[str]) -> tuple[int, int]:
+    """Add `values` (duplicates ignored); how many the build has now, and
+    their bytes of UTF-8 together."""
     distinct = list(dict.fromkeys(values))
     cur = await conn.execute(
         "WITH added AS (INSERT INTO build_secrets (build_id, value_hash, value) "
         "SELECT %(id)s, h, v FROM unnest(%(hashes)s::bytea[], %(values)s::text[]) AS s(h, v) "
-        "ON CONFLICT DO NOTHING RETURNING 1) "
-        "SELECT (SELECT count(*) FROM added) + (SELECT count(*) FROM build_secrets WHERE build_id = %(id)s)",
+        "ON CONFLICT DO NOTHING RETURNING octet_length(value) AS size), "
+        "kept AS (SELECT octet_length(value) AS size FROM build_secrets WHERE build_id = %(id)s "
+        "UNION ALL SELECT size FROM added) "
+        "SELECT count(*), coalesce(sum(size), 0) FROM kept",
         {"id": build_id, "hashes": [_hash(v) for v in distinct], "values": distinct},
     )
     row = await cur.fetchone()
     assert row is not None
-    return int(row[0])
+    return int(row[0]), int(row[1])
 
 
 async def register(
-    db: Database, build_id: str, values: Sequence[str], *, check: Callable[[BuildStatus, int], None]
+    db: Database, build_id: str, values: Sequence[str], *, check: Callable[[BuildStatus, int, int], None]
 ) -> int:
     """Add `values` to a build that has not finished and move its
-    secrets_version, in one transaction; `check` gets the status (a finished
-    build) or the count the build would hold, and may refuse (nothing is
-    written then). NotFound when there is no build."""
+    secrets_version, in one transaction; `check` gets the status, and the
+    count and bytes the build would hold, and may refuse (nothing is
+    written then). How many values the build holds. NotFound when there is
+    no build."""
     async with db.connection() as conn, conn.transaction():
         cur = await conn.execute(
             "UPDATE builds SET secrets_version = secrets_version + 1 "
@@ -68,10 +72,10 @@ async def register(
             found = await cur.fetchone()
             if found is None:
                 raise NotFound("build", build_id, field="build_id")
-            check(BuildStatus(found[0]), 0)
+            check(BuildStatus(found[0]), 0, 0)
             raise AssertionError("check must refuse a finished build")
-        count = await insert(conn, build_id, values)
-        check(BuildStatus(row[0]), count)   # raising rolls the transaction back
+        count, size = await insert(conn, build_id, values)
+        check(BuildStatus(row[0]), count, size)   # raising rolls the transaction back
         return count
 
 

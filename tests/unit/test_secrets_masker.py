@@ -161,3 +161,35 @@ def test_many_secrets_and_a_64_kib_line_of_near_misses():
     hit = line[:1000] + values[7] + line[:1000]
     assert masker.mask(hit) == line[:1000] + MASK + line[:1000]
     print(f"64 KiB of near misses against {len(masker.patterns)} patterns: {took * 1000:.1f} ms")
+
+
+def test_mask_entries_masks_messages_and_json_strings_keys_included():
+    from server.core.masking import mask_entries
+
+    value = 'pa"ss\\word-9'   # a quote and a backslash: JSON-escaped in the metadata text
+    masker = Masker([value], shapes=False)
+    metadata = json.dumps({"cmd": f"login {value}", value: 1, "list": [value, 2], "n": None}, separators=(",", ":"))
+    entries = [("info", f"x {value} y", metadata, 300), ("tool", "clean", None, 100)]
+    out = mask_entries(masker, entries, (1,), (2,))
+    assert out[0][1] == f"x {MASK} y" and out[1] == entries[1]
+    assert json.loads(out[0][2]) == {"cmd": f"login {MASK}", MASK: 1, "list": [MASK, 2], "n": None}
+    assert out[0][3] == 300   # the wire bound stays an upper bound: MASK is shorter than any value
+    untouched = [("info", "nothing", '{"a":"b"}', 50)]
+    assert mask_entries(masker, untouched, (1,), (2,)) is untouched
+
+
+def test_the_per_build_size_limit_is_checked_at_registration():
+    from server.domain.builds import check_secrets
+    from server.domain.errors import FailedPrecondition
+    from server.domain.status import BuildStatus
+
+    check_secrets("b", BuildStatus.RUNNING, secrets.MAX_SECRETS_PER_BUILD, secrets.MAX_SECRET_BYTES_PER_BUILD)
+    for count, size in ((secrets.MAX_SECRETS_PER_BUILD + 1, 10), (1, secrets.MAX_SECRET_BYTES_PER_BUILD + 1)):
+        with pytest.raises(FailedPrecondition) as caught:
+            check_secrets("b", BuildStatus.RUNNING, count, size)
+        assert caught.value.reason == "TOO_MANY_SECRETS"
+    with pytest.raises(FailedPrecondition) as finished:
+        check_secrets("b", BuildStatus.COMPLETED, 0, 0)
+    assert finished.value.reason == "BUILD_FINISHED"
+    with pytest.raises(InvalidArgument):
+        secret_values("secrets", ["v" * 16000] * 5, required=True)   # 80,000 bytes in one request
