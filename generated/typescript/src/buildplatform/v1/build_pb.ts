@@ -1188,11 +1188,12 @@ export const BuildService: GenService<{
    * they are stored (docs/secrets.md). Values are write-only: no RPC
    * returns them, and they are deleted when the build finishes. Registering
    * a value twice is not an error.
-   * Errors: INVALID_ARGUMENT (no secrets, more than 100, or a value shorter
-   * than 6 characters, longer than 16384 bytes or holding NUL: the field is
-   * named, as secrets[2], the value never), NOT_FOUND (no such build),
+   * Errors: INVALID_ARGUMENT (no secrets, more than 100 or more than 64 KiB
+   * together, or a value shorter than 6 characters, longer than 16384 bytes
+   * or holding NUL: the field is named, as secrets[2], the value never),
+   * NOT_FOUND (no such build),
    * FAILED_PRECONDITION (the build has finished, reason BUILD_FINISHED; or it
-   * would hold more than 500 values, reason TOO_MANY_SECRETS).
+   * would hold more than 500 values or 64 KiB, reason TOO_MANY_SECRETS).
    *
    * @generated from rpc buildplatform.v1.BuildService.RegisterBuildSecrets
    */
