@@ -200,3 +200,26 @@ def test_every_replica_masks_with_the_secrets_registered_on_another(api, databas
         register(api, build.id, value)                       # on the session's server
         append_logs(replica, build.id, lines(f"printed {value}"))  # on the other one, masked with the new set
     assert [log.message for log in listed(api, build.id)][-1] == f"printed {MASK}"
+
+
+def test_over_http_a_secret_is_registered_masked_and_never_answered(api, server, build):
+    value = secret("http")
+    http = server.http()
+    registered = http.unary("buildplatform.v1.BuildService/RegisterBuildSecrets",
+                            build_pb2.RegisterBuildSecretsRequest(build_id=build.id, secrets=[value]),
+                            build_pb2.RegisterBuildSecretsResponse)
+    assert registered.response.secret_count == 1
+    refused = http.unary("buildplatform.v1.BuildService/RegisterBuildSecrets",
+                         build_pb2.RegisterBuildSecretsRequest(build_id=build.id, secrets=["tiny"]),
+                         build_pb2.RegisterBuildSecretsResponse)
+    assert refused.code == "INVALID_ARGUMENT" and "secrets[0]" in refused.message and "tiny" not in refused.message
+    start_running(api, build.id)
+    http.unary("buildplatform.v1.BuildLogService/AppendBuildLogs",
+               L.AppendBuildLogsRequest(build_id=build.id, entries=lines(f"echo {value}")), L.AppendBuildLogsResponse)
+    request = f'{{"build_id": "{build.id}"}}'.encode()   # a plain JSON POST, as curl sends it
+    status, _, body = http.request("POST", "/buildplatform.v1.BuildLogService/ListBuildLogs", request,
+                                   {"content-type": "application/json", "authorization": f"Bearer {server.token}"})
+    assert status == 200 and value.encode() not in body and b"echo ***" in body
+    got = api.builds.GetBuild(build_pb2.GetBuildRequest(id=build.id)).build
+    listed_builds = api.builds.ListBuilds(build_pb2.ListBuildsRequest(project_id=build.project_id))
+    assert value.encode() not in got.SerializeToString() + listed_builds.SerializeToString()
