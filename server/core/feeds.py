@@ -256,7 +256,7 @@ class FeedStreams:
             try:
                 done = await feeds.append(
                     d.db, self.kind, build_id, masked, first_sequence=first_sequence, now=d.clock(),
-                    secrets_version=version,
+                    secrets_version=version, unmasked=None if masked is entries else entries,
                 )
             except feeds.StaleSecrets:
                 d.maskers.forget(build_id)

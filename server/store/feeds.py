@@ -161,13 +161,16 @@ async def append(
     first_sequence: int,
     now: datetime,
     secrets_version: int | None = None,
+    unmasked: Sequence[Sequence[Any]] | None = None,
 ) -> Appended:
     """Append `entries` to a build: tuples in kind.columns order (JSON as
     text), each followed by the entry's wire size bound (see wire_bound).
     With `secrets_version` (that of the secrets the entries were masked
     with), StaleSecrets when the build's has moved: the check is part of the
     statement that takes the build's row lock, so a registration committed
-    before the append is never missed, on any replica."""
+    before the append is never missed, on any replica. `unmasked`, the
+    batch as sent, is only compared with stored rows to recognise a retry
+    (see _refused), never written."""
     n = len(entries)
     params: dict[str, Any] = {
         "n": n, "id": build_id, "expected": first_sequence, "now": now, "secrets": secrets_version,
@@ -185,14 +188,14 @@ async def append(
                 await cur.execute(_one_statement(kind, bool(first_sequence), versioned), params)
                 found = await cur.fetchone()
             if found is None:
-                return await _refused(pg, kind, build_id, entries, first_sequence, secrets_version)
+                return await _refused(pg, kind, build_id, entries, first_sequence, secrets_version, unmasked)
             last = int(found[0])
             return Appended(last - n + 1, last, False)
         async with pg.transaction(), pg.cursor() as cur:
             await cur.execute(_counter(kind, bool(first_sequence), versioned), params)
             found = await cur.fetchone()
             if found is None:
-                return await _refused(pg, kind, build_id, entries, first_sequence, secrets_version)
+                return await _refused(pg, kind, build_id, entries, first_sequence, secrets_version, unmasked)
             last, stamp = int(found[0]), found[1]
             first = last - n + 1
             columns = ", ".join(("build_id", "seq", *kind.columns, "wire_bytes", "create_time"))
@@ -243,9 +246,13 @@ async def _refused(
     entries: Sequence[Sequence[Any]],
     first_sequence: int,
     secrets_version: int | None = None,
+    unmasked: Sequence[Sequence[Any]] | None = None,
 ) -> Appended:
     """The counter update matched no row: read why, and let the domain's
-    append rules say whether it is a retry or which error it is."""
+    append rules say whether it is a retry or which error it is. A retry's
+    every row is stored as in `entries` (masked as now) or as in `unmasked`
+    (the line as sent: the first attempt was written before a value it
+    holds was registered); either way nothing is written here."""
     async with pg.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             f"SELECT status, {kind.counter} AS last, secrets_version FROM builds WHERE id = %s", (build_id,)
@@ -267,7 +274,11 @@ async def _refused(
                 (build_id, first_sequence, first_sequence + n - 1),
             )
             stored = await cur.fetchall()
-            if len(stored) == n and all(_same(s, e, kind) for s, e in zip(stored, entries, strict=True)):
+            sent = unmasked if unmasked is not None else entries
+            if len(stored) == n and all(
+                _same(row, entry, kind) or (entry is not plain and _same(row, plain, kind))
+                for row, entry, plain in zip(stored, entries, sent, strict=True)
+            ):
                 return Appended(first_sequence, first_sequence + n - 1, True)
         raise refusal(kind.name, build_id, BuildStatus(build["status"]), last, first_sequence)
 

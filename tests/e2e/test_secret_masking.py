@@ -223,3 +223,20 @@ def test_over_http_a_secret_is_registered_masked_and_never_answered(api, server,
     got = api.builds.GetBuild(build_pb2.GetBuildRequest(id=build.id)).build
     listed_builds = api.builds.ListBuilds(build_pb2.ListBuildsRequest(project_id=build.project_id))
     assert value.encode() not in got.SerializeToString() + listed_builds.SerializeToString()
+
+
+def test_a_retry_is_acknowledged_whether_its_lines_were_masked_or_written_before_registration(api, build):
+    early, late = secret("early"), secret("late")
+    register(api, build.id, early)
+    start_running(api, build.id)
+    first = lines(f"uses {early}", f"uses {late}")
+    api.logs.AppendBuildLogs(L.AppendBuildLogsRequest(build_id=build.id, entries=first, first_sequence=1))
+    register(api, build.id, late)   # registered between the attempt and its retry
+    retry = api.logs.AppendBuildLogs(L.AppendBuildLogsRequest(build_id=build.id, entries=first, first_sequence=1))
+    assert (retry.first_sequence, retry.last_sequence, retry.already_written) == (1, 2, True)
+    plain = lines("no secret here", "nor here")
+    api.logs.AppendBuildLogs(L.AppendBuildLogsRequest(build_id=build.id, entries=plain, first_sequence=3))
+    again = api.logs.AppendBuildLogs(L.AppendBuildLogsRequest(build_id=build.id, entries=plain, first_sequence=3))
+    assert again.already_written
+    assert [log.message for log in listed(api, build.id)] == [
+        f"uses {MASK}", f"uses {late}", "no secret here", "nor here"]
