@@ -114,6 +114,21 @@ def test_shapes_do_not_mask_ordinary_words():
     assert Masker().mask("xghp_" + "a" * 36) == "xghp_" + "a" * 36
 
 
+@pytest.mark.parametrize("unit", [
+    "eyJ", "eyJabcdefghij.", "ghp_", "github_pat_", "glpat-", "xoxb-", "AKIA", "sk_live_", "AIza", "bps_",
+    "-----BEGIN PRIVATE KEY-----", "ghp_" + "a" * 40 + " ",
+])
+def test_a_64_kib_line_of_a_shapes_repeated_prefix_completes(unit):
+    """Each start refused in constant time (a plain `\\beyJ[...]{8,}\\.` took
+    14 s on the first of these): the time is printed, not asserted."""
+    line = (unit * (65536 // len(unit) + 1))[:65536]
+    began = time.perf_counter()
+    out = Masker().mask(line)
+    took = time.perf_counter() - began
+    assert len(out) <= len(line)
+    print(f"{unit[:12]!r} x {65536 // len(unit)}: {took * 1000:.1f} ms")
+
+
 def test_this_services_own_tokens_are_masked():
     from server.domain.tokens import AGENT_PREFIX, SERVICE_PREFIX, new_token
 
