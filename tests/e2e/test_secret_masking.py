@@ -6,6 +6,7 @@ build finishes, and applied by every replica."""
 from __future__ import annotations
 
 import base64
+import urllib.request
 import uuid
 from types import SimpleNamespace
 
@@ -107,6 +108,10 @@ def test_secrets_are_masked_in_every_read_and_stored_nowhere(api, server, databa
     finish(api, build.id)
     assert stored_secrets(database_url, build.id) == 0   # gone with the transition that finished the build
     assert at_create not in server.log() and by_rpc not in server.log()
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=10) as response:
+        metrics = response.read().decode()
+    assert "RegisterBuildSecrets" in metrics   # the call is counted ...
+    assert at_create not in metrics and by_rpc not in metrics   # ... its values are nowhere
 
 
 def test_registration_errors_name_the_field_and_never_the_value(api, server, database_url, user, project, build):
