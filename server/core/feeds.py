@@ -31,6 +31,7 @@ from server.core import feeds_wire as wire
 from server.core import guard
 from server.core.deps import Deps
 from server.core.feeds_wire import stream_response
+from server.core.masking import mask_entries
 from server.core.wire import from_timestamp, validate_id
 from server.domain.access import Principal
 from server.domain.errors import InvalidArgument, Unauthenticated, Unavailable
@@ -43,6 +44,8 @@ from server.store import feeds
 from server.store.db import DatabaseUnavailable
 from server.store.feeds import Kind
 from server.telemetry import stream_caught_up
+
+STALE_MASKER_RETRIES = 5  # secrets registered between masking and writing, each time: then UNAVAILABLE
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,10 +76,14 @@ def _stream_request(
 class FeedStreams:
     """The stream, list and append logic shared by logs and events."""
 
-    def __init__(self, kind: Kind, page_type: type[Message], field: str) -> None:
+    def __init__(
+        self, kind: Kind, page_type: type[Message], field: str,
+        masked: tuple[tuple[int, ...], tuple[int, ...]],
+    ) -> None:
         self.kind = kind
         self.page_type = page_type   # the List response, whose field 1 (`field`) holds the items
         self.field = field
+        self.masked = masked   # indexes of an entry's text and JSON text columns (mask_entries)
 
     async def list_page(
         self, d: Deps, principal: Principal, request: Any, values: Sequence[str]
@@ -150,7 +157,23 @@ class FeedStreams:
         if first_sequence < 0:
             raise InvalidArgument.one("first_sequence", "must not be negative")
         await guard.require(d, principal, "build", build_id)
-        done = await feeds.append(d.db, self.kind, build_id, entries, first_sequence=first_sequence, now=d.clock())
+        plain, encoded = self.masked
+        for _ in range(STALE_MASKER_RETRIES):
+            # Masked before anything is written (docs/secrets.md); the store
+            # refuses a masker older than the build's secrets (StaleSecrets).
+            version, masker = await d.maskers.get(d.db, build_id)
+            masked = mask_entries(masker, entries, plain, encoded)
+            try:
+                done = await feeds.append(
+                    d.db, self.kind, build_id, masked, first_sequence=first_sequence, now=d.clock(),
+                    secrets_version=version, unmasked=None if masked is entries else entries,
+                )
+            except feeds.StaleSecrets:
+                d.maskers.forget(build_id)
+                continue
+            break
+        else:
+            raise Unavailable(f"the secrets of build {build_id!r} changed during each attempt to append; retry")
         if d.metrics is not None and not done.already_written:
             # The entries' own serialized size: each carries its wire bound last.
             size = sum(map(itemgetter(-1), entries)) - len(entries) * feeds.SERVER_FIELDS_BYTES
@@ -165,8 +188,8 @@ def _expired(resume: int) -> Unauthenticated:
     )
 
 
-LOGS = FeedStreams(feeds.LOGS, build_log_pb2.ListBuildLogsResponse, "logs")
-EVENTS = FeedStreams(feeds.EVENTS, build_event_pb2.ListBuildEventsResponse, "events")
+LOGS = FeedStreams(feeds.LOGS, build_log_pb2.ListBuildLogsResponse, "logs", ((1,), (2,)))          # message; metadata
+EVENTS = FeedStreams(feeds.EVENTS, build_event_pb2.ListBuildEventsResponse, "events", ((), (1,)))  # data
 
 
 async def append_build_logs(

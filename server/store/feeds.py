@@ -107,6 +107,12 @@ def _same(stored: dict[str, Any], entry: Sequence[Any], kind: Kind) -> bool:
     return True
 
 
+class StaleSecrets(Exception):
+    """The append's masker was made from an older secrets_version than the
+    build's (secrets were registered since, maybe on another replica):
+    nothing was written; mask again with the current secrets."""
+
+
 class _Turns:
     """One append at a time per build in this process.
 
@@ -154,11 +160,22 @@ async def append(
     *,
     first_sequence: int,
     now: datetime,
+    secrets_version: int | None = None,
+    unmasked: Sequence[Sequence[Any]] | None = None,
 ) -> Appended:
     """Append `entries` to a build: tuples in kind.columns order (JSON as
-    text), each followed by the entry's wire size bound (see wire_bound)."""
+    text), each followed by the entry's wire size bound (see wire_bound).
+    With `secrets_version` (that of the secrets the entries were masked
+    with), StaleSecrets when the build's has moved: the check is part of the
+    statement that takes the build's row lock, so a registration committed
+    before the append is never missed, on any replica. `unmasked`, the
+    batch as sent, is only compared with stored rows to recognise a retry
+    (see _refused), never written."""
     n = len(entries)
-    params: dict[str, Any] = {"n": n, "id": build_id, "expected": first_sequence, "now": now}
+    params: dict[str, Any] = {
+        "n": n, "id": build_id, "expected": first_sequence, "now": now, "secrets": secrets_version,
+    }
+    versioned = secrets_version is not None
     # The counter, the rows and the notification commit together: one
     # statement (its own transaction), or one explicit transaction around COPY.
     async with _turns.turn(build_id, db.budget()[0]), db.connection() as pg:
@@ -168,17 +185,17 @@ async def append(
             # an append's CPU).
             params["rows"] = json.dumps(entries, ensure_ascii=False, separators=(",", ":"))
             async with pg.cursor() as cur:
-                await cur.execute(_one_statement(kind, bool(first_sequence)), params)
+                await cur.execute(_one_statement(kind, bool(first_sequence), versioned), params)
                 found = await cur.fetchone()
             if found is None:
-                return await _refused(pg, kind, build_id, entries, first_sequence)
+                return await _refused(pg, kind, build_id, entries, first_sequence, secrets_version, unmasked)
             last = int(found[0])
             return Appended(last - n + 1, last, False)
         async with pg.transaction(), pg.cursor() as cur:
-            await cur.execute(_counter(kind, bool(first_sequence)), params)
+            await cur.execute(_counter(kind, bool(first_sequence), versioned), params)
             found = await cur.fetchone()
             if found is None:
-                return await _refused(pg, kind, build_id, entries, first_sequence)
+                return await _refused(pg, kind, build_id, entries, first_sequence, secrets_version, unmasked)
             last, stamp = int(found[0]), found[1]
             first = last - n + 1
             columns = ", ".join(("build_id", "seq", *kind.columns, "wire_bytes", "create_time"))
@@ -188,7 +205,7 @@ async def append(
             return Appended(first, last, False)
 
 
-def _counter(kind: Kind, expected: bool) -> str:
+def _counter(kind: Kind, expected: bool, versioned: bool = False) -> str:
     """Reserve %(n)s sequence numbers of a build that is not finished (and
     whose last one is %(expected)s - 1), and queue the notification that
     PostgreSQL delivers only if and when the transaction commits."""
@@ -197,12 +214,13 @@ def _counter(kind: Kind, expected: bool) -> str:
         f"{kind.last_time} = greatest({kind.last_time}, %(now)s) "
         f"WHERE id = %(id)s AND status NOT IN ({TERMINAL_SQL})"
         + (f" AND {kind.counter} = %(expected)s - 1" if expected else "")
+        + (" AND secrets_version = %(secrets)s" if versioned else "")
         + f" RETURNING {kind.counter} AS last, {kind.last_time} AS stamp, "
         f"pg_notify('{kind.channel}', id || ' ' || {kind.counter}) AS notified"
     )
 
 
-def _one_statement(kind: Kind, expected: bool) -> str:
+def _one_statement(kind: Kind, expected: bool, versioned: bool = False) -> str:
     """The counter and the rows in one statement: the rows, a JSON array of
     entries in %(rows)s (payload columns, then the wire size), are inserted
     only if the counter moved, so a refused append writes nothing."""
@@ -212,7 +230,7 @@ def _one_statement(kind: Kind, expected: bool) -> str:
     ]
     columns = ", ".join(("build_id", "seq", *kind.columns, "wire_bytes", "create_time"))
     return (
-        f"WITH counter AS ({_counter(kind, expected)}), "
+        f"WITH counter AS ({_counter(kind, expected, versioned)}), "
         f"inserted AS (INSERT INTO {kind.table} ({columns}) "
         f"SELECT %(id)s, counter.last - %(n)s + e.ord, {', '.join(values)}, "
         f"(e.entry->>{len(kind.types)})::int, counter.stamp "
@@ -227,14 +245,26 @@ async def _refused(
     build_id: str,
     entries: Sequence[Sequence[Any]],
     first_sequence: int,
+    secrets_version: int | None = None,
+    unmasked: Sequence[Sequence[Any]] | None = None,
 ) -> Appended:
     """The counter update matched no row: read why, and let the domain's
-    append rules say whether it is a retry or which error it is."""
+    append rules say whether it is a retry or which error it is. A retry's
+    every row is stored as in `entries` (masked as now) or as in `unmasked`
+    (the line as sent: the first attempt was written before a value it
+    holds was registered); either way nothing is written here."""
     async with pg.cursor(row_factory=dict_row) as cur:
-        await cur.execute(f"SELECT status, {kind.counter} AS last FROM builds WHERE id = %s", (build_id,))
+        await cur.execute(
+            f"SELECT status, {kind.counter} AS last, secrets_version FROM builds WHERE id = %s", (build_id,)
+        )
         build = await cur.fetchone()
         if build is None:
             raise NotFound("build", build_id, field="build_id")
+        if (
+            secrets_version is not None and build["secrets_version"] != secrets_version
+            and BuildStatus(build["status"]) not in TERMINAL
+        ):
+            raise StaleSecrets()
         last = int(build["last"])
         n = len(entries)
         if may_be_retry(first_sequence, n, last):
@@ -244,7 +274,11 @@ async def _refused(
                 (build_id, first_sequence, first_sequence + n - 1),
             )
             stored = await cur.fetchall()
-            if len(stored) == n and all(_same(s, e, kind) for s, e in zip(stored, entries, strict=True)):
+            sent = unmasked if unmasked is not None else entries
+            if len(stored) == n and all(
+                _same(row, entry, kind) or (entry is not plain and _same(row, plain, kind))
+                for row, entry, plain in zip(stored, entries, sent, strict=True)
+            ):
                 return Appended(first_sequence, first_sequence + n - 1, True)
         raise refusal(kind.name, build_id, BuildStatus(build["status"]), last, first_sequence)
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Enum,
@@ -160,6 +161,11 @@ class Build(Base):
     # search over seq (server.store.feeds.since_cursor). NULL before the first.
     last_log_time: Mapped[datetime | None] = mapped_column(TS)
     last_event_time: Mapped[datetime | None] = mapped_column(TS)
+    # Masking (server.domain.secrets): moved by every registration of secret
+    # values, checked by every append (server.store.feeds); and whether
+    # well-known token shapes are masked.
+    secrets_version: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    mask_shapes: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
     # The tier of the build's logs and events: 'hot' (rows in build_logs and
     # build_events), 'archived' (chunks in archive_chunks; archive_time when)
     # or 'expired' (gone; expire_time when).
@@ -327,6 +333,17 @@ class AgentToken(Base):
     revoke_time: Mapped[datetime | None] = mapped_column(TS)
 
 
+class BuildSecret(Base):
+    """A secret value a build's logs and events mask; kept only while the
+    build can append (deleted when it finishes), never returned by any RPC."""
+
+    __tablename__ = "build_secrets"
+
+    build_id: Mapped[str] = mapped_column(ForeignKey("builds.id", ondelete="CASCADE"), primary_key=True)
+    value_hash: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
 class ServerKey(Base):
     """A key every replica of the database shares, made once (the page-token key)."""
 
@@ -354,6 +371,7 @@ chat_sessions = _table(ChatSession)
 chat_messages = _table(ChatMessage)
 service_tokens = _table(ServiceToken)
 agent_tokens = _table(AgentToken)
+build_secrets = _table(BuildSecret)
 server_keys = _table(ServerKey)
 archive_chunks = _table(ArchiveChunk)
 archive_claims = _table(ArchiveClaim)

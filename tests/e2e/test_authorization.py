@@ -236,6 +236,8 @@ ON_ANOTHER_BUILD: dict[str, Callable[[World, str], Any]] = {
         build_id=i or w.build.id, entries=[build_log_pb2.LogEntry(level=build_log_pb2.LOG_LEVEL_INFO, message="planted")]),
     "AppendBuildEvents": lambda w, i: build_event_pb2.AppendBuildEventsRequest(
         build_id=i or w.build.id, entries=[build_event_pb2.EventEntry(type="planted")]),
+    "RegisterBuildSecrets": lambda w, i: build_pb2.RegisterBuildSecretsRequest(
+        build_id=i or w.build.id, secrets=["planted-secret"]),
 }
 
 
