@@ -204,6 +204,12 @@ def translate(error: BaseException) -> BaseException:
     return error
 
 
+def local_timeouts(ms: int) -> str:
+    """The statement giving the rest of the current transaction `ms`
+    milliseconds per statement and per lock wait (an int: nothing to quote)."""
+    return f"SELECT set_config('statement_timeout', '{int(ms)}', true), set_config('lock_timeout', '{int(ms)}', true)"
+
+
 @asynccontextmanager
 async def hard_timeout(seconds: float) -> AsyncIterator[None]:
     """Raise TimeoutError when the block runs longer than `seconds`.
@@ -281,8 +287,14 @@ class Database:
         self.max_overflow = max_overflow
         self.pool_timeout = pool_timeout
         self.timeout = timeout
+        # Every statement of the pools is bounded by PostgreSQL itself too,
+        # at DB_TIMEOUT_SECONDS (set at connect time: free per call); a call
+        # with a nearer deadline lowers both for its own work (see
+        # transaction() and deadline_ms()).
+        bound = max(1, round(timeout * 1000))
         self.connect_options = {
             **CONNECT_OPTIONS, "connect_timeout": max(1, round(timeout)), "application_name": "buildplatform",
+            "options": f"-c statement_timeout={bound} -c lock_timeout={bound}",
         }
         if cursor_factory is not None:
             self.connect_options["cursor_factory"] = cursor_factory
@@ -343,6 +355,23 @@ class Database:
                 return left, "the call's deadline"
         return self.timeout, f"{self.timeout:g}s (DB_TIMEOUT_SECONDS)"
 
+    def deadline_ms(self) -> int:
+        """The milliseconds PostgreSQL may spend on the next statement of the
+        current call: the call's time left (at least 1: 0 would mean no
+        limit), or DB_TIMEOUT_SECONDS. Sent as statement_timeout and
+        lock_timeout, so that a statement still running, or a lock still
+        waited for, when the caller's deadline passes is cut by PostgreSQL
+        itself, and nothing the call wrote commits after its caller was told
+        it failed: the cancellation the call's own task sends at its
+        deadline may arrive late, or never (a closed connection does not
+        stop a backend waiting for a lock)."""
+        deadline = call_deadline.get()
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left < self.timeout:
+                return max(1, int(left * 1000))
+        return max(1, round(self.timeout * 1000))
+
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """A psycopg connection in autocommit mode, for the hot paths."""
@@ -372,6 +401,11 @@ class Database:
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         budget, what = self.budget()
         async with _translated(budget, what), self._checkout(self.engine) as conn, conn.begin():
+            if budget < self.timeout:
+                # The call's deadline is nearer than the connection's
+                # defaults: the transaction's statements get the time left
+                # (one round trip, only for such calls).
+                await conn.exec_driver_sql(local_timeouts(self.deadline_ms()))
             yield conn
 
     @asynccontextmanager

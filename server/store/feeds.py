@@ -158,7 +158,8 @@ async def append(
     """Append `entries` to a build: tuples in kind.columns order (JSON as
     text), each followed by the entry's wire size bound (see wire_bound)."""
     n = len(entries)
-    params: dict[str, Any] = {"n": n, "id": build_id, "expected": first_sequence, "now": now}
+    params: dict[str, Any] = {"n": n, "id": build_id, "expected": first_sequence, "now": now,
+                              "ms": str(db.deadline_ms())}
     # The counter, the rows and the notification commit together: one
     # statement (its own transaction), or one explicit transaction around COPY.
     async with _turns.turn(build_id, db.budget()[0]), db.connection() as pg:
@@ -196,6 +197,11 @@ def _counter(kind: Kind, expected: bool) -> str:
         f"UPDATE builds SET {kind.counter} = {kind.counter} + %(n)s, "
         f"{kind.last_time} = greatest({kind.last_time}, %(now)s) "
         f"WHERE id = %(id)s AND status NOT IN ({TERMINAL_SQL})"
+        # The call's deadline, into PostgreSQL before the row lock is waited
+        # for: the wait (and the rest of the transaction) ends at the
+        # deadline, so an append its caller saw fail is never written later.
+        " AND set_config('lock_timeout', %(ms)s, true) IS NOT NULL"
+        " AND set_config('statement_timeout', %(ms)s, true) IS NOT NULL"
         + (f" AND {kind.counter} = %(expected)s - 1" if expected else "")
         + f" RETURNING {kind.counter} AS last, {kind.last_time} AS stamp, "
         f"pg_notify('{kind.channel}', id || ' ' || {kind.counter}) AS notified"
