@@ -561,3 +561,119 @@ def stubs(channel: grpc.Channel) -> SimpleNamespace:
         specs=app_spec_pb2_grpc.AppSpecServiceStub(channel),
         health=health_pb2_grpc.HealthStub(channel),
     )
+
+
+class FaultyLink:
+    """A TCP proxy between the service and PostgreSQL that injects network
+    faults (asyncio, in a thread of its own), listening on 127.0.0.1:port:
+    - `latency`: seconds added to every chunk, both ways;
+    - `reset()`: every open connection closed at once with a reset (RST);
+    - `blackhole`: nothing is forwarded and nothing is closed, both ways
+      (a peer gone silent; the proxy's own kernel still acknowledges, so
+      this is what a stalled server looks like, not lost packets);
+    - `hold_new`: new connections are accepted and then left silent (a
+      cancel request or a reconnection that never gets through), while
+      the connections already open work on."""
+
+    def __init__(self, upstream_port: int) -> None:
+        import asyncio
+
+        self.upstream_port = upstream_port
+        self.latency = 0.0
+        self.blackhole = False
+        self.hold_new = False
+        self.accepted = 0
+        self._writers: set[Any] = set()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+
+    def _run(self) -> None:
+        import asyncio
+
+        asyncio.set_event_loop(self._loop)
+
+        async def start() -> None:
+            self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+            self.port = self._server.sockets[0].getsockname()[1]
+            self._ready.set()
+
+        self._loop.run_until_complete(start())
+        self._loop.run_forever()
+        tasks = asyncio.all_tasks(self._loop)
+        for task in tasks:
+            task.cancel()
+        self._loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        self._loop.close()
+
+    async def _serve(self, reader: Any, writer: Any) -> None:
+        import asyncio
+
+        self.accepted += 1
+        self._writers.add(writer)
+        if self.hold_new:
+            try:
+                while not writer.is_closing():
+                    await asyncio.sleep(0.1)
+            finally:
+                writer.transport.abort()
+                self._writers.discard(writer)
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers.add(up_writer)
+
+        async def pump(source: Any, sink: Any) -> None:
+            try:
+                while data := await source.read(65536):
+                    while self.blackhole and not sink.is_closing():
+                        await asyncio.sleep(0.05)
+                    if self.latency:
+                        await asyncio.sleep(self.latency)
+                    sink.write(data)
+                    await sink.drain()
+            except (OSError, asyncio.CancelledError):
+                pass
+            finally:
+                if not self.blackhole:
+                    sink.close()
+
+        try:
+            await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+        finally:
+            for end in (writer, up_writer):
+                end.transport.abort()
+                self._writers.discard(end)
+
+    def reset(self) -> None:
+        """Close every open connection with RST (SO_LINGER 0), both sides."""
+        import struct
+
+        def close_all() -> None:
+            for writer in list(self._writers):
+                sock = writer.get_extra_info("socket")
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                writer.transport.abort()
+            self._writers.clear()
+
+        self._loop.call_soon_threadsafe(close_all)
+        time.sleep(0.2)
+
+    def close(self) -> None:
+        self.blackhole = False
+        self.hold_new = False
+        self.reset()
+
+        def stop() -> None:
+            self._server.close()
+            self._loop.stop()
+
+        self._loop.call_soon_threadsafe(stop)
+        self._thread.join(5)

@@ -24,7 +24,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -34,8 +33,7 @@ from buildplatform.v1 import build_log_pb2 as L
 from buildplatform.v1 import build_pb2
 from grpc_health.v1 import health_pb2
 
-from tests.e2e.expect import read
-from tests.e2e.streaming import finish, new_build, start_running
+from tests.e2e.streaming import Appender, Follower, finish, new_build, start_running
 from tests.support import (
     ROOT,
     OwnPostgres,
@@ -87,69 +85,6 @@ def _tokens_create(url: str) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
-@dataclass
-class Appender:
-    """Appends BATCHES batches of LINES lines to one build, each with its
-    first_sequence; a failed batch is retried as it was, after the advised pause."""
-
-    api: object
-    build_id: str
-    acknowledged: list[tuple[int, str]] = field(default_factory=list)   # (sequence, message)
-    failures: list[tuple[grpc.StatusCode, float | None]] = field(default_factory=list)  # code, retry advice
-    retried_written: int = 0   # retries the server found already written
-
-    def run(self) -> None:
-        for batch in range(BATCHES):
-            first = batch * LINES + 1
-            messages = [f"{self.build_id} line {first + i}" for i in range(LINES)]
-            request = L.AppendBuildLogsRequest(
-                build_id=self.build_id, first_sequence=first,
-                entries=[L.LogEntry(level=L.LOG_LEVEL_INFO, message=m) for m in messages],
-            )
-            for _attempt in range(200):
-                try:
-                    response = self.api.logs.AppendBuildLogs(request, timeout=10)   # type: ignore[attr-defined]
-                except grpc.RpcError as error:
-                    failed = read(error)
-                    self.failures.append((failed.code, failed.retry_delay))
-                    if failed.code != grpc.StatusCode.UNAVAILABLE:
-                        return
-                    time.sleep(min(failed.retry_delay or 0.5, 1.0))
-                    continue
-                assert response.first_sequence == first
-                self.retried_written += response.already_written
-                self.acknowledged.extend((first + i, m) for i, m in enumerate(messages))
-                break
-            else:
-                return
-            time.sleep(0.02)
-
-
-@dataclass
-class Follower:
-    """Follows one build's log from the start; when the stream ends with an
-    error it resumes with after_sequence = its cursor."""
-
-    api: object
-    build_id: str
-    seen: list[tuple[int, str]] = field(default_factory=list)
-    ended: list[grpc.StatusCode] = field(default_factory=list)
-    cursor: int = 0
-
-    def run(self) -> None:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            request = L.StreamBuildLogsRequest(build_id=self.build_id, after_sequence=self.cursor, follow=True)
-            try:
-                for response in self.api.logs.StreamBuildLogs(request, timeout=120):   # type: ignore[attr-defined]
-                    self.seen.extend((log.sequence, log.message) for log in response.logs)
-                    self.cursor = response.cursor
-                return   # the build finished and every line was delivered
-            except grpc.RpcError as error:
-                self.ended.append(error.code())
-                time.sleep(0.3)
-
-
 def test_a_primary_killed_mid_append_loses_and_repeats_nothing(pair):
     primary, standby = pair
     url = (f"postgresql://postgres@127.0.0.1:{primary.port},127.0.0.1:{standby.port}/postgres"
@@ -163,7 +98,7 @@ def test_a_primary_killed_mid_append_loses_and_repeats_nothing(pair):
             builds = [new_build(api) for _ in range(BUILDS)]
             for build in builds:
                 start_running(api, build.id)
-            appenders = [Appender(api, build.id) for build in builds]
+            appenders = [Appender(api, build.id, batches=BATCHES, lines=LINES) for build in builds]
             followers = [Follower(api, build.id) for build in builds]
             threads = [threading.Thread(target=worker.run, daemon=True) for worker in (*appenders, *followers)]
             for thread in threads:
@@ -195,7 +130,7 @@ def test_a_primary_killed_mid_append_loses_and_repeats_nothing(pair):
                 thread.join(120)
 
             for appender, follower in zip(appenders, followers, strict=True):
-                expected = [(seq, f"{appender.build_id} line {seq}") for seq in range(1, BATCHES * LINES + 1)]
+                expected = appender.expected()
                 assert appender.acknowledged == expected, appender.failures   # every batch completed, in order
                 stored = api.logs.ListBuildLogs(
                     L.ListBuildLogsRequest(build_id=appender.build_id, page_size=1000), timeout=10).logs
