@@ -43,7 +43,7 @@ import psycopg
 import psycopg_pool
 from psycopg import sql
 from psycopg.rows import AsyncRowFactory
-from sqlalchemy import exc
+from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from server.config import libpq_url, sqlalchemy_url
@@ -204,6 +204,12 @@ def translate(error: BaseException) -> BaseException:
     return error
 
 
+def session_timeouts(ms: int) -> str:
+    """The statement giving a connection's statements `ms` milliseconds
+    each, and its lock waits as long, until changed."""
+    return f"SELECT set_config('statement_timeout', '{int(ms)}', false), set_config('lock_timeout', '{int(ms)}', false)"
+
+
 def local_timeouts(ms: int) -> str:
     """The statement giving the rest of the current transaction `ms`
     milliseconds per statement and per lock wait (an int: nothing to quote)."""
@@ -288,13 +294,13 @@ class Database:
         self.pool_timeout = pool_timeout
         self.timeout = timeout
         # Every statement of the pools is bounded by PostgreSQL itself too,
-        # at DB_TIMEOUT_SECONDS (set at connect time: free per call); a call
-        # with a nearer deadline lowers both for its own work (see
-        # transaction() and deadline_ms()).
-        bound = max(1, round(timeout * 1000))
+        # at DB_TIMEOUT_SECONDS: set once per new connection (free per call;
+        # a SET rather than the `options` startup parameter, which PgBouncer
+        # refuses); a call with a nearer deadline lowers both for its own
+        # work (see transaction() and deadline_ms()).
+        self.session_defaults = session_timeouts(max(1, round(timeout * 1000)))
         self.connect_options = {
             **CONNECT_OPTIONS, "connect_timeout": max(1, round(timeout)), "application_name": "buildplatform",
-            "options": f"-c statement_timeout={bound} -c lock_timeout={bound}",
         }
         if cursor_factory is not None:
             self.connect_options["cursor_factory"] = cursor_factory
@@ -308,7 +314,7 @@ class Database:
         self.pool = self._pool()
 
     def _engine(self) -> AsyncEngine:
-        return create_async_engine(
+        engine = create_async_engine(
             sqlalchemy_url(self.url),
             pool_size=self.pool_size,
             max_overflow=self.max_overflow,
@@ -317,6 +323,22 @@ class Database:
             pool_recycle=1800,
             connect_args=self.connect_options,
         )
+        defaults = self.session_defaults
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _timeouts(dbapi_connection: Any, _record: Any) -> None:
+            # Outside any transaction, so that the pool's reset (a rollback) keeps it.
+            autocommit = dbapi_connection.autocommit
+            dbapi_connection.autocommit = True
+            cursor = dbapi_connection.cursor()
+            cursor.execute(defaults)
+            cursor.close()
+            dbapi_connection.autocommit = autocommit
+
+        return engine
+
+    async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        await conn.execute(self.session_defaults)
 
     def _pool(self) -> psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
         return psycopg_pool.AsyncConnectionPool(
@@ -324,6 +346,7 @@ class Database:
             min_size=1,
             max_size=self.pool_size + self.max_overflow,
             kwargs={"autocommit": True, **self.connect_options},
+            configure=self._configure,
             timeout=self.pool_timeout,
             reconnect_timeout=self.timeout,
             open=False,
