@@ -178,7 +178,8 @@ class FeedStreams:
                             return
                     if d.hub.shutting_down:
                         raise Unavailable(
-                            f"the server is shutting down: resume on another replica with after_sequence={cursor}"
+                            f"the server is shutting down: resume on another replica with after_sequence={cursor}",
+                            metadata={"after_sequence": str(cursor)},
                         )
                     if expires is not None and time.time() >= expires:
                         raise _expired(resume)
@@ -220,7 +221,10 @@ class FeedStreams:
         except DatabaseUnavailable as error:
             # The database's own message stays in the server (it may name
             # hosts); the client learns what to do.
-            raise Unavailable(f"the database is unavailable: resume with after_sequence={resume}") from error
+            raise Unavailable(
+                f"the database is unavailable: resume with after_sequence={resume}",
+                retry_after=1.0, metadata={"after_sequence": str(resume)},
+            ) from error
 
     async def _read(self, d: Deps, req: StreamRequest, cursor: int, bound: int) -> tuple[list[Entry], int]:
         """The matching entries after `cursor` up to `bound`, cut at

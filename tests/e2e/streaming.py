@@ -174,6 +174,9 @@ class Follower:
     build_id: str
     seen: list[tuple[int, str]] = field(default_factory=list)
     ended: list[grpc.StatusCode] = field(default_factory=list)
+    # at each end: the follower's cursor, the after_sequence the error gave
+    # (ErrorInfo metadata), its retry advice
+    cursors: list[tuple[int, str | None, float | None]] = field(default_factory=list)
     cursor: int = 0
 
     def run(self) -> None:
@@ -186,5 +189,7 @@ class Follower:
                     self.cursor = response.cursor
                 return   # the build finished and every line was delivered
             except grpc.RpcError as error:
-                self.ended.append(error.code())
+                failed = read(error)
+                self.ended.append(failed.code)
+                self.cursors.append((self.cursor, failed.metadata.get("after_sequence"), failed.retry_delay))
                 time.sleep(0.3)

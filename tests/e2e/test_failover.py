@@ -147,6 +147,8 @@ def test_a_primary_killed_mid_append_loses_and_repeats_nothing(pair):
             # primary) or ended UNAVAILABLE and was resumed from its cursor:
             # either way each line arrived exactly once (asserted above).
             assert all(set(f.ended) <= {grpc.StatusCode.UNAVAILABLE} for f in followers)
+            for follower in followers:   # each end named the cursor to resume from, with retry advice
+                assert all(given == str(cursor) and delay for cursor, given, delay in follower.cursors), follower.cursors
 
             # Without a restart, the pools and the LISTEN connection are on the new primary.
             def connected(name: str) -> bool:
