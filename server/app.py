@@ -227,14 +227,16 @@ class App:
             self._monitor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._monitor
-        # grpc refuses new calls from here on, and the HTTP port new
-        # connections. Running calls of both get the grace period; what is
-        # left then is answered UNAVAILABLE (Calls.drain) before either
-        # server's own stop would cancel it.
-        stopping = [asyncio.create_task(self.server.stop(grace + 5))]
+        # Stop accepting, drain, then stop: new calls of both transports are
+        # answered UNAVAILABLE with retry advice from here on; running calls
+        # get the grace period, and what is left then is answered
+        # UNAVAILABLE too (Calls.drain). Only then do the servers stop: gRPC's
+        # own stop would cancel (CANCELLED, never retried) the calls its core
+        # had queued and not handed over yet.
+        await self.calls.drain(grace)
+        stopping = [asyncio.create_task(self.server.stop(5))]
         if self.http is not None:
             stopping.append(asyncio.create_task(self.http.stop()))
-        await self.calls.drain(grace)
         await asyncio.gather(*stopping)
         await self.hub.close()
         await self.db.close()

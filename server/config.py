@@ -17,7 +17,8 @@ from typing import Any
 
 # name, default, description: the single source of the documentation.
 ENVIRONMENT: list[tuple[str, str, str]] = [
-    ("DATABASE_URL", "", "PostgreSQL URL (postgresql://user:pass@host:5432/db). When unset, "
+    ("DATABASE_URL", "", "PostgreSQL URL (postgresql://user:pass@host:5432/db), or a primary and its standbys "
+     "(postgresql://user:pass@h1:5432,h2:5432/db?target_session_attrs=read-write: docs/deployment.md). When unset, "
      "`python -m server` starts an embedded PostgreSQL in EMBEDDED_PG_DIR."),
     ("GRPC_ADDRESS", "127.0.0.1:50051", "host:port to serve gRPC on; port 0 picks a free port "
      "(the chosen one is logged)."),
@@ -392,8 +393,28 @@ def sqlalchemy_url(database_url: str | None = None) -> str:
         raise SystemExit("DATABASE_URL is not set")
     for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + _hosts_in_query(url[len(prefix):])
     raise SystemExit(f"DATABASE_URL must start with postgresql://, got {url.split(':')[0]}://")
+
+
+def _hosts_in_query(rest: str) -> str:
+    """`user@h1:p1,h2:p2/db?query` (libpq's multi-host form, after the
+    scheme) as SQLAlchemy's: `user@/db?host=h1:p1&host=h2:p2&query`.
+    SQLAlchemy's URL parser reads `h1:p1,h2:p2` as one host whose port is
+    `p1,h2:p2` and fails; its psycopg dialect hands the `host` list to libpq
+    as libpq's own lists, so both paths reach the same hosts in the same
+    order (with target_session_attrs and the rest of the query untouched).
+    A URL with one host is returned as it is."""
+    netloc, _, tail = rest.partition("/")
+    if "?" in netloc:   # no path: `user@h1,h2?query`
+        netloc, _, query = netloc.partition("?")
+        tail = "?" + query
+    userinfo, at, hosts = netloc.rpartition("@")
+    if "," not in hosts:
+        return rest
+    path, _, query = tail.partition("?")
+    listed = "&".join(f"host={host}" for host in hosts.split(",") if host)
+    return f"{userinfo}{at}/{path}?{listed}" + (f"&{query}" if query else "")
 
 
 def libpq_url(database_url: str) -> str:

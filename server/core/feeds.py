@@ -139,7 +139,8 @@ class FeedStreams:
                             stream_caught_up()   # the stream's span ends with its catch-up
                     elif got.reason is Reason.SHUTDOWN:
                         raise Unavailable(
-                            f"the server is shutting down: resume on another replica with after_sequence={got.cursor}"
+                            f"the server is shutting down: resume on another replica with after_sequence={got.cursor}",
+                            metadata={"after_sequence": str(got.cursor)},
                         )
                     elif got.reason is Reason.EXPIRED:
                         raise _expired(got.cursor)
@@ -148,7 +149,10 @@ class FeedStreams:
         except DatabaseUnavailable as error:
             # The database's own message stays in the server (it may name
             # hosts); the client learns what to do.
-            raise Unavailable(f"the database is unavailable: resume with after_sequence={resume}") from error
+            raise Unavailable(
+                f"the database is unavailable: resume with after_sequence={resume}",
+                retry_after=1.0, metadata={"after_sequence": str(resume)},
+            ) from error
 
     async def append(
         self, d: Deps, principal: Principal, build_id: str, entries: Sequence[Sequence[Any]], first_sequence: int

@@ -174,6 +174,7 @@ async def append(
     n = len(entries)
     params: dict[str, Any] = {
         "n": n, "id": build_id, "expected": first_sequence, "now": now, "secrets": secrets_version,
+        "ms": str(db.deadline_ms()),
     }
     versioned = secrets_version is not None
     # The counter, the rows and the notification commit together: one
@@ -213,6 +214,11 @@ def _counter(kind: Kind, expected: bool, versioned: bool = False) -> str:
         f"UPDATE builds SET {kind.counter} = {kind.counter} + %(n)s, "
         f"{kind.last_time} = greatest({kind.last_time}, %(now)s) "
         f"WHERE id = %(id)s AND status NOT IN ({TERMINAL_SQL})"
+        # The call's deadline, into PostgreSQL before the row lock is waited
+        # for: the wait (and the rest of the transaction) ends at the
+        # deadline, so an append its caller saw fail is never written later.
+        " AND set_config('lock_timeout', %(ms)s, true) IS NOT NULL"
+        " AND set_config('statement_timeout', %(ms)s, true) IS NOT NULL"
         + (f" AND {kind.counter} = %(expected)s - 1" if expected else "")
         + (" AND secrets_version = %(secrets)s" if versioned else "")
         + f" RETURNING {kind.counter} AS last, {kind.last_time} AS stamp, "
