@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from server.domain.limits import MAX_RETENTION_DAYS, MIN_RETENTION_DAYS
+
 # name, default, description: the single source of the documentation.
 ENVIRONMENT: list[tuple[str, str, str]] = [
     ("DATABASE_URL", "", "PostgreSQL URL (postgresql://user:pass@host:5432/db). When unset, "
@@ -78,6 +80,9 @@ ENVIRONMENT: list[tuple[str, str, str]] = [
     ("FEED_TOTAL_BYTES", "268435456", "bytes of recent lines and events kept in memory for all "
      "followed builds of a process; above it the largest rings lose their oldest entries."),
     ("EMBEDDED_PG_DIR", ".data/postgres", "data directory of the embedded PostgreSQL."),
+    ("LOG_RETENTION_DAYS", "90", "days a finished build's logs and events are kept after its finish_time "
+     "(1 to 3650), unless its project sets log_retention_days; then they are deleted and reads answer "
+     "LOGS_EXPIRED (docs/lifecycle.md#retention)."),
 ]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -199,6 +204,16 @@ def _whole(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def _bounded(minimum: int, maximum: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        value = _whole(minimum)(raw)
+        if value > maximum:
+            raise ValueError(f"must be between {minimum} and {maximum}")
+        return value
+
+    return parse
+
+
 def _seconds(*, zero: bool = False) -> Callable[[str], float]:
     def parse(raw: str) -> float:
         try:
@@ -263,6 +278,7 @@ class Settings:
     feed_ring_bytes: int = setting(_whole(1))
     feed_total_bytes: int = setting(_whole(1))
     embedded_pg_dir: str = setting(_text)
+    log_retention_days: int = setting(_bounded(MIN_RETENTION_DAYS, MAX_RETENTION_DAYS))
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
