@@ -62,7 +62,7 @@ def test_deleting_a_project_or_a_user_queues_every_finished_build_they_take_with
     of_second = [new_build(api, owner.id, second.id) for _ in range(2)]
 
     api.projects.DeleteProject(project_pb2.DeleteProjectRequest(id=first.id))
-    assert set(queued(database_url, of_first + [running] + of_second)) == {f"builds/{b}/" for b in of_first}
+    assert set(queued(database_url, [*of_first, running, *of_second])) == {f"builds/{b}/" for b in of_first}
 
     api.users.DeleteUser(user_pb2.DeleteUserRequest(id=owner.id))
     assert set(queued(database_url, of_first + of_second)) == {f"builds/{b}/" for b in of_first + of_second}
