@@ -16,6 +16,7 @@ import errno
 import logging
 import socket
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -32,6 +33,7 @@ from buildplatform.v1 import (
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from server.archive.janitor import Janitor
 from server.auth import Authenticator
 from server.auth.bootstrap import bootstrap_admin_token, page_token_secret
 from server.config import Settings
@@ -107,6 +109,7 @@ class App:
     stopping: bool = False
     metrics: Metrics | None = None      # None: METRICS_ADDRESS is empty
     metrics_endpoint: MetricsEndpoint | None = None   # None: none, or the supervisor serves it
+    janitor: Janitor | None = None   # None: JANITOR_SECONDS is 0
     _probe: psycopg.AsyncConnection[Any] | None = field(default=None, repr=False)
     _monitor: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -124,6 +127,12 @@ class App:
         if self.http is not None:
             await self.http.start()
         self._monitor = asyncio.create_task(self._watch_database())
+        self._start_janitor()
+
+    def _start_janitor(self) -> None:
+        """The janitor works on the migrated schema only: it starts once ready."""
+        if self.janitor is not None and self.ready and not self.janitor.started:
+            self.janitor.start()
 
     def not_ready(self) -> str | None:
         """Why this server should get no traffic now (HTTP's /readyz), or
@@ -139,6 +148,7 @@ class App:
         database answers; False when the database went away meanwhile."""
         self.ready = await self._prepare()
         await self._publish_health()
+        self._start_janitor()
         return self.ready
 
     async def _prepare(self) -> bool:
@@ -225,6 +235,8 @@ class App:
             stopping.append(asyncio.create_task(self.http.stop()))
         await self.calls.drain(grace)
         await asyncio.gather(*stopping)
+        if self.janitor is not None:
+            await self.janitor.stop()
         await self.hub.close()
         await self.db.close()
         if self._probe is not None:
@@ -343,6 +355,12 @@ def build_server(settings: Settings, *, tracing: bool = False) -> App:
     if settings.http_address:
         app.http = _http_server(settings, deps, calls, gate.authenticator, app)
     app.metrics = metrics
+    if settings.janitor_seconds > 0:
+        app.janitor = Janitor(
+            database_url=settings.database_url, store=None, default_days=settings.log_retention_days,
+            interval=settings.janitor_seconds, window_seconds=settings.hot_partition_seconds,
+            grace=timedelta(seconds=settings.hot_partition_grace_seconds), timeout=settings.db_timeout_seconds,
+        )
     if metrics is not None and not multiprocess_worker():
         app.metrics_endpoint = metrics_endpoint(settings)
     return app

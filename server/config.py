@@ -83,6 +83,12 @@ ENVIRONMENT: list[tuple[str, str, str]] = [
     ("LOG_RETENTION_DAYS", "90", "days a finished build's logs and events are kept after its finish_time "
      "(1 to 3650), unless its project sets log_retention_days; then they are deleted and reads answer "
      "LOGS_EXPIRED (docs/lifecycle.md#retention)."),
+    ("JANITOR_SECONDS", "60", "how often each process's janitor expires logs past their retention, empties "
+     "deleted builds' objects from the archive and creates and drops the hot tables' windows; 0 runs none."),
+    ("HOT_PARTITION_SECONDS", "3600", "width of the time windows the hot log and event tables are partitioned in "
+     "(by build id, which holds the build's creation time); read by the migration that partitions them too."),
+    ("HOT_PARTITION_GRACE_SECONDS", "3600", "how long every build of a window must have been out of the hot tier "
+     "(archived, expired or deleted) before the janitor drops the window, giving its space back."),
 ]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -279,6 +285,9 @@ class Settings:
     feed_total_bytes: int = setting(_whole(1))
     embedded_pg_dir: str = setting(_text)
     log_retention_days: int = setting(_bounded(MIN_RETENTION_DAYS, MAX_RETENTION_DAYS))
+    janitor_seconds: float = setting(_seconds(zero=True))
+    hot_partition_seconds: int = setting(_bounded(60, 366 * 86400))
+    hot_partition_grace_seconds: float = setting(_seconds(zero=True))
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
