@@ -34,6 +34,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from server.archive.janitor import Janitor
+from server.archive.objects import from_settings as archive_store
 from server.auth import Authenticator
 from server.auth.bootstrap import bootstrap_admin_token, page_token_secret
 from server.config import Settings
@@ -357,7 +358,7 @@ def build_server(settings: Settings, *, tracing: bool = False) -> App:
     app.metrics = metrics
     if settings.janitor_seconds > 0:
         app.janitor = Janitor(
-            database_url=settings.database_url, store=None, default_days=settings.log_retention_days,
+            database_url=settings.database_url, store=archive_store(settings), default_days=settings.log_retention_days,
             interval=settings.janitor_seconds, window_seconds=settings.hot_partition_seconds,
             grace=timedelta(seconds=settings.hot_partition_grace_seconds), timeout=settings.db_timeout_seconds,
         )
