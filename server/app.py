@@ -34,20 +34,20 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from server.archive.janitor import Janitor
-from server.archive.objects import from_settings as archive_store
+from server.archive.objects import open_store
 from server.auth import Authenticator
 from server.auth.bootstrap import bootstrap_admin_token, page_token_secret
 from server.config import Settings
 from server.core import app_specs, builds, chat_sessions, feeds, projects, users
 from server.core.deps import Deps
 from server.core.pagination import PageTokens
+from server.live.hub import Hub
 from server.rpc import reflection as rpc_reflection
 from server.rpc.interceptors import ServerInterceptor
 from server.rpc.principals import Gate
 from server.rpc.registry import add_service
 from server.store import db as store_db
 from server.store.db import Database, DatabaseRejected, DatabaseUnavailable
-from server.store.notify import Hub
 from server.telemetry import multiprocess_worker
 from server.tls import CertificateFiles, TlsError
 from server.transport.calls import Calls
@@ -303,11 +303,15 @@ def build_server(settings: Settings, *, tracing: bool = False) -> App:
         metrics=metrics,
         cursor_factory=cursor_factory,
     )
+    # Readers of archived builds read it, and the janitor deletes from it, even
+    # when ARCHIVE=false stops archiving more.
+    archive = open_store(settings.archive_url) if settings.archive_url else None
     hub = Hub(
         db, settings.database_url, check_seconds=settings.health_check_seconds,
         heartbeat_seconds=settings.stream_heartbeat_seconds,
         ring_bytes=settings.feed_ring_bytes, total_bytes=settings.feed_total_bytes,
         metrics=metrics,
+        archive=archive,
     )
     # The key is loaded when the database first answers (App._prepare).
     page_tokens = PageTokens()
@@ -358,7 +362,7 @@ def build_server(settings: Settings, *, tracing: bool = False) -> App:
     app.metrics = metrics
     if settings.janitor_seconds > 0:
         app.janitor = Janitor(
-            database_url=settings.database_url, store=archive_store(settings), default_days=settings.log_retention_days,
+            database_url=settings.database_url, store=archive, default_days=settings.log_retention_days,
             interval=settings.janitor_seconds, window_seconds=settings.hot_partition_seconds,
             grace=timedelta(seconds=settings.hot_partition_grace_seconds), timeout=settings.db_timeout_seconds,
         )

@@ -4,7 +4,7 @@ A build's logs (or events) are archived as one object of independent zstd
 frames laid end to end, one frame per chunk; a chunk is a byte range of the
 object and is read with one ranged GET. A chunk holds records in sequence
 order, a record being exactly what the live feed keeps per row
-(server.store.notify.Entry: seq, the filter value, the wire bytes of the row
+(server.live.records.Entry: seq, the filter value, the wire bytes of the row
 as an element of the stream response's repeated field 1, create_time), so an
 archived answer is the hot one byte for byte.
 
@@ -52,7 +52,7 @@ from typing import Any
 import zstandard
 
 from server.domain.limits import RESPONSE_BYTES
-from server.store.notify import Entry
+from server.live.records import Entry
 
 MAGIC = b"BPC1"
 CHUNK_BYTES = RESPONSE_BYTES     # wire bytes per chunk, at most (a record alone may exceed it)
