@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import grpc
 import psycopg
 import pytest
+from buildplatform.v1 import build_event_pb2 as E
 from buildplatform.v1 import build_log_pb2 as L
 from buildplatform.v1 import build_pb2, project_pb2, user_pb2
 
@@ -155,6 +156,8 @@ def test_reading_an_expired_build_is_failed_precondition_logs_expired_with_the_t
         (lambda r: list(jan.logs.StreamBuildLogs(r, timeout=10)), L.StreamBuildLogsRequest(build_id=build_id)),
         (lambda r: list(jan.logs.StreamBuildLogs(r, timeout=10)),
          L.StreamBuildLogsRequest(build_id=build_id, tail_lines=10)),
+        (jan.events.ListBuildEvents, E.ListBuildEventsRequest(build_id=build_id)),
+        (lambda r: list(jan.events.StreamBuildEvents(r, timeout=10)), E.StreamBuildEventsRequest(build_id=build_id)),
     ]
     for call, request in calls:
         assert abs(expired_at(failure(call, request)) - expire_time) < timedelta(milliseconds=1)
