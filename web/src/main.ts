@@ -140,18 +140,25 @@ async function main(): Promise<void> {
   const painted = (name: string) => requestAnimationFrame(() => setTimeout(() => performance.mark(name)));
 
   let shown: Build | undefined;
+  let expiredAt: Date | null = null;
+  // Said again when the build (its finish time) arrives after the refusal.
+  const sayExpired = () => {
+    if (expiredAt === null) return;
+    const finish = shown?.finishTime;
+    const finished = finish === undefined ? null : new Date(Number(finish.seconds) * 1000);
+    const notice = element("expired");
+    notice.textContent = expiredText(expiredAt, finished);
+    notice.hidden = false;
+    document.body.dataset.logs = "expired";
+    above.textContent = "";
+  };
   // The log streams end with LOGS_EXPIRED when the build's logs passed their retention.
   const logHealth = (stream: string) => (health: Health) => {
     const expired = health.state === "failed" && health.error ? logsExpired(health.error) : null;
     if (expired === null) return connection.set(stream, health);
-    const finish = shown?.finishTime;
-    const finished = finish === undefined ? null : new Date(Number(finish.seconds) * 1000);
-    const notice = element("expired");
-    notice.textContent = expiredText(expired, finished);
-    notice.hidden = false;
-    document.body.dataset.logs = "expired";
+    expiredAt = expired;
+    sayExpired();
     connection.set(stream, { state: "failed", reason: "logs expired" });
-    above.textContent = "";
   };
 
   const watching = keepStreaming({
@@ -161,6 +168,7 @@ async function main(): Promise<void> {
         if (build) {
           shown = build;
           header.show(build);
+          sayExpired();
         }
       }
     },
