@@ -365,6 +365,7 @@ def build_server(settings: Settings, *, tracing: bool = False) -> App:
             database_url=settings.database_url, store=archive, default_days=settings.log_retention_days,
             interval=settings.janitor_seconds, window_seconds=settings.hot_partition_seconds,
             grace=timedelta(seconds=settings.hot_partition_grace_seconds), timeout=settings.db_timeout_seconds,
+            metrics=metrics,
         )
     if metrics is not None and not multiprocess_worker():
         app.metrics_endpoint = metrics_endpoint(settings)

@@ -42,6 +42,7 @@ from server.domain.errors import Unavailable
 from server.store import db as store_db
 from server.store import retention
 from server.store.db import DatabaseRejected, DatabaseUnavailable
+from server.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,7 @@ class Janitor:
     grace: timedelta
     timeout: float = 5.0             # connecting
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    metrics: Metrics | None = None
     _conn: psycopg.AsyncConnection[Any] | None = field(default=None, repr=False)
     _task: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -152,6 +154,10 @@ class Janitor:
         if self.store is not None:
             await self._drain(conn, self.store, done)
         await self._windows(conn, done)
+        if self.metrics is not None:
+            self.metrics.logs_expired.inc(done.expired)
+            self.metrics.archive_objects_deleted.inc(done.objects)
+            self.metrics.hot_partitions_dropped.inc(len(done.dropped))
         return done
 
     async def _drain(self, conn: psycopg.AsyncConnection[Any], store: Store, done: Round) -> None:

@@ -5,6 +5,7 @@ database: finish times are set in the past rather than waited for."""
 from __future__ import annotations
 
 import time
+import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -100,7 +101,7 @@ def state(url: str, build_id: str) -> str:
     return str(sql(url, "SELECT archive_state FROM builds WHERE id = %s", build_id)[0][0])
 
 
-def test_builds_past_their_retention_expire_and_keep_their_row_status_and_timings(jan, janitor_db, owner):
+def test_builds_past_their_retention_expire_and_keep_their_row_status_and_timings(jan, janitor_server, janitor_db, owner):
     short = jan.projects.CreateProject(project_pb2.CreateProjectRequest(
         project=project_pb2.Project(user_id=owner.id, name="Short", log_retention_days=1))).project
     default = jan.projects.CreateProject(project_pb2.CreateProjectRequest(
@@ -115,6 +116,7 @@ def test_builds_past_their_retention_expire_and_keep_their_row_status_and_timing
     eventually(lambda: state(janitor_db, due) == "expired" and state(janitor_db, old_on_default) == "expired",
                "the builds past their retention to expire")
     assert state(janitor_db, young) == "hot" and state(janitor_db, on_default) == "hot"
+    assert metric_values(janitor_server)["buildplatform_logs_expired_total"] >= 2
     after = jan.builds.GetBuild(build_pb2.GetBuildRequest(id=due)).build
     assert (after.status, after.finish_time, after.start_time, after.create_time) == (
         before.status, before.finish_time, before.start_time, before.create_time)
@@ -221,3 +223,12 @@ def test_the_initial_partition_is_dropped_only_once_every_build_in_it_left_the_h
     assert now_window in attached(janitor_db, "build_logs")
     assert sql_count(janitor_db, "SELECT count(*) FROM build_logs WHERE build_id = ANY(%s)", OLD_IDS) == 0
     assert "janitor:" in janitor_server.log() and "build_logs_initial" in janitor_server.log()
+    served = metric_values(janitor_server)
+    assert served["buildplatform_hot_partitions_dropped_total"] >= 2
+
+
+def metric_values(server: ServerProcess) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {name: float(value) for name, _, value in (line.partition(" ") for line in text.splitlines())
+            if name and not name.startswith("#") and "{" not in name}
