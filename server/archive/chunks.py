@@ -41,16 +41,18 @@ import struct
 import sys
 import zlib
 from array import array
+from bisect import bisect_right
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from functools import partial
-from itertools import accumulate
+from itertools import accumulate, pairwise
 from typing import Any
 
 import zstandard
 
+from server.archive.objects import STREAM_PIECE_BYTES, ObjectStore
 from server.domain.limits import RESPONSE_BYTES
 from server.live.records import Entry
 
@@ -229,10 +231,42 @@ class Encoder:
         return frame, meta
 
 
-def decode(frame: bytes | memoryview, meta: ChunkMeta) -> list[Entry]:
+async def read_frames(store: ObjectStore, metas: Sequence[ChunkMeta], *, timeout: float) -> AsyncIterator[tuple[bytes, ChunkMeta]]:
+    """The stored bytes of consecutive chunks of one object, each with its
+    meta, in order: one streamed ranged GET for all of them (a catch-up pays
+    one request's latency, not one per chunk), holding about one frame and
+    one piece of the stream at a time. `timeout` bounds the request and each
+    piece. ObjectMissing / ArchiveUnavailable as ObjectStore.stream; the
+    frames are not verified here (decode does that)."""
+    if not metas:
+        return
+    key = metas[0].object_key
+    for before, after in pairwise(metas):
+        if after.object_key != key or after.byte_offset != before.byte_end:
+            raise ValueError(f"chunks {before.chunk} and {after.chunk} are not consecutive in one object")
+    pending = bytearray()
+    at = 0
+    async for piece in store.stream(key, metas[0].byte_offset, metas[-1].byte_end, timeout=timeout,
+                                    piece_bytes=min(STREAM_PIECE_BYTES, max(64 * 1024, metas[0].byte_length))):
+        pending += piece
+        while at < len(metas) and len(pending) >= metas[at].byte_length:
+            length = metas[at].byte_length
+            frame = bytes(pending[:length])
+            del pending[:length]
+            yield frame, metas[at]
+            at += 1
+
+
+def decode(frame: bytes | memoryview, meta: ChunkMeta, *, after: int | None = None, upto: int | None = None,
+           values: Collection[str] | None = None) -> list[Entry]:
     """The records of one chunk, read back from its stored bytes: ChunkCorrupt
     when they fail the crc32 of the index, zstd's content checksum, or do not
-    hold what the index says (count, sizes, seq range)."""
+    hold what the index says (count, sizes, seq range).
+
+    With `after` / `upto`, only the records with after < seq <= upto; with
+    `values`, only those whose value is one of them. The whole frame is still
+    verified; only the records asked for are made into Entries (a tail of 10
+    lines makes 10, not a chunk's thousands)."""
     if len(frame) != meta.byte_length:
         raise ChunkCorrupt(meta, f"{len(frame)} bytes where the index says {meta.byte_length}")
     crc = zlib.crc32(frame)
@@ -245,7 +279,7 @@ def decode(frame: bytes | memoryview, meta: ChunkMeta) -> list[Entry]:
     if len(payload) != meta.raw_bytes:
         raise ChunkCorrupt(meta, f"{len(payload)} uncompressed bytes where the index says {meta.raw_bytes}")
     try:
-        return _records(payload, meta)
+        return _records(payload, meta, after, upto, values)
     except (struct.error, IndexError, ValueError) as error:
         raise ChunkCorrupt(meta, f"malformed payload ({error})") from None
 
@@ -253,7 +287,8 @@ def decode(frame: bytes | memoryview, meta: ChunkMeta) -> list[Entry]:
 _new_entry = partial(tuple.__new__, Entry)
 
 
-def _records(payload: bytes, meta: ChunkMeta) -> list[Entry]:
+def _records(payload: bytes, meta: ChunkMeta, after: int | None, upto: int | None,
+             wanted: Collection[str] | None) -> list[Entry]:
     view = memoryview(payload)
     magic, count, nvalues = _HEAD.unpack_from(view, 0)
     if magic != MAGIC:
@@ -280,5 +315,16 @@ def _records(payload: bytes, meta: ChunkMeta) -> list[Entry]:
         raise ChunkCorrupt(meta, f"the records end at byte {ends[-1]} of a {len(payload)}-byte payload")
     if seqs[0] != meta.first_seq or seqs[-1] != meta.last_seq:
         raise ChunkCorrupt(meta, f"seqs {seqs[0]}..{seqs[-1]} where the index says {meta.first_seq}..{meta.last_seq}")
-    wires = map(payload.__getitem__, map(slice, ends, ends[1:]))
-    return list(map(_new_entry, zip(seqs, map(names.__getitem__, values), wires, times, strict=True)))
+    if max(values) >= len(names):
+        raise ChunkCorrupt(meta, f"a record names value {max(values)} of {len(names)}")
+    low = 0 if after is None else bisect_right(seqs, after)
+    high = count if upto is None else bisect_right(seqs, upto)
+    if wanted is None:
+        if low == 0 and high == count:
+            wires = map(payload.__getitem__, map(slice, ends, ends[1:]))
+            return list(map(_new_entry, zip(seqs, map(names.__getitem__, values), wires, times, strict=True)))
+        picked: Iterable[int] = range(low, high)
+    else:
+        keep = [name in wanted for name in names]
+        picked = [at for at in range(low, high) if keep[values[at]]]
+    return [_new_entry((seqs[at], names[values[at]], payload[ends[at]:ends[at + 1]], times[at])) for at in picked]

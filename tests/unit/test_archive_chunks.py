@@ -12,8 +12,7 @@ import pytest
 
 from bench.archive import log_entries
 from server.archive.chunks import CHUNK_BYTES, MAGIC, ChunkCorrupt, ChunkMeta, Encoder, decode
-from server.core.feeds_wire import log_entry
-from server.store.notify import Entry
+from server.live.records import Entry, log_entry
 
 BUILD = "c" + "9" * 24
 
@@ -137,3 +136,23 @@ def test_a_frame_that_is_not_ours_is_corruption():
                      zlib.crc32(frame), ("info",), (1,))
     with pytest.raises(ChunkCorrupt, match=f"not {MAGIC!r}"):
         decode(frame, meta)
+
+
+def test_decode_can_make_only_the_records_asked_for():
+    entries = list(log_entries(BUILD, 6000, seed=11))
+    ((frame, meta),) = encode(entries, chunk_bytes=1 << 30, chunk_records=10_000)
+    first, last = meta.first_seq, meta.last_seq
+    assert decode(frame, meta, after=last - 10) == entries[-10:]                       # a tail
+    assert decode(frame, meta, after=100, upto=250) == entries[100:250]
+    assert decode(frame, meta, after=first - 1, upto=last) == entries
+    assert decode(frame, meta, after=last) == [] and decode(frame, meta, upto=first - 1) == []
+    errors = [e for e in entries if e.value == "error"]
+    assert errors and decode(frame, meta, values={"error"}) == errors
+    assert decode(frame, meta, after=3000, values={"error", "warn"}) == [
+        e for e in entries[3000:] if e.value in ("error", "warn")]
+    assert decode(frame, meta, values={"no-such-level"}) == []
+    # The whole frame is verified even when few records are asked for.
+    damaged = bytearray(frame)
+    damaged[-40] ^= 1
+    with pytest.raises(ChunkCorrupt, match="crc32"):
+        decode(bytes(damaged), meta, after=last - 1)
