@@ -53,6 +53,7 @@ from server.tls import CertificateFiles, TlsError
 from server.transport.calls import Calls
 
 if TYPE_CHECKING:
+    from server.archive.job import Archiver
     from server.http.server import HttpServer
     from server.telemetry.endpoint import MetricsEndpoint
     from server.telemetry.metrics import Metrics
@@ -110,6 +111,7 @@ class App:
     stopping: bool = False
     metrics: Metrics | None = None      # None: METRICS_ADDRESS is empty
     metrics_endpoint: MetricsEndpoint | None = None   # None: none, or the supervisor serves it
+    archiver: Archiver | None = None    # None: archiving is off (ARCHIVE=false or ARCHIVE_URL=)
     janitor: Janitor | None = None   # None: JANITOR_SECONDS is 0
     _probe: psycopg.AsyncConnection[Any] | None = field(default=None, repr=False)
     _monitor: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -128,6 +130,8 @@ class App:
         if self.http is not None:
             await self.http.start()
         self._monitor = asyncio.create_task(self._watch_database())
+        if self.archiver is not None:
+            self.archiver.start()
         self._start_janitor()
 
     def _start_janitor(self) -> None:
@@ -220,6 +224,9 @@ class App:
     async def stop(self, grace: float) -> None:
         self.stopping = True
         await self.health.enter_graceful_shutdown()
+        if self.archiver is not None:
+            # An attempt cut short commits nothing; the next one cleans up.
+            await self.archiver.stop()
         # Streams that follow a build would hold the grace period open; they
         # end now with UNAVAILABLE, and their clients resume elsewhere.
         self.hub.begin_shutdown()
@@ -360,16 +367,46 @@ def build_server(settings: Settings, *, tracing: bool = False) -> App:
     if settings.http_address:
         app.http = _http_server(settings, deps, calls, gate.authenticator, app)
     app.metrics = metrics
+    app.archiver = _archiver(settings, db, metrics)
     if settings.janitor_seconds > 0:
         app.janitor = Janitor(
             database_url=settings.database_url, store=archive, default_days=settings.log_retention_days,
             interval=settings.janitor_seconds, window_seconds=settings.hot_partition_seconds,
             grace=timedelta(seconds=settings.hot_partition_grace_seconds), timeout=settings.db_timeout_seconds,
-            metrics=metrics,
+            garbage_age=timedelta(seconds=settings.archive_lease_seconds), metrics=metrics,
         )
     if metrics is not None and not multiprocess_worker():
         app.metrics_endpoint = metrics_endpoint(settings)
     return app
+
+
+def _archiver(settings: Settings, db: Database, metrics: Metrics | None) -> Archiver | None:
+    """The archiver job of this process (server.archive.job), None when
+    archiving is off (ARCHIVE=false or ARCHIVE_URL empty).
+    ARCHIVE_TEST_PAUSE_AT is for tests only: it stops the job at a named step
+    so a test can SIGKILL the process there."""
+    if not settings.archive or not settings.archive_url:
+        return None
+    import os
+
+    from server.archive.job import Archiver
+    from server.archive.objects import from_settings
+
+    try:
+        store = from_settings(settings)
+    except (ValueError, OSError) as error:
+        raise SystemExit(f"cannot archive to ARCHIVE_URL={settings.archive_url!r}: {error}; fix ARCHIVE_URL, "
+                         "or set ARCHIVE=false") from None
+    if store is None:
+        return None
+    try:
+        return Archiver(
+            db, store, after_seconds=settings.archive_after_seconds,
+            interval_seconds=settings.archive_interval_seconds, lease_seconds=settings.archive_lease_seconds,
+            metrics=metrics, pause_at=os.environ.get("ARCHIVE_TEST_PAUSE_AT", ""),
+        )
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
 
 
 def _metrics(settings: Settings) -> Metrics | None:

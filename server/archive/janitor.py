@@ -93,6 +93,10 @@ class Janitor:
     grace: timedelta
     timeout: float = 5.0             # connecting
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    # A deleted build's prefix is listed once it was queued this long ago at
+    # least (and its not_before, an hour, passed): an archiving attempt's
+    # lease (ARCHIVE_LEASE_SECONDS), so no attempt is still uploading.
+    garbage_age: timedelta = timedelta(minutes=1)
     metrics: Metrics | None = None
     _conn: psycopg.AsyncConnection[Any] | None = field(default=None, repr=False)
     _task: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -161,7 +165,8 @@ class Janitor:
         return done
 
     async def _drain(self, conn: psycopg.AsyncConnection[Any], store: Store, done: Round) -> None:
-        while claimed := await retention.claim_garbage(conn, batch=BATCH, lease=GARBAGE_LEASE):
+        while claimed := await retention.claim_garbage(
+                conn, batch=BATCH, lease=GARBAGE_LEASE, age=self.garbage_age):
             for prefix, build_id in claimed:
                 try:
                     while found := await store.list(prefix, timeout=STORE_TIMEOUT):

@@ -60,7 +60,7 @@ RETURNING b.id, due.archive_state
 CLAIM_GARBAGE = """
 UPDATE archive_garbage SET not_before = now() + %(lease)s
 WHERE prefix IN (
-    SELECT prefix FROM archive_garbage WHERE not_before <= now()
+    SELECT prefix FROM archive_garbage WHERE not_before <= now() AND queue_time <= now() - %(age)s
     ORDER BY not_before LIMIT %(batch)s FOR UPDATE SKIP LOCKED
 )
 RETURNING prefix, build_id
@@ -120,10 +120,13 @@ async def _shortest_retention(conn: Connection, default_days: int) -> int:
     return default_days if least is None else min(int(least), default_days)
 
 
-async def claim_garbage(conn: Connection, *, batch: int, lease: timedelta) -> list[tuple[str, str]]:
-    """Up to `batch` queued prefixes whose time came, each leased for `lease`
-    to this janitor (a janitor that dies lets another take it after)."""
-    cursor = await conn.execute(CLAIM_GARBAGE, {"batch": batch, "lease": lease})
+async def claim_garbage(
+    conn: Connection, *, batch: int, lease: timedelta, age: timedelta
+) -> list[tuple[str, str]]:
+    """Up to `batch` queued prefixes whose time came (not_before passed, and
+    queued `age` ago at least), each leased for `lease` to this janitor (a
+    janitor that dies lets another take it after)."""
+    cursor = await conn.execute(CLAIM_GARBAGE, {"batch": batch, "lease": lease, "age": age})
     return [(prefix, build_id) for prefix, build_id in await cursor.fetchall()]
 
 
