@@ -60,7 +60,12 @@ RETURNING b.id, due.archive_state
 CLAIM_GARBAGE = """
 UPDATE archive_garbage SET not_before = now() + %(lease)s
 WHERE prefix IN (
-    SELECT prefix FROM archive_garbage WHERE not_before <= now() AND queue_time <= now() - %(age)s
+    SELECT prefix FROM archive_garbage
+    WHERE not_before <= now()
+      -- An archived build's prefix queued at its expiry (not_before = queue_time)
+      -- goes at once: no attempt archives an archived build. Any other waits
+      -- an archiving attempt's lease too.
+      AND (queue_time <= now() - %(age)s OR not_before = queue_time)
     ORDER BY not_before LIMIT %(batch)s FOR UPDATE SKIP LOCKED
 )
 RETURNING prefix, build_id
