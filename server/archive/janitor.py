@@ -54,6 +54,10 @@ LOCK_TIMEOUT = 2.0           # seconds a DDL statement may wait for its lock
 STATEMENT_TIMEOUT = "60s"
 
 
+class StoreRefused(Exception):
+    """The store took a delete but still lists what it deleted."""
+
+
 class ObjectInfo(Protocol):
     @property
     def key(self) -> str: ...
@@ -169,11 +173,17 @@ class Janitor:
                 conn, batch=BATCH, lease=GARBAGE_LEASE, age=self.garbage_age):
             for prefix, build_id in claimed:
                 try:
+                    previous: set[str] = set()
                     while found := await store.list(prefix, timeout=STORE_TIMEOUT):
                         keys = [info.key for info in found]
+                        if set(keys) == previous:
+                            # Deleted, yet listed again: leave it to a later round.
+                            raise StoreRefused(f"{len(keys)} object(s) under {prefix!r} are still listed after "
+                                               "their deletion")
                         await store.delete(keys, timeout=STORE_TIMEOUT)
                         done.objects += len(keys)
-                except Unavailable as error:
+                        previous = set(keys)
+                except (Unavailable, StoreRefused) as error:
                     # Its lease runs out and a later round (of any process) retries.
                     log.warning("janitor: the objects of build %s stay for now: %s", build_id, error)
                     return

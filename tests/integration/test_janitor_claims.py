@@ -15,7 +15,7 @@ from server import migrate
 from server.archive.janitor import Janitor, Round
 from server.archive.objects import object_key, open_store
 from server.config import Settings
-from tests.support import create_database, drop_database
+from tests.support import MotoS3, create_database, drop_database
 
 BUILDS = 1200   # more than two statements' batch (500) each
 OWNER = "c" + "0" * 20 + "own1"
@@ -83,3 +83,38 @@ def test_the_retention_settings_are_checked_at_start():
     settings = Settings.from_env({"LOG_RETENTION_DAYS": "3650", "JANITOR_SECONDS": "0"})
     assert (settings.log_retention_days, settings.janitor_seconds) == (3650, 0)
     assert Settings.from_env({}).log_retention_days == 90
+
+
+def test_a_store_out_of_reach_leaves_the_prefix_queued_for_a_later_round(due_database: str, tmp_path: Path):
+    build_id = "cz" + "1".rjust(23, "0")
+    with psycopg.connect(due_database, autocommit=True) as conn:
+        conn.execute("INSERT INTO archive_garbage (prefix, build_id, queue_time, not_before) "
+                     "VALUES (%s, %s, now() - interval '2 hours', now() - interval '1 hour')",
+                     (f"builds/{build_id}/", build_id))
+    moto = MotoS3()
+    bucket = moto.bucket()
+    store = open_store(f"s3://{bucket}/bp", config=moto.config, allow_http=True)
+    asyncio.run(store.put(object_key(build_id, "log", "a1"), [b"x"], timeout=10))
+    moto.stop()   # the store goes away
+
+    async def one_round(store_now: object) -> Round:
+        worker = Janitor(database_url=due_database, store=store_now, default_days=3650,  # type: ignore[arg-type]
+                         interval=60, window_seconds=3600, grace=timedelta(hours=1))
+        try:
+            return await worker.round()
+        finally:
+            await worker.stop()
+
+    done = asyncio.run(one_round(store))
+    assert (done.prefixes, done.objects) == (0, 0)
+    with psycopg.connect(due_database, autocommit=True) as conn:
+        # Still queued, leased for a while (another round, of any process, retries after).
+        leased = conn.execute("SELECT not_before > now() + interval '4 minutes' FROM archive_garbage "
+                              "WHERE build_id = %s", (build_id,)).fetchall()
+        assert leased == [(True,)]
+        conn.execute("UPDATE archive_garbage SET not_before = now() WHERE build_id = %s", (build_id,))
+    local = open_store(str(tmp_path))
+    asyncio.run(local.put(object_key(build_id, "log", "a1"), [b"x"], timeout=10))
+    done = asyncio.run(one_round(local))
+    assert (done.prefixes, done.objects) == (1, 1)
+    assert list(tmp_path.rglob("*.bpc")) == []
