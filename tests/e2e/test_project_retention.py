@@ -121,3 +121,20 @@ def test_only_who_may_update_the_project_sets_its_retention(server, api, session
     with open_channel(server.address, token=session_key.sign(owner.clerk_id)) as channel:
         mine = stubs(channel).projects.UpdateProject(request).project
     assert mine.log_retention_days == 1
+
+
+def test_the_retention_through_grpcurl(server, user):
+    """grpcurl over the gRPC port (server reflection), JSON in and out."""
+    from tests.e2e.test_grpcurl import grpcurl
+
+    created = grpcurl(server, "buildplatform.v1.ProjectService/CreateProject",
+                      data={"project": {"user_id": user.id, "name": "Curl", "log_retention_days": 60}})
+    project = json.loads(created.stdout)["project"]
+    assert project["log_retention_days"] == 60   # grpcurl prints the proto's field names
+    refused = grpcurl(server, "buildplatform.v1.ProjectService/UpdateProject", check=False,
+                      data={"project": {"id": project["id"], "log_retention_days": -5},
+                            "update_mask": {"paths": ["log_retention_days"]}})
+    assert refused.returncode != 0
+    assert "InvalidArgument" in refused.stderr and "project.log_retention_days" in refused.stderr
+    got = grpcurl(server, "buildplatform.v1.ProjectService/GetProject", data={"id": project["id"]})
+    assert json.loads(got.stdout)["project"]["log_retention_days"] == 60
