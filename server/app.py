@@ -15,6 +15,7 @@ import contextlib
 import errno
 import logging
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -367,7 +368,7 @@ def build_server(settings: Settings, *, tracing: bool = False) -> App:
     if settings.http_address:
         app.http = _http_server(settings, deps, calls, gate.authenticator, app)
     app.metrics = metrics
-    app.archiver = _archiver(settings, db, metrics)
+    app.archiver = _archiver(settings, db, metrics, serving=lambda: bool(app.serving) and not app.stopping)
     if settings.janitor_seconds > 0:
         app.janitor = Janitor(
             database_url=settings.database_url, store=archive, default_days=settings.log_retention_days,
@@ -380,7 +381,9 @@ def build_server(settings: Settings, *, tracing: bool = False) -> App:
     return app
 
 
-def _archiver(settings: Settings, db: Database, metrics: Metrics | None) -> Archiver | None:
+def _archiver(
+    settings: Settings, db: Database, metrics: Metrics | None, *, serving: Callable[[], bool]
+) -> Archiver | None:
     """The archiver job of this process (server.archive.job), None when
     archiving is off (ARCHIVE=false or ARCHIVE_URL empty).
     ARCHIVE_TEST_PAUSE_AT is for tests only: it stops the job at a named step
@@ -403,7 +406,7 @@ def _archiver(settings: Settings, db: Database, metrics: Metrics | None) -> Arch
         return Archiver(
             db, store, after_seconds=settings.archive_after_seconds,
             interval_seconds=settings.archive_interval_seconds, lease_seconds=settings.archive_lease_seconds,
-            metrics=metrics, pause_at=os.environ.get("ARCHIVE_TEST_PAUSE_AT", ""),
+            metrics=metrics, pause_at=os.environ.get("ARCHIVE_TEST_PAUSE_AT", ""), serving=serving,
         )
     except ValueError as error:
         raise SystemExit(str(error)) from None

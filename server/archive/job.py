@@ -156,6 +156,7 @@ class Archiver:
     def __init__(
         self, db: Database, store: ObjectStore, *, after_seconds: float, interval_seconds: float,
         lease_seconds: float, metrics: Metrics | None = None, pause_at: str = "",
+        serving: Callable[[], bool] = lambda: True,
     ) -> None:
         if pause_at and pause_at not in PAUSE_STEPS:
             raise ValueError(f"ARCHIVE_TEST_PAUSE_AT={pause_at!r} is not one of {', '.join(PAUSE_STEPS)}")
@@ -166,6 +167,9 @@ class Archiver:
         self.lease = lease_seconds
         self.metrics = metrics
         self.pause_at = pause_at
+        # False while the process does not serve (the database down, the
+        # schema not checked yet, shutting down): the job waits.
+        self.serving = serving
         self._task: asyncio.Task[None] | None = None
         self._failing = False   # the last round failed: log the next failure at debug level
 
@@ -184,6 +188,9 @@ class Archiver:
 
     async def _run(self) -> None:
         while True:
+            if not self.serving():
+                await asyncio.sleep(self.interval)
+                continue
             try:
                 archived = await self.run_once()
                 self._failing = False

@@ -114,13 +114,6 @@ def _seed(api: SimpleNamespace, lines: int, events: int) -> str:
     return build.id
 
 
-def _seed_builds(database_url: str, counts: list[tuple[int, int]]) -> list[str]:
-    """Builds made through a server that does not archive."""
-    with running_server(database_url, ARCHIVE="false") as proc, proc.channel() as channel:
-        api = stubs(channel)
-        return [_seed(api, lines, events) for lines, events in counts]
-
-
 def _list_all(api: SimpleNamespace, build_id: str, events: bool = False) -> list[tuple[int, str]]:
     found: list[tuple[int, str]] = []
     token = ""
@@ -189,9 +182,10 @@ def _assert_whole(database_url: str, store: Store, api: SimpleNamespace, build_i
 ], indirect=["store"])
 def test_a_server_killed_at_each_step_leaves_every_line_once(archive_db, store, step):
     lines, events = 3000, 40
-    [build_id] = _seed_builds(archive_db, [(lines, events)])
     killed = ServerProcess(archive_db, env=_env(store, ARCHIVE_TEST_PAUSE_AT=step)).start()
     try:
+        with killed.channel() as channel:
+            build_id = _seed(stubs(channel), lines, events)
         eventually(lambda: f"test pause at {step}" in killed.log(), f"the archiver to stop at {step}", wait=30)
     finally:
         killed.stop(sig=signal.SIGKILL)
@@ -225,8 +219,11 @@ def test_a_server_killed_at_each_step_leaves_every_line_once(archive_db, store, 
 @pytest.mark.parametrize("store", ["local", "s3"], indirect=True)
 def test_two_servers_on_one_database_archive_each_build_once(archive_db, store):
     counts = [(150 + 10 * i, 3) for i in range(8)]
-    builds = _seed_builds(archive_db, counts)
     with running_server(archive_db, **_env(store)) as first, running_server(archive_db, **_env(store)) as second:
+        # Each build is due as soon as it finishes: both servers look for it.
+        with first.channel() as channel:
+            api = stubs(channel)
+            builds = [_seed(api, lines, events) for lines, events in counts]
         eventually(lambda: all(_archived(archive_db, build) for build in builds), "every build archived", wait=60)
         metrics = [scrape(proc) for proc in (first, second)]
 

@@ -29,6 +29,10 @@ from server.domain.errors import Unavailable
 from tests.support import MotoS3, moto_s3
 
 TIMEOUT = 20.0
+# How late past its timeout an operation may end on a loaded machine (event
+# loop latency): far below what would happen without the bound (the HTTP
+# client's 30 s retry budget, its 120 s request timeout, a silent peer's forever).
+LATE = 2.0
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -120,7 +124,7 @@ async def test_a_put_out_of_time_aborts_its_multipart_upload(s3: MotoS3):
     began = time.monotonic()
     with pytest.raises(ArchiveUnavailable, match=rf"writing '{key}' took longer than 2 s"):
         await store.put(key, slow_frames(PART_BYTES + 1000), timeout=2.0)
-    assert time.monotonic() - began <= 2.5
+    assert time.monotonic() - began < 2.0 + LATE
     assert await store.list("builds/", timeout=TIMEOUT) == []
     assert s3.incomplete_uploads(bucket) == []      # aborted: nothing stored, nothing billed
 
@@ -145,7 +149,7 @@ async def test_a_stopped_s3_server_is_unavailable_within_the_timeout():
             began = time.monotonic()
             with pytest.raises(ArchiveUnavailable) as caught:
                 await call
-            assert time.monotonic() - began < 1.5 + 0.5
+            assert time.monotonic() - began < 1.5 + LATE
             assert isinstance(caught.value, Unavailable) and caught.value.retry_after > 0
             message = caught.value.message
             assert message.startswith("the log archive is unavailable: ") and message.endswith("; retry in a few seconds")
@@ -163,7 +167,7 @@ async def test_a_store_that_accepts_connections_and_never_answers_is_unavailable
         began = time.monotonic()
         with pytest.raises(ArchiveUnavailable, match="took longer than 1 s"):
             await store.get("builds/x/logs-a.bpc", 0, 10, timeout=1.0)
-        assert 1.0 <= time.monotonic() - began < 2.0
+        assert 1.0 <= time.monotonic() - began < 1.0 + LATE
 
 
 async def test_a_local_directory_that_cannot_be_written_is_unavailable(tmp_path):
