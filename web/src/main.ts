@@ -7,8 +7,9 @@
 // - StreamBuildLogs without follow from the log's start, for the lines before
 //   that tail, stopped once it reaches them (the store joins the two runs).
 
-import { connectBuildPlatformWeb, type BuildLog } from "@buildplatform/api/web";
+import { connectBuildPlatformWeb, type Build, type BuildLog } from "@buildplatform/api/web";
 import { Credential } from "./credential.js";
+import { expiredText, logsExpired } from "./expired.js";
 import { BuildHeader } from "./header.js";
 import { keepStreaming, type Health } from "./resume.js";
 import { LogStore, type Line } from "./store.js";
@@ -169,11 +170,43 @@ async function main(): Promise<void> {
   // A mark once the next frame (with what was just received) is rendered.
   const painted = (name: string) => requestAnimationFrame(() => setTimeout(() => performance.mark(name)));
 
+  let shown: Build | undefined;
+  let expiredAt: Date | null = null;
+  // Said again when the build (its finish time) arrives after the refusal.
+  const sayExpired = () => {
+    if (expiredAt === null) return;
+    const finish = shown?.finishTime;
+    const finished = finish === undefined ? null : new Date(Number(finish.seconds) * 1000);
+    const notice = element("expired");
+    notice.textContent = expiredText(expiredAt, finished);
+    notice.hidden = false;
+    document.body.dataset.logs = "expired";
+    above.textContent = "";
+  };
+  // The log streams end with LOGS_EXPIRED when the build's logs passed their retention.
+  const logHealth = (stream: string) => (health: Health) => {
+    const expired = health.state === "failed" && health.error ? logsExpired(health.error) : null;
+    if (expired === null) {
+      connection.set(stream, health);
+      if (stream === "log" && health.state === "failed" && store.size === 0) {
+        above.textContent = `no lines shown: ${health.reason}`;
+      }
+      return;
+    }
+    expiredAt = expired;
+    sayExpired();
+    connection.set(stream, { state: "failed", reason: "logs expired" });
+  };
+
   const watching = keepStreaming({
     async attempt(signal, alive) {
       for await (const { build } of api.builds.watchBuild({ id: buildId }, { signal })) {
         alive();
-        if (build) header.show(build);
+        if (build) {
+          shown = build;
+          header.show(build);
+          sayExpired();
+        }
       }
     },
     health: (health) => {
@@ -195,7 +228,7 @@ async function main(): Promise<void> {
           if (store.missingEarlier === 0) break; // the rest is the tail's
         }
       },
-      health: (health) => connection.set("history", health),
+      health: logHealth("history"),
       renewCredential: () => credential.renew(),
     }).then(() => {
       painted("log-complete");
@@ -225,10 +258,7 @@ async function main(): Promise<void> {
         cursor = response.cursor;
       }
     },
-    health: (health) => {
-      connection.set("log", health);
-      if (health.state === "failed" && store.size === 0) above.textContent = `no lines shown: ${health.reason}`;
-    },
+    health: logHealth("log"),
     renewCredential: () => credential.renew(),
   });
 
