@@ -9,6 +9,7 @@
 
 import { connectBuildPlatformWeb, type BuildLog } from "@buildplatform/api/web";
 import { Credential } from "./credential.js";
+import { enableDownload } from "./download.js";
 import { BuildHeader } from "./header.js";
 import { keepStreaming, type Health } from "./resume.js";
 import { LogStore, type Line } from "./store.js";
@@ -112,6 +113,13 @@ async function main(): Promise<void> {
   }
   await credential.ready();
   const api = connectBuildPlatformWeb(location.origin, { token: credential.current });
+  enableDownload({
+    buildId,
+    token: credential.current,
+    button: element<HTMLButtonElement>("download"),
+    keepAnsi: element<HTMLInputElement>("download-ansi"),
+    problem,
+  });
 
   const store = new LogStore();
   const connection = new Connection();
