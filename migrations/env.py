@@ -8,6 +8,7 @@ from sqlalchemy import create_engine
 
 from server.config import sqlalchemy_url
 from server.store.models import Base
+from server.store.partitions import include_name
 
 config = context.config
 target_metadata = Base.metadata
@@ -22,14 +23,14 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     connection = config.attributes.get("connection")
     if connection is not None:
-        context.configure(connection=connection, target_metadata=target_metadata)
+        context.configure(connection=connection, target_metadata=target_metadata, include_name=include_name)
         with context.begin_transaction():
             context.run_migrations()
         return
     engine = create_engine(sqlalchemy_url())
     try:
         with engine.connect() as connection:
-            context.configure(connection=connection, target_metadata=target_metadata)
+            context.configure(connection=connection, target_metadata=target_metadata, include_name=include_name)
             with context.begin_transaction():
                 context.run_migrations()
     finally:

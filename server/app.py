@@ -38,13 +38,13 @@ from server.config import Settings
 from server.core import app_specs, builds, chat_sessions, feeds, projects, users
 from server.core.deps import Deps
 from server.core.pagination import PageTokens
+from server.live.hub import Hub
 from server.rpc import reflection as rpc_reflection
 from server.rpc.interceptors import ServerInterceptor
 from server.rpc.principals import Gate
 from server.rpc.registry import add_service
 from server.store import db as store_db
 from server.store.db import Database, DatabaseRejected, DatabaseUnavailable
-from server.store.notify import Hub
 from server.telemetry import multiprocess_worker
 from server.tls import CertificateFiles, TlsError
 from server.transport.calls import Calls

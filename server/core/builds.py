@@ -21,7 +21,6 @@ from server.core.wire import (
     page_size,
     parse_etag,
     require_message,
-    timestamp,
     validate_id,
 )
 from server.domain import access, limits
@@ -35,6 +34,7 @@ from server.store import builds as store
 from server.store import credentials
 from server.store.rows import BuildRow
 from server.telemetry import stream_caught_up
+from server.wellknown import timestamp
 
 
 def _new_build(

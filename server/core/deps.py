@@ -13,7 +13,7 @@ from server.core.pagination import PageTokens
 from server.store.db import Database
 
 if TYPE_CHECKING:
-    from server.store.notify import Hub
+    from server.live.hub import Hub
     from server.telemetry.metrics import Metrics
 
 

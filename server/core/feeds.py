@@ -3,15 +3,15 @@
 Both services' RPCs are here (`append_build_logs`, `stream_build_events`,
 ...), over one `FeedStreams` per kind.
 
-A stream moves a cursor (the last sequence number considered) forward
-through the build's feed. While the cursor is inside the process's ring
-(server.store.notify.Feed) it reads from memory, otherwise from PostgreSQL
-in pages; either way it sends everything available in one message, never
-one message per row. Every message and List page carries at most
-MAX_MESSAGE_BYTES of serialized items (and at least one item): the store
-cuts its read on an upper bound of each row's size, and this module cuts
-exactly on the real sizes, so a page of big lines holds fewer of them and
-its cursor or page token names exactly the last one sent.
+A stream is a follower of the build's feed (server.live.reader.Follower,
+which serves its cursor from the process's ring or the database); this
+module frames its batches as responses and ends the stream when the server
+shuts down or the caller's credential expires. Every message and List page
+carries at most MAX_MESSAGE_BYTES of serialized items (and at least one
+item): the store cuts its read on an upper bound of each row's size, and
+the reader (or, for a List page, this module) cuts exactly on the real
+sizes, so a page of big lines holds fewer of them and its cursor or page
+token names exactly the last one sent.
 
 A stream whose database read fails ends with UNAVAILABLE naming the cursor
 to resume from, like a stream ended by shutdown.
@@ -19,9 +19,6 @@ to resume from, like a stream ended by shutdown.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
@@ -41,15 +38,13 @@ from server.domain.access import Principal
 from server.domain.errors import InvalidArgument, Unauthenticated, Unavailable
 from server.domain.limits import FEED_PAGE_SIZE, MAX_BATCH
 from server.domain.limits import RESPONSE_BYTES as MAX_MESSAGE_BYTES
-from server.domain.status import TERMINAL
 from server.domain.validation import Checker
+from server.live import records
+from server.live.reader import Batch, Reason
 from server.store import feeds
 from server.store.db import DatabaseUnavailable
 from server.store.feeds import Kind
-from server.store.notify import Entry
 from server.telemetry import stream_caught_up
-
-DB_PAGE = 1000  # rows per catch-up read from the database (and MAX_MESSAGE_BYTES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,14 +75,8 @@ def _stream_request(
 class FeedStreams:
     """The stream, list and append logic shared by logs and events."""
 
-    def __init__(
-        self,
-        kind: Kind,
-        to_entry: Callable[[dict[str, Any]], Entry],
-        to_pb: Callable[[Any], Any],
-    ) -> None:
+    def __init__(self, kind: Kind, to_pb: Callable[[Any], Any]) -> None:
         self.kind = kind
-        self.to_entry = to_entry
         self.to_pb = to_pb
 
     async def list_page(
@@ -117,127 +106,36 @@ class FeedStreams:
     async def stream(self, d: Deps, req: StreamRequest) -> AsyncIterator[bytes]:
         """Serialized StreamBuild{Logs,Events}Response messages (see feeds_wire).
 
+        The follower (server.live) gives the batches; this frames them, and
+        ends the stream when the server shuts down or the credential expires.
         Any failed database read ends the stream with UNAVAILABLE naming the
-        cursor of the last message sent, from which the client resumes.
-        (One generator, not a wrapper around another: every message of every
-        follower passes through each layer.)"""
+        cursor of the last message sent, from which the client resumes."""
         resume = req.after  # the cursor of the last message sent
-        expires = req.principal.expire_time
         try:
             await guard.require(d, req.principal, "build", req.build_id)
-            kind = self.kind
-            wanted = frozenset(req.values)
-            measured = None if d.metrics is None else d.metrics.feed[kind.name]
-            async with contextlib.AsyncExitStack() as stack:
-                feed = event = None
-                if req.follow:
-                    # Follow before reading the position: nothing committed in
-                    # between can be missed.
-                    feed, event = await stack.enter_async_context(d.hub.follow(kind, req.build_id, self.to_entry))
-                status, upto, cursor = await feeds.start(
-                    d.db, kind, req.build_id, after=req.after, since=req.since, tail=req.tail, values=req.values
-                )
-                final = upto if status in TERMINAL else None
-                caught_up = False
-                loop = asyncio.get_running_loop()
-                sent = loop.time()  # when the last message went out
+            async with d.hub.follower(
+                self.kind, req.build_id, after=req.after, follow=req.follow, since=req.since, tail=req.tail,
+                values=req.values, until=req.principal.expire_time,
+            ) as follower:
                 while True:
-                    if event is not None:
-                        event.clear()
-                    start = cursor
-                    if feed is not None and feed.covers(cursor):
-                        entries = feed.after(cursor, MAX_MESSAGE_BYTES)
-                        if entries:
-                            cursor = entries[-1].seq
-                    else:
-                        # Behind the ring, or no ring: a bounded read up to a
-                        # committed position (the backlog's end, or what the feed
-                        # has seen), which lets the cursor pass rows a filter skips.
-                        bound = max(upto, feed.head or 0) if feed is not None else upto
-                        if measured is not None and feed is not None and feed.head is not None:
-                            measured.database_reads.inc()   # a follower behind the ring
-                        entries, cursor = await self._read(d, req, cursor, bound)
-                    batch = [e.wire for e in entries if not wanted or e.value in wanted]
-                    reached = not caught_up and cursor >= upto
-                    if batch or reached:
-                        resume = cursor
-                        yield stream_response(batch, cursor, reached)
-                        sent = loop.time()
-                        if caught_up and batch and measured is not None:
-                            # A live message: from its oldest line's commit to now.
-                            measured.lag.observe(time.time() - entries[0].time)
-                        if reached:
+                    got = await follower.next_batch(MAX_MESSAGE_BYTES)
+                    if isinstance(got, Batch):
+                        resume = got.cursor
+                        yield stream_response(got.items, got.cursor, got.caught_up)
+                        if got.caught_up:
                             stream_caught_up()   # the stream's span ends with its catch-up
-                        caught_up = caught_up or reached
-                    if caught_up and not req.follow:
-                        return
-                    if cursor != start and (feed is None or feed.head is None or cursor < feed.head or not feed.covers(cursor)):
-                        continue  # more may be ready now (a ring read that reached the ring's head has all there is)
-                    if not req.follow or (caught_up and final is not None and cursor >= final):
-                        return
-                    if feed is not None and feed.final is not None:
-                        final = feed.final
-                        if cursor >= final:
-                            return
-                    if d.hub.shutting_down:
+                    elif got.reason is Reason.SHUTDOWN:
                         raise Unavailable(
-                            f"the server is shutting down: resume on another replica with after_sequence={cursor}"
+                            f"the server is shutting down: resume on another replica with after_sequence={got.cursor}"
                         )
-                    if expires is not None and time.time() >= expires:
-                        raise _expired(resume)
-                    assert feed is not None and event is not None
-                    if feed.error is not None or not d.hub.connected.is_set():
-                        # The feed could not read, or notifications may be lost
-                        # (no LISTEN connection): ask the database now. If it does
-                        # not answer, the stream ends with its cursor instead of
-                        # waiting for a heartbeat; if it does, the feed reads on.
-                        status, last = await feeds.position(d.db, kind, req.build_id)
-                        feed.error = None
-                        feed.announce(last)
-                        if status in TERMINAL:
-                            final = last
-                            if cursor >= final:
-                                return
-                    if loop.time() - sent >= d.heartbeat_seconds:
-                        # Silent for a heartbeat period (the hub's ticker wakes
-                        # idle followers): a message keeps idle proxies from
-                        # cutting the stream, and, since notifications are only
-                        # hints, the database says whether one was missed.
-                        resume = cursor
-                        yield stream_response([], cursor, False)
-                        sent = loop.time()
-                        status, last = await feeds.position(d.db, kind, req.build_id)
-                        if status in TERMINAL:
-                            final = last
-                        feed.announce(last)  # the feed reads up to `last` if it has not yet
-                        continue
-                    if expires is None:
-                        # A bare wait: no timer per wait (the ticker provides the
-                        # heartbeat), so an idle follower holds as little as possible.
-                        await event.wait()
+                    elif got.reason is Reason.EXPIRED:
+                        raise _expired(got.cursor)
                     else:
-                        # A credential that expires ends the stream when it does.
-                        with contextlib.suppress(TimeoutError):
-                            async with asyncio.timeout(max(0.0, expires - time.time())):
-                                await event.wait()
+                        return
         except DatabaseUnavailable as error:
             # The database's own message stays in the server (it may name
             # hosts); the client learns what to do.
             raise Unavailable(f"the database is unavailable: resume with after_sequence={resume}") from error
-
-    async def _read(self, d: Deps, req: StreamRequest, cursor: int, bound: int) -> tuple[list[Entry], int]:
-        """The matching entries after `cursor` up to `bound`, cut at
-        MAX_MESSAGE_BYTES, and the cursor after them: the last entry's when
-        the read was cut, else `bound` (every matching row up to it was read)."""
-        read = await feeds.read(d.db, feeds.Read(
-            self.kind, req.build_id, cursor, limit=DB_PAGE, max_bytes=MAX_MESSAGE_BYTES,
-            upto=bound, values=req.values,
-        ))
-        entries = [self.to_entry(row) for row in read.rows]
-        kept = feeds.fitting((len(entry.wire) for entry in entries), MAX_MESSAGE_BYTES)
-        if read.more or kept < len(entries):
-            return entries[:kept], entries[kept - 1].seq
-        return entries, max(cursor, bound)
 
     async def append(
         self, d: Deps, principal: Principal, build_id: str, entries: Sequence[Sequence[Any]], first_sequence: int
@@ -261,8 +159,8 @@ def _expired(resume: int) -> Unauthenticated:
     )
 
 
-LOGS = FeedStreams(feeds.LOGS, wire.log_entry, wire.log_to_pb)
-EVENTS = FeedStreams(feeds.EVENTS, wire.event_entry, wire.event_to_pb)
+LOGS = FeedStreams(feeds.LOGS, records.log_to_pb)
+EVENTS = FeedStreams(feeds.EVENTS, records.event_to_pb)
 
 
 async def append_build_logs(

@@ -7,10 +7,11 @@ from typing import Any
 
 from buildplatform.v1 import project_pb2
 
-from server.core.wire import UpdateFields, etag, optional_text, timestamp
+from server.core.wire import UpdateFields, etag, optional_text
 from server.domain.limits import MAX_NAME, MAX_SHORT_TEXT
 from server.domain.validation import Checker
 from server.store.rows import ProjectRow
+from server.wellknown import timestamp
 
 UPDATE = UpdateFields.of(project_pb2.Project.DESCRIPTOR)
 CREATE_FIELDS = ("user_id", "name", "description")

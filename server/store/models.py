@@ -12,6 +12,13 @@ Differences from the seed (database-schema.md), each for a reason:
   bounds reads in bytes (docs/streaming.md).
 - revision counts the writes of a row; its etag is derived from it.
 - Every foreign key cascades as documented in the protos.
+- build_logs and build_events are RANGE partitioned by build_id in
+  creation-time windows (migration 0004, server.store.partitions); their id
+  comes from one sequence shared by every partition (a default, not an
+  identity column, which attached partitions cannot have).
+- builds.archive_state is the tier of a build's logs and events; its chunks
+  are indexed in archive_chunks, and archive_claims holds the archiver's
+  leases (server.archive.job).
 """
 
 from __future__ import annotations
@@ -51,6 +58,9 @@ NAMING_CONVENTION = {
 
 LOG_LEVELS = ("info", "warn", "error", "tool")
 CHAT_ROLES = ("user", "assistant", "system", "tool")
+ARCHIVE_STATES = ("hot", "archived", "expired")
+ARCHIVE_KINDS = ("log", "event")
+FINISHED_STATUSES = ("COMPLETED", "FAILED", "CANCELLED")
 
 ID = String(32)
 TS = DateTime(timezone=True)
@@ -150,12 +160,24 @@ class Build(Base):
     # search over seq (server.store.feeds.since_cursor). NULL before the first.
     last_log_time: Mapped[datetime | None] = mapped_column(TS)
     last_event_time: Mapped[datetime | None] = mapped_column(TS)
+    # The tier of the build's logs and events: 'hot' (rows in build_logs and
+    # build_events), 'archived' (chunks in archive_chunks; archive_time when)
+    # or 'expired' (gone; expire_time when).
+    archive_state: Mapped[str] = mapped_column(Text, server_default=text("'hot'"))
+    archive_time: Mapped[datetime | None] = mapped_column(TS)
+    expire_time: Mapped[datetime | None] = mapped_column(TS)
 
     __table_args__ = (
         Index("ix_builds_user_id_create_time_id", "user_id", "create_time", "id"),
         Index("ix_builds_project_id_create_time_id", "project_id", "create_time", "id"),
         Index("ix_builds_status_create_time_id", "status", "create_time", "id"),
         Index("ix_builds_create_time_id", "create_time", "id"),
+        CheckConstraint(f"archive_state IN {ARCHIVE_STATES!r}", name="archive_state"),
+        # The archiver's due builds, oldest first (and the archive lag metric).
+        Index(
+            "ix_builds_archive_due", "finish_time",
+            postgresql_where=text(f"archive_state = 'hot' AND status IN {FINISHED_STATUSES!r}"),
+        ),
     )
 
 
@@ -166,7 +188,7 @@ class BuildLog(Base):
         ForeignKey("builds.id", ondelete="CASCADE"), primary_key=True
     )
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True))
+    id: Mapped[int] = mapped_column(BigInteger, server_default=text("nextval('build_logs_id_seq')"))
     level: Mapped[str] = mapped_column(Text)
     message: Mapped[str] = mapped_column(Text)
     metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONB)
@@ -179,6 +201,7 @@ class BuildLog(Base):
         CheckConstraint(f"level IN {LOG_LEVELS!r}", name="level"),
         # Filtered reads and tails walk only the wanted levels, in seq order.
         Index("ix_build_logs_build_id_level_seq", "build_id", "level", "seq"),
+        {"postgresql_partition_by": "RANGE (build_id)"},
     )
 
 
@@ -189,13 +212,55 @@ class BuildEvent(Base):
         ForeignKey("builds.id", ondelete="CASCADE"), primary_key=True
     )
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True))
+    id: Mapped[int] = mapped_column(BigInteger, server_default=text("nextval('build_events_id_seq')"))
     type: Mapped[str] = mapped_column(Text)
     data: Mapped[dict[str, Any]] = mapped_column(JSONB)
     create_time: Mapped[datetime] = mapped_column(TS)
     wire_bytes: Mapped[int] = mapped_column(Integer)
 
-    __table_args__ = (Index("ix_build_events_build_id_type_seq", "build_id", "type", "seq"),)
+    __table_args__ = (
+        Index("ix_build_events_build_id_type_seq", "build_id", "type", "seq"),
+        {"postgresql_partition_by": "RANGE (build_id)"},
+    )
+
+
+class ArchiveChunk(Base):
+    """One chunk of an archived build's logs or events: a byte range of the
+    object `object_key` (one zstd frame), what it holds and its checksum."""
+
+    __tablename__ = "archive_chunks"
+
+    build_id: Mapped[str] = mapped_column(ForeignKey("builds.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(Text, primary_key=True)   # 'log' or 'event'
+    chunk: Mapped[int] = mapped_column(Integer, primary_key=True)   # 0, 1, 2, ... in seq order
+    object_key: Mapped[str] = mapped_column(Text)
+    byte_offset: Mapped[int] = mapped_column(BigInteger)
+    byte_length: Mapped[int] = mapped_column(Integer)   # compressed bytes in the object
+    first_seq: Mapped[int] = mapped_column(BigInteger)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
+    first_time: Mapped[datetime] = mapped_column(TS)
+    last_time: Mapped[datetime] = mapped_column(TS)
+    count: Mapped[int] = mapped_column(Integer)
+    raw_bytes: Mapped[int] = mapped_column(Integer)   # the uncompressed frame
+    wire_bytes: Mapped[int] = mapped_column(BigInteger)   # sum of the records' wire sizes
+    crc32: Mapped[int] = mapped_column(BigInteger)   # zlib.crc32 of the stored bytes
+    # The levels / event types the chunk holds and how many of each.
+    value_names: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    value_counts: Mapped[list[int]] = mapped_column(ARRAY(Integer))
+
+    __table_args__ = (CheckConstraint(f"kind IN {ARCHIVE_KINDS!r}", name="kind"),)
+
+
+class ArchiveClaim(Base):
+    """A build being archived: by which attempt, until when (the lease,
+    renewed while the attempt works; server.archive.job)."""
+
+    __tablename__ = "archive_claims"
+
+    build_id: Mapped[str] = mapped_column(ForeignKey("builds.id", ondelete="CASCADE"), primary_key=True)
+    attempt: Mapped[str] = mapped_column(Text)
+    claim_time: Mapped[datetime] = mapped_column(TS)
+    lease_until: Mapped[datetime] = mapped_column(TS)
 
 
 class ChatSession(Base):
@@ -288,3 +353,5 @@ chat_messages = _table(ChatMessage)
 service_tokens = _table(ServiceToken)
 agent_tokens = _table(AgentToken)
 server_keys = _table(ServerKey)
+archive_chunks = _table(ArchiveChunk)
+archive_claims = _table(ArchiveClaim)

@@ -74,6 +74,10 @@ class BuildRow:
     last_event_seq: int
     last_log_time: datetime | None
     last_event_time: datetime | None
+    # The tier of its logs and events (server.store.models.Build).
+    archive_state: str = "hot"
+    archive_time: datetime | None = None
+    expire_time: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

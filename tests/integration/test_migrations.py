@@ -13,11 +13,12 @@ from sqlalchemy import create_engine
 from server import migrate
 from server.config import sqlalchemy_url
 from server.store.models import Base
+from server.store.partitions import include_name
 from tests.support import create_database, drop_database
 
 EXPECTED_TABLES = {
     "users", "projects", "builds", "build_logs", "build_events", "chat_sessions", "chat_messages", "app_specs",
-    "service_tokens", "agent_tokens", "server_keys",
+    "service_tokens", "agent_tokens", "server_keys", "archive_chunks", "archive_claims",
 }
 
 
@@ -35,7 +36,14 @@ def schema(url: str) -> dict[str, set[str]]:
             return {row[0] for row in conn.execute(query).fetchall()}
 
         return {
-            "tables": names("SELECT tablename FROM pg_tables WHERE schemaname = 'public'"),
+            "tables": names(
+                "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition"
+            ),
+            "partitions": names(
+                "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = 'public' AND c.relispartition AND c.relkind = 'r'"
+            ),
             "types": names(
                 "SELECT t.typname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace "
                 "WHERE n.nspname = 'public' AND t.typtype IN ('e', 'c', 'd') "
@@ -60,7 +68,9 @@ def test_the_migrated_schema_matches_the_models(empty_database):
     engine = create_engine(sqlalchemy_url(empty_database))
     try:
         with engine.connect() as connection:
-            differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+            differences = compare_metadata(
+                MigrationContext.configure(connection, opts={"include_name": include_name}), Base.metadata
+            )
     finally:
         engine.dispose()
     assert differences == []

@@ -1,0 +1,96 @@
+"""The feed's records: a log or event row as every reader sends it.
+
+`Entry` is what the feed keeps per row, converted once per process (not
+once per follower): the row serialized as an element of the stream
+response's repeated field 1, so a response is the entries' bytes joined
+(server.core.feeds_wire.stream_response). Measured: building and
+serializing a 50-line response costs about 78 us, joining 50 pre-serialized
+lines about 3 us. The converters here are the only ones: whatever reads a
+build's lines (the ring, the hot rows, an archive written from the same
+entries) gives the same bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple, cast
+
+from buildplatform.v1 import build_event_pb2, build_log_pb2
+
+from server.store.rows import EventRow, LogRow
+from server.wellknown import dict_to_struct, timestamp
+
+
+class Entry(NamedTuple):
+    """A row converted once for every follower: its sequence, the value
+    stream filters look at (level or type), the row serialized as an
+    element of the stream response's repeated field, and its create_time
+    (seconds since the epoch: set by the appending transaction, it is where
+    the delivery lag a stream measures starts)."""
+
+    seq: int
+    value: str
+    wire: bytes
+    time: float = 0.0
+
+
+LEVEL_TO_PB = {
+    "info": build_log_pb2.LOG_LEVEL_INFO,
+    "warn": build_log_pb2.LOG_LEVEL_WARN,
+    "error": build_log_pb2.LOG_LEVEL_ERROR,
+    "tool": build_log_pb2.LOG_LEVEL_TOOL,
+}
+LEVEL_FROM_PB: dict[int, str] = {number: level for level, number in LEVEL_TO_PB.items()}
+
+
+def log_to_pb(row: LogRow) -> build_log_pb2.BuildLog:
+    return build_log_pb2.BuildLog(
+        id=row["id"],
+        build_id=row["build_id"],
+        sequence=row["seq"],
+        level=LEVEL_TO_PB[row["level"]],
+        message=row["message"],
+        metadata=dict_to_struct(row["metadata"]),
+        create_time=timestamp(row["create_time"]),
+    )
+
+
+def event_to_pb(row: EventRow) -> build_event_pb2.BuildEvent:
+    return build_event_pb2.BuildEvent(
+        id=row["id"],
+        build_id=row["build_id"],
+        sequence=row["seq"],
+        type=row["type"],
+        data=dict_to_struct(row["data"]),
+        create_time=timestamp(row["create_time"]),
+    )
+
+
+def varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def repeated_field_1(serialized: bytes) -> bytes:
+    """`serialized` (one message) encoded as an element of field 1, a
+    repeated message field; concatenating such elements is the field."""
+    return b"\x0a" + varint(len(serialized)) + serialized
+
+
+# The store reads rows of either kind as dicts (one implementation for both).
+def log_entry(row: dict[str, Any]) -> Entry:
+    return Entry(row["seq"], row["level"], repeated_field_1(log_to_pb(cast(LogRow, row)).SerializeToString()),
+                 row["create_time"].timestamp())
+
+
+def event_entry(row: dict[str, Any]) -> Entry:
+    return Entry(row["seq"], row["type"], repeated_field_1(event_to_pb(cast(EventRow, row)).SerializeToString()),
+                 row["create_time"].timestamp())
+
+
+# The converter of each kind (server.store.feeds.Kind.name).
+TO_ENTRY: dict[str, Callable[[dict[str, Any]], Entry]] = {"log": log_entry, "event": event_entry}
