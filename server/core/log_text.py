@@ -29,9 +29,9 @@ process (MARKED_TEXTS texts of at most MAX_MARKS marks each, least recently
 used first out): a resume served by another process or replica renders from
 the start once, then has its own marks.
 
-Reading. Entries come in bounded batches (BATCH_ROWS rows, RESPONSE_BYTES of
-stored size) through `_batch`, the one place that knows where they are read
-from; nothing holds more than one batch and its rendered text.
+Reading. Entries come from the live feed's reader (server.live), in batches
+of at most RESPONSE_BYTES, through `_entries`, the one place that knows where
+they are read from; nothing holds more than one batch and its rendered text.
 """
 
 from __future__ import annotations
@@ -50,14 +50,15 @@ from server.core import guard
 from server.core.deps import Deps
 from server.core.wire import validate_id
 from server.domain.access import Principal
-from server.domain.errors import InvalidArgument
-from server.domain.limits import MAX_BATCH, RESPONSE_BYTES
+from server.domain.errors import InvalidArgument, Unavailable
+from server.domain.limits import RESPONSE_BYTES
 from server.domain.status import TERMINAL
 from server.domain.validation import Checker
+from server.live.reader import Batch
+from server.live.records import LEVEL_FROM_PB
 from server.store import feeds
 
 CHUNK_BYTES = 256 * 1024   # the most data one ReadBuildLogText response carries
-BATCH_ROWS = MAX_BATCH     # entries per read (and RESPONSE_BYTES of stored size)
 MARKED_TEXTS = 256         # (build, options) whose marks this process keeps
 MAX_MARKS = 1024           # marks per text; past it every other one is dropped
 
@@ -112,12 +113,13 @@ class Line(NamedTuple):
     seq: int
     level: str          # info, warn, error, tool
     message: str
-    time: datetime      # create_time
+    seconds: int        # create_time: seconds since the epoch
+    nanos: int          # and nanoseconds (PostgreSQL keeps microseconds)
 
 
-def timestamp(time: datetime) -> str:
+def timestamp(seconds: int, nanos: int) -> str:
     """RFC 3339, UTC, always with 6 fractional digits: 2026-12-07T04:34:40.123456Z."""
-    return time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return f"{datetime.fromtimestamp(seconds, UTC):%Y-%m-%dT%H:%M:%S}.{nanos // 1000:06d}Z"
 
 
 def render(lines: Iterable[Line], options: TextOptions) -> bytes:
@@ -127,7 +129,7 @@ def render(lines: Iterable[Line], options: TextOptions) -> bytes:
     add = parts.append
     for line in lines:
         if stamps:
-            add(timestamp(line.time))
+            add(timestamp(line.seconds, line.nanos))
             add(" ")
         if levels:
             add(LEVEL_PREFIX.get(line.level, line.level.upper().ljust(5) + " "))
@@ -139,15 +141,29 @@ def render(lines: Iterable[Line], options: TextOptions) -> bytes:
 # --- where the entries come from ----------------------------------------------------------
 
 
-async def _batch(d: Deps, build_id: str, after: int, upto: int) -> tuple[list[Line], int]:
-    """The entries in (after, upto], oldest first, one bounded batch of them,
-    and the cursor after the batch (upto once every entry up to it was read).
-    The one function that knows where entries are read from."""
-    read = await feeds.read(d.db, feeds.Read(
-        feeds.LOGS, build_id, after, limit=BATCH_ROWS, max_bytes=RESPONSE_BYTES, upto=upto,
-    ))
-    lines = [Line(row["seq"], row["level"], row["message"], row["create_time"]) for row in read.rows]
-    return lines, (lines[-1].seq if read.more else upto)
+async def _entries(d: Deps, build_id: str, after: int, upto: int) -> AsyncIterator[tuple[list[Line], int]]:
+    """The entries in (after, upto] in bounded batches, oldest first, each
+    with the cursor after it (upto once every entry up to it was read). The
+    one function that knows where entries come from: the live feed's reader
+    (server.live), whichever tier holds them, its records parsed once."""
+    async with d.hub.follower(feeds.LOGS, build_id, after=after, follow=False) as follower:
+        cursor = after
+        while cursor < upto:
+            got = await follower.next_batch(RESPONSE_BYTES)
+            if not isinstance(got, Batch):
+                break
+            logs = build_log_pb2.StreamBuildLogsResponse.FromString(b"".join(got.items)).logs
+            lines = [
+                Line(log.sequence, LEVEL_FROM_PB.get(log.level, ""), log.message,
+                     log.create_time.seconds, log.create_time.nanos)
+                for log in logs if log.sequence <= upto
+            ]
+            cursor = min(got.cursor, upto)
+            yield lines, cursor
+    if cursor < upto:
+        # The reader ended before upto: the log changed under it (not a
+        # thing a committed log does); say so rather than answer short.
+        raise Unavailable(f"the log of build {build_id!r} ended at {cursor} before {upto}; retry the read")
 
 
 # --- marks: where a sequence number falls in the text ---------------------------------------
@@ -215,15 +231,16 @@ class LogText:
     finished: bool   # the build is in a terminal status: the text is complete
     marks: Marks
 
-    async def _pieces(self, seq: int, offset: int) -> AsyncIterator[tuple[int, bytes]]:
-        """(offset, rendered batch) from the entry after `seq`, whose text
+    async def _pieces(self, after: int, offset: int) -> AsyncIterator[tuple[int, bytes]]:
+        """(offset, rendered batch) from the entry after `after`, whose text
         starts at `offset`, to `upto`; each batch's end is marked."""
-        while seq < self.upto:
-            lines, seq = await _batch(self.d, self.build_id, seq, self.upto)
+        if after >= self.upto:
+            return
+        async for lines, cursor in _entries(self.d, self.build_id, after, self.upto):
             data = render(lines, self.options)
             yield offset, data
             offset += len(data)
-            self.marks.add(seq, offset)
+            self.marks.add(cursor, offset)
 
     def known_length(self) -> int | None:
         """The text's length when the marks already reach upto, else None."""
