@@ -67,11 +67,13 @@ def _curl(server: procs.Proc, build_id: str, query: str, *args: str) -> tuple[in
 
 
 def _copy_floor(url: str, build_id: str) -> tuple[int, float]:
-    """(bytes, seconds): the messages and a newline each, out of PostgreSQL with COPY."""
+    """(bytes, seconds): the messages out of PostgreSQL with COPY (text
+    format: each row is its message and a newline, the text's bytes when no
+    message holds a character COPY escapes, as the bench's do not)."""
     started = time.perf_counter()
     total = 0
     with psycopg.connect(url) as conn, conn.cursor().copy(
-        "COPY (SELECT message || E'\\n' FROM build_logs WHERE build_id = %s ORDER BY seq) TO STDOUT", (build_id,)
+        "COPY (SELECT message FROM build_logs WHERE build_id = %s ORDER BY seq) TO STDOUT", (build_id,)
     ) as copy:
         for block in copy:
             total += len(block)
@@ -118,6 +120,9 @@ def download(url: str, figures: Figures, *, lines: int = LINES) -> None:
                   f"peak RSS {rss.peak:6.1f} MB (idle {idle:.1f})", flush=True)
     finally:
         server.stop()
+    for name, size, _, _ in measured:
+        if ("as written" in name or "ReadBuildLogText" in name) and size != floor_bytes:
+            figures.errors.append(f"download: {name} gave {size:,} bytes, the messages and newlines are {floor_bytes:,}")
     figures.values.update({"download.lines": lines, "download.idle_rss_mb": idle, "download.runs": measured,
                            "download.floor": (floor_bytes, floor_s)})
     floor_rate = floor_bytes / floor_s

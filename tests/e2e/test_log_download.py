@@ -7,7 +7,9 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import socket
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from types import SimpleNamespace
@@ -30,7 +32,7 @@ from tests.e2e.streaming import (
     start_running,
     violations,
 )
-from tests.support import ServerProcess, stubs
+from tests.support import ServerProcess, eventually, stubs
 
 MISSING = "c" + "0" * 24
 
@@ -374,3 +376,40 @@ def test_refusals_are_json_errors_as_on_every_http_call(server, finished, sessio
     assert status == 400
     code, message = error_of(body)
     assert code == "invalid_argument" and message.startswith("ansi: must be keep or strip") and "1 more" in message
+
+
+def test_head_answers_the_headers_without_the_text(server, finished):
+    build_id, _ = finished
+    status, headers, out = curl(server, f"/builds/{build_id}/logs.txt?download=1", "-I")
+    assert status == 200
+    assert out.startswith(b"HTTP/1.1 200") and b"Compiling" not in out   # curl -I prints the headers, no body came
+    assert headers["content-type"] == "text/plain; charset=utf-8"
+    assert headers["content-disposition"] == f'attachment; filename="{build_id}.log"'
+
+
+def _access_lines(server: ServerProcess, request_id: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in server.lines if '"msg": "rpc"' in line and request_id in line]
+
+
+def test_a_client_that_goes_away_stops_the_render(server, finished):
+    """A text far larger than the sockets' buffers, read 1 KiB of and dropped:
+    the call ends CANCELLED (the server stopped rendering), not OK."""
+    _, fixture = finished
+    api = fixture.api
+    build = api.builds.CreateBuild(build_pb2.CreateBuildRequest(build=build_pb2.Build(
+        user_id=fixture.user.id,
+        project_id=api.builds.GetBuild(build_pb2.GetBuildRequest(id=finished[0])).build.project_id,
+        app_spec="# dropped"))).build
+    for batch in range(3):
+        append(api, build.id, lines(*(f"{batch}-{i} " + "y" * 1000 for i in range(5000))))   # 15 MB in all
+    request_id = f"dropped-{uuid.uuid4().hex[:8]}"
+    with socket.create_connection(("127.0.0.1", server.http_port)) as client:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.sendall((f"GET /builds/{build.id}/logs.txt HTTP/1.1\r\nHost: x\r\n"
+                        f"Authorization: Bearer {server.token}\r\nX-Request-Id: {request_id}\r\n\r\n").encode())
+        assert client.recv(1024).startswith(b"HTTP/1.1 200")
+        time.sleep(0.5)
+    eventually(lambda: bool(_access_lines(server, request_id)), "the call's access log line")
+    (line,) = _access_lines(server, request_id)
+    assert line["method"] == "/buildplatform.v1.BuildLogService/ReadBuildLogText"
+    assert line["transport"] == "http" and line["code"] == "CANCELLED", line
