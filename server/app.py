@@ -32,6 +32,7 @@ from buildplatform.v1 import (
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from server.archive.objects import open_store
 from server.auth import Authenticator
 from server.auth.bootstrap import bootstrap_admin_token, page_token_secret
 from server.config import Settings
@@ -295,6 +296,8 @@ def build_server(settings: Settings, *, tracing: bool = False) -> App:
         heartbeat_seconds=settings.stream_heartbeat_seconds,
         ring_bytes=settings.feed_ring_bytes, total_bytes=settings.feed_total_bytes,
         metrics=metrics,
+        # Readers of archived builds read it even when ARCHIVE=false stops archiving more.
+        archive=open_store(settings.archive_url) if settings.archive_url else None,
     )
     # The key is loaded when the database first answers (App._prepare).
     page_tokens = PageTokens()

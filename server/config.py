@@ -77,6 +77,10 @@ ENVIRONMENT: list[tuple[str, str, str]] = [
      "and kind; followers further behind read the database."),
     ("FEED_TOTAL_BYTES", "268435456", "bytes of recent lines and events kept in memory for all "
      "followed builds of a process; above it the largest rings lose their oldest entries."),
+    ("ARCHIVE_URL", ".data/archive", "where finished builds' logs and events are archived (docs/lifecycle.md): "
+     "a directory (created when missing), file:///path, s3://bucket/prefix, gs://bucket/prefix or "
+     "az://container/prefix, with each cloud's standard credentials from the environment; empty archives nothing."),
+    ("ARCHIVE", "true", "false archives nothing (whatever ARCHIVE_URL says): logs and events stay in PostgreSQL."),
     ("EMBEDDED_PG_DIR", ".data/postgres", "data directory of the embedded PostgreSQL."),
 ]
 
@@ -113,6 +117,35 @@ def _optional_address(example: str, empty: str) -> Callable[[str], str]:
         return raw
 
     return parse
+
+
+# The schemes ARCHIVE_URL may name besides a local directory (a path or file:///path).
+ARCHIVE_SCHEMES = ("s3", "gs", "az")
+
+
+def parse_archive_url(raw: str) -> str:
+    """ARCHIVE_URL: '' (archiving off), a local directory (a path or
+    file:///path), or s3://, gs://, az:// with a bucket (container) and an
+    optional prefix. Credentials and options never go in it: each cloud's
+    own environment variables give them (server.archive.objects)."""
+    value = raw.strip()
+    if not value:
+        return ""
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        return value
+    if scheme == "file":
+        if not rest.startswith("/"):
+            raise ValueError("must name an absolute directory after file:// (file:///var/lib/buildplatform/archive)")
+        return value
+    if scheme not in ARCHIVE_SCHEMES:
+        raise ValueError("must be a directory, file:///path, s3://bucket/prefix, gs://bucket/prefix or "
+                         "az://container/prefix, or empty to archive nothing")
+    bucket = rest.partition("/")[0]
+    if not bucket or "@" in bucket or "?" in rest or "#" in rest:
+        raise ValueError(f"must be {scheme}://bucket/prefix with no credentials or options in it (they come from "
+                         "the cloud's standard environment variables, docs/lifecycle.md)")
+    return value
 
 
 def _origins(raw: str) -> tuple[str, ...]:
@@ -262,6 +295,8 @@ class Settings:
     stream_heartbeat_seconds: float = setting(_seconds())
     feed_ring_bytes: int = setting(_whole(1))
     feed_total_bytes: int = setting(_whole(1))
+    archive_url: str = setting(parse_archive_url)
+    archive: bool = setting(_boolean)
     embedded_pg_dir: str = setting(_text)
 
     @classmethod

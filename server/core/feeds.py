@@ -19,12 +19,13 @@ to resume from, like a stream ended by shutdown.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
 from buildplatform.v1 import build_event_pb2, build_log_pb2
+from google.protobuf.message import Message
 
 from server.core import feeds_wire as wire
 from server.core import guard
@@ -39,8 +40,8 @@ from server.domain.errors import InvalidArgument, Unauthenticated, Unavailable
 from server.domain.limits import FEED_PAGE_SIZE, MAX_BATCH
 from server.domain.limits import RESPONSE_BYTES as MAX_MESSAGE_BYTES
 from server.domain.validation import Checker
-from server.live import records
-from server.live.reader import Batch, Reason
+from server.live.reader import Batch, Reason, page
+from server.live.records import item_size
 from server.store import feeds
 from server.store.db import DatabaseUnavailable
 from server.store.feeds import Kind
@@ -75,9 +76,10 @@ def _stream_request(
 class FeedStreams:
     """The stream, list and append logic shared by logs and events."""
 
-    def __init__(self, kind: Kind, to_pb: Callable[[Any], Any]) -> None:
+    def __init__(self, kind: Kind, page_type: type[Message], field: str) -> None:
         self.kind = kind
-        self.to_pb = to_pb
+        self.page_type = page_type   # the List response, whose field 1 (`field`) holds the items
+        self.field = field
 
     async def list_page(
         self, d: Deps, principal: Principal, request: Any, values: Sequence[str]
@@ -92,15 +94,16 @@ class FeedStreams:
         filters = [build_id, list(values)]
         position = d.tokens.decode(request.page_token, self.kind.table, filters)
         after = int(position[0]) if position else request.after_sequence
-        read = await feeds.read_page(
-            d.db, feeds.Read(self.kind, build_id, after, limit=limit, max_bytes=MAX_MESSAGE_BYTES, values=values)
+        entries, more = await page(
+            d.hub, self.kind, build_id, after=after, limit=limit, max_bytes=MAX_MESSAGE_BYTES, values=values
         )
-        items = [self.to_pb(row) for row in read.rows]
         # +4: the item's tag and length prefix in the page's repeated field.
-        kept = feeds.fitting((item.ByteSize() + 4 for item in items), MAX_MESSAGE_BYTES)
-        more = read.more or kept < len(items)
-        items = items[:kept]
-        token = d.tokens.encode(self.kind.table, filters, [items[-1].sequence]) if more else ""
+        kept = feeds.fitting((item_size(entry.wire) + 4 for entry in entries), MAX_MESSAGE_BYTES)
+        more = more or kept < len(entries)
+        entries = entries[:kept]
+        token = d.tokens.encode(self.kind.table, filters, [entries[-1].seq]) if more else ""
+        # The entries are the page's repeated field 1 already (as in a stream response).
+        items = list(getattr(self.page_type.FromString(b"".join(entry.wire for entry in entries)), self.field))
         return items, token
 
     async def stream(self, d: Deps, req: StreamRequest) -> AsyncIterator[bytes]:
@@ -159,8 +162,8 @@ def _expired(resume: int) -> Unauthenticated:
     )
 
 
-LOGS = FeedStreams(feeds.LOGS, records.log_to_pb)
-EVENTS = FeedStreams(feeds.EVENTS, records.event_to_pb)
+LOGS = FeedStreams(feeds.LOGS, build_log_pb2.ListBuildLogsResponse, "logs")
+EVENTS = FeedStreams(feeds.EVENTS, build_event_pb2.ListBuildEventsResponse, "events")
 
 
 async def append_build_logs(

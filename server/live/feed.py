@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from server.domain.limits import RESPONSE_BYTES
 from server.domain.status import TERMINAL
 from server.live.records import TO_ENTRY, Entry
+from server.live.tiers import HOT
 from server.store import feeds
 from server.store.db import DatabaseUnavailable
 from server.store.feeds import Kind
@@ -62,6 +63,9 @@ class Feed:
         self.base = 0          # the ring holds exactly the rows with base < seq <= head
         self.head: int | None = None            # None until the first read
         self.final: int | None = None           # last sequence once the build finished
+        # The build's logs left the hot rows (archived while followed): the
+        # feed reads no more, its followers read past its head themselves.
+        self.archived = False
         self._wanted = 0       # highest sequence announced by a notification
         self._announcements = 0
         self._stale = False    # the build's position must be read again
@@ -107,20 +111,24 @@ class Feed:
                 if self.head is None or self._stale:
                     woke = False
                     self._stale = False
-                    status, last = await feeds.position(self.hub.db, self.kind, self.build_id)
+                    found = await feeds.position(self.hub.db, self.kind, self.build_id)
                     self.error = None
                     if self.head is None:
-                        self.head = self.base = last
-                    self._wanted = max(self._wanted, last)
-                    if status in TERMINAL:
-                        self.final = last
-                if self._wanted <= self.head:
+                        self.head = self.base = found.last
+                    self._wanted = max(self._wanted, found.last)
+                    if found.status in TERMINAL:
+                        self.final = found.last
+                    self.archived = found.tier != HOT
+                if self._wanted <= self.head or self.archived:
                     break
                 announcements = self._announcements
                 read = await feeds.read(self.hub.db, feeds.Read(
                     self.kind, self.build_id, self.head,
                     limit=READ_PAGE, max_bytes=max(1, min(READ_BYTES, self.hub.ring_bytes)),
                 ))
+                if read.tier is not None and read.tier != HOT:
+                    self._stale = True   # its position (final) says where its followers stop
+                    continue
                 if not read.rows:
                     # A notification that arrived during the read may name a
                     # row the read's snapshot missed: read again. Otherwise

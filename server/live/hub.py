@@ -35,6 +35,7 @@ from server.store.db import Database, DatabaseRejected, DatabaseUnavailable, con
 from server.store.feeds import Kind
 
 if TYPE_CHECKING:
+    from server.archive.objects import ObjectStore
     from server.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,10 @@ class Hub:
         ring_bytes: int = 8 << 20,
         total_bytes: int = 256 << 20,
         metrics: Metrics | None = None,
+        archive: ObjectStore | None = None,
     ) -> None:
         self.db = db
+        self.archive = archive             # where archived builds' chunks are read (None: ARCHIVE_URL empty)
         self.metrics = metrics
         self.url = database_url
         self.check_seconds = check_seconds  # quiet time after which the LISTEN connection pings

@@ -25,8 +25,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, NamedTuple
 
+from server.domain.errors import NotFound
+from server.domain.feeds import logs_expired
 from server.domain.status import TERMINAL
-from server.live.records import TO_ENTRY, Entry
+from server.live.records import Entry
+from server.live.tiers import EXPIRED, Source
 from server.store import feeds
 from server.store.feeds import Kind
 
@@ -76,7 +79,7 @@ class Follower:
         self._values = values
         self._wanted = frozenset(values)
         self._until = until
-        self._to_entry = TO_ENTRY[kind.name]
+        self._source = Source(hub, kind, build_id)
         self._measured = None if hub.metrics is None else hub.metrics.feed[kind.name]
         self._cursor = 0
         self._upto = 0                 # the backlog's end when the reader started
@@ -96,11 +99,20 @@ class Follower:
         after: int, since: datetime | None, tail: int, values: Sequence[str], until: float | None,
     ) -> Follower:
         follower = cls(hub, kind, build_id, feed, event, values=values, until=until)
-        status, upto, cursor = await feeds.start(
-            hub.db, kind, build_id, after=after, since=since, tail=tail, values=values
-        )
+        found, cursor = await feeds.start(hub.db, kind, build_id, after=after, since=since, tail=tail, values=values)
+        if found.tier == EXPIRED:
+            raise logs_expired(build_id, found.expire_time)
+        upto = found.last
+        if cursor is None:   # archived: the same start, from the archive's index
+            source = follower._source
+            source.tier = found.tier
+            cursor = after
+            if since is not None and cursor < upto:
+                cursor = await source.since_cursor(cursor, upto, since)
+            if tail > 0 and cursor < upto:
+                cursor = await source.tail_cursor(cursor, upto, tail, values)
         follower._upto, follower._cursor, follower._resume = upto, cursor, after
-        follower._final = upto if status in TERMINAL else None
+        follower._final = upto if found.status in TERMINAL else None
         follower._sent = asyncio.get_running_loop().time()
         return follower
 
@@ -116,7 +128,7 @@ class Follower:
         if pending == "heartbeat":
             # Since notifications are only hints, the database says whether one was missed.
             assert feed is not None
-            status, last = await feeds.position(self._hub.db, self._kind, self._build_id)
+            status, last, *_ = await feeds.position(self._hub.db, self._kind, self._build_id)
             if status in TERMINAL:
                 self._final = last
             feed.announce(last)  # the feed reads up to `last` if it has not yet
@@ -131,15 +143,18 @@ class Follower:
             if self._event is not None:
                 self._event.clear()
             start = cursor = self._cursor
-            if feed is not None and feed.covers(cursor):
+            if feed is not None and feed.covers(cursor) and not (feed.archived and cursor >= (feed.head or 0)):
                 entries = feed.after(cursor, max_bytes)
                 if entries:
                     cursor = entries[-1].seq
             else:
                 # Behind the ring, or no ring: a bounded read up to a
                 # committed position (the backlog's end, or what the feed
-                # has seen), which lets the cursor pass rows a filter skips.
-                bound = max(self._upto, feed.head or 0) if feed is not None else self._upto
+                # has seen, or the last sequence of a build archived while
+                # followed), which lets the cursor pass rows a filter skips.
+                bound = self._upto
+                if feed is not None:
+                    bound = max(bound, feed.head or 0, (feed.final or 0) if feed.archived else 0)
                 if self._measured is not None and feed is not None and feed.head is not None:
                     self._measured.database_reads.inc()   # a follower behind the ring
                 entries, cursor = await self._read(cursor, bound, max_bytes)
@@ -163,7 +178,9 @@ class Follower:
         cursor, feed = self._cursor, self._feed
         if self._caught_up and feed is None:
             return Stop(Reason.DONE, cursor)
-        if cursor != self._start and (feed is None or feed.head is None or cursor < feed.head or not feed.covers(cursor)):
+        if cursor != self._start and (
+            feed is None or feed.head is None or cursor < feed.head or not feed.covers(cursor) or feed.archived
+        ):
             return None  # more may be ready now (a ring read that reached the ring's head has all there is)
         if feed is None or (self._caught_up and self._final is not None and cursor >= self._final):
             return Stop(Reason.DONE, cursor)
@@ -182,7 +199,7 @@ class Follower:
             # LISTEN connection): ask the database now. If it does not
             # answer, the reader ends with its cursor instead of waiting for
             # a heartbeat; if it does, the feed reads on.
-            status, last = await feeds.position(self._hub.db, self._kind, self._build_id)
+            status, last, *_ = await feeds.position(self._hub.db, self._kind, self._build_id)
             feed.error = None
             feed.announce(last)
             if status in TERMINAL:
@@ -210,12 +227,22 @@ class Follower:
         """The matching entries after `cursor` up to `bound`, cut at
         max_bytes, and the cursor after them: the last entry's when the read
         was cut, else `bound` (every matching row up to it was read)."""
-        read = await feeds.read(self._hub.db, feeds.Read(
-            self._kind, self._build_id, cursor, limit=DB_PAGE, max_bytes=max_bytes,
-            upto=bound, values=self._values,
-        ))
-        entries = [self._to_entry(row) for row in read.rows]
+        entries, more = await self._source.read(cursor, bound, values=self._values, limit=DB_PAGE, max_bytes=max_bytes)
         kept = feeds.fitting((len(entry.wire) for entry in entries), max_bytes)
-        if read.more or kept < len(entries):
+        if more or kept < len(entries):
             return entries[:kept], entries[kept - 1].seq
         return entries, max(cursor, bound)
+
+
+async def page(
+    hub: Hub, kind: Kind, build_id: str, *, after: int, limit: int, max_bytes: int, values: Sequence[str]
+) -> tuple[list[Entry], bool]:
+    """A List page: the matching entries after `after` (at most `limit`, cut
+    on the store's size bounds at max_bytes) and whether more were left,
+    from whichever tier holds them; NotFound for a missing build,
+    LOGS_EXPIRED for expired logs."""
+    source = Source(hub, kind, build_id)
+    entries, more = await source.read(after, None, values=values, limit=limit, max_bytes=max_bytes)
+    if source.gone:
+        raise NotFound("build", build_id, field="build_id")
+    return entries, more

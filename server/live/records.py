@@ -17,6 +17,7 @@ from typing import Any, NamedTuple, cast
 
 from buildplatform.v1 import build_event_pb2, build_log_pb2
 
+from server.store.feeds import SERVER_FIELDS_BYTES
 from server.store.rows import EventRow, LogRow
 from server.wellknown import dict_to_struct, timestamp
 
@@ -94,3 +95,47 @@ def event_entry(row: dict[str, Any]) -> Entry:
 
 # The converter of each kind (server.store.feeds.Kind.name).
 TO_ENTRY: dict[str, Callable[[dict[str, Any]], Entry]] = {"log": log_entry, "event": event_entry}
+
+
+def _varint_size(value: int) -> int:
+    size = 1
+    while value > 0x7F:
+        value >>= 7
+        size += 1
+    return size
+
+
+def _header_size(wire: bytes) -> int:
+    """Bytes before the message in an element of repeated field 1: the tag
+    and the message's length."""
+    at = 1
+    while wire[at] & 0x80:
+        at += 1
+    return at + 1
+
+
+def item_size(wire: bytes) -> int:
+    """The serialized size of the message an entry's wire holds (its ByteSize())."""
+    return len(wire) - _header_size(wire)
+
+
+def stored_bound(entry: Entry) -> int:
+    """The wire_bytes the store keeps for this entry's row
+    (server.store.feeds.wire_bound of the size of the entry as appended),
+    recomputed from the entry: what a reader of the archive needs to cut its
+    reads exactly where a read of the hot rows cuts (so both answer the same
+    pages and messages). The appended entry's fields are the row's message
+    less the fields the server adds: id (1), build_id (2) and sequence (3),
+    written first, and create_time, written last."""
+    wire = entry.wire
+    start = _header_size(wire)
+    at = start + 1                      # past the id's tag
+    while wire[at] & 0x80:
+        at += 1
+    at += 1                             # past the id
+    at += 2 + wire[at + 1]              # build_id: its tag, length (< 128) and bytes
+    at += 1 + _varint_size(entry.seq)   # sequence: its tag and value
+    micros = round(entry.time * 1e6)
+    seconds, rest = divmod(micros, 1_000_000)
+    stamp = (1 + _varint_size(seconds) if seconds else 0) + (1 + _varint_size(rest * 1000) if rest else 0)
+    return len(wire) - at - (2 + stamp) + SERVER_FIELDS_BYTES

@@ -37,7 +37,7 @@ import json
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg.rows import dict_row
@@ -265,10 +265,13 @@ def fitting(sizes: Iterable[int], max_bytes: int) -> int:
 @dataclass(frozen=True, slots=True)
 class Rows:
     """One bounded read: rows oldest first, and whether matching rows were
-    left after the last one (by the row limit or the byte budget)."""
+    left after the last one (by the row limit or the byte budget). `tier`
+    is the build's archive_state seen by the same statement: rows come only
+    while it is 'hot' (None: the build is gone)."""
 
     rows: list[dict[str, Any]]
     more: bool
+    tier: str | None = "hot"
 
 
 def _matching(kind: Kind, *, values: Sequence[str], upto: int | None, descending: bool = False) -> str:
@@ -314,13 +317,24 @@ class Read:
         """The SQL and its parameters (also EXPLAINed by the bench). The
         window runs over at most limit + 1 rows (the inner LIMIT stops the
         scan), and rows past the cut are never detoasted: PostgreSQL reads
-        their heap tuples, not their messages."""
+        their heap tuples, not their messages.
+
+        The build's tier is read by the same statement (one snapshot): rows
+        come only while its logs are 'hot', and a build archived meanwhile
+        answers its new tier instead of rows that are no longer the truth
+        (nor a partition dropped since). The first row always carries the
+        tier; a read with no rows is that row alone, its columns NULL."""
+        matching = _matching(self.kind, values=self.values, upto=self.upto).replace(
+            "WHERE build_id = %(id)s", "WHERE build_id = %(id)s AND b.archive_state = 'hot'"
+        )
         sql = (
+            "SELECT b.archive_state AS tier, c.* FROM builds AS b LEFT JOIN LATERAL ("
             "SELECT * FROM (SELECT *, sum(wire_bytes) OVER w - wire_bytes AS bytes_before, "
             "lead(seq) OVER w AS next_seq FROM ("
-            + _matching(self.kind, values=self.values, upto=self.upto)
+            + matching
             + ") AS matching WINDOW w AS (ORDER BY seq)) AS counted "
-            "WHERE bytes_before < %(max_bytes)s ORDER BY seq LIMIT %(limit)s"
+            "WHERE bytes_before < %(max_bytes)s ORDER BY seq LIMIT %(limit)s) AS c ON true "
+            "WHERE b.id = %(id)s ORDER BY c.seq"
         )
         params = {
             "id": self.build_id, "after": self.after, "upto": self.upto, "values": list(self.values),
@@ -333,17 +347,36 @@ async def read_after(pg: psycopg.AsyncConnection[Any], read: Read) -> Rows:
     async with pg.cursor(row_factory=dict_row) as cur:
         await cur.execute(*read.statement())
         rows = await cur.fetchall()
-    return Rows(rows, bool(rows) and rows[-1]["next_seq"] is not None)
+    if not rows:
+        return Rows([], False, None)
+    tier = rows[0].pop("tier")
+    if rows[0]["seq"] is None:
+        return Rows([], False, tier)
+    for row in rows[1:]:
+        del row["tier"]
+    return Rows(rows, rows[-1]["next_seq"] is not None, tier)
 
 
-async def build_position(pg: psycopg.AsyncConnection[Any], kind: Kind, build_id: str) -> tuple[BuildStatus, int]:
-    """The build's status and last sequence of this kind; NotFound when absent."""
+class Position(NamedTuple):
+    """A build's status, last sequence of a kind, and the tier of its logs
+    and events ('hot', 'archived' or 'expired'; expire_time once expired)."""
+
+    status: BuildStatus
+    last: int
+    tier: str = "hot"
+    expire_time: datetime | None = None
+
+
+async def build_position(pg: psycopg.AsyncConnection[Any], kind: Kind, build_id: str) -> Position:
+    """The build's position and tier; NotFound when absent."""
     async with pg.cursor() as cur:
-        await cur.execute(f"SELECT status, {kind.counter} FROM builds WHERE id = %s", (build_id,))
+        await cur.execute(
+            f"SELECT status, {kind.counter}, archive_state, expire_time FROM builds WHERE id = %s", (build_id,)
+        )
         row = await cur.fetchone()
     if row is None:
         raise NotFound("build", build_id, field="build_id")
-    return BuildStatus(row[0]), int(row[1])
+    return Position(BuildStatus(row[0]), int(row[1]), row[2], row[3])
 
 
 def since_statement(
@@ -434,7 +467,7 @@ async def start_cursor(
 # --- whole units of work on the hot-path pool (what the core and the hub call) ---
 
 
-async def position(db: Database, kind: Kind, build_id: str) -> tuple[BuildStatus, int]:
+async def position(db: Database, kind: Kind, build_id: str) -> Position:
     """build_position on a connection of its own."""
     async with db.connection() as pg:
         return await build_position(pg, kind, build_id)
@@ -446,20 +479,53 @@ async def read(db: Database, bounded: Read) -> Rows:
         return await read_after(pg, bounded)
 
 
-async def read_page(db: Database, bounded: Read) -> Rows:
-    """A List page: NotFound for a missing build (an empty read cannot tell),
-    then the read, on one connection."""
-    async with db.connection() as pg:
-        await build_position(pg, bounded.kind, bounded.build_id)
-        return await read_after(pg, bounded)
-
-
 async def start(
     db: Database, kind: Kind, build_id: str, *, after: int, since: datetime | None, tail: int, values: Sequence[str]
-) -> tuple[BuildStatus, int, int]:
-    """Where a stream starts: the build's status, the backlog's end (its last
-    sequence now) and the cursor to send from (see start_cursor)."""
+) -> tuple[Position, int | None]:
+    """Where a stream starts: the build's position (its last sequence is the
+    backlog's end) and, while its logs are hot, the cursor to send from (see
+    start_cursor); None when they are not (the reader asks the archive)."""
     async with db.connection() as pg:
-        status, upto = await build_position(pg, kind, build_id)
-        cursor = await start_cursor(pg, kind, build_id, after=after, upto=upto, since=since, tail=tail, values=values)
-    return status, upto, cursor
+        found = await build_position(pg, kind, build_id)
+        if found.tier != "hot":
+            return found, None
+        cursor = await start_cursor(
+            pg, kind, build_id, after=after, upto=found.last, since=since, tail=tail, values=values
+        )
+    return found, cursor
+
+
+# --- the archive's chunk index (written by server.archive.job; read here as rows) ---
+
+
+def chunks_statement(
+    kind: Kind, build_id: str, *, after: int, upto: int, values: Sequence[str], limit: int,
+    descending: bool = False, since: datetime | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """Chunks holding entries in (after, upto] (that hold one of `values`,
+    when given; whose last entry is not older than `since`, when given), in
+    chunk order (newest first when descending), at most `limit`."""
+    sql = (
+        "SELECT * FROM archive_chunks WHERE build_id = %(id)s AND kind = %(kind)s "
+        "AND last_seq > %(after)s AND first_seq <= %(upto)s"
+        + (" AND value_names && %(values)s::text[]" if values else "")
+        + (" AND last_time >= %(since)s" if since is not None else "")
+        + f" ORDER BY chunk{' DESC' if descending else ''} LIMIT %(limit)s"
+    )
+    return sql, {
+        "id": build_id, "kind": kind.name, "after": after, "upto": upto, "values": list(values),
+        "since": since, "limit": limit,
+    }
+
+
+async def chunks(
+    db: Database, kind: Kind, build_id: str, *, after: int, upto: int, values: Sequence[str] = (), limit: int,
+    descending: bool = False, since: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """chunks_statement on a connection of its own: archive_chunks rows."""
+    sql, params = chunks_statement(
+        kind, build_id, after=after, upto=upto, values=values, limit=limit, descending=descending, since=since
+    )
+    async with db.connection() as pg, pg.cursor(row_factory=dict_row) as cur:
+        await cur.execute(sql, params)
+        return await cur.fetchall()

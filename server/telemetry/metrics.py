@@ -180,6 +180,12 @@ class Metrics:
             "buildplatform_feed_follower_database_reads",
             "Reads a following stream made from PostgreSQL because its cursor was behind the ring.",
             ["kind"], registry=r)
+        self.archive_chunk_reads = Counter(
+            "buildplatform_archive_chunk_reads", "Archived chunks fetched (one ranged GET each) and decoded by "
+            "readers of archived builds.", ["kind"], registry=r)
+        self.archive_read_errors = Counter(
+            "buildplatform_archive_read_errors", "Archived chunks a reader found missing from the object store "
+            "or failing their checksum (each answered DATA_LOSS).", ["kind", "reason"], registry=r)
         self.ring_bytes = Gauge(
             "buildplatform_feed_ring_bytes", "Bytes of recent lines and events held in memory for followers "
             "(FEED_TOTAL_BYTES bounds it per process; sampled).", multiprocess_mode="livesum", registry=r)
