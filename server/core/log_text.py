@@ -51,6 +51,7 @@ from server.core.deps import Deps
 from server.core.wire import validate_id
 from server.domain.access import Principal
 from server.domain.errors import InvalidArgument, Unavailable
+from server.domain.feeds import logs_expired
 from server.domain.limits import RESPONSE_BYTES
 from server.domain.status import TERMINAL
 from server.domain.validation import Checker
@@ -286,10 +287,12 @@ class LogText:
 
 async def open_text(d: Deps, principal: Principal, build_id: str, options: TextOptions) -> LogText:
     """The text of `build_id`'s log now, once `principal` may read it:
-    PermissionDenied, NotFound."""
+    PermissionDenied, NotFound, FailedPrecondition LOGS_EXPIRED."""
     await guard.require(d, principal, "build", build_id)
-    status, last = await feeds.position(d.db, feeds.LOGS, build_id)
-    return LogText(d, build_id, options, last, status in TERMINAL, marks(build_id, options))
+    found = await feeds.position(d.db, feeds.LOGS, build_id)
+    if found.tier == "expired":
+        raise logs_expired(build_id, found.expire_time)
+    return LogText(d, build_id, options, found.last, found.status in TERMINAL, marks(build_id, options))
 
 
 # --- the RPC --------------------------------------------------------------------------------
