@@ -23,6 +23,7 @@ from buildplatform.v1 import build_pb2, project_pb2, user_pb2
 from google.protobuf import struct_pb2
 
 from server import migrate
+from tests.auth_support import ORIGIN
 from tests.e2e.streaming import (
     ERROR,
     INFO,
@@ -488,3 +489,20 @@ def test_the_same_bytes_before_and_after_archiving(own_database, tmp_path):
     for key in before:
         assert after[key] == before[key], f"{key}: the archived build reads differently"
     assert before[" ()"][3].startswith(f"{BOLD_GREEN}Compiling".encode())
+
+
+def test_a_page_of_an_allowed_origin_may_read_ranges_and_the_file_name(server, finished):
+    build_id, _ = finished
+    status, headers, _ = curl(server, f"/builds/{build_id}/logs.txt?download=1", "-r", "0-4", "-H", f"Origin: {ORIGIN}")
+    assert status == 206 and headers["access-control-allow-origin"] == ORIGIN
+    exposed = {name.strip() for name in headers["access-control-expose-headers"].split(",")}
+    assert {"content-range", "content-disposition", "content-length", "etag", "x-request-id"} <= exposed
+    preflight = subprocess.run(
+        ["curl", "-sS", "-D", "-", "-o", "/dev/null", "-X", "OPTIONS", "-H", f"Origin: {ORIGIN}",
+         "-H", "Access-Control-Request-Method: GET", "-H", "Access-Control-Request-Headers: authorization, range",
+         f"http://127.0.0.1:{server.http_port}/builds/{build_id}/logs.txt"],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout.lower()
+    allowed = re.search(r"access-control-allow-headers: (.*)", preflight)
+    assert allowed is not None and {"authorization", "range", "if-range"} <= {h.strip() for h in allowed.group(1).split(",")}
+    assert "access-control-allow-methods: get, post" in preflight
