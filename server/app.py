@@ -33,7 +33,7 @@ from buildplatform.v1 import (
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from server.archive.objects import open_store
+from server.archive.objects import ObjectStore, open_store
 from server.auth import Authenticator
 from server.auth.bootstrap import bootstrap_admin_token, page_token_secret
 from server.config import Settings
@@ -304,8 +304,7 @@ def build_server(settings: Settings, *, tracing: bool = False) -> App:
         heartbeat_seconds=settings.stream_heartbeat_seconds,
         ring_bytes=settings.feed_ring_bytes, total_bytes=settings.feed_total_bytes,
         metrics=metrics,
-        # Readers of archived builds read it even when ARCHIVE=false stops archiving more.
-        archive=open_store(settings.archive_url) if settings.archive_url else None,
+        archive=_archive_for_readers(settings),
     )
     # The key is loaded when the database first answers (App._prepare).
     page_tokens = PageTokens()
@@ -358,6 +357,18 @@ def build_server(settings: Settings, *, tracing: bool = False) -> App:
     if metrics is not None and not multiprocess_worker():
         app.metrics_endpoint = metrics_endpoint(settings)
     return app
+
+
+def _archive_for_readers(settings: Settings) -> ObjectStore | None:
+    """The store readers of archived builds read (server.live.tiers): ARCHIVE_URL's,
+    even when ARCHIVE=false stops archiving more; None when it is empty."""
+    if not settings.archive_url:
+        return None
+    try:
+        return open_store(settings.archive_url)
+    except (ValueError, OSError) as error:
+        raise SystemExit(f"cannot read the archive at ARCHIVE_URL={settings.archive_url!r}: {error}; "
+                         "fix ARCHIVE_URL") from None
 
 
 def _archiver(
