@@ -14,7 +14,9 @@ Connect and gRPC-Web beside gRPC on the same server, bench.connect); archive
 (issue 14: the archive codec's throughput and ratio on realistic build
 output beside plain zstd of the same bytes, bench.archive); masking (issue
 15: appends with 0, 10 and 200 secrets registered against no masking,
-bench.masking).
+bench.masking); download (issue 14: GET /builds/{id}/logs.txt of a
+1,000,000-line log, bytes/s and server RSS, beside COPY out of
+PostgreSQL, bench.download).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from bench import env, report
 from bench.h2 import Load
 
 CORE = ("get", "list", "create", "workers")
-STREAMS = ("ingest", "statements", "delivery", "idle", "filters", "rings", "http", "archive", "masking")
+STREAMS = ("ingest", "statements", "delivery", "idle", "filters", "rings", "http", "archive", "masking",
+           "download")
 
 
 def parse_args() -> argparse.Namespace:
@@ -91,7 +94,7 @@ def main() -> int:
             run.shape = shape
             run.core = core.run(pg.url, h2load, shape, args.selected, builds=builds, rounds=args.rounds)
         if args.selected & set(STREAMS):
-            from bench import archive, connect, delivery, feeds, masking, streams
+            from bench import archive, connect, delivery, download, feeds, masking, streams
 
             run.streams = streams.Figures()
             for name in STREAMS:
@@ -102,7 +105,8 @@ def main() -> int:
                     continue
                 print(f"{name}:", flush=True)
                 try:
-                    module = next(m for m in (feeds, delivery, connect, streams, archive, masking) if hasattr(m, name))
+                    module = next(m for m in (feeds, delivery, connect, download, streams, archive, masking)
+                                  if hasattr(m, name))
                     module.__dict__[name](pg.url, run.streams)
                 except Exception as error:  # report the others even if one bench breaks
                     failed = True

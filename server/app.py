@@ -458,8 +458,10 @@ def _http_server(settings: Settings, deps: Deps, calls: Calls, authenticator: Au
     """The same services on HTTP_ADDRESS, sharing the core, the
     authenticator and the calls' limits with the gRPC port. Imported only
     when HTTP is served (connectrpc and uvicorn add about 6 MB)."""
+    from server.core.calls import endpoint
     from server.http.app import HttpApp
     from server.http.calls import CallInterceptor
+    from server.http.log_download import LogDownload
     from server.http.registry import endpoints
     from server.http.server import HttpServer
 
@@ -468,9 +470,12 @@ def _http_server(settings: Settings, deps: Deps, calls: Calls, authenticator: Au
         context = None if certificates is None else certificates.ssl_context()
     except TlsError as error:
         raise SystemExit(f"cannot serve TLS: {error}") from None
+    interceptor = CallInterceptor(calls, authenticator)
+    read_text = build_log_pb2.DESCRIPTOR.services_by_name["BuildLogService"].methods_by_name["ReadBuildLogText"]
     handler = HttpApp(
-        endpoints(SERVICES, deps), calls=calls, interceptor=CallInterceptor(calls, authenticator),
+        endpoints(SERVICES, deps), calls=calls, interceptor=interceptor,
         not_ready=app.not_ready, cors_origins=settings.http_cors_origins,
+        log_download=LogDownload(deps, interceptor, endpoint(feeds, read_text)),
     )
     sock = bound(settings.http_address, "HTTP_ADDRESS", reuse_port=settings.reuse_port)
     return HttpServer(handler, sock, context=context, grace=settings.shutdown_grace_seconds + 5)

@@ -31,6 +31,9 @@ from server.core import feeds_wire as wire
 from server.core import guard
 from server.core.deps import Deps
 from server.core.feeds_wire import stream_response
+from server.core.log_text import (
+    read_build_log_text as read_build_log_text,  # BuildLogService.ReadBuildLogText
+)
 from server.core.masking import mask_entries
 from server.core.wire import from_timestamp, validate_id
 from server.domain.access import Principal

@@ -7,6 +7,8 @@ hook (docs/http.md).
   calls.py      around each call: request id, admission, deadline,
                 authentication, error mapping, access log
   codecs.py     binary and JSON for google.protobuf messages
+  log_download.py  GET /builds/{id}/logs.txt: a build's log as text, with
+                ReadBuildLogText's credentials, rule and bytes
   app.py        the ASGI application: health, CORS, pages, then the RPCs
   server.py     uvicorn in this process's event loop
 

@@ -4,6 +4,8 @@
   GET /healthz                   200 "ok": the process is up
   GET /readyz                    200 "ready", or 503 "not ready: <why>": the database
                                  answers and the schema is ready (gRPC health's SERVING)
+  GET /builds/{id}/logs.txt      the build's log as text (server.http.log_download), with
+                                 the credentials and rules of ReadBuildLogText
   other GETs that are no RPC     server.web_assets.serve(path) when that module exists;
                                  else 404
   POST application/grpc          415: gRPC (HTTP/2) is served on GRPC_ADDRESS
@@ -33,6 +35,8 @@ from connectrpc.server import ConnectASGIApplication
 
 from server.http.calls import CallInterceptor
 from server.http.codecs import CODECS
+from server.http.log_download import PATH as LOG_TEXT
+from server.http.log_download import LogDownload
 from server.transport.calls import Calls
 
 Scope = dict[str, Any]
@@ -44,11 +48,12 @@ Static = Callable[[str], "tuple[int, dict[str, str], bytes] | None"]
 ALLOW_HEADERS = ", ".join((
     "authorization", "content-type", "content-encoding", "connect-protocol-version", "connect-timeout-ms",
     "connect-content-encoding", "connect-accept-encoding", "grpc-timeout", "grpc-encoding",
-    "grpc-accept-encoding", "x-grpc-web", "x-user-agent", "x-request-id",
+    "grpc-accept-encoding", "x-grpc-web", "x-user-agent", "x-request-id", "range", "if-range",
 )).encode()
 EXPOSE_HEADERS = ", ".join((
     "grpc-status", "grpc-message", "grpc-status-details-bin", "grpc-encoding", "grpc-accept-encoding",
     "connect-content-encoding", "connect-accept-encoding", "x-request-id",
+    "content-range", "content-disposition", "content-length", "etag",
 )).encode()
 PREFLIGHT_MAX_AGE = b"7200"   # seconds; browsers cap it (Chromium at 2 hours)
 
@@ -135,7 +140,9 @@ class HttpApp:
         interceptor: CallInterceptor,
         not_ready: Callable[[], str | None],
         cors_origins: Collection[str] = (),
+        log_download: LogDownload | None = None,
     ) -> None:
+        self.log_download = log_download
         self.procedures = frozenset(endpoints)
         self.streams = frozenset(path for path, found in endpoints.items()
                                  if found.method.stream_type != StreamType.UNARY)
@@ -164,6 +171,11 @@ class HttpApp:
         if self._allowed(origin):
             send = _with_cors(send, origin)  # type: ignore[arg-type]
         if method in ("GET", "HEAD") and path not in self.procedures:
+            download = LOG_TEXT.fullmatch(path) if self.log_download is not None else None
+            if download is not None:
+                assert self.log_download is not None
+                await self.log_download(scope, receive, send, download.group(1))
+                return
             await self._get(path, send, head=method == "HEAD")
             return
         content_type = _header(scope, b"content-type") or b""

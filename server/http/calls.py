@@ -31,6 +31,7 @@ error it raises replaces the call's.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -130,12 +131,19 @@ class CallInterceptor:
 
     async def on_start(self, ctx: RequestContext[object, object]) -> HttpCall:
         method = ctx.method
-        headers = ctx.request_headers
-        call = HttpCall(
+        call = self.open(
             f"/{method.service_name}/{method.name}", method.stream_type is StreamType.SERVER_STREAM,
-            time.perf_counter(), _peer(ctx.client_address), request_id(headers.get("x-request-id")),
+            ctx.request_headers, ctx.client_address,
         )
         ctx.response_headers["x-request-id"] = call.request_id
+        await self.prove(call, ctx.request_headers, ctx.timeout_ms)
+        return call
+
+    def open(self, method: str, stream: bool, headers: Mapping[str, str], client_address: str | None) -> HttpCall:
+        """A call of `method` begins (steps 1 and 6). With `prove` and `end`,
+        also what the requests of this port that are no Connect call go
+        through (GET /builds/{id}/logs.txt, server.http.log_download)."""
+        call = HttpCall(method, stream, time.perf_counter(), _peer(client_address), request_id(headers.get("x-request-id")))
         _current.set(call)
         metrics, tracer = self.calls.metrics, self.calls.tracer
         if metrics is not None:
@@ -143,31 +151,34 @@ class CallInterceptor:
             call.metrics.started.inc()
         if tracer is not None:
             call.span = tracer.start(call.method, "http", headers, stream=call.stream)
+        return call
+
+    async def prove(self, call: HttpCall, headers: Mapping[str, str], timeout_ms: float | None) -> None:
+        """Steps 2 and 3: admit the call and authenticate its caller; or end
+        the call and raise the ConnectError that answers it."""
         try:
             self.calls.admit(call.stream)
             call.admitted = True
             if call.metrics is not None and call.metrics.open is not None:
                 call.metrics.open.inc()
-            remaining = ctx.timeout_ms
-            if remaining is not None:
-                call_deadline.set(time.monotonic() + remaining / 1000)
+            if timeout_ms is not None:
+                call_deadline.set(time.monotonic() + timeout_ms / 1000)
             call.principal = await self.authenticator.authenticate(headers.get("authorization"))
         except Exception as error:
             # connectrpc ends only interceptors whose on_start returned.
-            failure = self._end(call, error)
+            failure = self.end(call, error)
             assert failure is not None
             raise failure from None
         except BaseException:
-            self._end(call, ConnectError(Code.CANCELED, "Request was cancelled"))
+            self.end(call, ConnectError(Code.CANCELED, "Request was cancelled"))
             raise
-        return call
 
     async def on_end(self, call: HttpCall, ctx: RequestContext[object, object], error: Exception | None) -> None:
-        failure = self._end(call, error)
+        failure = self.end(call, error)
         if failure is not None:
             raise failure
 
-    def _end(self, call: HttpCall, error: Exception | None) -> ConnectError | None:
+    def end(self, call: HttpCall, error: Exception | None) -> ConnectError | None:
         """Release the call, write its access log line, and return the error
         that answers it (None for a success)."""
         seconds = time.perf_counter() - call.started

@@ -13,6 +13,8 @@
 //   {"id": 6, "op": "screenshot", "path": "..."}
 //   {"id": 7, "op": "metrics"}                  Chromium's own counters (heap, DOM nodes), after a garbage collection
 //   {"id": 8, "op": "errors"}                   uncaught page errors and console errors so far
+//   {"id": 9, "op": "download", "selector": "#download", "path": "...", "timeout": 30000}
+//        click, wait for the download it starts, save it at path -> {"filename", "failure"}
 import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
 
@@ -68,6 +70,11 @@ const ops = {
     return Object.fromEntries(metrics.map(({ name, value }) => [name, value]));
   },
   errors: () => errors,
+  async download({ selector, path, timeout }) {
+    const [download] = await Promise.all([page.waitForEvent("download", { timeout }), page.click(selector)]);
+    await download.saveAs(path);
+    return { filename: download.suggestedFilename(), failure: await download.failure() };
+  },
 };
 
 const lines = createInterface({ input: process.stdin });

@@ -95,6 +95,11 @@ class Browser:
     def click(self, selector: str) -> None:
         self._call("click", selector=selector)
 
+    def download(self, selector: str, path: Path, *, timeout: float = 60) -> dict[str, Any]:
+        """Click `selector`, wait for the download it starts and save it at
+        `path`: {"filename": the name the page gave, "failure": null or why}."""
+        return dict(self._call("download", selector=selector, path=str(path), timeout=int(timeout * 1000)))
+
     def screenshot(self, path: Path) -> None:
         self._call("screenshot", path=str(path))
 

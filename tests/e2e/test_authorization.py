@@ -197,6 +197,7 @@ ON_BOBS: dict[str, Callable[[World, str], Any]] = {
     "WatchBuild": lambda w, i: build_pb2.WatchBuildRequest(id=i or w.build.id),
     "ListBuildLogs": lambda w, i: build_log_pb2.ListBuildLogsRequest(build_id=i or w.build.id),
     "StreamBuildLogs": lambda w, i: build_log_pb2.StreamBuildLogsRequest(build_id=i or w.build.id),
+    "ReadBuildLogText": lambda w, i: build_log_pb2.ReadBuildLogTextRequest(build_id=i or w.build.id),
     "ListBuildEvents": lambda w, i: build_event_pb2.ListBuildEventsRequest(build_id=i or w.build.id),
     "StreamBuildEvents": lambda w, i: build_event_pb2.StreamBuildEventsRequest(build_id=i or w.build.id),
     "CreateChatSession": lambda w, i: chat_session_pb2.CreateChatSessionRequest(
@@ -226,6 +227,7 @@ ON_ANOTHER_BUILD: dict[str, Callable[[World, str], Any]] = {
     "CancelBuild": ON_BOBS["CancelBuild"],
     "ListBuildLogs": ON_BOBS["ListBuildLogs"],
     "StreamBuildLogs": ON_BOBS["StreamBuildLogs"],
+    "ReadBuildLogText": ON_BOBS["ReadBuildLogText"],
     "ListBuildEvents": ON_BOBS["ListBuildEvents"],
     "StreamBuildEvents": ON_BOBS["StreamBuildEvents"],
     "UpdateBuild": lambda w, i: build_pb2.UpdateBuildRequest(

@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import struct
+import subprocess
 import threading
 import time
 import urllib.error
@@ -609,3 +610,57 @@ def test_a_build_of_100000_lines_opens_at_its_tail_and_stays_responsive(
     assert browser.evaluate(STORE) == {"size": LINES_100K + 10_000, "repeats": 0, "gaps": 0}
     assert browser.evaluate("() => buildLog.following")
     print("\nlog page, 100,000 lines:", json.dumps({k: round(v, 1) if isinstance(v, float) else v for k, v in figures.items()}))
+
+
+# --- the Download button ---------------------------------------------------------------
+
+DOWNLOADED = [
+    (INFO, "\x1b[1;32mCompiling\x1b[0m app v0.1.0"),
+    (WARN, "\x1b[33mwarning\x1b[0m: caf\u00e9 \U0001f680 \x1b]8;;https://example.com\x1b\\docs\x1b]8;;\x1b\\"),
+    (INFO, "two\nlines"),
+]
+
+
+def curl_text(server: ServerProcess, build_id: str, query: str) -> bytes:
+    """What curl gets from GET /builds/{id}/logs.txt with `query`."""
+    return subprocess.run(
+        ["curl", "-sS", "-f", "-H", f"Authorization: Bearer {server.token}",
+         f"{http_base(server)}/builds/{build_id}/logs.txt{query}"],
+        capture_output=True, check=True, timeout=60,
+    ).stdout
+
+
+def test_download_saves_the_same_bytes_as_curl(
+    browser: Browser, page_server: ServerProcess, api: SimpleNamespace, build: build_pb2.Build, tmp_path: Path,
+):
+    run(api, build)
+    last = append(api, build.id, *DOWNLOADED, *(f"line {i}" for i in range(4, 2001)))
+    page = LogPage(browser, http_base(page_server), build.id, page_server.token)
+    browser.wait(f"() => buildLog.store.size === {last}", what=f"{last} lines")
+    # One click; ANSI stripped by default.
+    saved = browser.download("#download", tmp_path / "stripped.log")
+    assert saved == {"filename": f"{build.id}.log", "failure": None}
+    stripped = curl_text(page_server, build.id, "?ansi=strip")
+    assert (tmp_path / "stripped.log").read_bytes() == stripped
+    assert stripped.startswith("Compiling app v0.1.0\nwarning: caf\u00e9 \U0001f680 docs\ntwo\nlines\n".encode())
+    # With colour codes: the messages as written.
+    browser.click("#download-ansi")
+    saved = browser.download("#download", tmp_path / "kept.log")
+    assert saved["failure"] is None
+    kept = curl_text(page_server, build.id, "")
+    assert (tmp_path / "kept.log").read_bytes() == kept
+    assert kept.startswith(b"\x1b[1;32mCompiling")
+    assert page.text("#download") == "Download"     # ready for another click
+    assert browser.errors() == []
+
+
+def test_a_refused_download_is_said_in_words(
+    browser: Browser, page_server: ServerProcess, api: SimpleNamespace, build: build_pb2.Build,
+):
+    append(api, build.id, "one line")
+    LogPage(browser, http_base(page_server), build.id, "bp_not_a_token")
+    browser.wait("() => document.getElementById('download') !== null", what="the button")
+    browser.click("#download")
+    browser.wait("() => !document.getElementById('problem').hidden", what="the problem to be shown")
+    text = browser.evaluate("() => document.getElementById('problem').textContent")
+    assert text.startswith("The download failed: ") and "token" in text, text

@@ -20,9 +20,11 @@ def tour() -> str:
 def test_the_readme_tour_runs_verbatim_and_prints_what_the_readme_says(server, tmp_path):
     token_file = tmp_path / "admin-token"
     token_file.write_text(server.token + "\n")
-    script = tour().replace("127.0.0.1:50051", server.address).replace(".data/admin-token", str(token_file))
-    # The address and the token file were the only things changed.
+    script = (tour().replace("127.0.0.1:50051", server.address).replace(".data/admin-token", str(token_file))
+              .replace("127.0.0.1:8080", f"127.0.0.1:{server.http_port}"))
+    # The addresses and the token file were the only things changed.
     assert script.count(server.address) >= 3 and script.count(str(token_file)) == 1
+    assert script.count(f"127.0.0.1:{server.http_port}") == 1
     result = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
@@ -31,7 +33,8 @@ def test_the_readme_tour_runs_verbatim_and_prints_what_the_readme_says(server, t
     assert "buildplatform.v1.BuildLogService" in out and "rpc StreamBuildLogs" in out
     for expected in ("BUILD_STATUS_INITIALIZING", "BUILD_STATUS_RUNNING", "BUILD_STATUS_AWAITING_DESIGN_REVIEW",
                      "REVIEW_DECISION_APPROVE", "BUILD_STATUS_COMPLETED", '"caught_up": true',
-                     '"message": "added 312 packages"', "refused, as expected", "the agent may not review"):
+                     '"message": "added 312 packages"', "refused, as expected", "the agent may not review",
+                     "INFO  npm install\nTOOL  added 312 packages\n"):
         assert expected in out, f"{expected!r} missing from:\n{out}"
     documented = re.search(r"The last call prints:\n\n```\n(.*?)```", README, re.S)
     assert documented is not None

@@ -10,6 +10,7 @@
 import { connectBuildPlatformWeb, type Build, type BuildLog } from "@buildplatform/api/web";
 import { Credential } from "./credential.js";
 import { expiredText, logsExpired } from "./expired.js";
+import { enableDownload } from "./download.js";
 import { BuildHeader } from "./header.js";
 import { keepStreaming, type Health } from "./resume.js";
 import { LogStore, type Line } from "./store.js";
@@ -139,6 +140,14 @@ async function main(): Promise<void> {
   }
   await credential.ready();
   const api = connectBuildPlatformWeb(location.origin, { token: credential.current });
+  enableDownload({
+    buildId,
+    token: credential.current,
+    renew: () => credential.renew(),
+    button: element<HTMLButtonElement>("download"),
+    keepAnsi: element<HTMLInputElement>("download-ansi"),
+    problem,
+  });
 
   const store = new LogStore();
   const connection = new Connection();

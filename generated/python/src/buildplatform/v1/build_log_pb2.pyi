@@ -53,6 +53,40 @@ LOG_LEVEL_TOOL: LogLevel.ValueType  # 4
 """Output of a tool the agent ran."""
 Global___LogLevel: _TypeAlias = LogLevel  # noqa: Y015
 
+class _AnsiMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AnsiModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AnsiMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ANSI_MODE_UNSPECIFIED: _AnsiMode.ValueType  # 0
+    """Keep them: the messages' bytes as they were written."""
+    ANSI_MODE_KEEP: _AnsiMode.ValueType  # 1
+    """Keep them (the same as unspecified)."""
+    ANSI_MODE_STRIP: _AnsiMode.ValueType  # 2
+    """Remove every ECMA-48 escape sequence: CSI (ESC [ or U+009B ... final
+    byte), OSC (ESC ] or U+009D ... BEL or ST), DCS, SOS, PM and APC strings
+    (... ST), and the two- and three-byte escapes (ESC 7, ESC ( B, ...). Other
+    control characters (tab, carriage return, bell) are kept.
+    """
+
+class AnsiMode(_AnsiMode, metaclass=_AnsiModeEnumTypeWrapper):
+    """What to do with ANSI escape sequences (colours, cursor moves, window titles)
+    in the text.
+    """
+
+ANSI_MODE_UNSPECIFIED: AnsiMode.ValueType  # 0
+"""Keep them: the messages' bytes as they were written."""
+ANSI_MODE_KEEP: AnsiMode.ValueType  # 1
+"""Keep them (the same as unspecified)."""
+ANSI_MODE_STRIP: AnsiMode.ValueType  # 2
+"""Remove every ECMA-48 escape sequence: CSI (ESC [ or U+009B ... final
+byte), OSC (ESC ] or U+009D ... BEL or ST), DCS, SOS, PM and APC strings
+(... ST), and the two- and three-byte escapes (ESC 7, ESC ( B, ...). Other
+control characters (tab, carriage return, bell) are kept.
+"""
+Global___AnsiMode: _TypeAlias = AnsiMode  # noqa: Y015
+
 @_typing.final
 class BuildLog(_message.Message):
     """A log line of a build."""
@@ -368,3 +402,110 @@ class StreamBuildLogsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StreamBuildLogsResponse: _TypeAlias = StreamBuildLogsResponse  # noqa: Y015
+
+@_typing.final
+class LogTextOptions(_message.Message):
+    """How each line of the text is written."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ANSI_FIELD_NUMBER: _builtins.int
+    TIMESTAMPS_FIELD_NUMBER: _builtins.int
+    LEVELS_FIELD_NUMBER: _builtins.int
+    ansi: Global___AnsiMode.ValueType
+    """Optional. Keep or strip ANSI escape sequences; unspecified keeps them."""
+    timestamps: _builtins.bool
+    """Optional. Start each entry with its create_time in RFC 3339, UTC, with
+    microseconds, and a space: "2026-12-07T04:34:40.123456Z ".
+    """
+    levels: _builtins.bool
+    """Optional. Start each entry (after the time) with its level, upper case,
+    padded to 5 characters, and a space: "INFO  ", "WARN  ", "ERROR ", "TOOL  ".
+    """
+    def __init__(
+        self,
+        *,
+        ansi: Global___AnsiMode.ValueType = ...,
+        timestamps: _builtins.bool = ...,
+        levels: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ansi", b"ansi", "levels", b"levels", "timestamps", b"timestamps"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogTextOptions: _TypeAlias = LogTextOptions  # noqa: Y015
+
+@_typing.final
+class ReadBuildLogTextRequest(_message.Message):
+    """Request for ReadBuildLogText."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUILD_ID_FIELD_NUMBER: _builtins.int
+    READ_OFFSET_FIELD_NUMBER: _builtins.int
+    READ_LIMIT_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    build_id: _builtins.str
+    """Required. The build."""
+    read_offset: _builtins.int
+    """Optional. The offset in the text, in bytes, of the first byte to return;
+    at most the text's length (where the read returns nothing).
+    """
+    read_limit: _builtins.int
+    """Optional. The most bytes to return; 0 means no limit."""
+    @_builtins.property
+    def options(self) -> Global___LogTextOptions:
+        """Optional. How the text is written; the offsets count bytes of the text
+        written with these options.
+        """
+
+    def __init__(
+        self,
+        *,
+        build_id: _builtins.str = ...,
+        read_offset: _builtins.int = ...,
+        read_limit: _builtins.int = ...,
+        options: Global___LogTextOptions | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["options", b"options"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["build_id", b"build_id", "options", b"options", "read_limit", b"read_limit", "read_offset", b"read_offset"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadBuildLogTextRequest: _TypeAlias = ReadBuildLogTextRequest  # noqa: Y015
+
+@_typing.final
+class ReadBuildLogTextResponse(_message.Message):
+    """One chunk of ReadBuildLogText."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    """The next bytes of the text: 1 byte to 1 MiB (the chunk boundaries are
+    not line boundaries; a line, or a UTF-8 character, may straddle two
+    chunks).
+    """
+    offset: _builtins.int
+    """The offset in the text of data's first byte: read_offset for the first
+    chunk, then the previous offset plus the previous data's length. A
+    client resumes with read_offset = offset + len(data) of the last chunk
+    it kept.
+    """
+    def __init__(
+        self,
+        *,
+        data: _builtins.bytes = ...,
+        offset: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "offset", b"offset"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadBuildLogTextResponse: _TypeAlias = ReadBuildLogTextResponse  # noqa: Y015

@@ -60,6 +60,11 @@ class BuildLogServiceStub(object):
                 request_serializer=buildplatform_dot_v1_dot_build__log__pb2.StreamBuildLogsRequest.SerializeToString,
                 response_deserializer=buildplatform_dot_v1_dot_build__log__pb2.StreamBuildLogsResponse.FromString,
                 _registered_method=True)
+        self.ReadBuildLogText = channel.unary_stream(
+                '/buildplatform.v1.BuildLogService/ReadBuildLogText',
+                request_serializer=buildplatform_dot_v1_dot_build__log__pb2.ReadBuildLogTextRequest.SerializeToString,
+                response_deserializer=buildplatform_dot_v1_dot_build__log__pb2.ReadBuildLogTextResponse.FromString,
+                _registered_method=True)
 
 
 class BuildLogServiceServicer(object):
@@ -115,6 +120,36 @@ class BuildLogServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReadBuildLogText(self, request, context):
+        """Reads a build's log as plain text, in chunks, like Google ByteStream's
+        Read: one line per entry (its message and "\n"; a message that itself
+        holds line breaks keeps them, so it takes several lines, and a prefix is
+        written once, before its first line), optionally with its create_time
+        (RFC 3339 UTC with microseconds, then a space) and its level (padded to
+        5 characters, then a space) before the message, and with ANSI escape
+        sequences (ECMA-48 CSI, OSC and the other escapes) kept or stripped.
+        Metadata is not part of the text (ListBuildLogs returns it).
+
+        The text is the same bytes whether the build's log is hot or archived;
+        for a build still running it ends with the last line committed when the
+        call began. Resume an interrupted read with read_offset = the offset of
+        the last response + the length of its data. HTTP clients can GET the
+        same bytes from /builds/{build_id}/logs.txt on the HTTP port (with
+        Range requests and gzip; docs/http.md).
+
+        Errors: INVALID_ARGUMENT (a negative read_offset or read_limit, or a
+        read_offset past the end of the text: the message says how long the text
+        is), NOT_FOUND (no such build), FAILED_PRECONDITION with ErrorInfo
+        reason LOGS_EXPIRED (the build's logs passed its project's retention and
+        were deleted; metadata "expire_time" says when), DATA_LOSS (an archived
+        chunk of the log is missing or fails its checksum: the message names the
+        build and the chunk), UNAVAILABLE (the database or the object store did
+        not answer: retry, resuming at the offset reached).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BuildLogServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -132,6 +167,11 @@ def add_BuildLogServiceServicer_to_server(servicer, server):
                     servicer.StreamBuildLogs,
                     request_deserializer=buildplatform_dot_v1_dot_build__log__pb2.StreamBuildLogsRequest.FromString,
                     response_serializer=buildplatform_dot_v1_dot_build__log__pb2.StreamBuildLogsResponse.SerializeToString,
+            ),
+            'ReadBuildLogText': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadBuildLogText,
+                    request_deserializer=buildplatform_dot_v1_dot_build__log__pb2.ReadBuildLogTextRequest.FromString,
+                    response_serializer=buildplatform_dot_v1_dot_build__log__pb2.ReadBuildLogTextResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -226,6 +266,33 @@ class BuildLogService(object):
             '/buildplatform.v1.BuildLogService/StreamBuildLogs',
             buildplatform_dot_v1_dot_build__log__pb2.StreamBuildLogsRequest.SerializeToString,
             buildplatform_dot_v1_dot_build__log__pb2.StreamBuildLogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadBuildLogText(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/buildplatform.v1.BuildLogService/ReadBuildLogText',
+            buildplatform_dot_v1_dot_build__log__pb2.ReadBuildLogTextRequest.SerializeToString,
+            buildplatform_dot_v1_dot_build__log__pb2.ReadBuildLogTextResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -71,6 +71,32 @@ class BuildLogServiceStub:
     exactly once and in order; resume with after_sequence = the last cursor.
     Errors: INVALID_ARGUMENT, NOT_FOUND (no such build).
     """
+    ReadBuildLogText: _grpc.UnaryStreamMultiCallable[_build_log_pb2.ReadBuildLogTextRequest, _build_log_pb2.ReadBuildLogTextResponse]
+    """Reads a build's log as plain text, in chunks, like Google ByteStream's
+    Read: one line per entry (its message and "\\n"; a message that itself
+    holds line breaks keeps them, so it takes several lines, and a prefix is
+    written once, before its first line), optionally with its create_time
+    (RFC 3339 UTC with microseconds, then a space) and its level (padded to
+    5 characters, then a space) before the message, and with ANSI escape
+    sequences (ECMA-48 CSI, OSC and the other escapes) kept or stripped.
+    Metadata is not part of the text (ListBuildLogs returns it).
+
+    The text is the same bytes whether the build's log is hot or archived;
+    for a build still running it ends with the last line committed when the
+    call began. Resume an interrupted read with read_offset = the offset of
+    the last response + the length of its data. HTTP clients can GET the
+    same bytes from /builds/{build_id}/logs.txt on the HTTP port (with
+    Range requests and gzip; docs/http.md).
+
+    Errors: INVALID_ARGUMENT (a negative read_offset or read_limit, or a
+    read_offset past the end of the text: the message says how long the text
+    is), NOT_FOUND (no such build), FAILED_PRECONDITION with ErrorInfo
+    reason LOGS_EXPIRED (the build's logs passed its project's retention and
+    were deleted; metadata "expire_time" says when), DATA_LOSS (an archived
+    chunk of the log is missing or fails its checksum: the message names the
+    build and the chunk), UNAVAILABLE (the database or the object store did
+    not answer: retry, resuming at the offset reached).
+    """
 
 @_typing.type_check_only
 class BuildLogServiceAsyncStub(BuildLogServiceStub):
@@ -114,6 +140,32 @@ class BuildLogServiceAsyncStub(BuildLogServiceStub):
     line up to then was sent, or when the client cancels. Lines are delivered
     exactly once and in order; resume with after_sequence = the last cursor.
     Errors: INVALID_ARGUMENT, NOT_FOUND (no such build).
+    """
+    ReadBuildLogText: _aio.UnaryStreamMultiCallable[_build_log_pb2.ReadBuildLogTextRequest, _build_log_pb2.ReadBuildLogTextResponse]  # type: ignore[assignment]
+    """Reads a build's log as plain text, in chunks, like Google ByteStream's
+    Read: one line per entry (its message and "\\n"; a message that itself
+    holds line breaks keeps them, so it takes several lines, and a prefix is
+    written once, before its first line), optionally with its create_time
+    (RFC 3339 UTC with microseconds, then a space) and its level (padded to
+    5 characters, then a space) before the message, and with ANSI escape
+    sequences (ECMA-48 CSI, OSC and the other escapes) kept or stripped.
+    Metadata is not part of the text (ListBuildLogs returns it).
+
+    The text is the same bytes whether the build's log is hot or archived;
+    for a build still running it ends with the last line committed when the
+    call began. Resume an interrupted read with read_offset = the offset of
+    the last response + the length of its data. HTTP clients can GET the
+    same bytes from /builds/{build_id}/logs.txt on the HTTP port (with
+    Range requests and gzip; docs/http.md).
+
+    Errors: INVALID_ARGUMENT (a negative read_offset or read_limit, or a
+    read_offset past the end of the text: the message says how long the text
+    is), NOT_FOUND (no such build), FAILED_PRECONDITION with ErrorInfo
+    reason LOGS_EXPIRED (the build's logs passed its project's retention and
+    were deleted; metadata "expire_time" says when), DATA_LOSS (an archived
+    chunk of the log is missing or fails its checksum: the message names the
+    build and the chunk), UNAVAILABLE (the database or the object store did
+    not answer: retry, resuming at the offset reached).
     """
 
 class BuildLogServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -173,6 +225,38 @@ class BuildLogServiceServicer(metaclass=_abc_1.ABCMeta):
         line up to then was sent, or when the client cancels. Lines are delivered
         exactly once and in order; resume with after_sequence = the last cursor.
         Errors: INVALID_ARGUMENT, NOT_FOUND (no such build).
+        """
+
+    @_abc_1.abstractmethod
+    def ReadBuildLogText(
+        self,
+        request: _build_log_pb2.ReadBuildLogTextRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_build_log_pb2.ReadBuildLogTextResponse], _abc.AsyncIterator[_build_log_pb2.ReadBuildLogTextResponse]]:
+        """Reads a build's log as plain text, in chunks, like Google ByteStream's
+        Read: one line per entry (its message and "\\n"; a message that itself
+        holds line breaks keeps them, so it takes several lines, and a prefix is
+        written once, before its first line), optionally with its create_time
+        (RFC 3339 UTC with microseconds, then a space) and its level (padded to
+        5 characters, then a space) before the message, and with ANSI escape
+        sequences (ECMA-48 CSI, OSC and the other escapes) kept or stripped.
+        Metadata is not part of the text (ListBuildLogs returns it).
+
+        The text is the same bytes whether the build's log is hot or archived;
+        for a build still running it ends with the last line committed when the
+        call began. Resume an interrupted read with read_offset = the offset of
+        the last response + the length of its data. HTTP clients can GET the
+        same bytes from /builds/{build_id}/logs.txt on the HTTP port (with
+        Range requests and gzip; docs/http.md).
+
+        Errors: INVALID_ARGUMENT (a negative read_offset or read_limit, or a
+        read_offset past the end of the text: the message says how long the text
+        is), NOT_FOUND (no such build), FAILED_PRECONDITION with ErrorInfo
+        reason LOGS_EXPIRED (the build's logs passed its project's retention and
+        were deleted; metadata "expire_time" says when), DATA_LOSS (an archived
+        chunk of the log is missing or fails its checksum: the message names the
+        build and the chunk), UNAVAILABLE (the database or the object store did
+        not answer: retry, resuming at the offset reached).
         """
 
 def add_BuildLogServiceServicer_to_server(servicer: BuildLogServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -14,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file buildplatform/v1/build_log.proto.
  */
 export const file_buildplatform_v1_build_log: GenFile = /*@__PURE__*/
-  fileDesc("CiBidWlsZHBsYXRmb3JtL3YxL2J1aWxkX2xvZy5wcm90bxIQYnVpbGRwbGF0Zm9ybS52MSL8AQoIQnVpbGRMb2cSEAoCaWQYASABKANCBOJBAQMSFgoIYnVpbGRfaWQYAiABKAlCBOJBAQMSFgoIc2VxdWVuY2UYAyABKANCBOJBAQMSLwoFbGV2ZWwYBCABKA4yGi5idWlsZHBsYXRmb3JtLnYxLkxvZ0xldmVsQgTiQQEDEhUKB21lc3NhZ2UYBSABKAlCBOJBAQMSLwoIbWV0YWRhdGEYBiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0QgTiQQEDEjUKC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAyKDAQoITG9nRW50cnkSLwoFbGV2ZWwYASABKA4yGi5idWlsZHBsYXRmb3JtLnYxLkxvZ0xldmVsQgTiQQECEhUKB21lc3NhZ2UYAiABKAlCBOJBAQISLwoIbWV0YWRhdGEYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0QgTiQQEBIoEBChZBcHBlbmRCdWlsZExvZ3NSZXF1ZXN0EhYKCGJ1aWxkX2lkGAEgASgJQgTiQQECEjEKB2VudHJpZXMYAiADKAsyGi5idWlsZHBsYXRmb3JtLnYxLkxvZ0VudHJ5QgTiQQECEhwKDmZpcnN0X3NlcXVlbmNlGAMgASgDQgTiQQEBImEKF0FwcGVuZEJ1aWxkTG9nc1Jlc3BvbnNlEhYKDmZpcnN0X3NlcXVlbmNlGAEgASgDEhUKDWxhc3Rfc2VxdWVuY2UYAiABKAMSFwoPYWxyZWFkeV93cml0dGVuGAMgASgIIrEBChRMaXN0QnVpbGRMb2dzUmVxdWVzdBIWCghidWlsZF9pZBgBIAEoCUIE4kEBAhIXCglwYWdlX3NpemUYAiABKAVCBOJBAQESGAoKcGFnZV90b2tlbhgDIAEoCUIE4kEBARIcCg5hZnRlcl9zZXF1ZW5jZRgEIAEoA0IE4kEBARIwCgZsZXZlbHMYBSADKA4yGi5idWlsZHBsYXRmb3JtLnYxLkxvZ0xldmVsQgTiQQEBIloKFUxpc3RCdWlsZExvZ3NSZXNwb25zZRIoCgRsb2dzGAEgAygLMhouYnVpbGRwbGF0Zm9ybS52MS5CdWlsZExvZxIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAki5gEKFlN0cmVhbUJ1aWxkTG9nc1JlcXVlc3QSFgoIYnVpbGRfaWQYASABKAlCBOJBAQISHAoOYWZ0ZXJfc2VxdWVuY2UYAiABKANCBOJBAQESFAoGZm9sbG93GAMgASgIQgTiQQEBEhgKCnRhaWxfbGluZXMYBCABKAVCBOJBAQESNAoKc2luY2VfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQESMAoGbGV2ZWxzGAYgAygOMhouYnVpbGRwbGF0Zm9ybS52MS5Mb2dMZXZlbEIE4kEBASJmChdTdHJlYW1CdWlsZExvZ3NSZXNwb25zZRIoCgRsb2dzGAEgAygLMhouYnVpbGRwbGF0Zm9ybS52MS5CdWlsZExvZxIOCgZjdXJzb3IYAiABKAMSEQoJY2F1Z2h0X3VwGAMgASgIKnYKCExvZ0xldmVsEhkKFUxPR19MRVZFTF9VTlNQRUNJRklFRBAAEhIKDkxPR19MRVZFTF9JTkZPEAESEgoOTE9HX0xFVkVMX1dBUk4QAhITCg9MT0dfTEVWRUxfRVJST1IQAxISCg5MT0dfTEVWRUxfVE9PTBAEMucCCg9CdWlsZExvZ1NlcnZpY2UScAoPQXBwZW5kQnVpbGRMb2dzEiguYnVpbGRwbGF0Zm9ybS52MS5BcHBlbmRCdWlsZExvZ3NSZXF1ZXN0GikuYnVpbGRwbGF0Zm9ybS52MS5BcHBlbmRCdWlsZExvZ3NSZXNwb25zZSIIyqUZBAgCGAESbAoNTGlzdEJ1aWxkTG9ncxImLmJ1aWxkcGxhdGZvcm0udjEuTGlzdEJ1aWxkTG9nc1JlcXVlc3QaJy5idWlsZHBsYXRmb3JtLnYxLkxpc3RCdWlsZExvZ3NSZXNwb25zZSIKyqUZBggBEAEYARJ0Cg9TdHJlYW1CdWlsZExvZ3MSKC5idWlsZHBsYXRmb3JtLnYxLlN0cmVhbUJ1aWxkTG9nc1JlcXVlc3QaKS5idWlsZHBsYXRmb3JtLnYxLlN0cmVhbUJ1aWxkTG9nc1Jlc3BvbnNlIgrKpRkGCAEQARgBMAFiBnByb3RvMw", [file_buildplatform_v1_access, file_google_api_field_behavior, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("CiBidWlsZHBsYXRmb3JtL3YxL2J1aWxkX2xvZy5wcm90bxIQYnVpbGRwbGF0Zm9ybS52MSL8AQoIQnVpbGRMb2cSEAoCaWQYASABKANCBOJBAQMSFgoIYnVpbGRfaWQYAiABKAlCBOJBAQMSFgoIc2VxdWVuY2UYAyABKANCBOJBAQMSLwoFbGV2ZWwYBCABKA4yGi5idWlsZHBsYXRmb3JtLnYxLkxvZ0xldmVsQgTiQQEDEhUKB21lc3NhZ2UYBSABKAlCBOJBAQMSLwoIbWV0YWRhdGEYBiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0QgTiQQEDEjUKC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAyKDAQoITG9nRW50cnkSLwoFbGV2ZWwYASABKA4yGi5idWlsZHBsYXRmb3JtLnYxLkxvZ0xldmVsQgTiQQECEhUKB21lc3NhZ2UYAiABKAlCBOJBAQISLwoIbWV0YWRhdGEYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0QgTiQQEBIoEBChZBcHBlbmRCdWlsZExvZ3NSZXF1ZXN0EhYKCGJ1aWxkX2lkGAEgASgJQgTiQQECEjEKB2VudHJpZXMYAiADKAsyGi5idWlsZHBsYXRmb3JtLnYxLkxvZ0VudHJ5QgTiQQECEhwKDmZpcnN0X3NlcXVlbmNlGAMgASgDQgTiQQEBImEKF0FwcGVuZEJ1aWxkTG9nc1Jlc3BvbnNlEhYKDmZpcnN0X3NlcXVlbmNlGAEgASgDEhUKDWxhc3Rfc2VxdWVuY2UYAiABKAMSFwoPYWxyZWFkeV93cml0dGVuGAMgASgIIrEBChRMaXN0QnVpbGRMb2dzUmVxdWVzdBIWCghidWlsZF9pZBgBIAEoCUIE4kEBAhIXCglwYWdlX3NpemUYAiABKAVCBOJBAQESGAoKcGFnZV90b2tlbhgDIAEoCUIE4kEBARIcCg5hZnRlcl9zZXF1ZW5jZRgEIAEoA0IE4kEBARIwCgZsZXZlbHMYBSADKA4yGi5idWlsZHBsYXRmb3JtLnYxLkxvZ0xldmVsQgTiQQEBIloKFUxpc3RCdWlsZExvZ3NSZXNwb25zZRIoCgRsb2dzGAEgAygLMhouYnVpbGRwbGF0Zm9ybS52MS5CdWlsZExvZxIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAki5gEKFlN0cmVhbUJ1aWxkTG9nc1JlcXVlc3QSFgoIYnVpbGRfaWQYASABKAlCBOJBAQISHAoOYWZ0ZXJfc2VxdWVuY2UYAiABKANCBOJBAQESFAoGZm9sbG93GAMgASgIQgTiQQEBEhgKCnRhaWxfbGluZXMYBCABKAVCBOJBAQESNAoKc2luY2VfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQESMAoGbGV2ZWxzGAYgAygOMhouYnVpbGRwbGF0Zm9ybS52MS5Mb2dMZXZlbEIE4kEBASJmChdTdHJlYW1CdWlsZExvZ3NSZXNwb25zZRIoCgRsb2dzGAEgAygLMhouYnVpbGRwbGF0Zm9ybS52MS5CdWlsZExvZxIOCgZjdXJzb3IYAiABKAMSEQoJY2F1Z2h0X3VwGAMgASgIInAKDkxvZ1RleHRPcHRpb25zEi4KBGFuc2kYASABKA4yGi5idWlsZHBsYXRmb3JtLnYxLkFuc2lNb2RlQgTiQQEBEhgKCnRpbWVzdGFtcHMYAiABKAhCBOJBAQESFAoGbGV2ZWxzGAMgASgIQgTiQQEBIp8BChdSZWFkQnVpbGRMb2dUZXh0UmVxdWVzdBIWCghidWlsZF9pZBgBIAEoCUIE4kEBAhIZCgtyZWFkX29mZnNldBgCIAEoA0IE4kEBARIYCgpyZWFkX2xpbWl0GAMgASgDQgTiQQEBEjcKB29wdGlvbnMYBCABKAsyIC5idWlsZHBsYXRmb3JtLnYxLkxvZ1RleHRPcHRpb25zQgTiQQEBIjgKGFJlYWRCdWlsZExvZ1RleHRSZXNwb25zZRIMCgRkYXRhGAEgASgMEg4KBm9mZnNldBgCIAEoAyp2CghMb2dMZXZlbBIZChVMT0dfTEVWRUxfVU5TUEVDSUZJRUQQABISCg5MT0dfTEVWRUxfSU5GTxABEhIKDkxPR19MRVZFTF9XQVJOEAISEwoPTE9HX0xFVkVMX0VSUk9SEAMSEgoOTE9HX0xFVkVMX1RPT0wQBCpOCghBbnNpTW9kZRIZChVBTlNJX01PREVfVU5TUEVDSUZJRUQQABISCg5BTlNJX01PREVfS0VFUBABEhMKD0FOU0lfTU9ERV9TVFJJUBACMuADCg9CdWlsZExvZ1NlcnZpY2UScAoPQXBwZW5kQnVpbGRMb2dzEiguYnVpbGRwbGF0Zm9ybS52MS5BcHBlbmRCdWlsZExvZ3NSZXF1ZXN0GikuYnVpbGRwbGF0Zm9ybS52MS5BcHBlbmRCdWlsZExvZ3NSZXNwb25zZSIIyqUZBAgCGAESbAoNTGlzdEJ1aWxkTG9ncxImLmJ1aWxkcGxhdGZvcm0udjEuTGlzdEJ1aWxkTG9nc1JlcXVlc3QaJy5idWlsZHBsYXRmb3JtLnYxLkxpc3RCdWlsZExvZ3NSZXNwb25zZSIKyqUZBggBEAEYARJ0Cg9TdHJlYW1CdWlsZExvZ3MSKC5idWlsZHBsYXRmb3JtLnYxLlN0cmVhbUJ1aWxkTG9nc1JlcXVlc3QaKS5idWlsZHBsYXRmb3JtLnYxLlN0cmVhbUJ1aWxkTG9nc1Jlc3BvbnNlIgrKpRkGCAEQARgBMAESdwoQUmVhZEJ1aWxkTG9nVGV4dBIpLmJ1aWxkcGxhdGZvcm0udjEuUmVhZEJ1aWxkTG9nVGV4dFJlcXVlc3QaKi5idWlsZHBsYXRmb3JtLnYxLlJlYWRCdWlsZExvZ1RleHRSZXNwb25zZSIKyqUZBggBEAEYATABYgZwcm90bzM", [file_buildplatform_v1_access, file_google_api_field_behavior, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * A log line of a build.
@@ -369,6 +369,120 @@ export const StreamBuildLogsResponseSchema: GenMessage<StreamBuildLogsResponse> 
   messageDesc(file_buildplatform_v1_build_log, 7);
 
 /**
+ * How each line of the text is written.
+ *
+ * @generated from message buildplatform.v1.LogTextOptions
+ */
+export type LogTextOptions = Message<"buildplatform.v1.LogTextOptions"> & {
+  /**
+   * Optional. Keep or strip ANSI escape sequences; unspecified keeps them.
+   *
+   * @generated from field: buildplatform.v1.AnsiMode ansi = 1;
+   */
+  ansi: AnsiMode;
+
+  /**
+   * Optional. Start each entry with its create_time in RFC 3339, UTC, with
+   * microseconds, and a space: "2026-12-07T04:34:40.123456Z ".
+   *
+   * @generated from field: bool timestamps = 2;
+   */
+  timestamps: boolean;
+
+  /**
+   * Optional. Start each entry (after the time) with its level, upper case,
+   * padded to 5 characters, and a space: "INFO  ", "WARN  ", "ERROR ", "TOOL  ".
+   *
+   * @generated from field: bool levels = 3;
+   */
+  levels: boolean;
+};
+
+/**
+ * Describes the message buildplatform.v1.LogTextOptions.
+ * Use `create(LogTextOptionsSchema)` to create a new message.
+ */
+export const LogTextOptionsSchema: GenMessage<LogTextOptions> = /*@__PURE__*/
+  messageDesc(file_buildplatform_v1_build_log, 8);
+
+/**
+ * Request for ReadBuildLogText.
+ *
+ * @generated from message buildplatform.v1.ReadBuildLogTextRequest
+ */
+export type ReadBuildLogTextRequest = Message<"buildplatform.v1.ReadBuildLogTextRequest"> & {
+  /**
+   * Required. The build.
+   *
+   * @generated from field: string build_id = 1;
+   */
+  buildId: string;
+
+  /**
+   * Optional. The offset in the text, in bytes, of the first byte to return;
+   * at most the text's length (where the read returns nothing).
+   *
+   * @generated from field: int64 read_offset = 2;
+   */
+  readOffset: bigint;
+
+  /**
+   * Optional. The most bytes to return; 0 means no limit.
+   *
+   * @generated from field: int64 read_limit = 3;
+   */
+  readLimit: bigint;
+
+  /**
+   * Optional. How the text is written; the offsets count bytes of the text
+   * written with these options.
+   *
+   * @generated from field: buildplatform.v1.LogTextOptions options = 4;
+   */
+  options?: LogTextOptions | undefined;
+};
+
+/**
+ * Describes the message buildplatform.v1.ReadBuildLogTextRequest.
+ * Use `create(ReadBuildLogTextRequestSchema)` to create a new message.
+ */
+export const ReadBuildLogTextRequestSchema: GenMessage<ReadBuildLogTextRequest> = /*@__PURE__*/
+  messageDesc(file_buildplatform_v1_build_log, 9);
+
+/**
+ * One chunk of ReadBuildLogText.
+ *
+ * @generated from message buildplatform.v1.ReadBuildLogTextResponse
+ */
+export type ReadBuildLogTextResponse = Message<"buildplatform.v1.ReadBuildLogTextResponse"> & {
+  /**
+   * The next bytes of the text: 1 byte to 1 MiB (the chunk boundaries are
+   * not line boundaries; a line, or a UTF-8 character, may straddle two
+   * chunks).
+   *
+   * @generated from field: bytes data = 1;
+   */
+  data: Uint8Array;
+
+  /**
+   * The offset in the text of data's first byte: read_offset for the first
+   * chunk, then the previous offset plus the previous data's length. A
+   * client resumes with read_offset = offset + len(data) of the last chunk
+   * it kept.
+   *
+   * @generated from field: int64 offset = 2;
+   */
+  offset: bigint;
+};
+
+/**
+ * Describes the message buildplatform.v1.ReadBuildLogTextResponse.
+ * Use `create(ReadBuildLogTextResponseSchema)` to create a new message.
+ */
+export const ReadBuildLogTextResponseSchema: GenMessage<ReadBuildLogTextResponse> = /*@__PURE__*/
+  messageDesc(file_buildplatform_v1_build_log, 10);
+
+/**
  * Severity of a log line.
  *
  * @generated from enum buildplatform.v1.LogLevel
@@ -415,6 +529,44 @@ export enum LogLevel {
  */
 export const LogLevelSchema: GenEnum<LogLevel> = /*@__PURE__*/
   enumDesc(file_buildplatform_v1_build_log, 0);
+
+/**
+ * What to do with ANSI escape sequences (colours, cursor moves, window titles)
+ * in the text.
+ *
+ * @generated from enum buildplatform.v1.AnsiMode
+ */
+export enum AnsiMode {
+  /**
+   * Keep them: the messages' bytes as they were written.
+   *
+   * @generated from enum value: ANSI_MODE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Keep them (the same as unspecified).
+   *
+   * @generated from enum value: ANSI_MODE_KEEP = 1;
+   */
+  KEEP = 1,
+
+  /**
+   * Remove every ECMA-48 escape sequence: CSI (ESC [ or U+009B ... final
+   * byte), OSC (ESC ] or U+009D ... BEL or ST), DCS, SOS, PM and APC strings
+   * (... ST), and the two- and three-byte escapes (ESC 7, ESC ( B, ...). Other
+   * control characters (tab, carriage return, bell) are kept.
+   *
+   * @generated from enum value: ANSI_MODE_STRIP = 2;
+   */
+  STRIP = 2,
+}
+
+/**
+ * Describes the enum buildplatform.v1.AnsiMode.
+ */
+export const AnsiModeSchema: GenEnum<AnsiMode> = /*@__PURE__*/
+  enumDesc(file_buildplatform_v1_build_log, 1);
 
 /**
  * BuildLogService stores the log lines of builds and streams them live.
@@ -479,6 +631,39 @@ export const BuildLogService: GenService<{
     methodKind: "server_streaming";
     input: typeof StreamBuildLogsRequestSchema;
     output: typeof StreamBuildLogsResponseSchema;
+  },
+  /**
+   * Reads a build's log as plain text, in chunks, like Google ByteStream's
+   * Read: one line per entry (its message and "\n"; a message that itself
+   * holds line breaks keeps them, so it takes several lines, and a prefix is
+   * written once, before its first line), optionally with its create_time
+   * (RFC 3339 UTC with microseconds, then a space) and its level (padded to
+   * 5 characters, then a space) before the message, and with ANSI escape
+   * sequences (ECMA-48 CSI, OSC and the other escapes) kept or stripped.
+   * Metadata is not part of the text (ListBuildLogs returns it).
+   *
+   * The text is the same bytes whether the build's log is hot or archived;
+   * for a build still running it ends with the last line committed when the
+   * call began. Resume an interrupted read with read_offset = the offset of
+   * the last response + the length of its data. HTTP clients can GET the
+   * same bytes from /builds/{build_id}/logs.txt on the HTTP port (with
+   * Range requests and gzip; docs/http.md).
+   *
+   * Errors: INVALID_ARGUMENT (a negative read_offset or read_limit, or a
+   * read_offset past the end of the text: the message says how long the text
+   * is), NOT_FOUND (no such build), FAILED_PRECONDITION with ErrorInfo
+   * reason LOGS_EXPIRED (the build's logs passed its project's retention and
+   * were deleted; metadata "expire_time" says when), DATA_LOSS (an archived
+   * chunk of the log is missing or fails its checksum: the message names the
+   * build and the chunk), UNAVAILABLE (the database or the object store did
+   * not answer: retry, resuming at the offset reached).
+   *
+   * @generated from rpc buildplatform.v1.BuildLogService.ReadBuildLogText
+   */
+  readBuildLogText: {
+    methodKind: "server_streaming";
+    input: typeof ReadBuildLogTextRequestSchema;
+    output: typeof ReadBuildLogTextResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_buildplatform_v1_build_log, 0);
