@@ -57,6 +57,7 @@ class Source:
         self._hub = hub
         self._kind = kind
         self._build_id = build_id
+        self.build_id = build_id
         self._to_entry = TO_ENTRY[kind.name]
         self.tier = tier
         self.gone = False   # the last read found no build (it was deleted)

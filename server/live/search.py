@@ -1,0 +1,280 @@
+"""Searching one build's log: `Query` (what to find) and `scan` (where).
+
+A query is a literal string or an RE2 regular expression, compiled once per
+call. RE2 runs in time linear in the text (no backtracking: `(a+)+$` on a
+long line costs what `a+` costs), so no pattern can pin a core; its pattern
+is bounded in length (MAX_QUERY_BYTES) and in compiled size (MAX_PROGRAM,
+MAX_MEMORY), and every text it runs on is one line (at most 64 KiB).
+
+`scan` reads the build's lines through the tier-aware reader
+(server.live.tiers.Source: hot rows in pages, archived chunks one at a
+time; never the whole log) from a cursor up to the last line committed when
+the search began, and gives the hits message by message: matches with the
+byte offsets of their spans in the message, and context lines around them,
+each line once and in order. A message's cursor promises that every hit up
+to it has been given, so a search resumed from it gives the rest exactly
+once (a resumed search with context looks back at the 2 * context lines
+before the cursor to know which of them were sent, and which are still owed
+as context). Because both tiers give the same entries (the same wire bytes),
+a search answers the same hot and archived.
+
+The literal, case-sensitive search tests each entry's raw wire bytes before
+looking at its message (an entry whose bytes lack the needle cannot match),
+so most lines of a rare string's search are never parsed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+import re2
+
+from server.domain.errors import InvalidArgument, NotFound
+from server.live.records import Entry, varint
+from server.live.tiers import Source
+
+MAX_QUERY_BYTES = 1024         # the longest query (UTF-8 bytes)
+MAX_PROGRAM = 20_000           # the largest compiled regular expression (RE2 program instructions)
+MAX_MEMORY = 8 << 20           # RE2's memory for one compiled expression (its DFA cache included)
+MAX_CONTEXT_LINES = 10
+DEFAULT_MAX_MATCHES = 1000
+MAX_MATCHES = 100_000
+MAX_SEARCH_SECONDS = 60.0      # one call's scan, whatever its deadline (it ends with a cursor to resume)
+DEADLINE_RESERVE = 0.5         # seconds left before the call's deadline when the scan stops
+FLUSH_SECONDS = 0.25           # hits found wait at most this long for their message
+SCAN_PAGE = 2000               # lines per read (and at most RESPONSE_BYTES of them)
+
+
+class Query:
+    """A compiled search: `spans(message)` gives the byte offsets of the
+    matches in a line's message (UTF-8), in order, not overlapping."""
+
+    def __init__(self, text: str, *, regex: bool, ignore_case: bool) -> None:
+        encoded = text.encode()
+        if not encoded:
+            raise InvalidArgument.one("query", "is required: the text or regular expression to find")
+        if len(encoded) > MAX_QUERY_BYTES:
+            raise InvalidArgument.one("query", f"must be at most {MAX_QUERY_BYTES} bytes, got {len(encoded)}")
+        if "\x00" in text:
+            raise InvalidArgument.one("query", "must not contain NUL (U+0000): no line holds one")
+        options = re2.Options()
+        options.log_errors = False
+        options.max_mem = MAX_MEMORY
+        options.literal = not regex
+        options.case_sensitive = not ignore_case
+        options.never_capture = True
+        try:
+            compiled = re2.compile(encoded, options)
+        except re2.error as error:
+            reason = error.args[0].decode(errors="replace") if error.args and isinstance(error.args[0], bytes) \
+                else str(error)
+            raise InvalidArgument.one(
+                "query", f"is not a valid RE2 regular expression ({reason}); docs/streaming.md#search"
+            ) from None
+        if compiled.programsize > MAX_PROGRAM:
+            raise InvalidArgument.one(
+                "query", f"compiles to {compiled.programsize} RE2 instructions, more than {MAX_PROGRAM}: "
+                "use smaller counted repetitions ({n}) or fewer alternatives",
+            )
+        self._compiled = compiled
+        # A literal, case-sensitive query's bytes are in the wire of every
+        # entry that matches (the message is there as it is).
+        self.needle: bytes | None = encoded if not regex and not ignore_case else None
+
+    def spans(self, message: bytes) -> list[tuple[int, int]]:
+        return [match.span() for match in self._compiled.finditer(message)]
+
+
+def _varint_at(data: bytes, at: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, at
+        shift += 7
+
+
+def message_of(wire: bytes) -> bytes:
+    """The message (field 5) of the BuildLog an entry's wire holds (an
+    element of a repeated field 1: tag, length, then the BuildLog's fields),
+    without parsing the rest of it."""
+    _, at = _varint_at(wire, 1)
+    end = len(wire)
+    while at < end:
+        key, at = _varint_at(wire, at)
+        number, kind = key >> 3, key & 7
+        if kind == 0:
+            _, at = _varint_at(wire, at)
+        elif kind == 2:
+            size, at = _varint_at(wire, at)
+            if number == 5:
+                return wire[at:at + size]
+            at += size
+        elif kind == 1:
+            at += 8
+        elif kind == 5:
+            at += 4
+        else:   # groups never occur in a BuildLog
+            break
+        if number > 5:
+            break
+    return b""   # an empty message is not written
+
+
+def hit_bytes(entry: Entry, spans: Sequence[tuple[int, int]] | None, *, lines: bool) -> bytes:
+    """A LogSearchHit as an element of SearchBuildLogsResponse's field 1:
+    the entry's wire is already the hit's field 1 (the BuildLog)."""
+    parts = [entry.wire] if lines else []
+    parts.append(b"\x10" + varint(entry.seq))
+    if spans is None:
+        parts.append(b"\x20\x01")
+    else:
+        for start, end in spans:
+            span = (b"\x08" + varint(start) if start else b"") + (b"\x10" + varint(end) if end else b"")
+            parts.append(b"\x1a" + varint(len(span)) + span)
+    hit = b"".join(parts)
+    return b"\x0a" + varint(len(hit)) + hit
+
+
+@dataclass
+class Message:
+    """One response's worth: hits (serialized), the cursor after them,
+    whether the search is done, and the matches found by the call so far."""
+
+    hits: list[bytes]
+    cursor: int
+    done: bool
+    matches: int
+
+
+@dataclass
+class _State:
+    """Where a scan stands between lines: the unsent lines just before (the
+    candidates for a next match's before-context), how many lines of
+    after-context are still owed, and the matches counted."""
+
+    context: int
+    recent: deque[Entry] = field(default_factory=deque)
+    owed: int = 0
+    matches: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Search:
+    query: Query
+    values: Sequence[str]            # the levels that may match (empty: all)
+    context: int
+    max_matches: int
+    lines: bool                      # send each hit's line (else its sequence and spans)
+
+
+async def scan(
+    source: Source, search: Search, *, after: int, upto: int, budget_bytes: int, deadline: float,
+    progress_seconds: float,
+) -> AsyncIterator[Message]:
+    """The search's messages: after < seq <= upto, cut at budget_bytes of
+    hits, a progress message (no hits) when progress_seconds pass without
+    one, the last one `done` when upto was reached. It stops early (its last
+    message not done) once max_matches were found or at `deadline` (a
+    time.monotonic() value)."""
+    query, wanted, n = search.query, frozenset(search.values), search.context
+    state = _State(n, deque(maxlen=n or 1))
+    # With context, every line is read (context lines may be of any level);
+    # without, the reader skips what the level filter excludes (whole chunks
+    # of the archive).
+    read_values: Sequence[str] = () if n else search.values
+    if n and after > 0:
+        await _replay(source, search, state, after, wanted)
+    hits: list[bytes] = []
+    size = 0
+    cursor = after
+    last_sent = time.monotonic()
+    limit_hit = False   # max_matches were found: only the last one's after-context is left to send
+    stopped = False
+    needle = query.needle
+    while cursor < upto and not stopped and time.monotonic() < deadline:
+        entries, more = await source.read(cursor, upto, values=read_values, limit=SCAN_PAGE, max_bytes=budget_bytes)
+        if source.gone:
+            raise NotFound("build", source.build_id, field="build_id")   # deleted while searched
+        for entry in entries:
+            if limit_hit:
+                # After the last match allowed: its after-context, up to the next match.
+                if state.owed == 0 or _matches(entry, query, needle, wanted) is not None:
+                    stopped = True
+                    break
+                state.owed -= 1
+                out: bytes | None = hit_bytes(entry, None, lines=search.lines)
+            else:
+                spans = _matches(entry, query, needle, wanted)
+                out = _step(state, entry, spans, search.lines)
+                limit_hit = spans is not None and state.matches >= search.max_matches
+            cursor = entry.seq
+            if out is None:
+                continue
+            hits.append(out)
+            size += len(out)
+            if size >= budget_bytes:
+                yield Message(hits, cursor, False, state.matches)
+                hits, size, last_sent = [], 0, time.monotonic()
+        if stopped:
+            break
+        if not more:
+            cursor = upto   # every line up to upto was read (the filter's skipped lines too)
+        if limit_hit and state.owed == 0:
+            break
+        waited = time.monotonic() - last_sent
+        if (hits and waited >= FLUSH_SECONDS) or waited >= progress_seconds:
+            # Hits found so far reach the caller soon (a count streams in);
+            # with none, progress keeps proxies from cutting an idle stream.
+            yield Message(hits, cursor, False, state.matches)
+            hits, size, last_sent = [], 0, time.monotonic()
+        await asyncio.sleep(0)   # other calls run between reads
+    yield Message(hits, cursor, cursor >= upto, state.matches)
+
+
+def _matches(entry: Entry, query: Query, needle: bytes | None, wanted: frozenset[str]) -> list[tuple[int, int]] | None:
+    """The spans of a matching line, None for a line that does not match."""
+    if wanted and entry.value not in wanted:
+        return None
+    if needle is not None and needle not in entry.wire:
+        return None
+    spans = query.spans(message_of(entry.wire))
+    return spans or None
+
+
+def _step(state: _State, entry: Entry, spans: list[tuple[int, int]] | None, lines: bool) -> bytes | None:
+    """One line through the scan: the hits it sends (its before-context
+    first, when it matches), or None when it sends nothing (it is kept as a
+    candidate for the next match's before-context)."""
+    n = state.context
+    if spans is not None:
+        out = [hit_bytes(before, None, lines=lines) for before in state.recent if before.seq >= entry.seq - n]
+        state.recent.clear()
+        out.append(hit_bytes(entry, spans, lines=lines))
+        state.owed = n
+        state.matches += 1
+        return b"".join(out)
+    if state.owed > 0:
+        state.owed -= 1
+        return hit_bytes(entry, None, lines=lines)
+    if n:
+        state.recent.append(entry)
+    return None
+
+
+async def _replay(source: Source, search: Search, state: _State, after: int, wanted: frozenset[str]) -> None:
+    """The state a scan that sent every hit up to `after` had there: the
+    lines (after - 2n, after] decide it (which of them were sent as
+    matches or context, how much after-context is still owed)."""
+    n = state.context
+    start = max(0, after - 2 * n)
+    entries, _ = await source.read(start, after, values=(), limit=2 * n, max_bytes=1 << 30)
+    for entry in entries:
+        _step(state, entry, _matches(entry, search.query, search.query.needle, wanted), False)
+    state.matches = 0
