@@ -10,7 +10,9 @@ ingest and statements (issue 3); delivery and idle (issue 7: live delivery
 and idle followers beside a bare grpc.aio fan-out, bench.delivery); filters
 and rings (issue 7: filtered reads on a 1,000,000-line build, RSS with big
 lines, bench.feeds); http (issue 9: GetBuild and StreamBuildLogs over
-Connect and gRPC-Web beside gRPC on the same server, bench.connect).
+Connect and gRPC-Web beside gRPC on the same server, bench.connect); search
+(issue 15: SearchBuildLogs on a 1,000,000-line build, hot and archived,
+beside PostgreSQL and an in-process scan, bench.search).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from bench import env, report
 from bench.h2 import Load
 
 CORE = ("get", "list", "create", "workers")
-STREAMS = ("ingest", "statements", "delivery", "idle", "filters", "rings", "http")
+STREAMS = ("ingest", "statements", "delivery", "idle", "filters", "rings", "http", "search")
 
 
 def parse_args() -> argparse.Namespace:
@@ -87,7 +89,7 @@ def main() -> int:
             run.shape = shape
             run.core = core.run(pg.url, h2load, shape, args.selected, builds=builds, rounds=args.rounds)
         if args.selected & set(STREAMS):
-            from bench import connect, delivery, feeds, streams
+            from bench import connect, delivery, feeds, search, streams
 
             run.streams = streams.Figures()
             for name in STREAMS:
@@ -98,7 +100,7 @@ def main() -> int:
                     continue
                 print(f"{name}:", flush=True)
                 try:
-                    module = next(m for m in (feeds, delivery, connect, streams) if hasattr(m, name))
+                    module = next(m for m in (feeds, delivery, connect, search, streams) if hasattr(m, name))
                     module.__dict__[name](pg.url, run.streams)
                 except Exception as error:  # report the others even if one bench breaks
                     failed = True

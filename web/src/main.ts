@@ -11,6 +11,7 @@ import { connectBuildPlatformWeb, type BuildLog } from "@buildplatform/api/web";
 import { Credential } from "./credential.js";
 import { BuildHeader } from "./header.js";
 import { keepStreaming, type Health } from "./resume.js";
+import { LogSearch } from "./search.js";
 import { LogStore, type Line } from "./store.js";
 import { LEVEL_NAMES, LogView } from "./view.js";
 
@@ -81,11 +82,12 @@ class Connection {
   }
 }
 
-function levelFilter(store: LogStore): () => void {
+function levelFilter(store: LogStore, changed: (levels: number[]) => void): () => void {
   const boxes = [...element("levels").querySelectorAll<HTMLInputElement>("input[type=checkbox]")];
   const apply = () => {
     const wanted = boxes.filter((box) => box.checked).map((box) => Number(box.value));
     store.filter(wanted.length === boxes.length ? null : new Set(wanted));
+    changed(wanted.length === boxes.length ? [] : wanted);
   };
   for (const box of boxes) box.addEventListener("change", apply);
   // The counts beside the boxes.
@@ -115,7 +117,8 @@ async function main(): Promise<void> {
 
   const store = new LogStore();
   const connection = new Connection();
-  const counts = levelFilter(store);
+  let search: LogSearch | null = null;
+  const counts = levelFilter(store, (levels) => search?.setLevels(levels));
   const jump = element<HTMLButtonElement>("jump");
   const above = element("above");
   const view = new LogView(element("log"), element("lines"), store, {
@@ -135,6 +138,19 @@ async function main(): Promise<void> {
     },
   });
   jump.addEventListener("click", () => view.jumpToEnd());
+  const found = new LogSearch(
+    api,
+    buildId,
+    element<HTMLInputElement>("search-input"),
+    element<HTMLInputElement>("search-regex"),
+    element<HTMLInputElement>("search-case"),
+    element("search-count"),
+    { show: (seq) => view.show(seq), marked: () => view.marked() },
+    () => Math.max(store.headCursor, store.view.at(-1)?.seq ?? 0),
+  );
+  search = found;
+  view.setHighlight(found);
+  store.listen({ inserted: () => found.held(), appended: () => found.held(), reset: () => found.held() });
   // A mark once the next frame (with what was just received) is rendered.
   const painted = (name: string) => requestAnimationFrame(() => setTimeout(() => performance.mark(name)));
 
@@ -197,6 +213,7 @@ async function main(): Promise<void> {
   Object.assign(window, {
     buildLog: {
       store,
+      search: found,
       get following() {
         return view.following;
       },
