@@ -53,32 +53,32 @@ def message(i: int) -> tuple[int, str]:
 NEEDLE_SET = set(NEEDLES)
 
 
-def type_query(browser: Browser, text: str) -> None:
-    browser.evaluate(
+def type_query(chromium: Browser, text: str) -> None:
+    chromium.evaluate(
         "(text) => { const box = document.getElementById('search-input'); box.focus(); box.value = text; "
         "box.dispatchEvent(new Event('input', {bubbles: true})); }",
         text,
     )
 
 
-def key(browser: Browser, name: str, shift: bool = False) -> None:
-    browser.evaluate(
+def key(chromium: Browser, name: str, shift: bool = False) -> None:
+    chromium.evaluate(
         "([name, shift]) => document.getElementById('search-input').dispatchEvent("
         "new KeyboardEvent('keydown', {key: name, shiftKey: shift, bubbles: true}))",
         [name, shift],
     )
 
 
-def wait_count(browser: Browser, total: int) -> dict[str, Any]:
-    browser.wait(f"() => ({COUNT})().state === 'done' && ({COUNT})().total === {total}",
+def wait_count(chromium: Browser, total: int) -> dict[str, Any]:
+    chromium.wait(f"() => ({COUNT})().state === 'done' && ({COUNT})().total === {total}",
                  what=f"the search to count {total}", timeout=60)
-    return dict(browser.evaluate(COUNT))
+    return dict(chromium.evaluate(COUNT))
 
 
-def wait_current(browser: Browser, seq: int) -> dict[str, Any]:
-    browser.wait(f"() => {{ const c = ({CURRENT})(); return c !== null && c.seq === {seq} && c.visible; }}",
+def wait_current(chromium: Browser, seq: int) -> dict[str, Any]:
+    chromium.wait(f"() => {{ const c = ({CURRENT})(); return c !== null && c.seq === {seq} && c.visible; }}",
                  what=f"line {seq} drawn, on screen, as the current match")
-    return dict(browser.evaluate(CURRENT))
+    return dict(chromium.evaluate(CURRENT))
 
 
 def test_search_finds_a_line_far_from_the_rows_drawn_counts_every_match_and_steps_through_them(
