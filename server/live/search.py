@@ -26,16 +26,20 @@ so most lines of a rare string's search are never parsed.
 from __future__ import annotations
 
 import asyncio
+import bisect
+import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
+from typing import Any
 
 import re2
 
 from server.domain.errors import InvalidArgument, NotFound
 from server.live.records import Entry, varint
-from server.live.tiers import Source
+from server.live.tiers import Row, Source
 
 MAX_QUERY_BYTES = 1024         # the longest query (UTF-8 bytes)
 MAX_PROGRAM = 20_000           # the largest compiled regular expression (RE2 program instructions)
@@ -46,6 +50,8 @@ MAX_MATCHES = 100_000
 MAX_SEARCH_SECONDS = 60.0      # one call's scan, whatever its deadline (it ends with a cursor to resume)
 DEADLINE_RESERVE = 0.5         # seconds left before the call's deadline when the scan stops
 FLUSH_SECONDS = 0.25           # hits found wait at most this long for their message
+# Patterns whose page search (Query.candidates) could miss a line: \A, \z, (?-m).
+_WHOLE_TEXT = re.compile(r"\\A|\\z|\(\?[a-zA-Z]*-")
 SCAN_PAGE = 2000               # lines per read (and at most RESPONSE_BYTES of them)
 
 
@@ -81,12 +87,47 @@ class Query:
                 "use smaller counted repetitions ({n}) or fewer alternatives",
             )
         self._compiled = compiled
-        # A literal, case-sensitive query's bytes are in the wire of every
-        # entry that matches (the message is there as it is).
+        # The lines a page's scan tests one by one are those a search of the
+        # whole page (its messages joined by newlines: one call into RE2, or
+        # bytes.find for a literal) says may match. In multi-line mode a
+        # line's match is a match in the page (^ and $ match at the line's
+        # ends, \b sees a newline as a text edge does), so no matching line
+        # is missed; a match the page's newlines make is tested and dropped.
+        # \A, \z and a flag group turning multi-line off would not carry
+        # over: such a pattern tests every line.
         self.needle: bytes | None = encoded if not regex and not ignore_case else None
+        self._page: Any = compiled
+        if regex:
+            self._page = None if _WHOLE_TEXT.search(text) else re2.compile(b"(?m)" + encoded, options)
 
     def spans(self, message: bytes) -> list[tuple[int, int]]:
         return [match.span() for match in self._compiled.finditer(message)]
+
+    def candidates(self, messages: Sequence[bytes]) -> Sequence[int]:
+        """The indices of the messages that may match, in order."""
+        if self._page is None or len(messages) < 2:
+            return range(len(messages))
+        blob = b"\n".join(messages)
+        starts = list(accumulate((len(message) + 1 for message in messages[:-1]), initial=0))
+        found: list[int] = []
+        needle, search = self.needle, self._page.search
+        at, end = 0, len(blob)
+        while at <= end:
+            if needle is not None:
+                start = blob.find(needle, at)
+                if start < 0:
+                    break
+            else:
+                match = search(blob, at)
+                if match is None:
+                    break
+                start = match.start()
+            line = bisect.bisect_right(starts, start) - 1
+            found.append(line)
+            if line + 1 >= len(messages):
+                break
+            at = starts[line + 1]
+        return found
 
 
 def _varint_at(data: bytes, at: int) -> tuple[int, int]:
@@ -160,7 +201,7 @@ class _State:
     after-context are still owed, and the matches counted."""
 
     context: int
-    recent: deque[Entry] = field(default_factory=deque)
+    recent: deque[Entry | Row] = field(default_factory=deque)
     owed: int = 0
     matches: int = 0
 
@@ -197,24 +238,35 @@ async def scan(
     last_sent = time.monotonic()
     limit_hit = False   # max_matches were found: only the last one's after-context is left to send
     stopped = False
-    needle = query.needle
+    lines = search.lines
     while cursor < upto and not stopped and time.monotonic() < deadline:
-        entries, more = await source.read(cursor, upto, values=read_values, limit=SCAN_PAGE, max_bytes=budget_bytes)
+        items, more = await source.read_lines(
+            cursor, upto, values=read_values, limit=SCAN_PAGE, max_bytes=budget_bytes
+        )
         if source.gone:
             raise NotFound("build", source.build_id, field="build_id")   # deleted while searched
-        for entry in entries:
+        messages = [_message(item) for item in items]
+        candidates = query.candidates(messages)
+        # Without context only the candidates matter; with it, every line
+        # (it may be context, or wait as a candidate for a match's before-context).
+        order: Sequence[int] = range(len(items)) if n else candidates
+        maybe = set(candidates) if n and len(candidates) < len(items) else None
+        for index in order:
+            item = items[index]
+            spans: list[tuple[int, int]] | None = None
+            if (maybe is None or index in maybe) and (not wanted or item.value in wanted):
+                spans = query.spans(messages[index]) or None
             if limit_hit:
                 # After the last match allowed: its after-context, up to the next match.
-                if state.owed == 0 or _matches(entry, query, needle, wanted) is not None:
+                if state.owed == 0 or spans is not None:
                     stopped = True
                     break
                 state.owed -= 1
-                out: bytes | None = hit_bytes(entry, None, lines=search.lines)
+                out: bytes | None = hit_bytes(source.to_entry(item), None, lines=lines)
             else:
-                spans = _matches(entry, query, needle, wanted)
-                out = _step(state, entry, spans, search.lines)
+                out = _step(state, source, item, spans, lines)
                 limit_hit = spans is not None and state.matches >= search.max_matches
-            cursor = entry.seq
+            cursor = item.seq
             if out is None:
                 continue
             hits.append(out)
@@ -224,6 +276,8 @@ async def scan(
                 hits, size, last_sent = [], 0, time.monotonic()
         if stopped:
             break
+        if items:
+            cursor = items[-1].seq
         if not more:
             cursor = upto   # every line up to upto was read (the filter's skipped lines too)
         if limit_hit and state.owed == 0:
@@ -238,33 +292,30 @@ async def scan(
     yield Message(hits, cursor, cursor >= upto, state.matches)
 
 
-def _matches(entry: Entry, query: Query, needle: bytes | None, wanted: frozenset[str]) -> list[tuple[int, int]] | None:
-    """The spans of a matching line, None for a line that does not match."""
-    if wanted and entry.value not in wanted:
-        return None
-    if needle is not None and needle not in entry.wire:
-        return None
-    spans = query.spans(message_of(entry.wire))
-    return spans or None
+def _message(item: Entry | Row) -> bytes:
+    return item.row["message"].encode() if isinstance(item, Row) else message_of(item.wire)
 
 
-def _step(state: _State, entry: Entry, spans: list[tuple[int, int]] | None, lines: bool) -> bytes | None:
+def _step(
+    state: _State, source: Source, item: Entry | Row, spans: list[tuple[int, int]] | None, lines: bool
+) -> bytes | None:
     """One line through the scan: the hits it sends (its before-context
     first, when it matches), or None when it sends nothing (it is kept as a
     candidate for the next match's before-context)."""
     n = state.context
     if spans is not None:
-        out = [hit_bytes(before, None, lines=lines) for before in state.recent if before.seq >= entry.seq - n]
+        out = [hit_bytes(source.to_entry(before), None, lines=lines)
+               for before in state.recent if before.seq >= item.seq - n]
         state.recent.clear()
-        out.append(hit_bytes(entry, spans, lines=lines))
+        out.append(hit_bytes(source.to_entry(item), spans, lines=lines))
         state.owed = n
         state.matches += 1
         return b"".join(out)
     if state.owed > 0:
         state.owed -= 1
-        return hit_bytes(entry, None, lines=lines)
+        return hit_bytes(source.to_entry(item), None, lines=lines)
     if n:
-        state.recent.append(entry)
+        state.recent.append(item)
     return None
 
 
@@ -273,8 +324,8 @@ async def _replay(source: Source, search: Search, state: _State, after: int, wan
     lines (after - 2n, after] decide it (which of them were sent as
     matches or context, how much after-context is still owed)."""
     n = state.context
-    start = max(0, after - 2 * n)
-    entries, _ = await source.read(start, after, values=(), limit=2 * n, max_bytes=1 << 30)
-    for entry in entries:
-        _step(state, entry, _matches(entry, search.query, search.query.needle, wanted), False)
+    items, _ = await source.read_lines(max(0, after - 2 * n), after, values=(), limit=2 * n, max_bytes=1 << 30)
+    for item in items:
+        matches = not wanted or item.value in wanted
+        _step(state, source, item, (search.query.spans(_message(item)) or None) if matches else None, False)
     state.matches = 0

@@ -26,7 +26,7 @@ import bisect
 import logging
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from server.archive import chunks as codec
 from server.archive.objects import ObjectMissing
@@ -48,6 +48,15 @@ INDEX_PAGE = 8   # chunks per index query of a read (a read needs one or two)
 
 def _seq(entry: Entry) -> int:
     return entry.seq
+
+
+class Row(NamedTuple):
+    """A hot row not converted to an Entry yet (Source.read_lines): its
+    sequence, filter value and the store's row (TO_ENTRY converts it)."""
+
+    seq: int
+    value: str
+    row: dict[str, Any]
 
 
 class Source:
@@ -82,6 +91,27 @@ class Source:
         if upto is None:
             upto = (await self.position()).last
         return await self._archived(after, upto, values=values, limit=limit, max_bytes=max_bytes)
+
+    async def read_lines(
+        self, after: int, upto: int, *, values: Sequence[str], limit: int, max_bytes: int
+    ) -> tuple[Sequence[Entry | Row], bool]:
+        """What `read` reads, but hot rows come as they are (Row): a reader
+        that looks at every line and sends few of them (a search) converts
+        only those it sends (to_entry)."""
+        if self.tier == HOT:
+            rows = await feeds.read(self._hub.db, feeds.Read(
+                self._kind, self._build_id, after, limit=limit, max_bytes=max_bytes, upto=upto, values=values,
+            ))
+            if rows.tier is None or rows.tier == HOT:
+                self.gone = rows.tier is None
+                column = self._kind.filter_column
+                return [Row(row["seq"], row[column], row) for row in rows.rows], rows.more
+            await self.moved(rows.tier)
+        return await self._archived(after, upto, values=values, limit=limit, max_bytes=max_bytes)
+
+    def to_entry(self, line: Entry | Row) -> Entry:
+        """The Entry of a line read_lines gave."""
+        return self._to_entry(line.row) if isinstance(line, Row) else line
 
     async def position(self) -> feeds.Position:
         """The build's position; its tier becomes this Source's."""
