@@ -10,9 +10,11 @@ ingest and statements (issue 3); delivery and idle (issue 7: live delivery
 and idle followers beside a bare grpc.aio fan-out, bench.delivery); filters
 and rings (issue 7: filtered reads on a 1,000,000-line build, RSS with big
 lines, bench.feeds); http (issue 9: GetBuild and StreamBuildLogs over
-Connect and gRPC-Web beside gRPC on the same server, bench.connect); search
-(issue 15: SearchBuildLogs on a 1,000,000-line build, hot and archived,
-beside PostgreSQL and an in-process scan, bench.search).
+Connect and gRPC-Web beside gRPC on the same server, bench.connect); archive
+(issue 14: the archive codec's throughput and ratio on realistic build
+output beside plain zstd of the same bytes, bench.archive); search (issue
+15: SearchBuildLogs on a 1,000,000-line build, hot and archived, beside
+PostgreSQL and an in-process scan, bench.search).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from bench import env, report
 from bench.h2 import Load
 
 CORE = ("get", "list", "create", "workers")
-STREAMS = ("ingest", "statements", "delivery", "idle", "filters", "rings", "http", "search")
+STREAMS = ("ingest", "statements", "delivery", "idle", "filters", "rings", "http", "archive", "search")
 
 
 def parse_args() -> argparse.Namespace:
@@ -89,7 +91,7 @@ def main() -> int:
             run.shape = shape
             run.core = core.run(pg.url, h2load, shape, args.selected, builds=builds, rounds=args.rounds)
         if args.selected & set(STREAMS):
-            from bench import connect, delivery, feeds, search, streams
+            from bench import archive, connect, delivery, feeds, search, streams
 
             run.streams = streams.Figures()
             for name in STREAMS:
@@ -100,7 +102,7 @@ def main() -> int:
                     continue
                 print(f"{name}:", flush=True)
                 try:
-                    module = next(m for m in (feeds, delivery, connect, search, streams) if hasattr(m, name))
+                    module = next(m for m in (feeds, delivery, connect, streams, archive, search) if hasattr(m, name))
                     module.__dict__[name](pg.url, run.streams)
                 except Exception as error:  # report the others even if one bench breaks
                     failed = True
