@@ -41,6 +41,8 @@ from server.domain.errors import InvalidArgument, NotFound
 from server.live.records import Entry, varint
 from server.live.tiers import Row, Source
 
+Spans = list[tuple[int, int]]
+
 MAX_QUERY_BYTES = 1024         # the longest query (UTF-8 bytes)
 MAX_PROGRAM = 20_000           # the largest compiled regular expression (RE2 program instructions)
 MAX_MEMORY = 8 << 20           # RE2's memory for one compiled expression (its DFA cache included)
@@ -238,22 +240,23 @@ async def scan(
     last_sent = time.monotonic()
     limit_hit = False   # max_matches were found: only the last one's after-context is left to send
     stopped = False
-    lines = search.lines
     while cursor < upto and not stopped and time.monotonic() < deadline:
         items, more = await source.read_lines(
             cursor, upto, values=read_values, limit=SCAN_PAGE, max_bytes=budget_bytes
         )
         if source.gone:
             raise NotFound("build", source.build_id, field="build_id")   # deleted while searched
+        previous = cursor   # every hit up to it is in `hits` already
         messages = [_message(item) for item in items]
         candidates = query.candidates(messages)
         # Without context only the candidates matter; with it, every line
         # (it may be context, or wait as a candidate for a match's before-context).
         order: Sequence[int] = range(len(items)) if n else candidates
         maybe = set(candidates) if n and len(candidates) < len(items) else None
+        sent: list[tuple[Entry | Row, Spans | None]] = []   # this page's hits, in order
         for index in order:
             item = items[index]
-            spans: list[tuple[int, int]] | None = None
+            spans: Spans | None = None
             if (maybe is None or index in maybe) and (not wanted or item.value in wanted):
                 spans = query.spans(messages[index]) or None
             if limit_hit:
@@ -262,28 +265,30 @@ async def scan(
                     stopped = True
                     break
                 state.owed -= 1
-                out: bytes | None = hit_bytes(source.to_entry(item), None, lines=lines)
+                sent.append((item, None))
             else:
-                out = _step(state, source, item, spans, lines)
+                _step(state, item, spans, sent)
                 limit_hit = spans is not None and state.matches >= search.max_matches
             cursor = item.seq
-            if out is None:
-                continue
-            hits.append(out)
-            size += len(out)
-            if size >= budget_bytes:
-                yield Message(hits, cursor, False, state.matches)
+        if sent:
+            entries = await source.entries([item for item, _ in sent])
+            page = [hit_bytes(entries[item.seq], spans, lines=search.lines) for item, spans in sent]
+            page_size = sum(map(len, page))
+            if hits and size + page_size > budget_bytes:
+                # A message holds one page's hits at least, and never more than the budget besides.
+                yield Message(hits, previous, False, state.matches)
                 hits, size, last_sent = [], 0, time.monotonic()
-        if stopped:
-            break
-        if items:
-            cursor = items[-1].seq
-        if not more:
-            cursor = upto   # every line up to upto was read (the filter's skipped lines too)
-        if limit_hit and state.owed == 0:
-            break
+            hits += page
+            size += page_size
+        if not stopped:
+            if items:
+                cursor = items[-1].seq
+            if not more:
+                cursor = upto   # every line up to upto was read (the filter's skipped lines too)
         waited = time.monotonic() - last_sent
-        if (hits and waited >= FLUSH_SECONDS) or waited >= progress_seconds:
+        if stopped or (limit_hit and state.owed == 0):
+            break
+        if size >= budget_bytes or (hits and waited >= FLUSH_SECONDS) or waited >= progress_seconds:
             # Hits found so far reach the caller soon (a count streams in);
             # with none, progress keeps proxies from cutting an idle stream.
             yield Message(hits, cursor, False, state.matches)
@@ -293,30 +298,25 @@ async def scan(
 
 
 def _message(item: Entry | Row) -> bytes:
-    return item.row["message"].encode() if isinstance(item, Row) else message_of(item.wire)
+    return item.message.encode() if isinstance(item, Row) else message_of(item.wire)
 
 
-def _step(
-    state: _State, source: Source, item: Entry | Row, spans: list[tuple[int, int]] | None, lines: bool
-) -> bytes | None:
-    """One line through the scan: the hits it sends (its before-context
-    first, when it matches), or None when it sends nothing (it is kept as a
-    candidate for the next match's before-context)."""
+def _step(state: _State, item: Entry | Row, spans: Spans | None, sent: list[tuple[Entry | Row, Spans | None]]) -> None:
+    """One line through the scan: the hits it sends go to `sent` (its
+    before-context first, when it matches); a line that sends nothing is
+    kept as a candidate for the next match's before-context."""
     n = state.context
     if spans is not None:
-        out = [hit_bytes(source.to_entry(before), None, lines=lines)
-               for before in state.recent if before.seq >= item.seq - n]
+        sent.extend((before, None) for before in state.recent if before.seq >= item.seq - n)
         state.recent.clear()
-        out.append(hit_bytes(source.to_entry(item), spans, lines=lines))
+        sent.append((item, spans))
         state.owed = n
         state.matches += 1
-        return b"".join(out)
-    if state.owed > 0:
+    elif state.owed > 0:
         state.owed -= 1
-        return hit_bytes(source.to_entry(item), None, lines=lines)
-    if n:
+        sent.append((item, None))
+    elif n:
         state.recent.append(item)
-    return None
 
 
 async def _replay(source: Source, search: Search, state: _State, after: int, wanted: frozenset[str]) -> None:
@@ -325,7 +325,8 @@ async def _replay(source: Source, search: Search, state: _State, after: int, wan
     matches or context, how much after-context is still owed)."""
     n = state.context
     items, _ = await source.read_lines(max(0, after - 2 * n), after, values=(), limit=2 * n, max_bytes=1 << 30)
+    ignored: list[tuple[Entry | Row, Spans | None]] = []
     for item in items:
         matches = not wanted or item.value in wanted
-        _step(state, source, item, (search.query.spans(_message(item)) or None) if matches else None, False)
+        _step(state, item, (search.query.spans(_message(item)) or None) if matches else None, ignored)
     state.matches = 0

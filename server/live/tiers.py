@@ -51,12 +51,12 @@ def _seq(entry: Entry) -> int:
 
 
 class Row(NamedTuple):
-    """A hot row not converted to an Entry yet (Source.read_lines): its
-    sequence, filter value and the store's row (TO_ENTRY converts it)."""
+    """A hot line as a search scans it (Source.read_lines): its sequence,
+    filter value and message; Source.entries makes the Entry of those sent."""
 
     seq: int
     value: str
-    row: dict[str, Any]
+    message: str
 
 
 class Source:
@@ -95,23 +95,29 @@ class Source:
     async def read_lines(
         self, after: int, upto: int, *, values: Sequence[str], limit: int, max_bytes: int
     ) -> tuple[Sequence[Entry | Row], bool]:
-        """What `read` reads, but hot rows come as they are (Row): a reader
-        that looks at every line and sends few of them (a search) converts
-        only those it sends (to_entry)."""
+        """What `read` reads, but hot lines come as Rows (their sequence,
+        value and message only): a reader that looks at every line and sends
+        few of them (a search) makes the Entries of those it sends (entries)."""
         if self.tier == HOT:
-            rows = await feeds.read(self._hub.db, feeds.Read(
-                self._kind, self._build_id, after, limit=limit, max_bytes=max_bytes, upto=upto, values=values,
-            ))
-            if rows.tier is None or rows.tier == HOT:
-                self.gone = rows.tier is None
-                column = self._kind.filter_column
-                return [Row(row["seq"], row[column], row) for row in rows.rows], rows.more
-            await self.moved(rows.tier)
+            lines, more, tier = await feeds.scan(
+                self._hub.db, self._kind, self._build_id, after, upto, values=values, limit=limit, max_bytes=max_bytes,
+            )
+            if tier is None or tier == HOT:
+                self.gone = tier is None
+                return [Row(*line) for line in lines], more
+            await self.moved(tier)
         return await self._archived(after, upto, values=values, limit=limit, max_bytes=max_bytes)
 
-    def to_entry(self, line: Entry | Row) -> Entry:
-        """The Entry of a line read_lines gave."""
-        return self._to_entry(line.row) if isinstance(line, Row) else line
+    async def entries(self, lines: Sequence[Entry | Row]) -> dict[int, Entry]:
+        """The Entries of lines read_lines gave, by sequence (hot ones read
+        whole, in one query)."""
+        found = {line.seq: line for line in lines if isinstance(line, Entry)}
+        wanted = [line.seq for line in lines if isinstance(line, Row)]
+        if wanted:
+            for row in await feeds.rows_at(self._hub.db, self._kind, self._build_id, wanted):
+                entry = self._to_entry(row)
+                found[entry.seq] = entry
+        return found
 
     async def position(self) -> feeds.Position:
         """The build's position; its tier becomes this Source's."""
