@@ -170,11 +170,12 @@ def message_of(wire: bytes) -> bytes:
     return b""   # an empty message is not written
 
 
-def hit_bytes(entry: Entry, spans: Sequence[tuple[int, int]] | None, *, lines: bool) -> bytes:
+def hit_bytes(seq: int, wire: bytes | None, spans: Sequence[tuple[int, int]] | None) -> bytes:
     """A LogSearchHit as an element of SearchBuildLogsResponse's field 1:
-    the entry's wire is already the hit's field 1 (the BuildLog)."""
-    parts = [entry.wire] if lines else []
-    parts.append(b"\x10" + varint(entry.seq))
+    an entry's wire is already the hit's field 1 (the BuildLog); None
+    leaves the line out (omit_lines)."""
+    parts = [wire] if wire is not None else []
+    parts.append(b"\x10" + varint(seq))
     if spans is None:
         parts.append(b"\x20\x01")
     else:
@@ -271,8 +272,11 @@ async def scan(
                 limit_hit = spans is not None and state.matches >= search.max_matches
             cursor = item.seq
         if sent:
-            entries = await source.entries([item for item, _ in sent])
-            page = [hit_bytes(entries[item.seq], spans, lines=search.lines) for item, spans in sent]
+            if search.lines:
+                entries = await source.entries([item for item, _ in sent])
+                page = [hit_bytes(item.seq, entries[item.seq].wire, spans) for item, spans in sent]
+            else:   # sequences and spans only: no line is read whole
+                page = [hit_bytes(item.seq, None, spans) for item, spans in sent]
             page_size = sum(map(len, page))
             if hits and size + page_size > budget_bytes:
                 # A message holds one page's hits at least, and never more than the budget besides.
