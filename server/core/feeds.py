@@ -19,6 +19,7 @@ to resume from, like a stream ended by shutdown.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
@@ -41,10 +42,12 @@ from server.domain.errors import InvalidArgument, Unauthenticated, Unavailable
 from server.domain.limits import FEED_PAGE_SIZE, MAX_BATCH
 from server.domain.limits import RESPONSE_BYTES as MAX_MESSAGE_BYTES
 from server.domain.validation import Checker
+from server.live import search
 from server.live.reader import Batch, Reason, page
-from server.live.records import item_size
+from server.live.records import item_size, varint
+from server.live.tiers import Source
 from server.store import feeds
-from server.store.db import DatabaseUnavailable
+from server.store.db import DatabaseUnavailable, call_deadline
 from server.store.feeds import Kind
 from server.telemetry import stream_caught_up
 
@@ -247,3 +250,64 @@ def stream_build_events(
     """Serialized StreamBuildEventsResponse messages (see stream_build_logs)."""
     req = _stream_request(principal, request, request.tail_events, "tail_events", wire.types(request.types))
     return EVENTS.stream(d, req)
+
+
+def search_build_logs(
+    d: Deps, principal: Principal, request: build_log_pb2.SearchBuildLogsRequest
+) -> AsyncIterator[bytes]:
+    """Serialized SearchBuildLogsResponse messages (server.live.search
+    scans; this checks the request and frames the messages). The request is
+    checked before the stream starts: a bad one sends nothing."""
+    build_id = validate_id("build_id", request.build_id)
+    values = wire.levels(request.levels)
+    check = Checker()
+    if request.after_sequence < 0:
+        check.add("after_sequence", "must not be negative")
+    if not 0 <= request.context_lines <= search.MAX_CONTEXT_LINES:
+        check.add("context_lines", f"must be 0 to {search.MAX_CONTEXT_LINES}, got {request.context_lines}")
+    if not 0 <= request.max_matches <= search.MAX_MATCHES:
+        check.add("max_matches", f"must be 0 (meaning {search.DEFAULT_MAX_MATCHES}) to {search.MAX_MATCHES}, "
+                  f"got {request.max_matches}")
+    check.done()
+    query = search.Query(request.query, regex=request.regex, ignore_case=request.ignore_case)
+    wanted = search.Search(
+        query, values, request.context_lines, request.max_matches or search.DEFAULT_MAX_MATCHES,
+        lines=not request.omit_lines,
+    )
+    return _search(d, principal, build_id, wanted, request.after_sequence)
+
+
+async def _search(
+    d: Deps, principal: Principal, build_id: str, wanted: search.Search, after: int
+) -> AsyncIterator[bytes]:
+    resume = after
+    try:
+        await guard.require(d, principal, "build", build_id)
+        source = Source(d.hub, feeds.LOGS, build_id)
+        upto = (await source.position()).last   # LOGS_EXPIRED for expired logs
+        # The scan stops in time to send its last message before the call's
+        # deadline, and after MAX_SEARCH_SECONDS whatever the deadline.
+        now = time.monotonic()
+        deadline = now + search.MAX_SEARCH_SECONDS
+        if (call_ends := call_deadline.get()) is not None:
+            deadline = min(deadline, call_ends - min(search.DEADLINE_RESERVE, (call_ends - now) / 4))
+        async for message in search.scan(
+            source, wanted, after=after, upto=upto, budget_bytes=MAX_MESSAGE_BYTES, deadline=deadline,
+            progress_seconds=d.hub.heartbeat_seconds,
+        ):
+            resume = message.cursor
+            yield _search_response(message)
+    except DatabaseUnavailable as error:
+        raise Unavailable(f"the database is unavailable: resume with after_sequence={resume}") from error
+
+
+def _search_response(message: search.Message) -> bytes:
+    """A SearchBuildLogsResponse, as SerializeToString writes it."""
+    parts = [*message.hits]
+    if message.cursor:
+        parts.append(b"\x10" + varint(message.cursor))
+    if message.done:
+        parts.append(b"\x18\x01")
+    if message.matches:
+        parts.append(b"\x20" + varint(message.matches))
+    return b"".join(parts)

@@ -26,7 +26,7 @@ import bisect
 import logging
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from server.archive import chunks as codec
 from server.archive.objects import ObjectMissing
@@ -50,6 +50,15 @@ def _seq(entry: Entry) -> int:
     return entry.seq
 
 
+class Row(NamedTuple):
+    """A hot line as a search scans it (Source.read_lines): its sequence,
+    filter value and message; Source.entries makes the Entry of those sent."""
+
+    seq: int
+    value: str
+    message: str
+
+
 class Source:
     """The entries of one build and kind, from the tier that holds them."""
 
@@ -57,6 +66,7 @@ class Source:
         self._hub = hub
         self._kind = kind
         self._build_id = build_id
+        self.build_id = build_id
         self._to_entry = TO_ENTRY[kind.name]
         self.tier = tier
         self.gone = False   # the last read found no build (it was deleted)
@@ -81,6 +91,33 @@ class Source:
         if upto is None:
             upto = (await self.position()).last
         return await self._archived(after, upto, values=values, limit=limit, max_bytes=max_bytes)
+
+    async def read_lines(
+        self, after: int, upto: int, *, values: Sequence[str], limit: int, max_bytes: int
+    ) -> tuple[Sequence[Entry | Row], bool]:
+        """What `read` reads, but hot lines come as Rows (their sequence,
+        value and message only): a reader that looks at every line and sends
+        few of them (a search) makes the Entries of those it sends (entries)."""
+        if self.tier == HOT:
+            lines, more, tier = await feeds.scan(
+                self._hub.db, self._kind, self._build_id, after, upto, values=values, limit=limit, max_bytes=max_bytes,
+            )
+            if tier is None or tier == HOT:
+                self.gone = tier is None
+                return [Row(*line) for line in lines], more
+            await self.moved(tier)
+        return await self._archived(after, upto, values=values, limit=limit, max_bytes=max_bytes)
+
+    async def entries(self, lines: Sequence[Entry | Row]) -> dict[int, Entry]:
+        """The Entries of lines read_lines gave, by sequence (hot ones read
+        whole, in one query)."""
+        found = {line.seq: line for line in lines if isinstance(line, Entry)}
+        wanted = [line.seq for line in lines if isinstance(line, Row)]
+        if wanted:
+            for row in await feeds.rows_at(self._hub.db, self._kind, self._build_id, wanted):
+                entry = self._to_entry(row)
+                found[entry.seq] = entry
+        return found
 
     async def position(self) -> feeds.Position:
         """The build's position; its tier becomes this Source's."""

@@ -383,6 +383,56 @@ class Read:
         return sql, params
 
 
+def scan_statement(
+    kind: Kind, build_id: str, after: int, upto: int, *, values: Sequence[str], limit: int, max_bytes: int
+) -> tuple[str, dict[str, Any]]:
+    """Read's statement for a reader that looks at every line's message
+    and sends few of them (a search): the same rows, cut at the same place,
+    the tier checked the same way, but only (seq, value, message) of each:
+    no row is built whole (metadata parsed, times converted) to be dropped."""
+    matching = _matching(kind, values=values, upto=upto).replace(
+        "WHERE build_id = %(id)s", "WHERE build_id = %(id)s AND b.archive_state = 'hot'"
+    )
+    sql = (
+        "SELECT b.archive_state AS tier, c.seq, c.value, c.message, c.next_seq FROM builds AS b LEFT JOIN LATERAL ("
+        f"SELECT * FROM (SELECT seq, {kind.filter_column} AS value, message, "
+        "sum(wire_bytes) OVER w - wire_bytes AS bytes_before, lead(seq) OVER w AS next_seq FROM ("
+        + matching
+        + ") AS matching WINDOW w AS (ORDER BY seq)) AS counted "
+        "WHERE bytes_before < %(max_bytes)s ORDER BY seq LIMIT %(limit)s) AS c ON true "
+        "WHERE b.id = %(id)s ORDER BY c.seq"
+    )
+    return sql, {"id": build_id, "after": after, "upto": upto, "values": list(values), "scan": limit + 1,
+                 "limit": limit, "max_bytes": max_bytes}
+
+
+async def scan(
+    db: Database, kind: Kind, build_id: str, after: int, upto: int, *, values: Sequence[str], limit: int,
+    max_bytes: int,
+) -> tuple[list[tuple[int, str, str]], bool, str | None]:
+    """scan_statement on a connection of its own: (seq, value, message) of
+    each row, whether matching rows were left, and the build's tier (None:
+    no such build)."""
+    async with db.connection() as pg, pg.cursor() as cur:
+        await cur.execute(*scan_statement(
+            kind, build_id, after, upto, values=values, limit=limit, max_bytes=max_bytes))
+        rows = await cur.fetchall()
+    if not rows:
+        return [], False, None
+    if rows[0][1] is None:
+        return [], False, rows[0][0]
+    return [(row[1], row[2], row[3]) for row in rows], rows[-1][4] is not None, rows[0][0]
+
+
+async def rows_at(db: Database, kind: Kind, build_id: str, seqs: Sequence[int]) -> list[dict[str, Any]]:
+    """The whole rows of these sequences, in seq order."""
+    async with db.connection() as pg, pg.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"SELECT * FROM {kind.table} WHERE build_id = %s AND seq = ANY(%s) ORDER BY seq", (build_id, list(seqs))
+        )
+        return await cur.fetchall()
+
+
 async def read_after(pg: psycopg.AsyncConnection[Any], read: Read) -> Rows:
     async with pg.cursor(row_factory=dict_row) as cur:
         await cur.execute(*read.statement())

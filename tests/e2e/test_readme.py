@@ -34,7 +34,8 @@ def test_the_readme_tour_runs_verbatim_and_prints_what_the_readme_says(server, t
     for expected in ("BUILD_STATUS_INITIALIZING", "BUILD_STATUS_RUNNING", "BUILD_STATUS_AWAITING_DESIGN_REVIEW",
                      "REVIEW_DECISION_APPROVE", "BUILD_STATUS_COMPLETED", '"caught_up": true',
                      '"message": "added 312 packages"', "refused, as expected", "the agent may not review",
-                     "INFO  npm install\nTOOL  added 312 packages\n"):
+                     "INFO  npm install\nTOOL  added 312 packages\n",
+                     "{'start': 10, 'end': 18}"):
         assert expected in out, f"{expected!r} missing from:\n{out}"
     documented = re.search(r"The last call prints:\n\n```\n(.*?)```", README, re.S)
     assert documented is not None

@@ -121,21 +121,47 @@ function styled(text: string, style: Style): Node {
   return span;
 }
 
-/** Append `message`, with its colours, to `parent`. */
-export function renderAnsi(message: string, parent: Node): void {
+/**
+ * Append `message`, with its colours, to `parent`; the ranges of `marks`
+ * (UTF-16 offsets into `message`: a search's matches) wrapped in <mark>.
+ * A message a carriage return rewrites (only its last part is shown) has no
+ * such offsets: its row is marked as a whole by the caller instead.
+ */
+export function renderAnsi(message: string, parent: Node, marks: readonly (readonly [number, number])[] = []): void {
   const text = overwrite(message);
+  if (text !== message) marks = [];
   let style = plain();
   let last = 0;
-  const emit = (chunk: string) => {
-    if (chunk !== "") parent.appendChild(styled(chunk.replace(CONTROL, picture), style));
+  const put = (chunk: string, marked: boolean) => {
+    if (chunk === "") return;
+    const node = styled(chunk.replace(CONTROL, picture), style);
+    if (!marked) {
+      parent.appendChild(node);
+      return;
+    }
+    const mark = document.createElement("mark");
+    mark.appendChild(node);
+    parent.appendChild(mark);
+  };
+  const emit = (chunk: string, at: number) => {
+    // Cut the chunk (text at offset `at` of the message) at the marks' edges.
+    let from = 0;
+    for (const [start, end] of marks) {
+      if (end <= at + from || start >= at + chunk.length) continue;
+      const a = Math.max(start - at, from);
+      const b = Math.min(end - at, chunk.length);
+      put(chunk.slice(from, a), false);
+      put(chunk.slice(a, b), true);
+      from = b;
+    }
+    put(chunk.slice(from), false);
   };
   for (const match of text.matchAll(ESCAPE)) {
-    emit(text.slice(last, match.index));
+    emit(text.slice(last, match.index), last);
     last = match.index + match[0].length;
     if (match[2] === "m" && match[1] !== undefined && !/[?<=>]/.test(match[1])) {
       style = applySgr(style, match[1]);
     }
   }
-  emit(text.slice(last));
+  emit(text.slice(last), last);
 }
-

@@ -13,6 +13,7 @@ import { expiredText, logsExpired } from "./expired.js";
 import { enableDownload } from "./download.js";
 import { BuildHeader } from "./header.js";
 import { keepStreaming, type Health } from "./resume.js";
+import { LogSearch } from "./search.js";
 import { LogStore, type Line } from "./store.js";
 import { LEVEL_NAMES, LogView } from "./view.js";
 
@@ -99,11 +100,12 @@ class Connection {
   }
 }
 
-function levelFilter(store: LogStore): () => void {
+function levelFilter(store: LogStore, changed: (levels: number[]) => void): () => void {
   const boxes = [...element("levels").querySelectorAll<HTMLInputElement>("input[type=checkbox]")];
   const apply = () => {
     const wanted = boxes.filter((box) => box.checked).map((box) => Number(box.value));
     store.filter(wanted.length === boxes.length ? null : new Set(wanted));
+    changed(wanted.length === boxes.length ? [] : wanted);
   };
   for (const box of boxes) box.addEventListener("change", apply);
   // The counts beside the boxes.
@@ -151,7 +153,8 @@ async function main(): Promise<void> {
 
   const store = new LogStore();
   const connection = new Connection();
-  const counts = levelFilter(store);
+  let search: LogSearch | null = null;
+  const counts = levelFilter(store, (levels) => search?.setLevels(levels));
   const jump = element<HTMLButtonElement>("jump");
   const above = element("above");
   let tailed = false; // the first answer of the follow stream came
@@ -176,6 +179,19 @@ async function main(): Promise<void> {
     },
   });
   jump.addEventListener("click", () => view.jumpToEnd());
+  const found = new LogSearch(
+    api,
+    buildId,
+    element<HTMLInputElement>("search-input"),
+    element<HTMLInputElement>("search-regex"),
+    element<HTMLInputElement>("search-case"),
+    element("search-count"),
+    { show: (seq) => view.show(seq), marked: () => view.marked() },
+    () => Math.max(store.headCursor, store.view.at(-1)?.seq ?? 0),
+  );
+  search = found;
+  view.setHighlight(found);
+  store.listen({ inserted: () => found.held(), appended: () => found.held(), reset: () => found.held() });
   // A mark once the next frame (with what was just received) is rendered.
   const painted = (name: string) => requestAnimationFrame(() => setTimeout(() => performance.mark(name)));
 
@@ -275,6 +291,7 @@ async function main(): Promise<void> {
   Object.assign(window, {
     buildLog: {
       store,
+      search: found,
       get following() {
         return view.following;
       },

@@ -17,9 +17,20 @@ const EDGE = 1.5; // viewport heights from a window edge that render more
 
 export const LEVEL_NAMES: Record<number, string> = { 0: "-", 1: "INFO", 2: "WARN", 3: "ERROR", 4: "TOOL" };
 
+/** What a search highlights: a line's match spans (UTF-16 offsets), and the line next/previous showed. */
+export interface Highlight {
+  marks(seq: number, message: string): [number, number][] | undefined;
+  readonly currentSequence: number | null;
+}
+
+let highlight: Highlight | null = null;
+
 function row(line: Line): HTMLElement {
   const element = document.createElement("div");
   element.className = `line level-${LEVEL_NAMES[line.level]?.toLowerCase() ?? "other"}`;
+  const marks = highlight?.marks(line.seq, line.message);
+  if (marks !== undefined) element.classList.add("match");
+  if (highlight?.currentSequence === line.seq) element.classList.add("current");
   element.dataset.sequence = String(line.seq); // shown by CSS (::before), so copying skips it
   const level = document.createElement("span");
   level.className = "level";
@@ -27,7 +38,7 @@ function row(line: Line): HTMLElement {
   level.title = new Date(line.time).toISOString();
   const message = document.createElement("span");
   message.className = "message";
-  renderAnsi(line.message, message);
+  renderAnsi(line.message, message, marks);
   element.append(level, message);
   return element;
 }
@@ -142,6 +153,55 @@ export class LogView implements ViewListener {
     this.lastTop = 0;
     this.unseen = view.length - this.to;
     this.report();
+  }
+
+  /** Highlight a search's matches in the rows drawn (and in those drawn later). */
+  setHighlight(source: Highlight): void {
+    highlight = source;
+  }
+
+  /** The search's matches changed: draw the rows again that it marks, or marked. */
+  marked(): void {
+    const view = this.store.view;
+    const children = this.container.children;
+    for (let i = this.from; i < this.to; i++) {
+      const old = children[i - this.from] as HTMLElement | undefined;
+      const line = view[i];
+      if (old === undefined || line === undefined) break;
+      const marks = highlight?.marks(line.seq, line.message);
+      const current = highlight?.currentSequence === line.seq;
+      if (marks === undefined && !old.classList.contains("match") && !current && !old.classList.contains("current")) {
+        continue;
+      }
+      old.replaceWith(row(line));
+    }
+  }
+
+  /**
+   * Put line `seq` in view, in the middle of the screen: in the rows drawn,
+   * or in a new window drawn around it however far it is. False when the
+   * line is not held (yet): the history is still loading it, or the level
+   * filter hides it.
+   */
+  show(seq: number): boolean {
+    const view = this.store.view;
+    const index = this.store.indexOf(seq);
+    if (view[index]?.seq !== seq || index < this.store.contiguousFrom) return false;
+    this.follows = false;
+    if (index < this.from || index >= this.to) {
+      this.container.replaceChildren();
+      this.from = Math.max(this.store.contiguousFrom, index - CHUNK);
+      this.to = Math.min(view.length, index + CHUNK);
+      this.container.appendChild(rows(view, this.from, this.to));
+    }
+    const target = this.container.children[index - this.from] as HTMLElement | undefined;
+    if (target !== undefined) {
+      this.scroller.scrollTop = Math.max(0, target.offsetTop - (this.scroller.clientHeight - target.offsetHeight) / 2);
+    }
+    this.lastTop = this.scroller.scrollTop;
+    this.unseen = view.length - this.to;
+    this.report();
+    return true;
   }
 
   private unfollow(): void {

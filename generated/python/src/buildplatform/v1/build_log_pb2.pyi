@@ -509,3 +509,183 @@ class ReadBuildLogTextResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReadBuildLogTextResponse: _TypeAlias = ReadBuildLogTextResponse  # noqa: Y015
+
+@_typing.final
+class SearchBuildLogsRequest(_message.Message):
+    """Request for SearchBuildLogs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUILD_ID_FIELD_NUMBER: _builtins.int
+    QUERY_FIELD_NUMBER: _builtins.int
+    REGEX_FIELD_NUMBER: _builtins.int
+    IGNORE_CASE_FIELD_NUMBER: _builtins.int
+    LEVELS_FIELD_NUMBER: _builtins.int
+    AFTER_SEQUENCE_FIELD_NUMBER: _builtins.int
+    CONTEXT_LINES_FIELD_NUMBER: _builtins.int
+    MAX_MATCHES_FIELD_NUMBER: _builtins.int
+    OMIT_LINES_FIELD_NUMBER: _builtins.int
+    build_id: _builtins.str
+    """Required. The build."""
+    query: _builtins.str
+    """Required. What to find in each line's message: a literal string, or with
+    regex a regular expression in RE2 syntax. 1 to 1024 bytes of UTF-8.
+    """
+    regex: _builtins.bool
+    """Optional. The query is a regular expression (RE2 syntax), not a literal."""
+    ignore_case: _builtins.bool
+    """Optional. Match letters of either case (Unicode simple case folding)."""
+    after_sequence: _builtins.int
+    """Optional. Resume cursor: search only lines with a sequence number
+    greater than this (the last cursor of an earlier call with the same
+    query). 0 starts at the beginning.
+    """
+    context_lines: _builtins.int
+    """Optional. Lines of context to send before and after each match, 0 to 10."""
+    max_matches: _builtins.int
+    """Optional. The call ends after this many matches (its last message's
+    cursor resumes), 1 to 100000; 0 means 1000.
+    """
+    omit_lines: _builtins.bool
+    """Optional. Send each hit's sequence number and spans but not its line
+    (`log` unset): what a viewer that only counts and jumps needs.
+    """
+    @_builtins.property
+    def levels(self) -> _containers.RepeatedScalarFieldContainer[Global___LogLevel.ValueType]:
+        """Optional. Only lines of these levels match; empty means all. Context
+        lines are the neighbouring lines of the log, whatever their level.
+        """
+
+    def __init__(
+        self,
+        *,
+        build_id: _builtins.str = ...,
+        query: _builtins.str = ...,
+        regex: _builtins.bool = ...,
+        ignore_case: _builtins.bool = ...,
+        levels: _abc.Iterable[Global___LogLevel.ValueType] | None = ...,
+        after_sequence: _builtins.int = ...,
+        context_lines: _builtins.int = ...,
+        max_matches: _builtins.int = ...,
+        omit_lines: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sequence", b"after_sequence", "build_id", b"build_id", "context_lines", b"context_lines", "ignore_case", b"ignore_case", "levels", b"levels", "max_matches", b"max_matches", "omit_lines", b"omit_lines", "query", b"query", "regex", b"regex"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchBuildLogsRequest: _TypeAlias = SearchBuildLogsRequest  # noqa: Y015
+
+@_typing.final
+class MatchSpan(_message.Message):
+    """Where a match is within a line's message: bytes [start, end) of its
+    UTF-8 encoding.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    start: _builtins.int
+    """Offset of the match's first byte."""
+    end: _builtins.int
+    """Offset just after the match's last byte."""
+    def __init__(
+        self,
+        *,
+        start: _builtins.int = ...,
+        end: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MatchSpan: _TypeAlias = MatchSpan  # noqa: Y015
+
+@_typing.final
+class LogSearchHit(_message.Message):
+    """A line SearchBuildLogs sends: a match, or a line of context around one."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOG_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    SPANS_FIELD_NUMBER: _builtins.int
+    CONTEXT_FIELD_NUMBER: _builtins.int
+    sequence: _builtins.int
+    """The line's sequence number."""
+    context: _builtins.bool
+    """True for a line of context, not a match."""
+    @_builtins.property
+    def log(self) -> Global___BuildLog:
+        """The line; unset when the request set omit_lines."""
+
+    @_builtins.property
+    def spans(self) -> _containers.RepeatedCompositeFieldContainer[Global___MatchSpan]:
+        """The matches within the line's message, in order and not overlapping;
+        empty for a context line. An empty match (a regular expression such as
+        `x*`) has start == end.
+        """
+
+    def __init__(
+        self,
+        *,
+        log: Global___BuildLog | None = ...,
+        sequence: _builtins.int = ...,
+        spans: _abc.Iterable[Global___MatchSpan] | None = ...,
+        context: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["log", b"log"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "log", b"log", "sequence", b"sequence", "spans", b"spans"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogSearchHit: _TypeAlias = LogSearchHit  # noqa: Y015
+
+@_typing.final
+class SearchBuildLogsResponse(_message.Message):
+    """One message of SearchBuildLogs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HITS_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    DONE_FIELD_NUMBER: _builtins.int
+    MATCH_COUNT_FIELD_NUMBER: _builtins.int
+    cursor: _builtins.int
+    """The resume cursor: every line up to this sequence number was searched
+    and its hits sent, but for up to context_lines lines just before it that
+    are context of a match yet to come (they come with that match). Pass it
+    as after_sequence to resume: the rest comes exactly once.
+    """
+    done: _builtins.bool
+    """Set on the last message when the search reached the end of the lines
+    committed when the call began.
+    """
+    match_count: _builtins.int
+    """Matches sent by this call so far, this message's included."""
+    @_builtins.property
+    def hits(self) -> _containers.RepeatedCompositeFieldContainer[Global___LogSearchHit]:
+        """Matches and context lines, in sequence order, each line once; empty in a
+        progress message.
+        """
+
+    def __init__(
+        self,
+        *,
+        hits: _abc.Iterable[Global___LogSearchHit] | None = ...,
+        cursor: _builtins.int = ...,
+        done: _builtins.bool = ...,
+        match_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "done", b"done", "hits", b"hits", "match_count", b"match_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchBuildLogsResponse: _TypeAlias = SearchBuildLogsResponse  # noqa: Y015

@@ -65,6 +65,11 @@ class BuildLogServiceStub(object):
                 request_serializer=buildplatform_dot_v1_dot_build__log__pb2.ReadBuildLogTextRequest.SerializeToString,
                 response_deserializer=buildplatform_dot_v1_dot_build__log__pb2.ReadBuildLogTextResponse.FromString,
                 _registered_method=True)
+        self.SearchBuildLogs = channel.unary_stream(
+                '/buildplatform.v1.BuildLogService/SearchBuildLogs',
+                request_serializer=buildplatform_dot_v1_dot_build__log__pb2.SearchBuildLogsRequest.SerializeToString,
+                response_deserializer=buildplatform_dot_v1_dot_build__log__pb2.SearchBuildLogsResponse.FromString,
+                _registered_method=True)
 
 
 class BuildLogServiceServicer(object):
@@ -150,6 +155,27 @@ class BuildLogServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SearchBuildLogs(self, request, context):
+        """Searches a build's lines, hot or archived, for a literal string or a
+        regular expression (RE2 syntax: linear time, no backreferences or
+        lookaround), oldest first. The stream sends the matching lines with the
+        byte offsets of the matches within each message, and (with
+        context_lines) the lines around them, each line once, in sequence order.
+        It searches the lines committed when the call began. Every message
+        carries a cursor: every line up to it was searched and its hits sent.
+        While a long search finds nothing it sends progress messages (no hits,
+        a newer cursor). It ends with a message whose `done` is set when the
+        whole log was searched; otherwise (max_matches reached, or the call's
+        time is nearly up) the last message's cursor is where to resume: pass it
+        as after_sequence with the same query, and the rest comes exactly once.
+        Errors: INVALID_ARGUMENT (empty, too long or invalid query, naming the
+        field; context_lines or max_matches out of range), NOT_FOUND (no such
+        build), FAILED_PRECONDITION LOGS_EXPIRED (the build's logs expired).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BuildLogServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -172,6 +198,11 @@ def add_BuildLogServiceServicer_to_server(servicer, server):
                     servicer.ReadBuildLogText,
                     request_deserializer=buildplatform_dot_v1_dot_build__log__pb2.ReadBuildLogTextRequest.FromString,
                     response_serializer=buildplatform_dot_v1_dot_build__log__pb2.ReadBuildLogTextResponse.SerializeToString,
+            ),
+            'SearchBuildLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.SearchBuildLogs,
+                    request_deserializer=buildplatform_dot_v1_dot_build__log__pb2.SearchBuildLogsRequest.FromString,
+                    response_serializer=buildplatform_dot_v1_dot_build__log__pb2.SearchBuildLogsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -293,6 +324,33 @@ class BuildLogService(object):
             '/buildplatform.v1.BuildLogService/ReadBuildLogText',
             buildplatform_dot_v1_dot_build__log__pb2.ReadBuildLogTextRequest.SerializeToString,
             buildplatform_dot_v1_dot_build__log__pb2.ReadBuildLogTextResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchBuildLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/buildplatform.v1.BuildLogService/SearchBuildLogs',
+            buildplatform_dot_v1_dot_build__log__pb2.SearchBuildLogsRequest.SerializeToString,
+            buildplatform_dot_v1_dot_build__log__pb2.SearchBuildLogsResponse.FromString,
             options,
             channel_credentials,
             insecure,

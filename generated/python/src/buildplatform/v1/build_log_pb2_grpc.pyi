@@ -97,6 +97,23 @@ class BuildLogServiceStub:
     build and the chunk), UNAVAILABLE (the database or the object store did
     not answer: retry, resuming at the offset reached).
     """
+    SearchBuildLogs: _grpc.UnaryStreamMultiCallable[_build_log_pb2.SearchBuildLogsRequest, _build_log_pb2.SearchBuildLogsResponse]
+    """Searches a build's lines, hot or archived, for a literal string or a
+    regular expression (RE2 syntax: linear time, no backreferences or
+    lookaround), oldest first. The stream sends the matching lines with the
+    byte offsets of the matches within each message, and (with
+    context_lines) the lines around them, each line once, in sequence order.
+    It searches the lines committed when the call began. Every message
+    carries a cursor: every line up to it was searched and its hits sent.
+    While a long search finds nothing it sends progress messages (no hits,
+    a newer cursor). It ends with a message whose `done` is set when the
+    whole log was searched; otherwise (max_matches reached, or the call's
+    time is nearly up) the last message's cursor is where to resume: pass it
+    as after_sequence with the same query, and the rest comes exactly once.
+    Errors: INVALID_ARGUMENT (empty, too long or invalid query, naming the
+    field; context_lines or max_matches out of range), NOT_FOUND (no such
+    build), FAILED_PRECONDITION LOGS_EXPIRED (the build's logs expired).
+    """
 
 @_typing.type_check_only
 class BuildLogServiceAsyncStub(BuildLogServiceStub):
@@ -166,6 +183,23 @@ class BuildLogServiceAsyncStub(BuildLogServiceStub):
     chunk of the log is missing or fails its checksum: the message names the
     build and the chunk), UNAVAILABLE (the database or the object store did
     not answer: retry, resuming at the offset reached).
+    """
+    SearchBuildLogs: _aio.UnaryStreamMultiCallable[_build_log_pb2.SearchBuildLogsRequest, _build_log_pb2.SearchBuildLogsResponse]  # type: ignore[assignment]
+    """Searches a build's lines, hot or archived, for a literal string or a
+    regular expression (RE2 syntax: linear time, no backreferences or
+    lookaround), oldest first. The stream sends the matching lines with the
+    byte offsets of the matches within each message, and (with
+    context_lines) the lines around them, each line once, in sequence order.
+    It searches the lines committed when the call began. Every message
+    carries a cursor: every line up to it was searched and its hits sent.
+    While a long search finds nothing it sends progress messages (no hits,
+    a newer cursor). It ends with a message whose `done` is set when the
+    whole log was searched; otherwise (max_matches reached, or the call's
+    time is nearly up) the last message's cursor is where to resume: pass it
+    as after_sequence with the same query, and the rest comes exactly once.
+    Errors: INVALID_ARGUMENT (empty, too long or invalid query, naming the
+    field; context_lines or max_matches out of range), NOT_FOUND (no such
+    build), FAILED_PRECONDITION LOGS_EXPIRED (the build's logs expired).
     """
 
 class BuildLogServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -257,6 +291,29 @@ class BuildLogServiceServicer(metaclass=_abc_1.ABCMeta):
         chunk of the log is missing or fails its checksum: the message names the
         build and the chunk), UNAVAILABLE (the database or the object store did
         not answer: retry, resuming at the offset reached).
+        """
+
+    @_abc_1.abstractmethod
+    def SearchBuildLogs(
+        self,
+        request: _build_log_pb2.SearchBuildLogsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_build_log_pb2.SearchBuildLogsResponse], _abc.AsyncIterator[_build_log_pb2.SearchBuildLogsResponse]]:
+        """Searches a build's lines, hot or archived, for a literal string or a
+        regular expression (RE2 syntax: linear time, no backreferences or
+        lookaround), oldest first. The stream sends the matching lines with the
+        byte offsets of the matches within each message, and (with
+        context_lines) the lines around them, each line once, in sequence order.
+        It searches the lines committed when the call began. Every message
+        carries a cursor: every line up to it was searched and its hits sent.
+        While a long search finds nothing it sends progress messages (no hits,
+        a newer cursor). It ends with a message whose `done` is set when the
+        whole log was searched; otherwise (max_matches reached, or the call's
+        time is nearly up) the last message's cursor is where to resume: pass it
+        as after_sequence with the same query, and the rest comes exactly once.
+        Errors: INVALID_ARGUMENT (empty, too long or invalid query, naming the
+        field; context_lines or max_matches out of range), NOT_FOUND (no such
+        build), FAILED_PRECONDITION LOGS_EXPIRED (the build's logs expired).
         """
 
 def add_BuildLogServiceServicer_to_server(servicer: BuildLogServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -14,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file buildplatform/v1/build_log.proto.
  */
 export const file_buildplatform_v1_build_log: GenFile = /*@__PURE__*/
-  fileDesc("CiBidWlsZHBsYXRmb3JtL3YxL2J1aWxkX2xvZy5wcm90bxIQYnVpbGRwbGF0Zm9ybS52MSL8AQoIQnVpbGRMb2cSEAoCaWQYASABKANCBOJBAQMSFgoIYnVpbGRfaWQYAiABKAlCBOJBAQMSFgoIc2VxdWVuY2UYAyABKANCBOJBAQMSLwoFbGV2ZWwYBCABKA4yGi5idWlsZHBsYXRmb3JtLnYxLkxvZ0xldmVsQgTiQQEDEhUKB21lc3NhZ2UYBSABKAlCBOJBAQMSLwoIbWV0YWRhdGEYBiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0QgTiQQEDEjUKC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAyKDAQoITG9nRW50cnkSLwoFbGV2ZWwYASABKA4yGi5idWlsZHBsYXRmb3JtLnYxLkxvZ0xldmVsQgTiQQECEhUKB21lc3NhZ2UYAiABKAlCBOJBAQISLwoIbWV0YWRhdGEYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0QgTiQQEBIoEBChZBcHBlbmRCdWlsZExvZ3NSZXF1ZXN0EhYKCGJ1aWxkX2lkGAEgASgJQgTiQQECEjEKB2VudHJpZXMYAiADKAsyGi5idWlsZHBsYXRmb3JtLnYxLkxvZ0VudHJ5QgTiQQECEhwKDmZpcnN0X3NlcXVlbmNlGAMgASgDQgTiQQEBImEKF0FwcGVuZEJ1aWxkTG9nc1Jlc3BvbnNlEhYKDmZpcnN0X3NlcXVlbmNlGAEgASgDEhUKDWxhc3Rfc2VxdWVuY2UYAiABKAMSFwoPYWxyZWFkeV93cml0dGVuGAMgASgIIrEBChRMaXN0QnVpbGRMb2dzUmVxdWVzdBIWCghidWlsZF9pZBgBIAEoCUIE4kEBAhIXCglwYWdlX3NpemUYAiABKAVCBOJBAQESGAoKcGFnZV90b2tlbhgDIAEoCUIE4kEBARIcCg5hZnRlcl9zZXF1ZW5jZRgEIAEoA0IE4kEBARIwCgZsZXZlbHMYBSADKA4yGi5idWlsZHBsYXRmb3JtLnYxLkxvZ0xldmVsQgTiQQEBIloKFUxpc3RCdWlsZExvZ3NSZXNwb25zZRIoCgRsb2dzGAEgAygLMhouYnVpbGRwbGF0Zm9ybS52MS5CdWlsZExvZxIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAki5gEKFlN0cmVhbUJ1aWxkTG9nc1JlcXVlc3QSFgoIYnVpbGRfaWQYASABKAlCBOJBAQISHAoOYWZ0ZXJfc2VxdWVuY2UYAiABKANCBOJBAQESFAoGZm9sbG93GAMgASgIQgTiQQEBEhgKCnRhaWxfbGluZXMYBCABKAVCBOJBAQESNAoKc2luY2VfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQESMAoGbGV2ZWxzGAYgAygOMhouYnVpbGRwbGF0Zm9ybS52MS5Mb2dMZXZlbEIE4kEBASJmChdTdHJlYW1CdWlsZExvZ3NSZXNwb25zZRIoCgRsb2dzGAEgAygLMhouYnVpbGRwbGF0Zm9ybS52MS5CdWlsZExvZxIOCgZjdXJzb3IYAiABKAMSEQoJY2F1Z2h0X3VwGAMgASgIInAKDkxvZ1RleHRPcHRpb25zEi4KBGFuc2kYASABKA4yGi5idWlsZHBsYXRmb3JtLnYxLkFuc2lNb2RlQgTiQQEBEhgKCnRpbWVzdGFtcHMYAiABKAhCBOJBAQESFAoGbGV2ZWxzGAMgASgIQgTiQQEBIp8BChdSZWFkQnVpbGRMb2dUZXh0UmVxdWVzdBIWCghidWlsZF9pZBgBIAEoCUIE4kEBAhIZCgtyZWFkX29mZnNldBgCIAEoA0IE4kEBARIYCgpyZWFkX2xpbWl0GAMgASgDQgTiQQEBEjcKB29wdGlvbnMYBCABKAsyIC5idWlsZHBsYXRmb3JtLnYxLkxvZ1RleHRPcHRpb25zQgTiQQEBIjgKGFJlYWRCdWlsZExvZ1RleHRSZXNwb25zZRIMCgRkYXRhGAEgASgMEg4KBm9mZnNldBgCIAEoAyp2CghMb2dMZXZlbBIZChVMT0dfTEVWRUxfVU5TUEVDSUZJRUQQABISCg5MT0dfTEVWRUxfSU5GTxABEhIKDkxPR19MRVZFTF9XQVJOEAISEwoPTE9HX0xFVkVMX0VSUk9SEAMSEgoOTE9HX0xFVkVMX1RPT0wQBCpOCghBbnNpTW9kZRIZChVBTlNJX01PREVfVU5TUEVDSUZJRUQQABISCg5BTlNJX01PREVfS0VFUBABEhMKD0FOU0lfTU9ERV9TVFJJUBACMuADCg9CdWlsZExvZ1NlcnZpY2UScAoPQXBwZW5kQnVpbGRMb2dzEiguYnVpbGRwbGF0Zm9ybS52MS5BcHBlbmRCdWlsZExvZ3NSZXF1ZXN0GikuYnVpbGRwbGF0Zm9ybS52MS5BcHBlbmRCdWlsZExvZ3NSZXNwb25zZSIIyqUZBAgCGAESbAoNTGlzdEJ1aWxkTG9ncxImLmJ1aWxkcGxhdGZvcm0udjEuTGlzdEJ1aWxkTG9nc1JlcXVlc3QaJy5idWlsZHBsYXRmb3JtLnYxLkxpc3RCdWlsZExvZ3NSZXNwb25zZSIKyqUZBggBEAEYARJ0Cg9TdHJlYW1CdWlsZExvZ3MSKC5idWlsZHBsYXRmb3JtLnYxLlN0cmVhbUJ1aWxkTG9nc1JlcXVlc3QaKS5idWlsZHBsYXRmb3JtLnYxLlN0cmVhbUJ1aWxkTG9nc1Jlc3BvbnNlIgrKpRkGCAEQARgBMAESdwoQUmVhZEJ1aWxkTG9nVGV4dBIpLmJ1aWxkcGxhdGZvcm0udjEuUmVhZEJ1aWxkTG9nVGV4dFJlcXVlc3QaKi5idWlsZHBsYXRmb3JtLnYxLlJlYWRCdWlsZExvZ1RleHRSZXNwb25zZSIKyqUZBggBEAEYATABYgZwcm90bzM", [file_buildplatform_v1_access, file_google_api_field_behavior, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("CiBidWlsZHBsYXRmb3JtL3YxL2J1aWxkX2xvZy5wcm90bxIQYnVpbGRwbGF0Zm9ybS52MSL8AQoIQnVpbGRMb2cSEAoCaWQYASABKANCBOJBAQMSFgoIYnVpbGRfaWQYAiABKAlCBOJBAQMSFgoIc2VxdWVuY2UYAyABKANCBOJBAQMSLwoFbGV2ZWwYBCABKA4yGi5idWlsZHBsYXRmb3JtLnYxLkxvZ0xldmVsQgTiQQEDEhUKB21lc3NhZ2UYBSABKAlCBOJBAQMSLwoIbWV0YWRhdGEYBiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0QgTiQQEDEjUKC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAyKDAQoITG9nRW50cnkSLwoFbGV2ZWwYASABKA4yGi5idWlsZHBsYXRmb3JtLnYxLkxvZ0xldmVsQgTiQQECEhUKB21lc3NhZ2UYAiABKAlCBOJBAQISLwoIbWV0YWRhdGEYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0QgTiQQEBIoEBChZBcHBlbmRCdWlsZExvZ3NSZXF1ZXN0EhYKCGJ1aWxkX2lkGAEgASgJQgTiQQECEjEKB2VudHJpZXMYAiADKAsyGi5idWlsZHBsYXRmb3JtLnYxLkxvZ0VudHJ5QgTiQQECEhwKDmZpcnN0X3NlcXVlbmNlGAMgASgDQgTiQQEBImEKF0FwcGVuZEJ1aWxkTG9nc1Jlc3BvbnNlEhYKDmZpcnN0X3NlcXVlbmNlGAEgASgDEhUKDWxhc3Rfc2VxdWVuY2UYAiABKAMSFwoPYWxyZWFkeV93cml0dGVuGAMgASgIIrEBChRMaXN0QnVpbGRMb2dzUmVxdWVzdBIWCghidWlsZF9pZBgBIAEoCUIE4kEBAhIXCglwYWdlX3NpemUYAiABKAVCBOJBAQESGAoKcGFnZV90b2tlbhgDIAEoCUIE4kEBARIcCg5hZnRlcl9zZXF1ZW5jZRgEIAEoA0IE4kEBARIwCgZsZXZlbHMYBSADKA4yGi5idWlsZHBsYXRmb3JtLnYxLkxvZ0xldmVsQgTiQQEBIloKFUxpc3RCdWlsZExvZ3NSZXNwb25zZRIoCgRsb2dzGAEgAygLMhouYnVpbGRwbGF0Zm9ybS52MS5CdWlsZExvZxIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAki5gEKFlN0cmVhbUJ1aWxkTG9nc1JlcXVlc3QSFgoIYnVpbGRfaWQYASABKAlCBOJBAQISHAoOYWZ0ZXJfc2VxdWVuY2UYAiABKANCBOJBAQESFAoGZm9sbG93GAMgASgIQgTiQQEBEhgKCnRhaWxfbGluZXMYBCABKAVCBOJBAQESNAoKc2luY2VfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQESMAoGbGV2ZWxzGAYgAygOMhouYnVpbGRwbGF0Zm9ybS52MS5Mb2dMZXZlbEIE4kEBASJmChdTdHJlYW1CdWlsZExvZ3NSZXNwb25zZRIoCgRsb2dzGAEgAygLMhouYnVpbGRwbGF0Zm9ybS52MS5CdWlsZExvZxIOCgZjdXJzb3IYAiABKAMSEQoJY2F1Z2h0X3VwGAMgASgIInAKDkxvZ1RleHRPcHRpb25zEi4KBGFuc2kYASABKA4yGi5idWlsZHBsYXRmb3JtLnYxLkFuc2lNb2RlQgTiQQEBEhgKCnRpbWVzdGFtcHMYAiABKAhCBOJBAQESFAoGbGV2ZWxzGAMgASgIQgTiQQEBIp8BChdSZWFkQnVpbGRMb2dUZXh0UmVxdWVzdBIWCghidWlsZF9pZBgBIAEoCUIE4kEBAhIZCgtyZWFkX29mZnNldBgCIAEoA0IE4kEBARIYCgpyZWFkX2xpbWl0GAMgASgDQgTiQQEBEjcKB29wdGlvbnMYBCABKAsyIC5idWlsZHBsYXRmb3JtLnYxLkxvZ1RleHRPcHRpb25zQgTiQQEBIjgKGFJlYWRCdWlsZExvZ1RleHRSZXNwb25zZRIMCgRkYXRhGAEgASgMEg4KBm9mZnNldBgCIAEoAyKXAgoWU2VhcmNoQnVpbGRMb2dzUmVxdWVzdBIWCghidWlsZF9pZBgBIAEoCUIE4kEBAhITCgVxdWVyeRgCIAEoCUIE4kEBAhITCgVyZWdleBgDIAEoCEIE4kEBARIZCgtpZ25vcmVfY2FzZRgEIAEoCEIE4kEBARIwCgZsZXZlbHMYBSADKA4yGi5idWlsZHBsYXRmb3JtLnYxLkxvZ0xldmVsQgTiQQEBEhwKDmFmdGVyX3NlcXVlbmNlGAYgASgDQgTiQQEBEhsKDWNvbnRleHRfbGluZXMYByABKAVCBOJBAQESGQoLbWF4X21hdGNoZXMYCCABKAVCBOJBAQESGAoKb21pdF9saW5lcxgJIAEoCEIE4kEBASInCglNYXRjaFNwYW4SDQoFc3RhcnQYASABKAUSCwoDZW5kGAIgASgFIoYBCgxMb2dTZWFyY2hIaXQSJwoDbG9nGAEgASgLMhouYnVpbGRwbGF0Zm9ybS52MS5CdWlsZExvZxIQCghzZXF1ZW5jZRgCIAEoAxIqCgVzcGFucxgDIAMoCzIbLmJ1aWxkcGxhdGZvcm0udjEuTWF0Y2hTcGFuEg8KB2NvbnRleHQYBCABKAgiegoXU2VhcmNoQnVpbGRMb2dzUmVzcG9uc2USLAoEaGl0cxgBIAMoCzIeLmJ1aWxkcGxhdGZvcm0udjEuTG9nU2VhcmNoSGl0Eg4KBmN1cnNvchgCIAEoAxIMCgRkb25lGAMgASgIEhMKC21hdGNoX2NvdW50GAQgASgDKnYKCExvZ0xldmVsEhkKFUxPR19MRVZFTF9VTlNQRUNJRklFRBAAEhIKDkxPR19MRVZFTF9JTkZPEAESEgoOTE9HX0xFVkVMX1dBUk4QAhITCg9MT0dfTEVWRUxfRVJST1IQAxISCg5MT0dfTEVWRUxfVE9PTBAEKk4KCEFuc2lNb2RlEhkKFUFOU0lfTU9ERV9VTlNQRUNJRklFRBAAEhIKDkFOU0lfTU9ERV9LRUVQEAESEwoPQU5TSV9NT0RFX1NUUklQEAIy1gQKD0J1aWxkTG9nU2VydmljZRJwCg9BcHBlbmRCdWlsZExvZ3MSKC5idWlsZHBsYXRmb3JtLnYxLkFwcGVuZEJ1aWxkTG9nc1JlcXVlc3QaKS5idWlsZHBsYXRmb3JtLnYxLkFwcGVuZEJ1aWxkTG9nc1Jlc3BvbnNlIgjKpRkECAIYARJsCg1MaXN0QnVpbGRMb2dzEiYuYnVpbGRwbGF0Zm9ybS52MS5MaXN0QnVpbGRMb2dzUmVxdWVzdBonLmJ1aWxkcGxhdGZvcm0udjEuTGlzdEJ1aWxkTG9nc1Jlc3BvbnNlIgrKpRkGCAEQARgBEnQKD1N0cmVhbUJ1aWxkTG9ncxIoLmJ1aWxkcGxhdGZvcm0udjEuU3RyZWFtQnVpbGRMb2dzUmVxdWVzdBopLmJ1aWxkcGxhdGZvcm0udjEuU3RyZWFtQnVpbGRMb2dzUmVzcG9uc2UiCsqlGQYIARABGAEwARJ3ChBSZWFkQnVpbGRMb2dUZXh0EikuYnVpbGRwbGF0Zm9ybS52MS5SZWFkQnVpbGRMb2dUZXh0UmVxdWVzdBoqLmJ1aWxkcGxhdGZvcm0udjEuUmVhZEJ1aWxkTG9nVGV4dFJlc3BvbnNlIgrKpRkGCAEQARgBMAESdAoPU2VhcmNoQnVpbGRMb2dzEiguYnVpbGRwbGF0Zm9ybS52MS5TZWFyY2hCdWlsZExvZ3NSZXF1ZXN0GikuYnVpbGRwbGF0Zm9ybS52MS5TZWFyY2hCdWlsZExvZ3NSZXNwb25zZSIKyqUZBggBEAEYATABYgZwcm90bzM", [file_buildplatform_v1_access, file_google_api_field_behavior, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * A log line of a build.
@@ -483,6 +483,209 @@ export const ReadBuildLogTextResponseSchema: GenMessage<ReadBuildLogTextResponse
   messageDesc(file_buildplatform_v1_build_log, 10);
 
 /**
+ * Request for SearchBuildLogs.
+ *
+ * @generated from message buildplatform.v1.SearchBuildLogsRequest
+ */
+export type SearchBuildLogsRequest = Message<"buildplatform.v1.SearchBuildLogsRequest"> & {
+  /**
+   * Required. The build.
+   *
+   * @generated from field: string build_id = 1;
+   */
+  buildId: string;
+
+  /**
+   * Required. What to find in each line's message: a literal string, or with
+   * regex a regular expression in RE2 syntax. 1 to 1024 bytes of UTF-8.
+   *
+   * @generated from field: string query = 2;
+   */
+  query: string;
+
+  /**
+   * Optional. The query is a regular expression (RE2 syntax), not a literal.
+   *
+   * @generated from field: bool regex = 3;
+   */
+  regex: boolean;
+
+  /**
+   * Optional. Match letters of either case (Unicode simple case folding).
+   *
+   * @generated from field: bool ignore_case = 4;
+   */
+  ignoreCase: boolean;
+
+  /**
+   * Optional. Only lines of these levels match; empty means all. Context
+   * lines are the neighbouring lines of the log, whatever their level.
+   *
+   * @generated from field: repeated buildplatform.v1.LogLevel levels = 5;
+   */
+  levels: LogLevel[];
+
+  /**
+   * Optional. Resume cursor: search only lines with a sequence number
+   * greater than this (the last cursor of an earlier call with the same
+   * query). 0 starts at the beginning.
+   *
+   * @generated from field: int64 after_sequence = 6;
+   */
+  afterSequence: bigint;
+
+  /**
+   * Optional. Lines of context to send before and after each match, 0 to 10.
+   *
+   * @generated from field: int32 context_lines = 7;
+   */
+  contextLines: number;
+
+  /**
+   * Optional. The call ends after this many matches (its last message's
+   * cursor resumes), 1 to 100000; 0 means 1000.
+   *
+   * @generated from field: int32 max_matches = 8;
+   */
+  maxMatches: number;
+
+  /**
+   * Optional. Send each hit's sequence number and spans but not its line
+   * (`log` unset): what a viewer that only counts and jumps needs.
+   *
+   * @generated from field: bool omit_lines = 9;
+   */
+  omitLines: boolean;
+};
+
+/**
+ * Describes the message buildplatform.v1.SearchBuildLogsRequest.
+ * Use `create(SearchBuildLogsRequestSchema)` to create a new message.
+ */
+export const SearchBuildLogsRequestSchema: GenMessage<SearchBuildLogsRequest> = /*@__PURE__*/
+  messageDesc(file_buildplatform_v1_build_log, 11);
+
+/**
+ * Where a match is within a line's message: bytes [start, end) of its
+ * UTF-8 encoding.
+ *
+ * @generated from message buildplatform.v1.MatchSpan
+ */
+export type MatchSpan = Message<"buildplatform.v1.MatchSpan"> & {
+  /**
+   * Offset of the match's first byte.
+   *
+   * @generated from field: int32 start = 1;
+   */
+  start: number;
+
+  /**
+   * Offset just after the match's last byte.
+   *
+   * @generated from field: int32 end = 2;
+   */
+  end: number;
+};
+
+/**
+ * Describes the message buildplatform.v1.MatchSpan.
+ * Use `create(MatchSpanSchema)` to create a new message.
+ */
+export const MatchSpanSchema: GenMessage<MatchSpan> = /*@__PURE__*/
+  messageDesc(file_buildplatform_v1_build_log, 12);
+
+/**
+ * A line SearchBuildLogs sends: a match, or a line of context around one.
+ *
+ * @generated from message buildplatform.v1.LogSearchHit
+ */
+export type LogSearchHit = Message<"buildplatform.v1.LogSearchHit"> & {
+  /**
+   * The line; unset when the request set omit_lines.
+   *
+   * @generated from field: buildplatform.v1.BuildLog log = 1;
+   */
+  log?: BuildLog | undefined;
+
+  /**
+   * The line's sequence number.
+   *
+   * @generated from field: int64 sequence = 2;
+   */
+  sequence: bigint;
+
+  /**
+   * The matches within the line's message, in order and not overlapping;
+   * empty for a context line. An empty match (a regular expression such as
+   * `x*`) has start == end.
+   *
+   * @generated from field: repeated buildplatform.v1.MatchSpan spans = 3;
+   */
+  spans: MatchSpan[];
+
+  /**
+   * True for a line of context, not a match.
+   *
+   * @generated from field: bool context = 4;
+   */
+  context: boolean;
+};
+
+/**
+ * Describes the message buildplatform.v1.LogSearchHit.
+ * Use `create(LogSearchHitSchema)` to create a new message.
+ */
+export const LogSearchHitSchema: GenMessage<LogSearchHit> = /*@__PURE__*/
+  messageDesc(file_buildplatform_v1_build_log, 13);
+
+/**
+ * One message of SearchBuildLogs.
+ *
+ * @generated from message buildplatform.v1.SearchBuildLogsResponse
+ */
+export type SearchBuildLogsResponse = Message<"buildplatform.v1.SearchBuildLogsResponse"> & {
+  /**
+   * Matches and context lines, in sequence order, each line once; empty in a
+   * progress message.
+   *
+   * @generated from field: repeated buildplatform.v1.LogSearchHit hits = 1;
+   */
+  hits: LogSearchHit[];
+
+  /**
+   * The resume cursor: every line up to this sequence number was searched
+   * and its hits sent, but for up to context_lines lines just before it that
+   * are context of a match yet to come (they come with that match). Pass it
+   * as after_sequence to resume: the rest comes exactly once.
+   *
+   * @generated from field: int64 cursor = 2;
+   */
+  cursor: bigint;
+
+  /**
+   * Set on the last message when the search reached the end of the lines
+   * committed when the call began.
+   *
+   * @generated from field: bool done = 3;
+   */
+  done: boolean;
+
+  /**
+   * Matches sent by this call so far, this message's included.
+   *
+   * @generated from field: int64 match_count = 4;
+   */
+  matchCount: bigint;
+};
+
+/**
+ * Describes the message buildplatform.v1.SearchBuildLogsResponse.
+ * Use `create(SearchBuildLogsResponseSchema)` to create a new message.
+ */
+export const SearchBuildLogsResponseSchema: GenMessage<SearchBuildLogsResponse> = /*@__PURE__*/
+  messageDesc(file_buildplatform_v1_build_log, 14);
+
+/**
  * Severity of a log line.
  *
  * @generated from enum buildplatform.v1.LogLevel
@@ -664,6 +867,30 @@ export const BuildLogService: GenService<{
     methodKind: "server_streaming";
     input: typeof ReadBuildLogTextRequestSchema;
     output: typeof ReadBuildLogTextResponseSchema;
+  },
+  /**
+   * Searches a build's lines, hot or archived, for a literal string or a
+   * regular expression (RE2 syntax: linear time, no backreferences or
+   * lookaround), oldest first. The stream sends the matching lines with the
+   * byte offsets of the matches within each message, and (with
+   * context_lines) the lines around them, each line once, in sequence order.
+   * It searches the lines committed when the call began. Every message
+   * carries a cursor: every line up to it was searched and its hits sent.
+   * While a long search finds nothing it sends progress messages (no hits,
+   * a newer cursor). It ends with a message whose `done` is set when the
+   * whole log was searched; otherwise (max_matches reached, or the call's
+   * time is nearly up) the last message's cursor is where to resume: pass it
+   * as after_sequence with the same query, and the rest comes exactly once.
+   * Errors: INVALID_ARGUMENT (empty, too long or invalid query, naming the
+   * field; context_lines or max_matches out of range), NOT_FOUND (no such
+   * build), FAILED_PRECONDITION LOGS_EXPIRED (the build's logs expired).
+   *
+   * @generated from rpc buildplatform.v1.BuildLogService.SearchBuildLogs
+   */
+  searchBuildLogs: {
+    methodKind: "server_streaming";
+    input: typeof SearchBuildLogsRequestSchema;
+    output: typeof SearchBuildLogsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_buildplatform_v1_build_log, 0);
