@@ -250,3 +250,15 @@ def test_two_servers_on_one_database_archive_each_build_once(archive_db, store):
         assert len({row["object_key"] for row in state["chunks"]}) == 2
     committed = {row["object_key"] for build in builds for row in _state(archive_db, build)["chunks"]}
     assert store.objects() == committed and len(committed) == 2 * len(builds)
+
+
+def test_with_archiving_off_nothing_is_archived(archive_db, tmp_path):
+    directory = tmp_path / "archive"
+    with running_server(archive_db, ARCHIVE="false", ARCHIVE_URL=str(directory), **ARCHIVING) as proc:
+        with proc.channel() as channel:
+            build_id = _seed(stubs(channel), 20, 2)
+        time.sleep(2)   # ten times ARCHIVE_INTERVAL_SECONDS
+        metrics = scrape(proc)
+    assert _state(archive_db, build_id)["archive_state"] == "hot"
+    assert not directory.exists()
+    assert sample(metrics, "buildplatform_archive_builds_total") == 0
