@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test generate check-generated lint typecheck check bench dist clean help web web-if-node web-typecheck browser-tests-deps
+.PHONY: install run test test-fast test-quick generate check-generated lint typecheck check bench dist clean help web web-if-node web-typecheck browser-tests-deps
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -52,6 +52,12 @@ run: $(STAMP) web-if-node  ## build the log page (with Node), migrate and serve 
 
 test: $(STAMP) web browser-tests-deps  ## run the test suite against a real PostgreSQL (embedded unless TEST_DATABASE_URL)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)  ## the unit and integration tests (no server process, no browser): seconds, while working
+	$(PY) -m pytest tests/unit tests/integration $(PYTEST_ARGS)
+
+test-quick: $(STAMP) web  ## everything but the browser and Prometheus tests
+	$(PY) -m pytest -m "not browser and not prometheus" $(PYTEST_ARGS)
 
 # The generator runs in its own environment (it needs protobuf 6, the server
 # runs on protobuf 7), from requirements-generate.lock.

@@ -12,7 +12,9 @@ and rings (issue 7: filtered reads on a 1,000,000-line build, RSS with big
 lines, bench.feeds); http (issue 9: GetBuild and StreamBuildLogs over
 Connect and gRPC-Web beside gRPC on the same server, bench.connect); archive
 (issue 14: the archive codec's throughput and ratio on realistic build
-output beside plain zstd of the same bytes, bench.archive).
+output beside plain zstd of the same bytes, bench.archive); masking (issue
+15: appends with 0, 10 and 200 secrets registered against no masking,
+bench.masking).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from bench import env, report
 from bench.h2 import Load
 
 CORE = ("get", "list", "create", "workers")
-STREAMS = ("ingest", "statements", "delivery", "idle", "filters", "rings", "http", "archive")
+STREAMS = ("ingest", "statements", "delivery", "idle", "filters", "rings", "http", "archive", "masking")
 
 
 def parse_args() -> argparse.Namespace:
@@ -89,7 +91,7 @@ def main() -> int:
             run.shape = shape
             run.core = core.run(pg.url, h2load, shape, args.selected, builds=builds, rounds=args.rounds)
         if args.selected & set(STREAMS):
-            from bench import archive, connect, delivery, feeds, streams
+            from bench import archive, connect, delivery, feeds, masking, streams
 
             run.streams = streams.Figures()
             for name in STREAMS:
@@ -100,7 +102,7 @@ def main() -> int:
                     continue
                 print(f"{name}:", flush=True)
                 try:
-                    module = next(m for m in (feeds, delivery, connect, streams, archive) if hasattr(m, name))
+                    module = next(m for m in (feeds, delivery, connect, streams, archive, masking) if hasattr(m, name))
                     module.__dict__[name](pg.url, run.streams)
                 except Exception as error:  # report the others even if one bench breaks
                     failed = True

@@ -27,8 +27,7 @@ from typing import Any
 import zstandard
 
 from server.archive import chunks
-from server.core.feeds_wire import log_entry
-from server.store.notify import Entry
+from server.live.records import Entry, log_entry
 
 _SYLLABLES = ("ba", "co", "de", "fi", "gu", "ha", "jo", "ka", "li", "mu", "ne", "po", "qu", "ra", "si", "tu",
               "ve", "wo", "xa", "yi", "zu", "an", "el", "in", "or", "ux", "str", "tr", "pl", "gr", "ch", "sh")

@@ -26,7 +26,8 @@ import sys
 import grpc
 from buildplatform.v1 import build_log_pb2
 
-from server.core.feeds_wire import repeated_field_1, stream_response
+from server.core.feeds_wire import stream_response
+from server.live.records import repeated_field_1
 
 
 class Fanout:

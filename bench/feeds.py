@@ -33,8 +33,8 @@ from bench import procs
 from bench.env import ROOT
 from bench.streams import Figures, Followers, cancel, check_delivery, new_builds
 from server.domain.limits import RESPONSE_BYTES
+from server.live.feed import READ_BYTES
 from server.store import feeds
-from server.store.notify import READ_BYTES
 from tests.support import open_channel
 
 LINES = 1_000_000
@@ -220,7 +220,7 @@ def _old_catch_up(conn: psycopg.Connection[Any], build_id: str, after: int) -> f
     rows, each converted to its serialized message, filtered in Python."""
     from psycopg.rows import dict_row
 
-    from server.core.feeds_wire import log_entry
+    from server.live.records import log_entry
 
     started = time.perf_counter()
     cursor = after

@@ -17,6 +17,7 @@ import logging
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -33,19 +34,21 @@ from buildplatform.v1 import (
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from server.archive.janitor import Janitor
+from server.archive.objects import ObjectStore, open_store
 from server.auth import Authenticator
 from server.auth.bootstrap import bootstrap_admin_token, page_token_secret
 from server.config import Settings
 from server.core import app_specs, builds, chat_sessions, feeds, projects, users
 from server.core.deps import Deps
 from server.core.pagination import PageTokens
+from server.live.hub import Hub
 from server.rpc import reflection as rpc_reflection
 from server.rpc.interceptors import ServerInterceptor
 from server.rpc.principals import Gate
 from server.rpc.registry import add_service
 from server.store import db as store_db
 from server.store.db import Database, DatabaseRejected, DatabaseUnavailable
-from server.store.notify import Hub
 from server.telemetry import multiprocess_worker
 from server.tls import CertificateFiles, TlsError
 from server.transport.calls import Calls
@@ -110,6 +113,7 @@ class App:
     metrics: Metrics | None = None      # None: METRICS_ADDRESS is empty
     metrics_endpoint: MetricsEndpoint | None = None   # None: none, or the supervisor serves it
     archiver: Archiver | None = None    # None: archiving is off (ARCHIVE=false or ARCHIVE_URL=)
+    janitor: Janitor | None = None   # None: JANITOR_SECONDS is 0
     _probe: psycopg.AsyncConnection[Any] | None = field(default=None, repr=False)
     _monitor: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -129,6 +133,12 @@ class App:
         self._monitor = asyncio.create_task(self._watch_database())
         if self.archiver is not None:
             self.archiver.start()
+        self._start_janitor()
+
+    def _start_janitor(self) -> None:
+        """The janitor works on the migrated schema only: it starts once ready."""
+        if self.janitor is not None and self.ready and not self.janitor.started:
+            self.janitor.start()
 
     def not_ready(self) -> str | None:
         """Why this server should get no traffic now (HTTP's /readyz), or
@@ -144,6 +154,7 @@ class App:
         database answers; False when the database went away meanwhile."""
         self.ready = await self._prepare()
         await self._publish_health()
+        self._start_janitor()
         return self.ready
 
     async def _prepare(self) -> bool:
@@ -191,14 +202,16 @@ class App:
         ok = await self._database_answers() and self.ready
         if ok == self.serving:
             return
-        if ok and self.serving is False:
+        back = ok and self.serving is False
+        if back:
             # Back after an outage: the pools still hold dead connections.
             await self.db.recycle()
         self.serving = ok
         for name in ["", *SERVICE_NAMES]:
             await self.health.set(name, SERVING if ok else NOT_SERVING)
         if ok:
-            log.info("health: SERVING")
+            # At start-up the `listening on` lines say so; after an outage it is news.
+            log.log(logging.INFO if back else logging.DEBUG, "health: SERVING")
         elif not self.ready and not self.problem:
             log.warning("health: NOT_SERVING (waiting for the database schema check)")
         else:
@@ -224,15 +237,19 @@ class App:
             self._monitor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._monitor
-        # grpc refuses new calls from here on, and the HTTP port new
-        # connections. Running calls of both get the grace period; what is
-        # left then is answered UNAVAILABLE (Calls.drain) before either
-        # server's own stop would cancel it.
-        stopping = [asyncio.create_task(self.server.stop(grace + 5))]
+        # Stop accepting, drain, then stop: new calls of both transports are
+        # answered UNAVAILABLE with retry advice from here on; running calls
+        # get the grace period, and what is left then is answered
+        # UNAVAILABLE too (Calls.drain). Only then do the servers stop: gRPC's
+        # own stop would cancel (CANCELLED, never retried) the calls its core
+        # had queued and not handed over yet.
+        await self.calls.drain(grace)
+        stopping = [asyncio.create_task(self.server.stop(5))]
         if self.http is not None:
             stopping.append(asyncio.create_task(self.http.stop()))
-        await self.calls.drain(grace)
         await asyncio.gather(*stopping)
+        if self.janitor is not None:
+            await self.janitor.stop()
         await self.hub.close()
         await self.db.close()
         if self._probe is not None:
@@ -298,11 +315,15 @@ def build_server(settings: Settings, *, tracing: bool = False) -> App:
         metrics=metrics,
         cursor_factory=cursor_factory,
     )
+    # Readers of archived builds read it, and the janitor deletes from it, even
+    # when ARCHIVE=false stops archiving more.
+    archive = _archive_for_readers(settings)
     hub = Hub(
         db, settings.database_url, check_seconds=settings.health_check_seconds,
         heartbeat_seconds=settings.stream_heartbeat_seconds,
         ring_bytes=settings.feed_ring_bytes, total_bytes=settings.feed_total_bytes,
         metrics=metrics,
+        archive=archive,
     )
     # The key is loaded when the database first answers (App._prepare).
     page_tokens = PageTokens()
@@ -352,9 +373,28 @@ def build_server(settings: Settings, *, tracing: bool = False) -> App:
         app.http = _http_server(settings, deps, calls, gate.authenticator, app)
     app.metrics = metrics
     app.archiver = _archiver(settings, db, metrics, serving=lambda: bool(app.serving) and not app.stopping)
+    if settings.janitor_seconds > 0:
+        app.janitor = Janitor(
+            database_url=settings.database_url, store=archive, default_days=settings.log_retention_days,
+            interval=settings.janitor_seconds, window_seconds=settings.hot_partition_seconds,
+            grace=timedelta(seconds=settings.hot_partition_grace_seconds), timeout=settings.db_timeout_seconds,
+            garbage_age=timedelta(seconds=settings.archive_lease_seconds), metrics=metrics,
+        )
     if metrics is not None and not multiprocess_worker():
         app.metrics_endpoint = metrics_endpoint(settings)
     return app
+
+
+def _archive_for_readers(settings: Settings) -> ObjectStore | None:
+    """The store readers of archived builds read (server.live.tiers): ARCHIVE_URL's,
+    even when ARCHIVE=false stops archiving more; None when it is empty."""
+    if not settings.archive_url:
+        return None
+    try:
+        return open_store(settings.archive_url)
+    except (ValueError, OSError) as error:
+        raise SystemExit(f"cannot read the archive at ARCHIVE_URL={settings.archive_url!r}: {error}; "
+                         "fix ARCHIVE_URL") from None
 
 
 def _archiver(

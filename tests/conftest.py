@@ -149,3 +149,18 @@ def make_build(api: SimpleNamespace, user: user_pb2.User, project: project_pb2.P
 @pytest.fixture
 def build(make_build) -> build_pb2.Build:  # type: ignore[no-untyped-def]
     return make_build()
+
+
+# Tests that need a program beyond Python and PostgreSQL carry a marker, so a
+# person can leave them out while working: pytest -m "not browser and not prometheus".
+_MARKED_MODULES = {"test_log_page": "browser", "test_metrics": "prometheus"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if getattr(item, "module", None) else ""
+        marker = _MARKED_MODULES.get(module)
+        if marker is None and "browser" in item.name:
+            marker = "browser"
+        if marker is not None:
+            item.add_marker(marker)

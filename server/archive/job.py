@@ -51,10 +51,9 @@ from psycopg.rows import dict_row
 
 from server.archive.chunks import ChunkMeta, Encoder
 from server.archive.objects import ObjectStore, attempt_of, build_prefix, new_attempt, object_key
-from server.core.feeds_wire import event_entry, log_entry
+from server.live.records import Entry, event_entry, log_entry
 from server.store.db import Database
 from server.store.feeds import EVENTS, LOGS, TERMINAL_SQL, Kind
-from server.store.notify import Entry
 
 if TYPE_CHECKING:
     from server.telemetry.metrics import Metrics

@@ -7,10 +7,11 @@ from typing import Any
 
 from buildplatform.v1 import app_spec_pb2
 
-from server.core.wire import UpdateFields, etag, optional_text, timestamp
+from server.core.wire import UpdateFields, etag, optional_text
 from server.domain.limits import MAX_DOCUMENT_BYTES, MAX_SHORT_TEXT
 from server.domain.validation import Checker
 from server.store.rows import AppSpecRow
+from server.wellknown import timestamp
 
 UPDATE = UpdateFields.of(app_spec_pb2.AppSpec.DESCRIPTOR)
 CREATE_FIELDS = ("project_id", "content", "chat_session_id", "summary")

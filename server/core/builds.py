@@ -21,7 +21,6 @@ from server.core.wire import (
     page_size,
     parse_etag,
     require_message,
-    timestamp,
     validate_id,
 )
 from server.domain import access, limits
@@ -33,8 +32,10 @@ from server.domain.status import TERMINAL, BuildStatus
 from server.domain.validation import Checker
 from server.store import builds as store
 from server.store import credentials
+from server.store import secrets as secret_store
 from server.store.rows import BuildRow
 from server.telemetry import stream_caught_up
+from server.wellknown import timestamp
 
 
 def _new_build(
@@ -50,10 +51,13 @@ async def create_build(
 ) -> build_pb2.CreateBuildResponse:
     require_message("build", request.HasField("build"))
     values = wire.build_values(request.build, wire.CREATE_FIELDS)
+    secrets = rules.secret_values("secrets", request.secrets, required=False)
     access.own_user(principal, values["user_id"], "build.user_id")
     rules.require_spec_text(values["app_spec"], values["app_spec_id"])
-    values = d.new_row({**values, "status": BuildStatus.PENDING})
-    row = await store.create(d.db, values, decide=partial(_new_build, values))
+    values = d.new_row({
+        **values, "status": BuildStatus.PENDING, "mask_shapes": not request.disable_token_shape_masking,
+    })
+    row = await store.create(d.db, values, decide=partial(_new_build, values), secrets=secrets)
     return build_pb2.CreateBuildResponse(build=wire.build_to_pb(row))
 
 
@@ -235,3 +239,13 @@ async def revoke_agent_tokens(
     build_id = validate_id("build_id", request.build_id)
     count = await credentials.revoke_build_agent_tokens(d.db, build_id)
     return build_pb2.RevokeAgentTokensResponse(revoked_count=count)
+
+
+async def register_build_secrets(
+    d: Deps, principal: Principal, request: build_pb2.RegisterBuildSecretsRequest
+) -> build_pb2.RegisterBuildSecretsResponse:
+    build_id = validate_id("build_id", request.build_id)
+    values = rules.secret_values("secrets", request.secrets, required=True)
+    await guard.require(d, principal, "build", build_id)
+    count = await secret_store.register(d.db, build_id, values, check=partial(rules.check_secrets, build_id))
+    return build_pb2.RegisterBuildSecretsResponse(secret_count=count)

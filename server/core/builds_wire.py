@@ -10,19 +10,13 @@ from typing import Any
 
 from buildplatform.v1 import build_pb2
 
-from server.core.wire import (
-    UpdateFields,
-    dict_to_struct,
-    etag,
-    optional_text,
-    struct_to_dict,
-    timestamp,
-)
+from server.core.wire import UpdateFields, etag, optional_text
 from server.domain.errors import InvalidArgument
 from server.domain.limits import MAX_DOCUMENT_BYTES, MAX_PROGRESS_BYTES, MAX_URL
 from server.domain.status import BuildStatus, ReviewDecision
 from server.domain.validation import Checker
 from server.store.rows import BuildRow
+from server.wellknown import dict_to_struct, struct_to_dict, timestamp
 
 STATUS_TO_PB = {status: build_pb2.BuildStatus.Value(f"BUILD_STATUS_{status.value}") for status in BuildStatus}
 STATUS_FROM_PB: dict[int, BuildStatus] = {number: status for status, number in STATUS_TO_PB.items()}

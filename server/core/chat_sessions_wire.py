@@ -8,17 +8,11 @@ from typing import Any
 
 from buildplatform.v1 import chat_session_pb2
 
-from server.core.wire import (
-    UpdateFields,
-    dict_to_struct,
-    etag,
-    optional_text,
-    struct_to_dict,
-    timestamp,
-)
+from server.core.wire import UpdateFields, etag, optional_text
 from server.domain.limits import MAX_CHAT_METADATA_BYTES, MAX_DOCUMENT_BYTES, MAX_TITLE
 from server.domain.validation import Checker
 from server.store.rows import ChatMessageRow, ChatSessionRow
+from server.wellknown import dict_to_struct, struct_to_dict, timestamp
 
 UPDATE = UpdateFields.of(chat_session_pb2.ChatSession.DESCRIPTOR)
 CREATE_FIELDS = ("user_id", "project_id", "title")

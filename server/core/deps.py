@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import cuid
 
+from server.core.masking import Maskers
 from server.core.pagination import PageTokens
 from server.store.db import Database
 
 if TYPE_CHECKING:
-    from server.store.notify import Hub
+    from server.live.hub import Hub
     from server.telemetry.metrics import Metrics
 
 
@@ -35,6 +36,7 @@ class Deps:
     clock: Callable[[], datetime] = utc_now
     new_id: Callable[[], str] = new_cuid
     metrics: Metrics | None = None   # None: METRICS_ADDRESS is empty
+    maskers: Maskers = field(default_factory=Maskers)   # per build appended to (server.core.masking)
 
     def new_row(self, values: dict[str, Any]) -> dict[str, Any]:
         """`values` of a resource being created, with its id and timestamps."""

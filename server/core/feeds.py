@@ -3,15 +3,15 @@
 Both services' RPCs are here (`append_build_logs`, `stream_build_events`,
 ...), over one `FeedStreams` per kind.
 
-A stream moves a cursor (the last sequence number considered) forward
-through the build's feed. While the cursor is inside the process's ring
-(server.store.notify.Feed) it reads from memory, otherwise from PostgreSQL
-in pages; either way it sends everything available in one message, never
-one message per row. Every message and List page carries at most
-MAX_MESSAGE_BYTES of serialized items (and at least one item): the store
-cuts its read on an upper bound of each row's size, and this module cuts
-exactly on the real sizes, so a page of big lines holds fewer of them and
-its cursor or page token names exactly the last one sent.
+A stream is a follower of the build's feed (server.live.reader.Follower,
+which serves its cursor from the process's ring or the database); this
+module frames its batches as responses and ends the stream when the server
+shuts down or the caller's credential expires. Every message and List page
+carries at most MAX_MESSAGE_BYTES of serialized items (and at least one
+item): the store cuts its read on an upper bound of each row's size, and
+the reader (or, for a List page, this module) cuts exactly on the real
+sizes, so a page of big lines holds fewer of them and its cursor or page
+token names exactly the last one sent.
 
 A stream whose database read fails ends with UNAVAILABLE naming the cursor
 to resume from, like a stream ended by shutdown.
@@ -19,34 +19,33 @@ to resume from, like a stream ended by shutdown.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
 from buildplatform.v1 import build_event_pb2, build_log_pb2
+from google.protobuf.message import Message
 
 from server.core import feeds_wire as wire
 from server.core import guard
 from server.core.deps import Deps
 from server.core.feeds_wire import stream_response
+from server.core.masking import mask_entries
 from server.core.wire import from_timestamp, validate_id
 from server.domain.access import Principal
 from server.domain.errors import InvalidArgument, Unauthenticated, Unavailable
 from server.domain.limits import FEED_PAGE_SIZE, MAX_BATCH
 from server.domain.limits import RESPONSE_BYTES as MAX_MESSAGE_BYTES
-from server.domain.status import TERMINAL
 from server.domain.validation import Checker
+from server.live.reader import Batch, Reason, page
+from server.live.records import item_size
 from server.store import feeds
 from server.store.db import DatabaseUnavailable
 from server.store.feeds import Kind
-from server.store.notify import Entry
 from server.telemetry import stream_caught_up
 
-DB_PAGE = 1000  # rows per catch-up read from the database (and MAX_MESSAGE_BYTES)
+STALE_MASKER_RETRIES = 5  # secrets registered between masking and writing, each time: then UNAVAILABLE
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,14 +77,13 @@ class FeedStreams:
     """The stream, list and append logic shared by logs and events."""
 
     def __init__(
-        self,
-        kind: Kind,
-        to_entry: Callable[[dict[str, Any]], Entry],
-        to_pb: Callable[[Any], Any],
+        self, kind: Kind, page_type: type[Message], field: str,
+        masked: tuple[tuple[int, ...], tuple[int, ...]],
     ) -> None:
         self.kind = kind
-        self.to_entry = to_entry
-        self.to_pb = to_pb
+        self.page_type = page_type   # the List response, whose field 1 (`field`) holds the items
+        self.field = field
+        self.masked = masked   # indexes of an entry's text and JSON text columns (mask_entries)
 
     async def list_page(
         self, d: Deps, principal: Principal, request: Any, values: Sequence[str]
@@ -100,141 +98,61 @@ class FeedStreams:
         filters = [build_id, list(values)]
         position = d.tokens.decode(request.page_token, self.kind.table, filters)
         after = int(position[0]) if position else request.after_sequence
-        read = await feeds.read_page(
-            d.db, feeds.Read(self.kind, build_id, after, limit=limit, max_bytes=MAX_MESSAGE_BYTES, values=values)
+        entries, more = await page(
+            d.hub, self.kind, build_id, after=after, limit=limit, max_bytes=MAX_MESSAGE_BYTES, values=values
         )
-        items = [self.to_pb(row) for row in read.rows]
         # +4: the item's tag and length prefix in the page's repeated field.
-        kept = feeds.fitting((item.ByteSize() + 4 for item in items), MAX_MESSAGE_BYTES)
-        more = read.more or kept < len(items)
-        items = items[:kept]
-        token = d.tokens.encode(self.kind.table, filters, [items[-1].sequence]) if more else ""
+        kept = feeds.fitting((item_size(entry.wire) + 4 for entry in entries), MAX_MESSAGE_BYTES)
+        more = more or kept < len(entries)
+        entries = entries[:kept]
+        token = d.tokens.encode(self.kind.table, filters, [entries[-1].seq]) if more else ""
+        # The entries are the page's repeated field 1 already (as in a stream response).
+        items = list(getattr(self.page_type.FromString(b"".join(entry.wire for entry in entries)), self.field))
         return items, token
 
     async def stream(self, d: Deps, req: StreamRequest) -> AsyncIterator[bytes]:
         """Serialized StreamBuild{Logs,Events}Response messages (see feeds_wire).
 
+        The follower (server.live) gives the batches; this frames them, and
+        ends the stream when the server shuts down or the credential expires.
         Any failed database read ends the stream with UNAVAILABLE naming the
-        cursor of the last message sent, from which the client resumes.
-        (One generator, not a wrapper around another: every message of every
-        follower passes through each layer.)"""
+        cursor of the last message sent, from which the client resumes."""
         resume = req.after  # the cursor of the last message sent
-        expires = req.principal.expire_time
         try:
             await guard.require(d, req.principal, "build", req.build_id)
-            kind = self.kind
-            wanted = frozenset(req.values)
-            measured = None if d.metrics is None else d.metrics.feed[kind.name]
-            async with contextlib.AsyncExitStack() as stack:
-                feed = event = None
-                if req.follow:
-                    # Follow before reading the position: nothing committed in
-                    # between can be missed.
-                    feed, event = await stack.enter_async_context(d.hub.follow(kind, req.build_id, self.to_entry))
-                status, upto, cursor = await feeds.start(
-                    d.db, kind, req.build_id, after=req.after, since=req.since, tail=req.tail, values=req.values
-                )
-                final = upto if status in TERMINAL else None
-                caught_up = False
-                loop = asyncio.get_running_loop()
-                sent = loop.time()  # when the last message went out
+            async with d.hub.follower(
+                self.kind, req.build_id, after=req.after, follow=req.follow, since=req.since, tail=req.tail,
+                values=req.values, until=req.principal.expire_time,
+            ) as follower:
                 while True:
-                    if event is not None:
-                        event.clear()
-                    start = cursor
-                    if feed is not None and feed.covers(cursor):
-                        entries = feed.after(cursor, MAX_MESSAGE_BYTES)
-                        if entries:
-                            cursor = entries[-1].seq
-                    else:
-                        # Behind the ring, or no ring: a bounded read up to a
-                        # committed position (the backlog's end, or what the feed
-                        # has seen), which lets the cursor pass rows a filter skips.
-                        bound = max(upto, feed.head or 0) if feed is not None else upto
-                        if measured is not None and feed is not None and feed.head is not None:
-                            measured.database_reads.inc()   # a follower behind the ring
-                        entries, cursor = await self._read(d, req, cursor, bound)
-                    batch = [e.wire for e in entries if not wanted or e.value in wanted]
-                    reached = not caught_up and cursor >= upto
-                    if batch or reached:
-                        resume = cursor
-                        yield stream_response(batch, cursor, reached)
-                        sent = loop.time()
-                        if caught_up and batch and measured is not None:
-                            # A live message: from its oldest line's commit to now.
-                            measured.lag.observe(time.time() - entries[0].time)
-                        if reached:
-                            stream_caught_up()   # the stream's span ends with its catch-up
-                        caught_up = caught_up or reached
-                    if caught_up and not req.follow:
-                        return
-                    if cursor != start and (feed is None or feed.head is None or cursor < feed.head or not feed.covers(cursor)):
-                        continue  # more may be ready now (a ring read that reached the ring's head has all there is)
-                    if not req.follow or (caught_up and final is not None and cursor >= final):
-                        return
-                    if feed is not None and feed.final is not None:
-                        final = feed.final
-                        if cursor >= final:
-                            return
-                    if d.hub.shutting_down:
+                    try:
+                        got = await follower.next_batch(MAX_MESSAGE_BYTES)
+                    except Unavailable as error:   # the archive's object store: resume from here
                         raise Unavailable(
-                            f"the server is shutting down: resume on another replica with after_sequence={cursor}"
+                            f"{error.message}; resume with after_sequence={resume}", retry_after=error.retry_after,
+                            metadata={**error.metadata, "after_sequence": str(resume)},
+                        ) from error
+                    if isinstance(got, Batch):
+                        resume = got.cursor
+                        yield stream_response(got.items, got.cursor, got.caught_up)
+                        if got.caught_up:
+                            stream_caught_up()   # the stream's span ends with its catch-up
+                    elif got.reason is Reason.SHUTDOWN:
+                        raise Unavailable(
+                            f"the server is shutting down: resume on another replica with after_sequence={got.cursor}",
+                            metadata={"after_sequence": str(got.cursor)},
                         )
-                    if expires is not None and time.time() >= expires:
-                        raise _expired(resume)
-                    assert feed is not None and event is not None
-                    if feed.error is not None or not d.hub.connected.is_set():
-                        # The feed could not read, or notifications may be lost
-                        # (no LISTEN connection): ask the database now. If it does
-                        # not answer, the stream ends with its cursor instead of
-                        # waiting for a heartbeat; if it does, the feed reads on.
-                        status, last = await feeds.position(d.db, kind, req.build_id)
-                        feed.error = None
-                        feed.announce(last)
-                        if status in TERMINAL:
-                            final = last
-                            if cursor >= final:
-                                return
-                    if loop.time() - sent >= d.heartbeat_seconds:
-                        # Silent for a heartbeat period (the hub's ticker wakes
-                        # idle followers): a message keeps idle proxies from
-                        # cutting the stream, and, since notifications are only
-                        # hints, the database says whether one was missed.
-                        resume = cursor
-                        yield stream_response([], cursor, False)
-                        sent = loop.time()
-                        status, last = await feeds.position(d.db, kind, req.build_id)
-                        if status in TERMINAL:
-                            final = last
-                        feed.announce(last)  # the feed reads up to `last` if it has not yet
-                        continue
-                    if expires is None:
-                        # A bare wait: no timer per wait (the ticker provides the
-                        # heartbeat), so an idle follower holds as little as possible.
-                        await event.wait()
+                    elif got.reason is Reason.EXPIRED:
+                        raise _expired(got.cursor)
                     else:
-                        # A credential that expires ends the stream when it does.
-                        with contextlib.suppress(TimeoutError):
-                            async with asyncio.timeout(max(0.0, expires - time.time())):
-                                await event.wait()
+                        return
         except DatabaseUnavailable as error:
             # The database's own message stays in the server (it may name
             # hosts); the client learns what to do.
-            raise Unavailable(f"the database is unavailable: resume with after_sequence={resume}") from error
-
-    async def _read(self, d: Deps, req: StreamRequest, cursor: int, bound: int) -> tuple[list[Entry], int]:
-        """The matching entries after `cursor` up to `bound`, cut at
-        MAX_MESSAGE_BYTES, and the cursor after them: the last entry's when
-        the read was cut, else `bound` (every matching row up to it was read)."""
-        read = await feeds.read(d.db, feeds.Read(
-            self.kind, req.build_id, cursor, limit=DB_PAGE, max_bytes=MAX_MESSAGE_BYTES,
-            upto=bound, values=req.values,
-        ))
-        entries = [self.to_entry(row) for row in read.rows]
-        kept = feeds.fitting((len(entry.wire) for entry in entries), MAX_MESSAGE_BYTES)
-        if read.more or kept < len(entries):
-            return entries[:kept], entries[kept - 1].seq
-        return entries, max(cursor, bound)
+            raise Unavailable(
+                f"the database is unavailable: resume with after_sequence={resume}",
+                retry_after=1.0, metadata={"after_sequence": str(resume)},
+            ) from error
 
     async def append(
         self, d: Deps, principal: Principal, build_id: str, entries: Sequence[Sequence[Any]], first_sequence: int
@@ -243,7 +161,23 @@ class FeedStreams:
         if first_sequence < 0:
             raise InvalidArgument.one("first_sequence", "must not be negative")
         await guard.require(d, principal, "build", build_id)
-        done = await feeds.append(d.db, self.kind, build_id, entries, first_sequence=first_sequence, now=d.clock())
+        plain, encoded = self.masked
+        for _ in range(STALE_MASKER_RETRIES):
+            # Masked before anything is written (docs/secrets.md); the store
+            # refuses a masker older than the build's secrets (StaleSecrets).
+            version, masker = await d.maskers.get(d.db, build_id)
+            masked = mask_entries(masker, entries, plain, encoded)
+            try:
+                done = await feeds.append(
+                    d.db, self.kind, build_id, masked, first_sequence=first_sequence, now=d.clock(),
+                    secrets_version=version, unmasked=None if masked is entries else entries,
+                )
+            except feeds.StaleSecrets:
+                d.maskers.forget(build_id)
+                continue
+            break
+        else:
+            raise Unavailable(f"the secrets of build {build_id!r} changed during each attempt to append; retry")
         if d.metrics is not None and not done.already_written:
             # The entries' own serialized size: each carries its wire bound last.
             size = sum(map(itemgetter(-1), entries)) - len(entries) * feeds.SERVER_FIELDS_BYTES
@@ -258,8 +192,8 @@ def _expired(resume: int) -> Unauthenticated:
     )
 
 
-LOGS = FeedStreams(feeds.LOGS, wire.log_entry, wire.log_to_pb)
-EVENTS = FeedStreams(feeds.EVENTS, wire.event_entry, wire.event_to_pb)
+LOGS = FeedStreams(feeds.LOGS, build_log_pb2.ListBuildLogsResponse, "logs", ((1,), (2,)))          # message; metadata
+EVENTS = FeedStreams(feeds.EVENTS, build_event_pb2.ListBuildEventsResponse, "events", ((), (1,)))  # data
 
 
 async def append_build_logs(

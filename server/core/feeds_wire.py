@@ -1,20 +1,19 @@
-"""Logs and events on the wire: rows -> BuildLog/BuildEvent, the requests'
-entries -> rows to append, and the stream responses written as bytes.
+"""Logs and events on the wire: the requests' entries -> rows to append,
+and the stream responses written as bytes.
 
-A stream response is assembled from entries serialized once per process
-(not once per follower): measured, building and serializing a 50-line
-response costs about 78 us, joining 50 pre-serialized lines about 3 us. The
-grpc adapter sends such bytes as they are (server.rpc.registry).
+Rows -> BuildLog/BuildEvent and the entries a stream sends are the live
+feed's (server.live.records): one converter for every source of lines. A
+stream response is assembled from entries serialized once per process (not
+once per follower); the grpc adapter sends such bytes as they are
+(server.rpc.registry).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, cast
 
 from buildplatform.v1 import build_event_pb2, build_log_pb2
 
-from server.core.wire import dict_to_struct, struct_to_dict, timestamp
 from server.domain.limits import (
     MAX_BATCH,
     MAX_EVENT_DATA_BYTES,
@@ -23,78 +22,22 @@ from server.domain.limits import (
     MAX_LOG_METADATA_BYTES,
 )
 from server.domain.validation import EVENT_TYPE_PATTERN, Checker
+from server.live.records import LEVEL_FROM_PB, varint
 from server.store import feeds
-from server.store.notify import Entry
-from server.store.rows import EventRow, LogRow
-
-LEVEL_TO_PB = {
-    "info": build_log_pb2.LOG_LEVEL_INFO,
-    "warn": build_log_pb2.LOG_LEVEL_WARN,
-    "error": build_log_pb2.LOG_LEVEL_ERROR,
-    "tool": build_log_pb2.LOG_LEVEL_TOOL,
-}
-LEVEL_FROM_PB: dict[int, str] = {number: level for level, number in LEVEL_TO_PB.items()}
-
-
-def log_to_pb(row: LogRow) -> build_log_pb2.BuildLog:
-    return build_log_pb2.BuildLog(
-        id=row["id"],
-        build_id=row["build_id"],
-        sequence=row["seq"],
-        level=LEVEL_TO_PB[row["level"]],
-        message=row["message"],
-        metadata=dict_to_struct(row["metadata"]),
-        create_time=timestamp(row["create_time"]),
-    )
-
-
-def event_to_pb(row: EventRow) -> build_event_pb2.BuildEvent:
-    return build_event_pb2.BuildEvent(
-        id=row["id"],
-        build_id=row["build_id"],
-        sequence=row["seq"],
-        type=row["type"],
-        data=dict_to_struct(row["data"]),
-        create_time=timestamp(row["create_time"]),
-    )
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def repeated_field_1(serialized: bytes) -> bytes:
-    """`serialized` (one message) encoded as an element of field 1, a
-    repeated message field; concatenating such elements is the field."""
-    return b"\x0a" + _varint(len(serialized)) + serialized
+from server.wellknown import struct_to_dict
 
 
 def stream_response(items: list[bytes], cursor: int, caught_up: bool) -> bytes:
     """A StreamBuildLogsResponse or StreamBuildEventsResponse (they share the
     layout: 1 = repeated items, 2 = int64 cursor, 3 = bool caught_up), from
-    items encoded by repeated_field_1, exactly as SerializeToString writes it."""
+    items encoded by repeated_field_1 (server.live.records), exactly as
+    SerializeToString writes it."""
     parts = [*items]
     if cursor:
-        parts.append(b"\x10" + _varint(cursor))
+        parts.append(b"\x10" + varint(cursor))
     if caught_up:
         parts.append(b"\x18\x01")
     return b"".join(parts)
-
-
-# The feeds read rows of either kind as dicts (one implementation for both).
-def log_entry(row: dict[str, Any]) -> Entry:
-    return Entry(row["seq"], row["level"], repeated_field_1(log_to_pb(cast(LogRow, row)).SerializeToString()),
-                 row["create_time"].timestamp())
-
-
-def event_entry(row: dict[str, Any]) -> Entry:
-    return Entry(row["seq"], row["type"], repeated_field_1(event_to_pb(cast(EventRow, row)).SerializeToString()),
-                 row["create_time"].timestamp())
 
 
 def _batch_size(check: Checker, count: int) -> None:

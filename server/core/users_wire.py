@@ -7,10 +7,11 @@ from typing import Any
 
 from buildplatform.v1 import user_pb2
 
-from server.core.wire import UpdateFields, etag, optional_text, timestamp
+from server.core.wire import UpdateFields, etag, optional_text
 from server.domain.limits import MAX_NAME
 from server.domain.validation import Checker
 from server.store.rows import UserRow
+from server.wellknown import timestamp
 
 UPDATE = UpdateFields.of(user_pb2.User.DESCRIPTOR)
 CREATE_FIELDS = ("clerk_id", "email", "name")

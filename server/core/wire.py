@@ -12,27 +12,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from google.api import field_behavior_pb2
-from google.protobuf import field_mask_pb2, struct_pb2, timestamp_pb2
+from google.protobuf import field_mask_pb2, timestamp_pb2
 from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
 from server.domain.errors import InvalidArgument
 from server.domain.limits import MAX_PAGE_SIZE, PAGE_SIZE
-from server.domain.validation import EPOCH, Checker
+from server.domain.validation import Checker
 
-# --- well-known types ---------------------------------------------------------
-
-
-def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    delta = value - EPOCH  # exact integer arithmetic; float seconds can round up a second
-    return timestamp_pb2.Timestamp(
-        seconds=delta.days * 86400 + delta.seconds, nanos=delta.microseconds * 1000
-    )
+# --- well-known types (the writers are in server.wellknown, shared with server.live) ---
 
 
 def from_timestamp(value: timestamp_pb2.Timestamp, *, field: str = "since_time") -> datetime:
@@ -43,29 +33,6 @@ def from_timestamp(value: timestamp_pb2.Timestamp, *, field: str = "since_time")
     check.done()
     assert instant is not None
     return instant
-
-
-def _value_to_py(value: struct_pb2.Value) -> Any:
-    kind = value.WhichOneof("kind")
-    if kind == "struct_value":
-        return struct_to_dict(value.struct_value)
-    if kind == "list_value":
-        return [_value_to_py(item) for item in value.list_value.values]
-    if kind == "null_value" or kind is None:
-        return None
-    return getattr(value, kind)
-
-
-def struct_to_dict(value: struct_pb2.Struct) -> dict[str, Any]:
-    return {key: _value_to_py(item) for key, item in value.fields.items()}
-
-
-def dict_to_struct(value: dict[str, Any] | None) -> struct_pb2.Struct | None:
-    if value is None:
-        return None
-    struct = struct_pb2.Struct()
-    struct.update(value)
-    return struct
 
 
 def optional_text(msg: Message, name: str) -> str | None:

@@ -15,7 +15,14 @@ from typing import Any
 
 from server.domain.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from server.domain.limits import MAX_KEPT_REVIEWS
+from server.domain.secrets import (
+    MAX_SECRET_BYTES_PER_BUILD,
+    MAX_SECRETS_PER_BUILD,
+    MAX_SECRETS_PER_REQUEST,
+    problem,
+)
 from server.domain.status import TERMINAL, BuildStatus, ReviewDecision, review_outcome, transition
+from server.domain.validation import Checker
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +121,27 @@ def check_agent_token(build_id: str, status: BuildStatus) -> None:
         )
 
 
+def check_secrets(build_id: str, status: BuildStatus, count: int, size: int) -> None:
+    """Secrets are registered only for a build that can still append, and a
+    build holds at most MAX_SECRETS_PER_BUILD of them, of at most
+    MAX_SECRET_BYTES_PER_BUILD together."""
+    if status in TERMINAL:
+        raise FailedPrecondition(
+            f"build {build_id!r} is {status}: it has finished and appends nothing more to mask",
+            reason="BUILD_FINISHED",
+            metadata={"current_status": str(status)},
+        )
+    if count > MAX_SECRETS_PER_BUILD or size > MAX_SECRET_BYTES_PER_BUILD:
+        raise FailedPrecondition(
+            f"build {build_id!r} would hold {count} secret values of {size} bytes, at most "
+            f"{MAX_SECRETS_PER_BUILD} values and {MAX_SECRET_BYTES_PER_BUILD} bytes: register fewer "
+            "(each value's lines are masked on their own already)",
+            reason="TOO_MANY_SECRETS",
+            metadata={"secret_count": str(count), "max_secret_count": str(MAX_SECRETS_PER_BUILD),
+                      "secret_bytes": str(size), "max_secret_bytes": str(MAX_SECRET_BYTES_PER_BUILD)},
+        )
+
+
 def check_update(build_id: str, status: BuildStatus, values: dict[str, Any]) -> None:
     """The runtime fields change in any status; app_spec only while PENDING
     (the build has not read it yet)."""
@@ -182,3 +210,23 @@ def review(
         "create_time": now.isoformat(),
     }
     return replace(_change(current, started, target, reason, now), reviews=[*history, entry][-MAX_KEPT_REVIEWS:])
+
+
+def secret_values(field: str, values: Sequence[str], *, required: bool) -> list[str]:
+    """The secret values of a request, each checked; a violation names the
+    value's field (secrets[2]) and never quotes the value."""
+    check = Checker()
+    if required and not values:
+        check.add(field, "must hold at least one value")
+    elif len(values) > MAX_SECRETS_PER_REQUEST:
+        check.add(field, f"must hold at most {MAX_SECRETS_PER_REQUEST} values, got {len(values)}")
+    else:
+        for index, value in enumerate(values):
+            why = problem(value)
+            if why is not None:
+                check.add(f"{field}[{index}]", why)
+        size = sum(len(value.encode()) for value in values)
+        if size > MAX_SECRET_BYTES_PER_BUILD:
+            check.add(field, f"must hold at most {MAX_SECRET_BYTES_PER_BUILD} bytes of UTF-8 together, got {size}")
+    check.done()
+    return list(values)

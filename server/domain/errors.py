@@ -11,6 +11,8 @@ DomainError
  +-- Aborted              ABORTED: a concurrency conflict; re-read and retry
  |    +-- EtagMismatch    a stale etag lost an optimistic-concurrency race
  +-- Unavailable          UNAVAILABLE: retry, possibly on another replica
+ +-- DataLoss             DATA_LOSS: stored data is missing or corrupt (an archived
+ |                        chunk); ErrorInfo names what is lost
  +-- ResourceExhausted    RESOURCE_EXHAUSTED: the process is full; retry after a pause
  +-- Unauthenticated      UNAUTHENTICATED: no valid credential; `reason` says which problem
  +-- PermissionDenied     PERMISSION_DENIED: a valid principal without the right
@@ -145,6 +147,17 @@ class Unavailable(DomainError):
     def __init__(self, message: str, *, retry_after: float = 0.0, metadata: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.metadata = dict(metadata or {})
+
+
+class DataLoss(DomainError):
+    """Data the service stored is missing or fails its checksum: retrying
+    does not help, an operator must restore it. `reason` and `metadata`
+    (what is lost: build, chunk, object) travel as ErrorInfo."""
+
+    def __init__(self, message: str, *, reason: str, metadata: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
         self.metadata = dict(metadata or {})
 
 

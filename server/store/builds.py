@@ -14,20 +14,22 @@ learn about it exactly when it commits.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+import hashlib
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, exists, func, select
+import sqlalchemy
+from sqlalchemy import ColumnElement, bindparam, exists, func, insert, select
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain.builds import Ownership, SpecSource, StatusChange
-from server.domain.status import BuildStatus
+from server.domain.status import TERMINAL, BuildStatus
 from server.store import crud
 from server.store.crud import Page
 from server.store.db import Database
-from server.store.models import app_specs, builds, projects, users
+from server.store.models import app_specs, build_secrets, builds, projects, users
 from server.store.rows import BuildRow, typed
 
 BUILD_CHANNEL = "bp_build"
@@ -60,9 +62,11 @@ async def create(
     values: Mapping[str, Any],
     *,
     decide: Callable[[Ownership, SpecSource | None], Mapping[str, Any]],
+    secrets: Sequence[str] = (),
 ) -> BuildRow:
-    """Insert a build: `decide` gets the project's ownership and the named
-    app spec (when app_spec_id is set) and returns the values to insert."""
+    """Insert a build, with the secret values its logs mask: `decide` gets
+    the project's ownership and the named app spec (when app_spec_id is
+    set) and returns the values to insert."""
     async with db.transaction() as conn:
         facts = await ownership(conn, values["project_id"], values["user_id"])
         source = None
@@ -71,6 +75,11 @@ async def create(
             if spec is not None:
                 source = SpecSource(spec["id"], spec["project_id"], spec["content"])
         row = typed(BuildRow, await crud.insert_row(conn, builds, decide(facts, source)))
+        distinct = list(dict.fromkeys(secrets))
+        if distinct:
+            await conn.execute(insert(build_secrets), [
+                {"build_id": row.id, "value_hash": hashlib.sha256(v.encode()).digest(), "value": v} for v in distinct
+            ])
         await _notify(conn, row)
     return row
 
@@ -148,6 +157,10 @@ async def change_status(
         if change.reviews is not None:
             values["reviews"] = bindparam("reviews", change.reviews, type_=JSONB)
         row = typed(BuildRow, await crud.update_row(conn, builds, key, values, resource="build", expected_revision=None))
+        if change.status in TERMINAL:
+            # A finished build takes no more appends: nothing is left to mask,
+            # so its secrets go, in the transaction that finishes it.
+            await conn.execute(sqlalchemy.delete(build_secrets).where(build_secrets.c.build_id == key))
         await _notify(conn, row)
     return row
 

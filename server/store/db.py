@@ -43,7 +43,7 @@ import psycopg
 import psycopg_pool
 from psycopg import sql
 from psycopg.rows import AsyncRowFactory
-from sqlalchemy import exc
+from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from server.config import libpq_url, sqlalchemy_url
@@ -204,6 +204,18 @@ def translate(error: BaseException) -> BaseException:
     return error
 
 
+def session_timeouts(ms: int) -> str:
+    """The statement giving a connection's statements `ms` milliseconds
+    each, and its lock waits as long, until changed."""
+    return f"SELECT set_config('statement_timeout', '{int(ms)}', false), set_config('lock_timeout', '{int(ms)}', false)"
+
+
+def local_timeouts(ms: int) -> str:
+    """The statement giving the rest of the current transaction `ms`
+    milliseconds per statement and per lock wait (an int: nothing to quote)."""
+    return f"SELECT set_config('statement_timeout', '{int(ms)}', true), set_config('lock_timeout', '{int(ms)}', true)"
+
+
 @asynccontextmanager
 async def hard_timeout(seconds: float) -> AsyncIterator[None]:
     """Raise TimeoutError when the block runs longer than `seconds`.
@@ -281,6 +293,12 @@ class Database:
         self.max_overflow = max_overflow
         self.pool_timeout = pool_timeout
         self.timeout = timeout
+        # Every statement of the pools is bounded by PostgreSQL itself too,
+        # at DB_TIMEOUT_SECONDS: set once per new connection (free per call;
+        # a SET rather than the `options` startup parameter, which PgBouncer
+        # refuses); a call with a nearer deadline lowers both for its own
+        # work (see transaction() and deadline_ms()).
+        self.session_defaults = session_timeouts(max(1, round(timeout * 1000)))
         self.connect_options = {
             **CONNECT_OPTIONS, "connect_timeout": max(1, round(timeout)), "application_name": "buildplatform",
         }
@@ -296,7 +314,7 @@ class Database:
         self.pool = self._pool()
 
     def _engine(self) -> AsyncEngine:
-        return create_async_engine(
+        engine = create_async_engine(
             sqlalchemy_url(self.url),
             pool_size=self.pool_size,
             max_overflow=self.max_overflow,
@@ -305,6 +323,22 @@ class Database:
             pool_recycle=1800,
             connect_args=self.connect_options,
         )
+        defaults = self.session_defaults
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _timeouts(dbapi_connection: Any, _record: Any) -> None:
+            # Outside any transaction, so that the pool's reset (a rollback) keeps it.
+            autocommit = dbapi_connection.autocommit
+            dbapi_connection.autocommit = True
+            cursor = dbapi_connection.cursor()
+            cursor.execute(defaults)
+            cursor.close()
+            dbapi_connection.autocommit = autocommit
+
+        return engine
+
+    async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        await conn.execute(self.session_defaults)
 
     def _pool(self) -> psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
         return psycopg_pool.AsyncConnectionPool(
@@ -312,6 +346,7 @@ class Database:
             min_size=1,
             max_size=self.pool_size + self.max_overflow,
             kwargs={"autocommit": True, **self.connect_options},
+            configure=self._configure,
             timeout=self.pool_timeout,
             reconnect_timeout=self.timeout,
             open=False,
@@ -343,6 +378,23 @@ class Database:
                 return left, "the call's deadline"
         return self.timeout, f"{self.timeout:g}s (DB_TIMEOUT_SECONDS)"
 
+    def deadline_ms(self) -> int:
+        """The milliseconds PostgreSQL may spend on the next statement of the
+        current call: the call's time left (at least 1: 0 would mean no
+        limit), or DB_TIMEOUT_SECONDS. Sent as statement_timeout and
+        lock_timeout, so that a statement still running, or a lock still
+        waited for, when the caller's deadline passes is cut by PostgreSQL
+        itself, and nothing the call wrote commits after its caller was told
+        it failed: the cancellation the call's own task sends at its
+        deadline may arrive late, or never (a closed connection does not
+        stop a backend waiting for a lock)."""
+        deadline = call_deadline.get()
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left < self.timeout:
+                return max(1, int(left * 1000))
+        return max(1, round(self.timeout * 1000))
+
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """A psycopg connection in autocommit mode, for the hot paths."""
@@ -372,6 +424,11 @@ class Database:
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         budget, what = self.budget()
         async with _translated(budget, what), self._checkout(self.engine) as conn, conn.begin():
+            if budget < self.timeout:
+                # The call's deadline is nearer than the connection's
+                # defaults: the transaction's statements get the time left
+                # (one round trip, only for such calls).
+                await conn.exec_driver_sql(local_timeouts(self.deadline_ms()))
             yield conn
 
     @asynccontextmanager

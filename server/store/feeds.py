@@ -37,7 +37,7 @@ import json
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg.rows import dict_row
@@ -107,6 +107,12 @@ def _same(stored: dict[str, Any], entry: Sequence[Any], kind: Kind) -> bool:
     return True
 
 
+class StaleSecrets(Exception):
+    """The append's masker was made from an older secrets_version than the
+    build's (secrets were registered since, maybe on another replica):
+    nothing was written; mask again with the current secrets."""
+
+
 class _Turns:
     """One append at a time per build in this process.
 
@@ -154,11 +160,23 @@ async def append(
     *,
     first_sequence: int,
     now: datetime,
+    secrets_version: int | None = None,
+    unmasked: Sequence[Sequence[Any]] | None = None,
 ) -> Appended:
     """Append `entries` to a build: tuples in kind.columns order (JSON as
-    text), each followed by the entry's wire size bound (see wire_bound)."""
+    text), each followed by the entry's wire size bound (see wire_bound).
+    With `secrets_version` (that of the secrets the entries were masked
+    with), StaleSecrets when the build's has moved: the check is part of the
+    statement that takes the build's row lock, so a registration committed
+    before the append is never missed, on any replica. `unmasked`, the
+    batch as sent, is only compared with stored rows to recognise a retry
+    (see _refused), never written."""
     n = len(entries)
-    params: dict[str, Any] = {"n": n, "id": build_id, "expected": first_sequence, "now": now}
+    params: dict[str, Any] = {
+        "n": n, "id": build_id, "expected": first_sequence, "now": now, "secrets": secrets_version,
+        "ms": str(db.deadline_ms()),
+    }
+    versioned = secrets_version is not None
     # The counter, the rows and the notification commit together: one
     # statement (its own transaction), or one explicit transaction around COPY.
     async with _turns.turn(build_id, db.budget()[0]), db.connection() as pg:
@@ -168,17 +186,17 @@ async def append(
             # an append's CPU).
             params["rows"] = json.dumps(entries, ensure_ascii=False, separators=(",", ":"))
             async with pg.cursor() as cur:
-                await cur.execute(_one_statement(kind, bool(first_sequence)), params)
+                await cur.execute(_one_statement(kind, bool(first_sequence), versioned), params)
                 found = await cur.fetchone()
             if found is None:
-                return await _refused(pg, kind, build_id, entries, first_sequence)
+                return await _refused(pg, kind, build_id, entries, first_sequence, secrets_version, unmasked)
             last = int(found[0])
             return Appended(last - n + 1, last, False)
         async with pg.transaction(), pg.cursor() as cur:
-            await cur.execute(_counter(kind, bool(first_sequence)), params)
+            await cur.execute(_counter(kind, bool(first_sequence), versioned), params)
             found = await cur.fetchone()
             if found is None:
-                return await _refused(pg, kind, build_id, entries, first_sequence)
+                return await _refused(pg, kind, build_id, entries, first_sequence, secrets_version, unmasked)
             last, stamp = int(found[0]), found[1]
             first = last - n + 1
             columns = ", ".join(("build_id", "seq", *kind.columns, "wire_bytes", "create_time"))
@@ -188,7 +206,7 @@ async def append(
             return Appended(first, last, False)
 
 
-def _counter(kind: Kind, expected: bool) -> str:
+def _counter(kind: Kind, expected: bool, versioned: bool = False) -> str:
     """Reserve %(n)s sequence numbers of a build that is not finished (and
     whose last one is %(expected)s - 1), and queue the notification that
     PostgreSQL delivers only if and when the transaction commits."""
@@ -196,13 +214,19 @@ def _counter(kind: Kind, expected: bool) -> str:
         f"UPDATE builds SET {kind.counter} = {kind.counter} + %(n)s, "
         f"{kind.last_time} = greatest({kind.last_time}, %(now)s) "
         f"WHERE id = %(id)s AND status NOT IN ({TERMINAL_SQL})"
+        # The call's deadline, into PostgreSQL before the row lock is waited
+        # for: the wait (and the rest of the transaction) ends at the
+        # deadline, so an append its caller saw fail is never written later.
+        " AND set_config('lock_timeout', %(ms)s, true) IS NOT NULL"
+        " AND set_config('statement_timeout', %(ms)s, true) IS NOT NULL"
         + (f" AND {kind.counter} = %(expected)s - 1" if expected else "")
+        + (" AND secrets_version = %(secrets)s" if versioned else "")
         + f" RETURNING {kind.counter} AS last, {kind.last_time} AS stamp, "
         f"pg_notify('{kind.channel}', id || ' ' || {kind.counter}) AS notified"
     )
 
 
-def _one_statement(kind: Kind, expected: bool) -> str:
+def _one_statement(kind: Kind, expected: bool, versioned: bool = False) -> str:
     """The counter and the rows in one statement: the rows, a JSON array of
     entries in %(rows)s (payload columns, then the wire size), are inserted
     only if the counter moved, so a refused append writes nothing."""
@@ -212,7 +236,7 @@ def _one_statement(kind: Kind, expected: bool) -> str:
     ]
     columns = ", ".join(("build_id", "seq", *kind.columns, "wire_bytes", "create_time"))
     return (
-        f"WITH counter AS ({_counter(kind, expected)}), "
+        f"WITH counter AS ({_counter(kind, expected, versioned)}), "
         f"inserted AS (INSERT INTO {kind.table} ({columns}) "
         f"SELECT %(id)s, counter.last - %(n)s + e.ord, {', '.join(values)}, "
         f"(e.entry->>{len(kind.types)})::int, counter.stamp "
@@ -227,14 +251,26 @@ async def _refused(
     build_id: str,
     entries: Sequence[Sequence[Any]],
     first_sequence: int,
+    secrets_version: int | None = None,
+    unmasked: Sequence[Sequence[Any]] | None = None,
 ) -> Appended:
     """The counter update matched no row: read why, and let the domain's
-    append rules say whether it is a retry or which error it is."""
+    append rules say whether it is a retry or which error it is. A retry's
+    every row is stored as in `entries` (masked as now) or as in `unmasked`
+    (the line as sent: the first attempt was written before a value it
+    holds was registered); either way nothing is written here."""
     async with pg.cursor(row_factory=dict_row) as cur:
-        await cur.execute(f"SELECT status, {kind.counter} AS last FROM builds WHERE id = %s", (build_id,))
+        await cur.execute(
+            f"SELECT status, {kind.counter} AS last, secrets_version FROM builds WHERE id = %s", (build_id,)
+        )
         build = await cur.fetchone()
         if build is None:
             raise NotFound("build", build_id, field="build_id")
+        if (
+            secrets_version is not None and build["secrets_version"] != secrets_version
+            and BuildStatus(build["status"]) not in TERMINAL
+        ):
+            raise StaleSecrets()
         last = int(build["last"])
         n = len(entries)
         if may_be_retry(first_sequence, n, last):
@@ -244,7 +280,11 @@ async def _refused(
                 (build_id, first_sequence, first_sequence + n - 1),
             )
             stored = await cur.fetchall()
-            if len(stored) == n and all(_same(s, e, kind) for s, e in zip(stored, entries, strict=True)):
+            sent = unmasked if unmasked is not None else entries
+            if len(stored) == n and all(
+                _same(row, entry, kind) or (entry is not plain and _same(row, plain, kind))
+                for row, entry, plain in zip(stored, entries, sent, strict=True)
+            ):
                 return Appended(first_sequence, first_sequence + n - 1, True)
         raise refusal(kind.name, build_id, BuildStatus(build["status"]), last, first_sequence)
 
@@ -265,10 +305,13 @@ def fitting(sizes: Iterable[int], max_bytes: int) -> int:
 @dataclass(frozen=True, slots=True)
 class Rows:
     """One bounded read: rows oldest first, and whether matching rows were
-    left after the last one (by the row limit or the byte budget)."""
+    left after the last one (by the row limit or the byte budget). `tier`
+    is the build's archive_state seen by the same statement: rows come only
+    while it is 'hot' (None: the build is gone)."""
 
     rows: list[dict[str, Any]]
     more: bool
+    tier: str | None = "hot"
 
 
 def _matching(kind: Kind, *, values: Sequence[str], upto: int | None, descending: bool = False) -> str:
@@ -314,13 +357,24 @@ class Read:
         """The SQL and its parameters (also EXPLAINed by the bench). The
         window runs over at most limit + 1 rows (the inner LIMIT stops the
         scan), and rows past the cut are never detoasted: PostgreSQL reads
-        their heap tuples, not their messages."""
+        their heap tuples, not their messages.
+
+        The build's tier is read by the same statement (one snapshot): rows
+        come only while its logs are 'hot', and a build archived meanwhile
+        answers its new tier instead of rows that are no longer the truth
+        (nor a partition dropped since). The first row always carries the
+        tier; a read with no rows is that row alone, its columns NULL."""
+        matching = _matching(self.kind, values=self.values, upto=self.upto).replace(
+            "WHERE build_id = %(id)s", "WHERE build_id = %(id)s AND b.archive_state = 'hot'"
+        )
         sql = (
+            "SELECT b.archive_state AS tier, c.* FROM builds AS b LEFT JOIN LATERAL ("
             "SELECT * FROM (SELECT *, sum(wire_bytes) OVER w - wire_bytes AS bytes_before, "
             "lead(seq) OVER w AS next_seq FROM ("
-            + _matching(self.kind, values=self.values, upto=self.upto)
+            + matching
             + ") AS matching WINDOW w AS (ORDER BY seq)) AS counted "
-            "WHERE bytes_before < %(max_bytes)s ORDER BY seq LIMIT %(limit)s"
+            "WHERE bytes_before < %(max_bytes)s ORDER BY seq LIMIT %(limit)s) AS c ON true "
+            "WHERE b.id = %(id)s ORDER BY c.seq"
         )
         params = {
             "id": self.build_id, "after": self.after, "upto": self.upto, "values": list(self.values),
@@ -333,17 +387,36 @@ async def read_after(pg: psycopg.AsyncConnection[Any], read: Read) -> Rows:
     async with pg.cursor(row_factory=dict_row) as cur:
         await cur.execute(*read.statement())
         rows = await cur.fetchall()
-    return Rows(rows, bool(rows) and rows[-1]["next_seq"] is not None)
+    if not rows:
+        return Rows([], False, None)
+    tier = rows[0].pop("tier")
+    if rows[0]["seq"] is None:
+        return Rows([], False, tier)
+    for row in rows[1:]:
+        del row["tier"]
+    return Rows(rows, rows[-1]["next_seq"] is not None, tier)
 
 
-async def build_position(pg: psycopg.AsyncConnection[Any], kind: Kind, build_id: str) -> tuple[BuildStatus, int]:
-    """The build's status and last sequence of this kind; NotFound when absent."""
+class Position(NamedTuple):
+    """A build's status, last sequence of a kind, and the tier of its logs
+    and events ('hot', 'archived' or 'expired'; expire_time once expired)."""
+
+    status: BuildStatus
+    last: int
+    tier: str = "hot"
+    expire_time: datetime | None = None
+
+
+async def build_position(pg: psycopg.AsyncConnection[Any], kind: Kind, build_id: str) -> Position:
+    """The build's position and tier; NotFound when absent."""
     async with pg.cursor() as cur:
-        await cur.execute(f"SELECT status, {kind.counter} FROM builds WHERE id = %s", (build_id,))
+        await cur.execute(
+            f"SELECT status, {kind.counter}, archive_state, expire_time FROM builds WHERE id = %s", (build_id,)
+        )
         row = await cur.fetchone()
     if row is None:
         raise NotFound("build", build_id, field="build_id")
-    return BuildStatus(row[0]), int(row[1])
+    return Position(BuildStatus(row[0]), int(row[1]), row[2], row[3])
 
 
 def since_statement(
@@ -434,7 +507,7 @@ async def start_cursor(
 # --- whole units of work on the hot-path pool (what the core and the hub call) ---
 
 
-async def position(db: Database, kind: Kind, build_id: str) -> tuple[BuildStatus, int]:
+async def position(db: Database, kind: Kind, build_id: str) -> Position:
     """build_position on a connection of its own."""
     async with db.connection() as pg:
         return await build_position(pg, kind, build_id)
@@ -446,20 +519,53 @@ async def read(db: Database, bounded: Read) -> Rows:
         return await read_after(pg, bounded)
 
 
-async def read_page(db: Database, bounded: Read) -> Rows:
-    """A List page: NotFound for a missing build (an empty read cannot tell),
-    then the read, on one connection."""
-    async with db.connection() as pg:
-        await build_position(pg, bounded.kind, bounded.build_id)
-        return await read_after(pg, bounded)
-
-
 async def start(
     db: Database, kind: Kind, build_id: str, *, after: int, since: datetime | None, tail: int, values: Sequence[str]
-) -> tuple[BuildStatus, int, int]:
-    """Where a stream starts: the build's status, the backlog's end (its last
-    sequence now) and the cursor to send from (see start_cursor)."""
+) -> tuple[Position, int | None]:
+    """Where a stream starts: the build's position (its last sequence is the
+    backlog's end) and, while its logs are hot, the cursor to send from (see
+    start_cursor); None when they are not (the reader asks the archive)."""
     async with db.connection() as pg:
-        status, upto = await build_position(pg, kind, build_id)
-        cursor = await start_cursor(pg, kind, build_id, after=after, upto=upto, since=since, tail=tail, values=values)
-    return status, upto, cursor
+        found = await build_position(pg, kind, build_id)
+        if found.tier != "hot":
+            return found, None
+        cursor = await start_cursor(
+            pg, kind, build_id, after=after, upto=found.last, since=since, tail=tail, values=values
+        )
+    return found, cursor
+
+
+# --- the archive's chunk index (written by server.archive.job; read here as rows) ---
+
+
+def chunks_statement(
+    kind: Kind, build_id: str, *, after: int, upto: int, values: Sequence[str], limit: int,
+    descending: bool = False, since: datetime | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """Chunks holding entries in (after, upto] (that hold one of `values`,
+    when given; whose last entry is not older than `since`, when given), in
+    chunk order (newest first when descending), at most `limit`."""
+    sql = (
+        "SELECT * FROM archive_chunks WHERE build_id = %(id)s AND kind = %(kind)s "
+        "AND last_seq > %(after)s AND first_seq <= %(upto)s"
+        + (" AND value_names && %(values)s::text[]" if values else "")
+        + (" AND last_time >= %(since)s" if since is not None else "")
+        + f" ORDER BY chunk{' DESC' if descending else ''} LIMIT %(limit)s"
+    )
+    return sql, {
+        "id": build_id, "kind": kind.name, "after": after, "upto": upto, "values": list(values),
+        "since": since, "limit": limit,
+    }
+
+
+async def chunks(
+    db: Database, kind: Kind, build_id: str, *, after: int, upto: int, values: Sequence[str] = (), limit: int,
+    descending: bool = False, since: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """chunks_statement on a connection of its own: archive_chunks rows."""
+    sql, params = chunks_statement(
+        kind, build_id, after=after, upto=upto, values=values, limit=limit, descending=descending, since=since
+    )
+    async with db.connection() as pg, pg.cursor(row_factory=dict_row) as cur:
+        await cur.execute(sql, params)
+        return await cur.fetchall()

@@ -28,6 +28,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Enum,
@@ -46,6 +47,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from server.domain.limits import MAX_RETENTION_DAYS, MIN_RETENTION_DAYS
 from server.domain.status import BuildStatus
 
 NAMING_CONVENTION = {
@@ -96,8 +98,14 @@ class Project(Base):
     revision: Mapped[int] = mapped_column(Integer, server_default=text("1"))
     # Counter of app spec versions: the next CreateAppSpec takes this + 1.
     last_app_spec_version: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # Days a finished build's logs and events are kept; NULL: the server's
+    # LOG_RETENTION_DAYS (server.archive.janitor).
+    log_retention_days: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (
+        CheckConstraint(
+            f"log_retention_days BETWEEN {MIN_RETENTION_DAYS} AND {MAX_RETENTION_DAYS}", name="log_retention_days"
+        ),
         Index("ix_projects_user_id_create_time_id", "user_id", "create_time", "id"),
         Index("ix_projects_create_time_id", "create_time", "id"),
     )
@@ -160,6 +168,11 @@ class Build(Base):
     # search over seq (server.store.feeds.since_cursor). NULL before the first.
     last_log_time: Mapped[datetime | None] = mapped_column(TS)
     last_event_time: Mapped[datetime | None] = mapped_column(TS)
+    # Masking (server.domain.secrets): moved by every registration of secret
+    # values, checked by every append (server.store.feeds); and whether
+    # well-known token shapes are masked.
+    secrets_version: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    mask_shapes: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
     # The tier of the build's logs and events: 'hot' (rows in build_logs and
     # build_events), 'archived' (chunks in archive_chunks; archive_time when)
     # or 'expired' (gone; expire_time when).
@@ -177,6 +190,11 @@ class Build(Base):
         Index(
             "ix_builds_archive_due", "finish_time",
             postgresql_where=text(f"archive_state = 'hot' AND status IN {FINISHED_STATUSES!r}"),
+        ),
+        # The janitor's candidates for expiry, oldest first (migration 0005).
+        Index(
+            "ix_builds_expiry_due", "finish_time",
+            postgresql_where=text(f"archive_state <> 'expired' AND status IN {FINISHED_STATUSES!r}"),
         ),
     )
 
@@ -327,6 +345,17 @@ class AgentToken(Base):
     revoke_time: Mapped[datetime | None] = mapped_column(TS)
 
 
+class BuildSecret(Base):
+    """A secret value a build's logs and events mask; kept only while the
+    build can append (deleted when it finishes), never returned by any RPC."""
+
+    __tablename__ = "build_secrets"
+
+    build_id: Mapped[str] = mapped_column(ForeignKey("builds.id", ondelete="CASCADE"), primary_key=True)
+    value_hash: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
 class ServerKey(Base):
     """A key every replica of the database shares, made once (the page-token key)."""
 
@@ -335,6 +364,19 @@ class ServerKey(Base):
     name: Mapped[str] = mapped_column(Text, primary_key=True)
     value: Mapped[str] = mapped_column(Text)
     create_time: Mapped[datetime] = mapped_column(TS, server_default=text("now()"))
+
+
+class ArchiveGarbage(Base):
+    """An object prefix (`builds/<id>/`) of a deleted build, to empty in the
+    archive. Filled by a statement trigger on builds (migration 0005), in the
+    deleting transaction; drained by the janitor once `not_before` passed."""
+
+    __tablename__ = "archive_garbage"
+
+    prefix: Mapped[str] = mapped_column(Text, primary_key=True)
+    build_id: Mapped[str] = mapped_column(ID)
+    queue_time: Mapped[datetime] = mapped_column(TS)
+    not_before: Mapped[datetime] = mapped_column(TS, index=True)
 
 
 def _table(model: type[Base]) -> Table:
@@ -354,6 +396,8 @@ chat_sessions = _table(ChatSession)
 chat_messages = _table(ChatMessage)
 service_tokens = _table(ServiceToken)
 agent_tokens = _table(AgentToken)
+build_secrets = _table(BuildSecret)
 server_keys = _table(ServerKey)
 archive_chunks = _table(ArchiveChunk)
 archive_claims = _table(ArchiveClaim)
+archive_garbage = _table(ArchiveGarbage)

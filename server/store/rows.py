@@ -47,6 +47,7 @@ class ProjectRow:
     update_time: datetime
     revision: int
     last_app_spec_version: int
+    log_retention_days: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,8 @@ class BuildRow:
     last_event_seq: int
     last_log_time: datetime | None
     last_event_time: datetime | None
+    secrets_version: int   # masking (server.core.masking): never sent, the values are elsewhere
+    mask_shapes: bool
     # The tier of its logs and events (server.store.models.Build).
     archive_state: str = "hot"
     archive_time: datetime | None = None

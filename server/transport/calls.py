@@ -66,6 +66,7 @@ class Calls:
     """The calls this process works on: admission limits, and the drain at shutdown."""
 
     RETRY_AFTER = 1.0  # seconds a refused caller is advised to wait
+    QUIET = 0.25       # seconds without a new call before a draining server stops
 
     def __init__(
         self, *, max_unary: int, max_streams: int, metrics: Metrics | None = None, tracer: RpcTracer | None = None
@@ -74,11 +75,18 @@ class Calls:
         self.streams = _Limit(max_streams, "this server has {count} streams open, its limit (MAX_STREAMS)")
         self.running: set[asyncio.Task[Any]] = set()
         self.draining = False
+        # Shutdown began: new calls are answered UNAVAILABLE at once, with
+        # retry advice, while the server still takes them (see drain()).
+        self.refusing = False
+        self.last_refusal = 0.0
         self.metrics = metrics   # None: METRICS_ADDRESS is empty
         self.tracer = tracer     # None: tracing is off
 
     def admit(self, stream: bool) -> None:
         """Count the call in, or raise ResourceExhausted."""
+        if self.refusing:
+            self.last_refusal = time.monotonic()
+            raise Unavailable(SHUTTING_DOWN, retry_after=self.RETRY_AFTER)
         limit = self.streams if stream else self.unary
         if limit.count >= limit.maximum:
             if self.metrics is not None:
@@ -99,11 +107,24 @@ class Calls:
             self.running.discard(task)
 
     async def drain(self, grace: float) -> None:
-        """Wait up to `grace` seconds for the running calls, then end the
-        rest with UNAVAILABLE (their transports see `draining` and answer so)."""
-        deadline = time.monotonic() + grace
-        while self.running and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        """Stop taking calls: from now on a new call is answered UNAVAILABLE
+        with retry advice (RETRY_AFTER) while the transports still take
+        them. Wait up to `grace` seconds for the running calls to end and
+        for the callers to go quiet (no call refused for QUIET seconds: they
+        are waiting out the advice, or went to another replica); then end
+        what still runs with UNAVAILABLE (their transports see `draining`).
+
+        Only then may the transports stop: gRPC's core cancels the calls it
+        had queued but not handed over yet when its server shuts down, and
+        a CANCELLED call is one no client retries. Refusing first empties
+        that queue with answers a client's retry policy understands."""
+        self.refusing = True
+        began = time.monotonic()
+        deadline = began + grace
+        while time.monotonic() < deadline and (
+            self.running or time.monotonic() - max(self.last_refusal, began) < self.QUIET
+        ):
+            await asyncio.sleep(0.02)
         if not self.running:
             return
         self.draining = True

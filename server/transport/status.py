@@ -12,6 +12,8 @@ code, message and details.
   Unavailable         UNAVAILABLE          RetryInfo when a pause helps; ErrorInfo with the
                                            resume cursor of a stream
   DatabaseUnavailable UNAVAILABLE          RetryInfo: the database is down, slow or saturated
+  DataLoss            DATA_LOSS            ErrorInfo: reason (ARCHIVE_CHUNK_MISSING, ARCHIVE_CHUNK_CORRUPT)
+                                           + what is lost (build_id, kind, chunk, object)
   ResourceExhausted   RESOURCE_EXHAUSTED   RetryInfo: the process is full (admission control)
   Unauthenticated     UNAUTHENTICATED      ErrorInfo: reason (MISSING, EXPIRED, REVOKED, ...), and
                                            a stream's resume cursor (after_sequence)
@@ -47,10 +49,13 @@ def _retry(seconds: float) -> error_details_pb2.RetryInfo:
 
 
 # The errors whose reason and metadata travel as google.rpc.ErrorInfo.
-_WITH_REASON: tuple[tuple[type[errors.FailedPrecondition | errors.Aborted | errors.Unauthenticated], int], ...] = (
+_WITH_REASON: tuple[
+    tuple[type[errors.FailedPrecondition | errors.Aborted | errors.Unauthenticated | errors.DataLoss], int], ...
+] = (
     (errors.FailedPrecondition, code_pb2.FAILED_PRECONDITION),
     (errors.Aborted, code_pb2.ABORTED),
     (errors.Unauthenticated, code_pb2.UNAUTHENTICATED),
+    (errors.DataLoss, code_pb2.DATA_LOSS),
 )
 
 

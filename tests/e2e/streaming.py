@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
@@ -10,6 +12,8 @@ from buildplatform.v1 import build_log_pb2 as L
 from buildplatform.v1 import build_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+
+from tests.e2e.expect import read
 
 INFO, WARN, ERROR, TOOL = L.LOG_LEVEL_INFO, L.LOG_LEVEL_WARN, L.LOG_LEVEL_ERROR, L.LOG_LEVEL_TOOL
 
@@ -114,3 +118,78 @@ def new_build(api: SimpleNamespace) -> build_pb2.Build:
     return api.builds.CreateBuild(
         build_pb2.CreateBuildRequest(build=build_pb2.Build(user_id=user.id, project_id=project.id, app_spec="# app"))
     ).build
+
+
+@dataclass
+class Appender:
+    """Appends `batches` batches of `lines` lines to one build, each with its
+    first_sequence; a failed batch is retried as it was, after the advised
+    pause (UNAVAILABLE only: any other failure stops the appender)."""
+
+    api: object
+    build_id: str
+    batches: int
+    lines: int
+    acknowledged: list[tuple[int, str]] = field(default_factory=list)   # (sequence, message)
+    failures: list[tuple[grpc.StatusCode, float | None]] = field(default_factory=list)  # code, retry advice
+    retried_written: int = 0   # retries the server found already written
+
+    def expected(self) -> list[tuple[int, str]]:
+        """Every line, as the build's log must hold it in the end."""
+        return [(seq, f"{self.build_id} line {seq}") for seq in range(1, self.batches * self.lines + 1)]
+
+    def run(self) -> None:
+        for batch in range(self.batches):
+            first = batch * self.lines + 1
+            messages = [f"{self.build_id} line {first + i}" for i in range(self.lines)]
+            request = L.AppendBuildLogsRequest(
+                build_id=self.build_id, first_sequence=first,
+                entries=[L.LogEntry(level=L.LOG_LEVEL_INFO, message=m) for m in messages],
+            )
+            for _attempt in range(200):
+                try:
+                    response = self.api.logs.AppendBuildLogs(request, timeout=10)   # type: ignore[attr-defined]
+                except grpc.RpcError as error:
+                    failed = read(error)
+                    self.failures.append((failed.code, failed.retry_delay))
+                    if failed.code != grpc.StatusCode.UNAVAILABLE:
+                        return
+                    time.sleep(min(failed.retry_delay or 0.5, 1.0))
+                    continue
+                assert response.first_sequence == first
+                self.retried_written += response.already_written
+                self.acknowledged.extend((first + i, m) for i, m in enumerate(messages))
+                break
+            else:
+                return
+            time.sleep(0.02)
+
+
+@dataclass
+class Follower:
+    """Follows one build's log from the start; when the stream ends with an
+    error it resumes with after_sequence = its cursor."""
+
+    api: object
+    build_id: str
+    seen: list[tuple[int, str]] = field(default_factory=list)
+    ended: list[grpc.StatusCode] = field(default_factory=list)
+    # at each end: the follower's cursor, the after_sequence the error gave
+    # (ErrorInfo metadata), its retry advice
+    cursors: list[tuple[int, str | None, float | None]] = field(default_factory=list)
+    cursor: int = 0
+
+    def run(self) -> None:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            request = L.StreamBuildLogsRequest(build_id=self.build_id, after_sequence=self.cursor, follow=True)
+            try:
+                for response in self.api.logs.StreamBuildLogs(request, timeout=120):   # type: ignore[attr-defined]
+                    self.seen.extend((log.sequence, log.message) for log in response.logs)
+                    self.cursor = response.cursor
+                return   # the build finished and every line was delivered
+            except grpc.RpcError as error:
+                failed = read(error)
+                self.ended.append(failed.code)
+                self.cursors.append((self.cursor, failed.metadata.get("after_sequence"), failed.retry_delay))
+                time.sleep(0.3)

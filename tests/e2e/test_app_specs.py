@@ -5,17 +5,14 @@ from __future__ import annotations
 import grpc
 from buildplatform.v1 import app_spec_pb2 as pb
 from buildplatform.v1 import build_pb2, chat_session_pb2, project_pb2
-from google.protobuf import field_mask_pb2
 
 from tests.e2e.expect import code_of, failure, invalid, race
+from tests.support import mask
 
 
 def create(api, project_id: str, content: str = "# spec", **fields) -> pb.AppSpec:
     return api.specs.CreateAppSpec(pb.CreateAppSpecRequest(app_spec=pb.AppSpec(project_id=project_id, content=content, **fields))).app_spec
 
-
-def mask(*paths: str) -> field_mask_pb2.FieldMask:
-    return field_mask_pb2.FieldMask(paths=list(paths))
 
 
 def test_versions_of_a_project_are_numbered_1_2_3(api, project):

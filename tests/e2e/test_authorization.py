@@ -31,14 +31,14 @@ from buildplatform.v1 import (
     project_pb2,
     user_pb2,
 )
-from google.protobuf import duration_pb2, field_mask_pb2, message_factory
+from google.protobuf import duration_pb2, message_factory
 
 from server.app import SERVICES
 from server.core.calls import rule_of
 from server.domain.access import Rule, Scope
 from tests.auth_support import SigningKey
 from tests.e2e.expect import Failure, failure, read
-from tests.support import ServerProcess, eventually, open_channel, service_token, stubs
+from tests.support import ServerProcess, eventually, mask, open_channel, service_token, stubs
 
 DENIED = grpc.StatusCode.PERMISSION_DENIED
 MISSING = "c" + "0" * 24  # a well-formed id of nothing
@@ -171,9 +171,6 @@ def test_an_rpc_refuses_each_principal_its_contract_does_not_admit(world: World,
 # --- what a user or an agent may call, on what is not theirs --------------------------
 
 
-def _mask(*paths: str) -> field_mask_pb2.FieldMask:
-    return field_mask_pb2.FieldMask(paths=list(paths))
-
 
 # Each RPC a user may call, on Bob's resources (Alice calls), and on nothing:
 # (request on Bob's, request on a missing resource or None when there is no id).
@@ -181,13 +178,13 @@ ON_BOBS: dict[str, Callable[[World, str], Any]] = {
     "GetUser": lambda w, i: user_pb2.GetUserRequest(id=i or w.bob.id),
     "GetUserByClerkId": lambda w, i: user_pb2.GetUserByClerkIdRequest(clerk_id=i or w.bob.clerk_id),
     "UpdateUser": lambda w, i: user_pb2.UpdateUserRequest(
-        user=user_pb2.User(id=i or w.bob.id, email="taken@example.com"), update_mask=_mask("email")),
+        user=user_pb2.User(id=i or w.bob.id, email="taken@example.com"), update_mask=mask("email")),
     "CreateProject": lambda w, i: project_pb2.CreateProjectRequest(
         project=project_pb2.Project(user_id=i or w.bob.id, name="Planted")),
     "GetProject": lambda w, i: project_pb2.GetProjectRequest(id=i or w.project.id),
     "ListProjects": lambda w, i: project_pb2.ListProjectsRequest(user_id=i or w.bob.id),
     "UpdateProject": lambda w, i: project_pb2.UpdateProjectRequest(
-        project=project_pb2.Project(id=i or w.project.id, name="Renamed"), update_mask=_mask("name")),
+        project=project_pb2.Project(id=i or w.project.id, name="Renamed"), update_mask=mask("name")),
     "DeleteProject": lambda w, i: project_pb2.DeleteProjectRequest(id=i or w.project.id),
     "CreateBuild": lambda w, i: build_pb2.CreateBuildRequest(
         build=build_pb2.Build(user_id=i or w.bob.id, project_id=w.project.id, app_spec="# planted")),
@@ -207,7 +204,7 @@ ON_BOBS: dict[str, Callable[[World, str], Any]] = {
     "GetChatSession": lambda w, i: chat_session_pb2.GetChatSessionRequest(id=i or w.session.id),
     "ListChatSessions": lambda w, i: chat_session_pb2.ListChatSessionsRequest(user_id=i or w.bob.id),
     "UpdateChatSession": lambda w, i: chat_session_pb2.UpdateChatSessionRequest(
-        chat_session=chat_session_pb2.ChatSession(id=i or w.session.id, title="Renamed"), update_mask=_mask("title")),
+        chat_session=chat_session_pb2.ChatSession(id=i or w.session.id, title="Renamed"), update_mask=mask("title")),
     "DeleteChatSession": lambda w, i: chat_session_pb2.DeleteChatSessionRequest(id=i or w.session.id),
     "AddChatMessage": lambda w, i: chat_session_pb2.AddChatMessageRequest(
         session_id=i or w.session.id,
@@ -218,7 +215,7 @@ ON_BOBS: dict[str, Callable[[World, str], Any]] = {
     "GetAppSpec": lambda w, i: app_spec_pb2.GetAppSpecRequest(id=i or w.spec.id),
     "ListAppSpecs": lambda w, i: app_spec_pb2.ListAppSpecsRequest(project_id=i or w.project.id),
     "UpdateAppSpec": lambda w, i: app_spec_pb2.UpdateAppSpecRequest(
-        app_spec=app_spec_pb2.AppSpec(id=i or w.spec.id, summary="changed"), update_mask=_mask("summary")),
+        app_spec=app_spec_pb2.AppSpec(id=i or w.spec.id, summary="changed"), update_mask=mask("summary")),
     "DeleteAppSpec": lambda w, i: app_spec_pb2.DeleteAppSpecRequest(id=i or w.spec.id),
 }
 
@@ -232,13 +229,15 @@ ON_ANOTHER_BUILD: dict[str, Callable[[World, str], Any]] = {
     "ListBuildEvents": ON_BOBS["ListBuildEvents"],
     "StreamBuildEvents": ON_BOBS["StreamBuildEvents"],
     "UpdateBuild": lambda w, i: build_pb2.UpdateBuildRequest(
-        build=build_pb2.Build(id=i or w.build.id, sandbox_id="planted"), update_mask=_mask("sandbox_id")),
+        build=build_pb2.Build(id=i or w.build.id, sandbox_id="planted"), update_mask=mask("sandbox_id")),
     "TransitionBuild": lambda w, i: build_pb2.TransitionBuildRequest(
         id=i or w.build.id, status=build_pb2.BUILD_STATUS_FAILED, reason="planted"),
     "AppendBuildLogs": lambda w, i: build_log_pb2.AppendBuildLogsRequest(
         build_id=i or w.build.id, entries=[build_log_pb2.LogEntry(level=build_log_pb2.LOG_LEVEL_INFO, message="planted")]),
     "AppendBuildEvents": lambda w, i: build_event_pb2.AppendBuildEventsRequest(
         build_id=i or w.build.id, entries=[build_event_pb2.EventEntry(type="planted")]),
+    "RegisterBuildSecrets": lambda w, i: build_pb2.RegisterBuildSecretsRequest(
+        build_id=i or w.build.id, secrets=["planted-secret"]),
 }
 
 
@@ -379,11 +378,11 @@ def test_an_agent_runs_its_build_but_never_leaves_a_review_gate(server: ServerPr
             ))
         updated = agent.builds.UpdateBuild(build_pb2.UpdateBuildRequest(
             build=build_pb2.Build(id=build.id, sandbox_id="sbx-1", output_url="https://out.example/1"),
-            update_mask=_mask("sandbox_id", "output_url"),
+            update_mask=mask("sandbox_id", "output_url"),
         )).build
         assert (updated.sandbox_id, updated.output_url) == ("sbx-1", "https://out.example/1")
         failed = refusal(channel, "UpdateBuild", build_pb2.UpdateBuildRequest(
-            build=build_pb2.Build(id=build.id, app_spec="# rewritten"), update_mask=_mask("app_spec")
+            build=build_pb2.Build(id=build.id, app_spec="# rewritten"), update_mask=mask("app_spec")
         ))
         assert failed.code == DENIED and "app_spec" in failed.message
         appended = agent.logs.AppendBuildLogs(build_log_pb2.AppendBuildLogsRequest(

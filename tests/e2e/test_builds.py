@@ -9,10 +9,11 @@ import grpc
 import pytest
 from buildplatform.v1 import app_spec_pb2, project_pb2, user_pb2
 from buildplatform.v1 import build_pb2 as pb
-from google.protobuf import field_mask_pb2, struct_pb2
+from google.protobuf import struct_pb2
 
 from server.domain.limits import MAX_KEPT_REVIEWS, MAX_REVIEW_COMMENT_CHARS
 from tests.e2e.expect import code_of, failure, invalid, race
+from tests.support import mask
 
 S = pb.BuildStatus
 PENDING, INITIALIZING, RUNNING, PAUSED = S.Value("BUILD_STATUS_PENDING"), S.Value("BUILD_STATUS_INITIALIZING"), S.Value("BUILD_STATUS_RUNNING"), S.Value("BUILD_STATUS_PAUSED")
@@ -60,9 +61,6 @@ def walk(api, build: pb.Build, status: int) -> pb.Build:
 def get(api, build_id: str) -> pb.Build:
     return api.builds.GetBuild(pb.GetBuildRequest(id=build_id)).build
 
-
-def mask(*paths: str) -> field_mask_pb2.FieldMask:
-    return field_mask_pb2.FieldMask(paths=list(paths))
 
 
 def new_user(api) -> user_pb2.User:

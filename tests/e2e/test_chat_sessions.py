@@ -9,9 +9,10 @@ import grpc
 import pytest
 from buildplatform.v1 import chat_session_pb2 as pb
 from buildplatform.v1 import project_pb2, user_pb2
-from google.protobuf import field_mask_pb2, struct_pb2
+from google.protobuf import struct_pb2
 
 from tests.e2e.expect import code_of, failure, invalid, race, sql_count
+from tests.support import mask
 
 USER_ROLE = pb.CHAT_ROLE_USER
 
@@ -40,9 +41,6 @@ def say(api, session_id: str, content: str, role: int = USER_ROLE, **metadata) -
         message.metadata.update(metadata)
     return api.chats.AddChatMessage(pb.AddChatMessageRequest(session_id=session_id, message=message)).message
 
-
-def mask(*paths: str) -> field_mask_pb2.FieldMask:
-    return field_mask_pb2.FieldMask(paths=list(paths))
 
 
 # --- sessions ------------------------------------------------------------------

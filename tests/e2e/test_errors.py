@@ -16,16 +16,14 @@ from buildplatform.v1 import (
     project_pb2,
     user_pb2,
 )
-from google.protobuf import field_mask_pb2, struct_pb2, timestamp_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
 
 from tests.e2e.expect import failure, invalid, length_delimited, sql_count
+from tests.support import mask
 
 NUL = "a\x00b"
 TABLES = ["users", "projects", "builds", "build_logs", "build_events", "chat_sessions", "chat_messages", "app_specs"]
 
-
-def mask(*paths: str) -> field_mask_pb2.FieldMask:
-    return field_mask_pb2.FieldMask(paths=list(paths))
 
 
 def counts(database_url: str) -> dict[str, int]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import grpc
 from buildplatform.v1 import app_spec_pb2, build_pb2, project_pb2, user_pb2
-from google.protobuf import field_mask_pb2
 
 from tests.e2e.expect import code_of, failure, invalid, sql_count
+from tests.support import mask
 
 
 def create(api, user_id: str, name: str = "Shop", description: str | None = None) -> project_pb2.Project:
@@ -15,9 +15,6 @@ def create(api, user_id: str, name: str = "Shop", description: str | None = None
         project.description = description
     return api.projects.CreateProject(project_pb2.CreateProjectRequest(project=project)).project
 
-
-def mask(*paths: str) -> field_mask_pb2.FieldMask:
-    return field_mask_pb2.FieldMask(paths=list(paths))
 
 
 def test_create_project_returns_it_with_server_fields(api, user):

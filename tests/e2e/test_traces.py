@@ -13,7 +13,7 @@ import grpc
 import psycopg
 import pytest
 from buildplatform.v1 import build_log_pb2 as L
-from buildplatform.v1 import build_pb2, user_pb2
+from buildplatform.v1 import build_pb2, project_pb2, user_pb2
 from google.protobuf import json_format
 from opentelemetry.proto.trace.v1 import trace_pb2
 
@@ -215,10 +215,13 @@ def test_with_the_exporter_none_nothing_is_sent_and_the_sdk_is_not_loaded(databa
     assert served and all("trace_id" not in record for record in served)
 
 
-def test_the_default_server_has_no_tracing_and_no_sdk(server):
-    line = next(json.loads(text) for text in server.lines if '"tracing"' in text)
+def test_the_default_server_has_no_tracing_and_no_sdk(database_url):
+    assert not [name for name in os.environ if name.startswith("OTEL_")]
+    # Without OTEL_* settings the line is said at DEBUG (start-up at INFO is what a person needs).
+    with running_server(database_url, LOG_LEVEL="DEBUG") as proc:
+        line = next(json.loads(text) for text in proc.lines if '"tracing"' in text)
     assert line["tracing"] == "off" and line["otel_sdk_loaded"] is False
-    assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in os.environ
+    assert not [text for text in proc.lines if '"tracing"' in text and '"level": "INFO"' in text]
 
 
 @pytest.mark.parametrize(
@@ -232,3 +235,29 @@ def test_the_default_server_has_no_tracing_and_no_sdk(server):
 def test_otel_settings_this_server_cannot_honour_are_refused_in_one_line(database_url, env, said):
     line = fails_with_one_line({"DATABASE_URL": database_url, **env})
     assert said in line, line
+
+
+def test_secret_values_are_in_no_span(traced, receiver):
+    """Registered secrets travel as statement parameters, which spans never record."""
+    at_create, registered = f"created-{secrets.token_hex(8)}", f"registered-{secrets.token_hex(8)}"
+    header, trace_id, _ = traceparent()
+    with traced.channel() as channel:
+        api = stubs(channel)
+        owner = api.users.CreateUser(user_pb2.CreateUserRequest(user=user_pb2.User(
+            clerk_id=f"tracer-{secrets.token_hex(4)}", email="tracer@example.com"))).user
+        project = api.projects.CreateProject(project_pb2.CreateProjectRequest(
+            project=project_pb2.Project(user_id=owner.id, name="traced"))).project
+        build = api.builds.CreateBuild(build_pb2.CreateBuildRequest(
+            build=build_pb2.Build(user_id=owner.id, project_id=project.id, app_spec="# app"), secrets=[at_create],
+        ), metadata=[("traceparent", header)]).build
+        api.builds.RegisterBuildSecrets(build_pb2.RegisterBuildSecretsRequest(build_id=build.id, secrets=[registered]),
+                                        metadata=[("traceparent", header)])
+        start_running(api, build.id)
+        api.logs.AppendBuildLogs(L.AppendBuildLogsRequest(build_id=build.id, entries=lines(f"{at_create} {registered}")),
+                                 metadata=[("traceparent", header)])
+    name = "buildplatform.v1.BuildService/RegisterBuildSecrets"
+    rpc_span(receiver, trace_id, name)
+    eventually(lambda: any("build_secrets" in attributes(s).get("db.query.text", "") for s in spans_of(receiver, trace_id)),
+               "the statements that store the secrets")
+    every = b"".join(span.SerializeToString() for span in receiver.all())
+    assert at_create.encode() not in every and registered.encode() not in every

@@ -6,9 +6,9 @@ import uuid
 
 import grpc
 from buildplatform.v1 import user_pb2
-from google.protobuf import field_mask_pb2
 
 from tests.e2e.expect import code_of, failure, invalid, race
+from tests.support import mask
 
 
 def new_user(api, *, email: str | None = None, name: str | None = "Ada") -> user_pb2.User:
@@ -18,9 +18,6 @@ def new_user(api, *, email: str | None = None, name: str | None = "Ada") -> user
         user.name = name
     return api.users.CreateUser(user_pb2.CreateUserRequest(user=user)).user
 
-
-def mask(*paths: str) -> field_mask_pb2.FieldMask:
-    return field_mask_pb2.FieldMask(paths=list(paths))
 
 
 # --- CreateUser ----------------------------------------------------------------

@@ -20,7 +20,7 @@ from server import migrate
 from server.archive.chunks import ChunkMeta, decode
 from server.archive.job import Archiver
 from server.archive.objects import ObjectStore, open_store
-from server.core.feeds_wire import event_entry, log_entry
+from server.live.records import event_entry, log_entry
 from server.store.db import Database
 from server.telemetry.metrics import Metrics
 from tests.support import create_database, drop_database

@@ -17,8 +17,8 @@ from server.core.deps import Deps
 from server.core.pagination import PageTokens
 from server.domain.access import Principal
 from server.domain.errors import FailedPrecondition, InvalidTransition, NotFound
+from server.live.hub import Hub
 from server.store.db import Database
-from server.store.notify import Hub
 
 NOW = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
 P = Principal("service", "core-test", frozenset({"admin"}))

@@ -9,7 +9,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from server import migrate
-from server.core import feeds_wire as convert
+from server.live import records as convert
 from tests.integration.test_migrations import empty_database  # noqa: F401  (fixture)
 
 BUILD = "c" + "b" * 24

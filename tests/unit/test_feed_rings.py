@@ -3,8 +3,10 @@ build, and in bytes for the whole process, evicting from the largest."""
 
 from __future__ import annotations
 
+from server.live.feed import Feed
+from server.live.hub import Hub
+from server.live.records import Entry
 from server.store.feeds import LOGS
-from server.store.notify import Entry, Feed, Hub
 
 
 def hub(*, ring_bytes: int, total_bytes: int) -> Hub:
@@ -12,7 +14,7 @@ def hub(*, ring_bytes: int, total_bytes: int) -> Hub:
 
 
 def followed(owner: Hub, build_id: str) -> Feed:
-    feed = Feed(owner, LOGS, build_id, lambda row: row)  # type: ignore[arg-type, return-value]
+    feed = Feed(owner, LOGS, build_id)
     feed.head = feed.base = 0
     owner.feeds[(LOGS.name, build_id)] = feed
     return feed

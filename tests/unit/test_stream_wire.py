@@ -8,7 +8,8 @@ from buildplatform.v1 import build_event_pb2 as E
 from buildplatform.v1 import build_log_pb2 as L
 from google.protobuf import struct_pb2, timestamp_pb2
 
-from server.core.feeds_wire import repeated_field_1, stream_response
+from server.core.feeds_wire import stream_response
+from server.live.records import repeated_field_1
 
 
 def _log(seq: int, size: int) -> L.BuildLog:

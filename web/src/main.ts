@@ -7,8 +7,9 @@
 // - StreamBuildLogs without follow from the log's start, for the lines before
 //   that tail, stopped once it reaches them (the store joins the two runs).
 
-import { connectBuildPlatformWeb, type BuildLog } from "@buildplatform/api/web";
+import { connectBuildPlatformWeb, type Build, type BuildLog } from "@buildplatform/api/web";
 import { Credential } from "./credential.js";
+import { expiredText, logsExpired } from "./expired.js";
 import { BuildHeader } from "./header.js";
 import { keepStreaming, type Health } from "./resume.js";
 import { LogStore, type Line } from "./store.js";
@@ -39,10 +40,30 @@ function problem(text: string): void {
   box.hidden = false;
 }
 
+/**
+ * The connection indicator, in words, and `data-connection` on the body:
+ * connecting, live, reconnecting, done, failed (given up: the words say why),
+ * or waiting (for a token from the embedding page).
+ */
+function say(state: Health["state"] | "waiting", text: string): void {
+  document.body.dataset.connection = state;
+  const indicator = element("connection");
+  indicator.dataset.state = state;
+  indicator.textContent = text;
+}
+
+/** The page cannot go on: the problem box says what to do, the indicator and the badge say that nothing is shown. */
+function stopped(text: string, why: string, header: BuildHeader | null): void {
+  problem(text);
+  say("failed", `not connected: ${why}`);
+  element("above").textContent = `no lines shown: ${why}`;
+  if (header !== null) header.unknown(why);
+  else element("status").textContent = "status unknown";
+}
+
 /** The connection indicator: the worst health of the page's streams. */
 class Connection {
   private readonly healths = new Map<string, Health>();
-  private readonly indicator = element("connection");
 
   constructor() {
     setInterval(() => this.show(), 1000); // the reconnect countdown
@@ -57,26 +78,22 @@ class Connection {
     const order = ["failed", "reconnecting", "connecting", "live", "done"];
     const worst = [...this.healths.values()].sort((a, b) => order.indexOf(a.state) - order.indexOf(b.state))[0];
     if (worst === undefined) return;
-    document.body.dataset.connection = worst.state;
-    this.indicator.dataset.state = worst.state;
     switch (worst.state) {
       case "connecting":
-        this.indicator.textContent = "connecting…";
-        break;
+        return say("connecting", "connecting…");
       case "live":
-        this.indicator.textContent = "live";
-        break;
+        return say("live", "live");
       case "reconnecting": {
         const seconds = Math.max(0, Math.ceil((worst.at - Date.now()) / 1000));
-        this.indicator.textContent = `reconnecting${seconds > 0 ? ` in ${seconds} s` : "…"} (attempt ${worst.attempt}: ${worst.reason})`;
-        break;
+        return say(
+          "reconnecting",
+          `reconnecting${seconds > 0 ? ` in ${seconds} s` : "…"} (attempt ${worst.attempt}: ${worst.reason})`,
+        );
       }
       case "done":
-        this.indicator.textContent = "build ended · log complete";
-        break;
+        return say("done", "build ended · log complete");
       case "failed":
-        this.indicator.textContent = worst.reason;
-        break;
+        return say("failed", worst.reason);
     }
   }
 }
@@ -99,16 +116,26 @@ function levelFilter(store: LogStore): () => void {
 
 async function main(): Promise<void> {
   const match = /^\/builds\/([A-Za-z0-9_-]{1,64})$/.exec(location.pathname);
-  if (match === null) return problem("This page shows a build: open /builds/<build id>.");
+  if (match === null) {
+    return stopped("This page shows a build: open /builds/<build id>.", "no build id in the address", null);
+  }
   const buildId = match[1]!;
   const header = new BuildHeader(buildId);
+  failedHeader = header;
 
   const credential = new Credential();
   if (credential.source === null) {
-    return problem(
+    return stopped(
       "No token: open this page as /builds/<id>#token=<token> (with `make run`, the token is in .data/admin-token), " +
         "or embed it and post the token to it (docs/log-page.md).",
+      "no token",
+      header,
     );
+  }
+  if (credential.current() === "") {
+    say("waiting", "waiting for a token from the embedding page…");
+    header.unknown("no token yet");
+    element("above").textContent = "no lines shown until the embedding page gives a token";
   }
   await credential.ready();
   const api = connectBuildPlatformWeb(location.origin, { token: credential.current });
@@ -118,6 +145,9 @@ async function main(): Promise<void> {
   const counts = levelFilter(store);
   const jump = element<HTMLButtonElement>("jump");
   const above = element("above");
+  let tailed = false; // the first answer of the follow stream came
+  const emptyLog = () =>
+    !tailed ? "loading the log…" : header.ended ? "the log is empty" : "no lines yet: they appear here as the build writes them";
   const view = new LogView(element("log"), element("lines"), store, {
     following(follows, unseen) {
       jump.hidden = follows;
@@ -127,7 +157,9 @@ async function main(): Promise<void> {
     },
     above(hidden, loading) {
       above.textContent =
-        loading > 0
+        store.size === 0
+          ? emptyLog()
+          : loading > 0
           ? `loading ${loading.toLocaleString()} earlier lines…`
           : hidden > 0
             ? `↑ ${hidden.toLocaleString()} earlier lines (Home: the start, End: the end)`
@@ -138,14 +170,49 @@ async function main(): Promise<void> {
   // A mark once the next frame (with what was just received) is rendered.
   const painted = (name: string) => requestAnimationFrame(() => setTimeout(() => performance.mark(name)));
 
+  let shown: Build | undefined;
+  let expiredAt: Date | null = null;
+  // Said again when the build (its finish time) arrives after the refusal.
+  const sayExpired = () => {
+    if (expiredAt === null) return;
+    const finish = shown?.finishTime;
+    const finished = finish === undefined ? null : new Date(Number(finish.seconds) * 1000);
+    const notice = element("expired");
+    notice.textContent = expiredText(expiredAt, finished);
+    notice.hidden = false;
+    document.body.dataset.logs = "expired";
+    above.textContent = "";
+  };
+  // The log streams end with LOGS_EXPIRED when the build's logs passed their retention.
+  const logHealth = (stream: string) => (health: Health) => {
+    const expired = health.state === "failed" && health.error ? logsExpired(health.error) : null;
+    if (expired === null) {
+      connection.set(stream, health);
+      if (stream === "log" && health.state === "failed" && store.size === 0) {
+        above.textContent = `no lines shown: ${health.reason}`;
+      }
+      return;
+    }
+    expiredAt = expired;
+    sayExpired();
+    connection.set(stream, { state: "failed", reason: "logs expired" });
+  };
+
   const watching = keepStreaming({
     async attempt(signal, alive) {
       for await (const { build } of api.builds.watchBuild({ id: buildId }, { signal })) {
         alive();
-        if (build) header.show(build);
+        if (build) {
+          shown = build;
+          header.show(build);
+          sayExpired();
+        }
       }
     },
-    health: (health) => connection.set("build", health),
+    health: (health) => {
+      connection.set("build", health);
+      if (health.state === "failed") header.unknown(health.reason);
+    },
     renewCredential: () => credential.renew(),
   });
 
@@ -161,7 +228,7 @@ async function main(): Promise<void> {
           if (store.missingEarlier === 0) break; // the rest is the tail's
         }
       },
-      health: (health) => connection.set("history", health),
+      health: logHealth("history"),
       renewCredential: () => credential.renew(),
     }).then(() => {
       painted("log-complete");
@@ -179,7 +246,9 @@ async function main(): Promise<void> {
         if (cursor === null) {
           const first = response.logs[0];
           store.startTail(first === undefined ? Number(response.cursor) : Number(first.sequence) - 1);
+          tailed = true;
           store.addTail(response.logs.map(line));
+          if (store.size === 0) above.textContent = emptyLog();
           painted("tail-painted");
           history = store.missingEarlier > 0 ? readHistory() : null;
           if (history === null) painted("log-complete");
@@ -189,7 +258,7 @@ async function main(): Promise<void> {
         cursor = response.cursor;
       }
     },
-    health: (health) => connection.set("log", health),
+    health: logHealth("log"),
     renewCredential: () => credential.renew(),
   });
 
@@ -207,4 +276,5 @@ async function main(): Promise<void> {
   await history;
 }
 
-main().catch((error: unknown) => problem(`The page failed: ${String(error)}`));
+let failedHeader: BuildHeader | null = null;
+main().catch((error: unknown) => stopped(`The page failed: ${String(error)}`, "the page failed", failedHeader));

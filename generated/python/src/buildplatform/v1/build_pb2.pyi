@@ -289,18 +289,34 @@ class CreateBuildRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     BUILD_FIELD_NUMBER: _builtins.int
+    SECRETS_FIELD_NUMBER: _builtins.int
+    DISABLE_TOKEN_SHAPE_MASKING_FIELD_NUMBER: _builtins.int
+    disable_token_shape_masking: _builtins.bool
+    """Optional. Input only. True leaves tokens of well-known shapes (JWTs,
+    cloud and forge keys, this service's tokens: docs/secrets.md) unmasked
+    in this build's logs and events; registered secrets are still masked.
+    """
     @_builtins.property
     def build(self) -> Global___Build:
         """Required. The build to create; output-only fields are ignored."""
+
+    @_builtins.property
+    def secrets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Optional. Input only. Secret values the build may print: masked in its
+        logs and events from the first append on, as RegisterBuildSecrets does
+        (the same limits and errors, named secrets[i]). Never returned.
+        """
 
     def __init__(
         self,
         *,
         build: Global___Build | None = ...,
+        secrets: _abc.Iterable[_builtins.str] | None = ...,
+        disable_token_shape_masking: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["build", b"build"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["build", b"build"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["build", b"build", "disable_token_shape_masking", b"disable_token_shape_masking", "secrets", b"secrets"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -854,6 +870,58 @@ class RevokeAgentTokensRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RevokeAgentTokensRequest: _TypeAlias = RevokeAgentTokensRequest  # noqa: Y015
+
+@_typing.final
+class RegisterBuildSecretsRequest(_message.Message):
+    """Request for RegisterBuildSecrets."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUILD_ID_FIELD_NUMBER: _builtins.int
+    SECRETS_FIELD_NUMBER: _builtins.int
+    build_id: _builtins.str
+    """Required. The id of the build whose logs and events must mask the values."""
+    @_builtins.property
+    def secrets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Required. Input only. 1 to 100 values, each at least 6 characters (not
+        counting surrounding spaces) and at most 16384 bytes of UTF-8.
+        """
+
+    def __init__(
+        self,
+        *,
+        build_id: _builtins.str = ...,
+        secrets: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["build_id", b"build_id", "secrets", b"secrets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegisterBuildSecretsRequest: _TypeAlias = RegisterBuildSecretsRequest  # noqa: Y015
+
+@_typing.final
+class RegisterBuildSecretsResponse(_message.Message):
+    """Response for RegisterBuildSecrets."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SECRET_COUNT_FIELD_NUMBER: _builtins.int
+    secret_count: _builtins.int
+    """How many distinct values the build has registered now (never the values)."""
+    def __init__(
+        self,
+        *,
+        secret_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["secret_count", b"secret_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegisterBuildSecretsResponse: _TypeAlias = RegisterBuildSecretsResponse  # noqa: Y015
 
 @_typing.final
 class RevokeAgentTokensResponse(_message.Message):

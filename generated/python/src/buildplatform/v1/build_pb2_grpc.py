@@ -109,6 +109,11 @@ class BuildServiceStub(object):
                 request_serializer=buildplatform_dot_v1_dot_build__pb2.RevokeAgentTokensRequest.SerializeToString,
                 response_deserializer=buildplatform_dot_v1_dot_build__pb2.RevokeAgentTokensResponse.FromString,
                 _registered_method=True)
+        self.RegisterBuildSecrets = channel.unary_unary(
+                '/buildplatform.v1.BuildService/RegisterBuildSecrets',
+                request_serializer=buildplatform_dot_v1_dot_build__pb2.RegisterBuildSecretsRequest.SerializeToString,
+                response_deserializer=buildplatform_dot_v1_dot_build__pb2.RegisterBuildSecretsResponse.FromString,
+                _registered_method=True)
 
 
 class BuildServiceServicer(object):
@@ -247,6 +252,24 @@ class BuildServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RegisterBuildSecrets(self, request, context):
+        """Registers secret values of a build that has not finished: from the next
+        append on (on every replica), each of them, its lines and its common
+        encodings are replaced by `***` in the build's logs and events before
+        they are stored (docs/secrets.md). Values are write-only: no RPC
+        returns them, and they are deleted when the build finishes. Registering
+        a value twice is not an error.
+        Errors: INVALID_ARGUMENT (no secrets, more than 100 or more than 64 KiB
+        together, or a value shorter than 6 characters, longer than 16384 bytes
+        or holding NUL: the field is named, as secrets[2], the value never),
+        NOT_FOUND (no such build),
+        FAILED_PRECONDITION (the build has finished, reason BUILD_FINISHED; or it
+        would hold more than 500 values or 64 KiB, reason TOO_MANY_SECRETS).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BuildServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -304,6 +327,11 @@ def add_BuildServiceServicer_to_server(servicer, server):
                     servicer.RevokeAgentTokens,
                     request_deserializer=buildplatform_dot_v1_dot_build__pb2.RevokeAgentTokensRequest.FromString,
                     response_serializer=buildplatform_dot_v1_dot_build__pb2.RevokeAgentTokensResponse.SerializeToString,
+            ),
+            'RegisterBuildSecrets': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterBuildSecrets,
+                    request_deserializer=buildplatform_dot_v1_dot_build__pb2.RegisterBuildSecretsRequest.FromString,
+                    response_serializer=buildplatform_dot_v1_dot_build__pb2.RegisterBuildSecretsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -623,6 +651,33 @@ class BuildService(object):
             '/buildplatform.v1.BuildService/RevokeAgentTokens',
             buildplatform_dot_v1_dot_build__pb2.RevokeAgentTokensRequest.SerializeToString,
             buildplatform_dot_v1_dot_build__pb2.RevokeAgentTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterBuildSecrets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/buildplatform.v1.BuildService/RegisterBuildSecrets',
+            buildplatform_dot_v1_dot_build__pb2.RegisterBuildSecretsRequest.SerializeToString,
+            buildplatform_dot_v1_dot_build__pb2.RegisterBuildSecretsResponse.FromString,
             options,
             channel_credentials,
             insecure,

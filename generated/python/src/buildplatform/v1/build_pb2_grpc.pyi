@@ -122,6 +122,20 @@ class BuildServiceStub:
     (docs/security.md). Revoking twice is not an error.
     Errors: INVALID_ARGUMENT, NOT_FOUND (no such build).
     """
+    RegisterBuildSecrets: _grpc.UnaryUnaryMultiCallable[_build_pb2.RegisterBuildSecretsRequest, _build_pb2.RegisterBuildSecretsResponse]
+    """Registers secret values of a build that has not finished: from the next
+    append on (on every replica), each of them, its lines and its common
+    encodings are replaced by `***` in the build's logs and events before
+    they are stored (docs/secrets.md). Values are write-only: no RPC
+    returns them, and they are deleted when the build finishes. Registering
+    a value twice is not an error.
+    Errors: INVALID_ARGUMENT (no secrets, more than 100 or more than 64 KiB
+    together, or a value shorter than 6 characters, longer than 16384 bytes
+    or holding NUL: the field is named, as secrets[2], the value never),
+    NOT_FOUND (no such build),
+    FAILED_PRECONDITION (the build has finished, reason BUILD_FINISHED; or it
+    would hold more than 500 values or 64 KiB, reason TOO_MANY_SECRETS).
+    """
 
 @_typing.type_check_only
 class BuildServiceAsyncStub(BuildServiceStub):
@@ -216,6 +230,20 @@ class BuildServiceAsyncStub(BuildServiceStub):
     """Revokes the agent tokens of a build; servers refuse them within seconds
     (docs/security.md). Revoking twice is not an error.
     Errors: INVALID_ARGUMENT, NOT_FOUND (no such build).
+    """
+    RegisterBuildSecrets: _aio.UnaryUnaryMultiCallable[_build_pb2.RegisterBuildSecretsRequest, _build_pb2.RegisterBuildSecretsResponse]  # type: ignore[assignment]
+    """Registers secret values of a build that has not finished: from the next
+    append on (on every replica), each of them, its lines and its common
+    encodings are replaced by `***` in the build's logs and events before
+    they are stored (docs/secrets.md). Values are write-only: no RPC
+    returns them, and they are deleted when the build finishes. Registering
+    a value twice is not an error.
+    Errors: INVALID_ARGUMENT (no secrets, more than 100 or more than 64 KiB
+    together, or a value shorter than 6 characters, longer than 16384 bytes
+    or holding NUL: the field is named, as secrets[2], the value never),
+    NOT_FOUND (no such build),
+    FAILED_PRECONDITION (the build has finished, reason BUILD_FINISHED; or it
+    would hold more than 500 values or 64 KiB, reason TOO_MANY_SECRETS).
     """
 
 class BuildServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -374,6 +402,26 @@ class BuildServiceServicer(metaclass=_abc_1.ABCMeta):
         """Revokes the agent tokens of a build; servers refuse them within seconds
         (docs/security.md). Revoking twice is not an error.
         Errors: INVALID_ARGUMENT, NOT_FOUND (no such build).
+        """
+
+    @_abc_1.abstractmethod
+    def RegisterBuildSecrets(
+        self,
+        request: _build_pb2.RegisterBuildSecretsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_build_pb2.RegisterBuildSecretsResponse, _abc.Awaitable[_build_pb2.RegisterBuildSecretsResponse]]:
+        """Registers secret values of a build that has not finished: from the next
+        append on (on every replica), each of them, its lines and its common
+        encodings are replaced by `***` in the build's logs and events before
+        they are stored (docs/secrets.md). Values are write-only: no RPC
+        returns them, and they are deleted when the build finishes. Registering
+        a value twice is not an error.
+        Errors: INVALID_ARGUMENT (no secrets, more than 100 or more than 64 KiB
+        together, or a value shorter than 6 characters, longer than 16384 bytes
+        or holding NUL: the field is named, as secrets[2], the value never),
+        NOT_FOUND (no such build),
+        FAILED_PRECONDITION (the build has finished, reason BUILD_FINISHED; or it
+        would hold more than 500 values or 64 KiB, reason TOO_MANY_SECRETS).
         """
 
 def add_BuildServiceServicer_to_server(servicer: BuildServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
