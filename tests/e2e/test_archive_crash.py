@@ -182,8 +182,9 @@ def _assert_whole(database_url: str, store: Store, api: SimpleNamespace, build_i
 ], indirect=["store"])
 def test_a_server_killed_at_each_step_leaves_every_line_once(archive_db, store, step):
     lines, events = 3000, 40
-    killed = ServerProcess(archive_db, env=_env(store, ARCHIVE_TEST_PAUSE_AT=step)).start()
+    killed = ServerProcess(archive_db, env=_env(store, ARCHIVE_TEST_PAUSE_AT=step))
     try:
+        killed.start()
         with killed.channel() as channel:
             build_id = _seed(stubs(channel), lines, events)
         eventually(lambda: f"test pause at {step}" in killed.log(), f"the archiver to stop at {step}", wait=30)
