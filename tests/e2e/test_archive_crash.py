@@ -182,8 +182,9 @@ def _assert_whole(database_url: str, store: Store, api: SimpleNamespace, build_i
 ], indirect=["store"])
 def test_a_server_killed_at_each_step_leaves_every_line_once(archive_db, store, step):
     lines, events = 3000, 40
-    killed = ServerProcess(archive_db, env=_env(store, ARCHIVE_TEST_PAUSE_AT=step)).start()
+    killed = ServerProcess(archive_db, env=_env(store, ARCHIVE_TEST_PAUSE_AT=step))
     try:
+        killed.start()
         with killed.channel() as channel:
             build_id = _seed(stubs(channel), lines, events)
         eventually(lambda: f"test pause at {step}" in killed.log(), f"the archiver to stop at {step}", wait=30)
@@ -250,3 +251,15 @@ def test_two_servers_on_one_database_archive_each_build_once(archive_db, store):
         assert len({row["object_key"] for row in state["chunks"]}) == 2
     committed = {row["object_key"] for build in builds for row in _state(archive_db, build)["chunks"]}
     assert store.objects() == committed and len(committed) == 2 * len(builds)
+
+
+def test_with_archiving_off_nothing_is_archived(archive_db, tmp_path):
+    directory = tmp_path / "archive"
+    with running_server(archive_db, ARCHIVE="false", ARCHIVE_URL=str(directory), **ARCHIVING) as proc:
+        with proc.channel() as channel:
+            build_id = _seed(stubs(channel), 20, 2)
+        time.sleep(2)   # ten times ARCHIVE_INTERVAL_SECONDS
+        metrics = scrape(proc)
+    assert _state(archive_db, build_id)["archive_state"] == "hot"
+    assert not directory.exists()
+    assert sample(metrics, "buildplatform_archive_builds_total") == 0

@@ -20,6 +20,11 @@ STRANGE = "zz-not-a-cuid"                # above every window: the DEFAULT parti
 BUILDS = (OLD, NOW, STRANGE)
 
 
+def window_of(build_id: str) -> datetime:
+    """The start of the window holding a cuid's creation time."""
+    return partitions.window_start(partitions.time_of_bound(build_id[:9]))
+
+
 def _rows(conn: psycopg.Connection, table: str) -> list[tuple]:
     return conn.execute(f"SELECT build_id, seq, id, create_time FROM {table} ORDER BY id").fetchall()
 
@@ -62,7 +67,7 @@ def test_upgrade_keeps_every_row_in_its_partition_and_downgrade_gives_them_back(
         for table in partitions.TABLES:
             assert _rows(conn, table) == before[table]
             where = _where(conn, table)
-            start = partitions.window_start(partitions.time_of_bound(NOW[:9]))
+            start = window_of(NOW)
             assert where == {
                 OLD: partitions.initial_name(table),
                 NOW: partitions.window_name(table, start),
@@ -115,8 +120,7 @@ def test_a_read_by_build_id_touches_one_partition(empty_database):  # noqa: F811
             ):
                 plan = _plan(conn, query, build)
                 touched = {name for name in names if name in plan}
-                start = partitions.window_start(datetime.now(UTC))
-                assert touched == {partitions.window_name(table, start)}, plan
+                assert touched == {partitions.window_name(table, window_of(build))}, plan
             # Generic plans (prepared statements) prune at execution time.
             conn.execute(f"PREPARE q_{table} (text) AS SELECT * FROM {table} WHERE build_id = $1")
             conn.execute("SET plan_cache_mode = force_generic_plan")
@@ -140,3 +144,19 @@ def test_window_bounds_follow_cuid_creation_times():
     assert low <= made < high
     assert partitions.time_of_bound(low) == start
     assert partitions.is_partition("build_logs_w20261207t040000") and not partitions.is_partition("builds")
+
+
+def test_the_hot_paths_reads_touch_one_partition(empty_database):  # noqa: F811
+    from server.store import feeds
+
+    migrate.upgrade(empty_database)
+    build = cuid.cuid()
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        for kind, values in ((feeds.LOGS, ()), (feeds.LOGS, ("error", "warn")), (feeds.EVENTS, ("step",))):
+            names = {p.name for p in psycopg_partitions(conn, kind.table)}
+            for upto in (None, 100):
+                sql, params = feeds.Read(kind, build, 0, limit=500, max_bytes=1 << 20, upto=upto,
+                                         values=values).statement()
+                plan = "\n".join(row[0] for row in conn.execute("EXPLAIN (COSTS OFF) " + sql, params))
+                touched = {name for name in names if name in plan}
+                assert touched == {partitions.window_name(kind.table, window_of(build))}, plan
