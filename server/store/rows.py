@@ -125,6 +125,7 @@ class LogRow(TypedDict):
     level: str
     message: str
     metadata: dict[str, Any] | None
+    step: dict[str, str] | None
     create_time: datetime
     wire_bytes: int
 

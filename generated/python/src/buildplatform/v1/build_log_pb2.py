@@ -28,7 +28,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n buildplatform/v1/build_log.proto\x12\x10\x62uildplatform.v1\x1a\x1d\x62uildplatform/v1/access.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfc\x01\n\x08\x42uildLog\x12\x10\n\x02id\x18\x01 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x16\n\x08\x62uild_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08sequence\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12/\n\x05level\x18\x04 \x01(\x0e\x32\x1a.buildplatform.v1.LogLevelB\x04\xe2\x41\x01\x03\x12\x15\n\x07message\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12/\n\x08metadata\x18\x06 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\x83\x01\n\x08LogEntry\x12/\n\x05level\x18\x01 \x01(\x0e\x32\x1a.buildplatform.v1.LogLevelB\x04\xe2\x41\x01\x02\x12\x15\n\x07message\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12/\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x01\"\x81\x01\n\x16\x41ppendBuildLogsRequest\x12\x16\n\x08\x62uild_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x31\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x1a.buildplatform.v1.LogEntryB\x04\xe2\x41\x01\x02\x12\x1c\n\x0e\x66irst_sequence\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x01\"a\n\x17\x41ppendBuildLogsResponse\x12\x16\n\x0e\x66irst_sequence\x18\x01 \x01(\x03\x12\x15\n\rlast_sequence\x18\x02 \x01(\x03\x12\x17\n\x0f\x61lready_written\x18\x03 \x01(\x08\"\xb1\x01\n\x14ListBuildLogsRequest\x12\x16\n\x08\x62uild_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\tpage_size\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1c\n\x0e\x61\x66ter_sequence\x18\x04 \x01(\x03\x42\x04\xe2\x41\x01\x01\x12\x30\n\x06levels\x18\x05 \x03(\x0e\x32\x1a.buildplatform.v1.LogLevelB\x04\xe2\x41\x01\x01\"Z\n\x15ListBuildLogsResponse\x12(\n\x04logs\x18\x01 \x03(\x0b\x32\x1a.buildplatform.v1.BuildLog\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xe6\x01\n\x16StreamBuildLogsRequest\x12\x16\n\x08\x62uild_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1c\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x01\x12\x14\n\x06\x66ollow\x18\x03 \x01(\x08\x42\x04\xe2\x41\x01\x01\x12\x18\n\ntail_lines\x18\x04 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x34\n\nsince_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12\x30\n\x06levels\x18\x06 \x03(\x0e\x32\x1a.buildplatform.v1.LogLevelB\x04\xe2\x41\x01\x01\"f\n\x17StreamBuildLogsResponse\x12(\n\x04logs\x18\x01 \x03(\x0b\x32\x1a.buildplatform.v1.BuildLog\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\x03\x12\x11\n\tcaught_up\x18\x03 \x01(\x08\"p\n\x0eLogTextOptions\x12.\n\x04\x61nsi\x18\x01 \x01(\x0e\x32\x1a.buildplatform.v1.AnsiModeB\x04\xe2\x41\x01\x01\x12\x18\n\ntimestamps\x18\x02 \x01(\x08\x42\x04\xe2\x41\x01\x01\x12\x14\n\x06levels\x18\x03 \x01(\x08\x42\x04\xe2\x41\x01\x01\"\x9f\x01\n\x17ReadBuildLogTextRequest\x12\x16\n\x08\x62uild_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x0bread_offset\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x01\x12\x18\n\nread_limit\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x01\x12\x37\n\x07options\x18\x04 \x01(\x0b\x32 .buildplatform.v1.LogTextOptionsB\x04\xe2\x41\x01\x01\"8\n\x18ReadBuildLogTextResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x03*v\n\x08LogLevel\x12\x19\n\x15LOG_LEVEL_UNSPECIFIED\x10\x00\x12\x12\n\x0eLOG_LEVEL_INFO\x10\x01\x12\x12\n\x0eLOG_LEVEL_WARN\x10\x02\x12\x13\n\x0fLOG_LEVEL_ERROR\x10\x03\x12\x12\n\x0eLOG_LEVEL_TOOL\x10\x04*N\n\x08\x41nsiMode\x12\x19\n\x15\x41NSI_MODE_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x41NSI_MODE_KEEP\x10\x01\x12\x13\n\x0f\x41NSI_MODE_STRIP\x10\x02\x32\xe0\x03\n\x0f\x42uildLogService\x12p\n\x0f\x41ppendBuildLogs\x12(.buildplatform.v1.AppendBuildLogsRequest\x1a).buildplatform.v1.AppendBuildLogsResponse\"\x08\xca\xa5\x19\x04\x08\x02\x18\x01\x12l\n\rListBuildLogs\x12&.buildplatform.v1.ListBuildLogsRequest\x1a\'.buildplatform.v1.ListBuildLogsResponse\"\n\xca\xa5\x19\x06\x08\x01\x10\x01\x18\x01\x12t\n\x0fStreamBuildLogs\x12(.buildplatform.v1.StreamBuildLogsRequest\x1a).buildplatform.v1.StreamBuildLogsResponse\"\n\xca\xa5\x19\x06\x08\x01\x10\x01\x18\x01\x30\x01\x12w\n\x10ReadBuildLogText\x12).buildplatform.v1.ReadBuildLogTextRequest\x1a*.buildplatform.v1.ReadBuildLogTextResponse\"\n\xca\xa5\x19\x06\x08\x01\x10\x01\x18\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n buildplatform/v1/build_log.proto\x12\x10\x62uildplatform.v1\x1a\x1d\x62uildplatform/v1/access.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xab\x02\n\x08\x42uildLog\x12\x10\n\x02id\x18\x01 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x16\n\x08\x62uild_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08sequence\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12/\n\x05level\x18\x04 \x01(\x0e\x32\x1a.buildplatform.v1.LogLevelB\x04\xe2\x41\x01\x03\x12\x15\n\x07message\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12/\n\x08metadata\x18\x06 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12-\n\x04step\x18\x08 \x01(\x0b\x32\x19.buildplatform.v1.LogStepB\x04\xe2\x41\x01\x03\"f\n\x07LogStep\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x35\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x1f.buildplatform.v1.LogStepActionB\x04\xe2\x41\x01\x02\"\xb2\x01\n\x08LogEntry\x12/\n\x05level\x18\x01 \x01(\x0e\x32\x1a.buildplatform.v1.LogLevelB\x04\xe2\x41\x01\x02\x12\x15\n\x07message\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12/\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x01\x12-\n\x04step\x18\x04 \x01(\x0b\x32\x19.buildplatform.v1.LogStepB\x04\xe2\x41\x01\x01\"\x81\x01\n\x16\x41ppendBuildLogsRequest\x12\x16\n\x08\x62uild_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x31\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x1a.buildplatform.v1.LogEntryB\x04\xe2\x41\x01\x02\x12\x1c\n\x0e\x66irst_sequence\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x01\"a\n\x17\x41ppendBuildLogsResponse\x12\x16\n\x0e\x66irst_sequence\x18\x01 \x01(\x03\x12\x15\n\rlast_sequence\x18\x02 \x01(\x03\x12\x17\n\x0f\x61lready_written\x18\x03 \x01(\x08\"\xb1\x01\n\x14ListBuildLogsRequest\x12\x16\n\x08\x62uild_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\tpage_size\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1c\n\x0e\x61\x66ter_sequence\x18\x04 \x01(\x03\x42\x04\xe2\x41\x01\x01\x12\x30\n\x06levels\x18\x05 \x03(\x0e\x32\x1a.buildplatform.v1.LogLevelB\x04\xe2\x41\x01\x01\"Z\n\x15ListBuildLogsResponse\x12(\n\x04logs\x18\x01 \x03(\x0b\x32\x1a.buildplatform.v1.BuildLog\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xe6\x01\n\x16StreamBuildLogsRequest\x12\x16\n\x08\x62uild_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1c\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x01\x12\x14\n\x06\x66ollow\x18\x03 \x01(\x08\x42\x04\xe2\x41\x01\x01\x12\x18\n\ntail_lines\x18\x04 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x34\n\nsince_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12\x30\n\x06levels\x18\x06 \x03(\x0e\x32\x1a.buildplatform.v1.LogLevelB\x04\xe2\x41\x01\x01\"f\n\x17StreamBuildLogsResponse\x12(\n\x04logs\x18\x01 \x03(\x0b\x32\x1a.buildplatform.v1.BuildLog\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\x03\x12\x11\n\tcaught_up\x18\x03 \x01(\x08\"p\n\x0eLogTextOptions\x12.\n\x04\x61nsi\x18\x01 \x01(\x0e\x32\x1a.buildplatform.v1.AnsiModeB\x04\xe2\x41\x01\x01\x12\x18\n\ntimestamps\x18\x02 \x01(\x08\x42\x04\xe2\x41\x01\x01\x12\x14\n\x06levels\x18\x03 \x01(\x08\x42\x04\xe2\x41\x01\x01\"\x9f\x01\n\x17ReadBuildLogTextRequest\x12\x16\n\x08\x62uild_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x0bread_offset\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x01\x12\x18\n\nread_limit\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x01\x12\x37\n\x07options\x18\x04 \x01(\x0b\x32 .buildplatform.v1.LogTextOptionsB\x04\xe2\x41\x01\x01\"8\n\x18ReadBuildLogTextResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x03*v\n\x08LogLevel\x12\x19\n\x15LOG_LEVEL_UNSPECIFIED\x10\x00\x12\x12\n\x0eLOG_LEVEL_INFO\x10\x01\x12\x12\n\x0eLOG_LEVEL_WARN\x10\x02\x12\x13\n\x0fLOG_LEVEL_ERROR\x10\x03\x12\x12\n\x0eLOG_LEVEL_TOOL\x10\x04*d\n\rLogStepAction\x12\x1f\n\x1bLOG_STEP_ACTION_UNSPECIFIED\x10\x00\x12\x19\n\x15LOG_STEP_ACTION_START\x10\x01\x12\x17\n\x13LOG_STEP_ACTION_END\x10\x02*N\n\x08\x41nsiMode\x12\x19\n\x15\x41NSI_MODE_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x41NSI_MODE_KEEP\x10\x01\x12\x13\n\x0f\x41NSI_MODE_STRIP\x10\x02\x32\xe0\x03\n\x0f\x42uildLogService\x12p\n\x0f\x41ppendBuildLogs\x12(.buildplatform.v1.AppendBuildLogsRequest\x1a).buildplatform.v1.AppendBuildLogsResponse\"\x08\xca\xa5\x19\x04\x08\x02\x18\x01\x12l\n\rListBuildLogs\x12&.buildplatform.v1.ListBuildLogsRequest\x1a\'.buildplatform.v1.ListBuildLogsResponse\"\n\xca\xa5\x19\x06\x08\x01\x10\x01\x18\x01\x12t\n\x0fStreamBuildLogs\x12(.buildplatform.v1.StreamBuildLogsRequest\x1a).buildplatform.v1.StreamBuildLogsResponse\"\n\xca\xa5\x19\x06\x08\x01\x10\x01\x18\x01\x30\x01\x12w\n\x10ReadBuildLogText\x12).buildplatform.v1.ReadBuildLogTextRequest\x1a*.buildplatform.v1.ReadBuildLogTextResponse\"\n\xca\xa5\x19\x06\x08\x01\x10\x01\x18\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,12 +49,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BUILDLOG'].fields_by_name['metadata']._serialized_options = b'\342A\001\003'
   _globals['_BUILDLOG'].fields_by_name['create_time']._loaded_options = None
   _globals['_BUILDLOG'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
+  _globals['_BUILDLOG'].fields_by_name['step']._loaded_options = None
+  _globals['_BUILDLOG'].fields_by_name['step']._serialized_options = b'\342A\001\003'
+  _globals['_LOGSTEP'].fields_by_name['id']._loaded_options = None
+  _globals['_LOGSTEP'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_LOGSTEP'].fields_by_name['name']._loaded_options = None
+  _globals['_LOGSTEP'].fields_by_name['name']._serialized_options = b'\342A\001\001'
+  _globals['_LOGSTEP'].fields_by_name['action']._loaded_options = None
+  _globals['_LOGSTEP'].fields_by_name['action']._serialized_options = b'\342A\001\002'
   _globals['_LOGENTRY'].fields_by_name['level']._loaded_options = None
   _globals['_LOGENTRY'].fields_by_name['level']._serialized_options = b'\342A\001\002'
   _globals['_LOGENTRY'].fields_by_name['message']._loaded_options = None
   _globals['_LOGENTRY'].fields_by_name['message']._serialized_options = b'\342A\001\002'
   _globals['_LOGENTRY'].fields_by_name['metadata']._loaded_options = None
   _globals['_LOGENTRY'].fields_by_name['metadata']._serialized_options = b'\342A\001\001'
+  _globals['_LOGENTRY'].fields_by_name['step']._loaded_options = None
+  _globals['_LOGENTRY'].fields_by_name['step']._serialized_options = b'\342A\001\001'
   _globals['_APPENDBUILDLOGSREQUEST'].fields_by_name['build_id']._loaded_options = None
   _globals['_APPENDBUILDLOGSREQUEST'].fields_by_name['build_id']._serialized_options = b'\342A\001\002'
   _globals['_APPENDBUILDLOGSREQUEST'].fields_by_name['entries']._loaded_options = None
@@ -105,32 +115,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BUILDLOGSERVICE'].methods_by_name['StreamBuildLogs']._serialized_options = b'\312\245\031\006\010\001\020\001\030\001'
   _globals['_BUILDLOGSERVICE'].methods_by_name['ReadBuildLogText']._loaded_options = None
   _globals['_BUILDLOGSERVICE'].methods_by_name['ReadBuildLogText']._serialized_options = b'\312\245\031\006\010\001\020\001\030\001'
-  _globals['_LOGLEVEL']._serialized_start=1744
-  _globals['_LOGLEVEL']._serialized_end=1862
-  _globals['_ANSIMODE']._serialized_start=1864
-  _globals['_ANSIMODE']._serialized_end=1942
+  _globals['_LOGLEVEL']._serialized_start=1942
+  _globals['_LOGLEVEL']._serialized_end=2060
+  _globals['_LOGSTEPACTION']._serialized_start=2062
+  _globals['_LOGSTEPACTION']._serialized_end=2162
+  _globals['_ANSIMODE']._serialized_start=2164
+  _globals['_ANSIMODE']._serialized_end=2242
   _globals['_BUILDLOG']._serialized_start=182
-  _globals['_BUILDLOG']._serialized_end=434
-  _globals['_LOGENTRY']._serialized_start=437
-  _globals['_LOGENTRY']._serialized_end=568
-  _globals['_APPENDBUILDLOGSREQUEST']._serialized_start=571
-  _globals['_APPENDBUILDLOGSREQUEST']._serialized_end=700
-  _globals['_APPENDBUILDLOGSRESPONSE']._serialized_start=702
-  _globals['_APPENDBUILDLOGSRESPONSE']._serialized_end=799
-  _globals['_LISTBUILDLOGSREQUEST']._serialized_start=802
-  _globals['_LISTBUILDLOGSREQUEST']._serialized_end=979
-  _globals['_LISTBUILDLOGSRESPONSE']._serialized_start=981
-  _globals['_LISTBUILDLOGSRESPONSE']._serialized_end=1071
-  _globals['_STREAMBUILDLOGSREQUEST']._serialized_start=1074
-  _globals['_STREAMBUILDLOGSREQUEST']._serialized_end=1304
-  _globals['_STREAMBUILDLOGSRESPONSE']._serialized_start=1306
-  _globals['_STREAMBUILDLOGSRESPONSE']._serialized_end=1408
-  _globals['_LOGTEXTOPTIONS']._serialized_start=1410
-  _globals['_LOGTEXTOPTIONS']._serialized_end=1522
-  _globals['_READBUILDLOGTEXTREQUEST']._serialized_start=1525
-  _globals['_READBUILDLOGTEXTREQUEST']._serialized_end=1684
-  _globals['_READBUILDLOGTEXTRESPONSE']._serialized_start=1686
-  _globals['_READBUILDLOGTEXTRESPONSE']._serialized_end=1742
-  _globals['_BUILDLOGSERVICE']._serialized_start=1945
-  _globals['_BUILDLOGSERVICE']._serialized_end=2425
+  _globals['_BUILDLOG']._serialized_end=481
+  _globals['_LOGSTEP']._serialized_start=483
+  _globals['_LOGSTEP']._serialized_end=585
+  _globals['_LOGENTRY']._serialized_start=588
+  _globals['_LOGENTRY']._serialized_end=766
+  _globals['_APPENDBUILDLOGSREQUEST']._serialized_start=769
+  _globals['_APPENDBUILDLOGSREQUEST']._serialized_end=898
+  _globals['_APPENDBUILDLOGSRESPONSE']._serialized_start=900
+  _globals['_APPENDBUILDLOGSRESPONSE']._serialized_end=997
+  _globals['_LISTBUILDLOGSREQUEST']._serialized_start=1000
+  _globals['_LISTBUILDLOGSREQUEST']._serialized_end=1177
+  _globals['_LISTBUILDLOGSRESPONSE']._serialized_start=1179
+  _globals['_LISTBUILDLOGSRESPONSE']._serialized_end=1269
+  _globals['_STREAMBUILDLOGSREQUEST']._serialized_start=1272
+  _globals['_STREAMBUILDLOGSREQUEST']._serialized_end=1502
+  _globals['_STREAMBUILDLOGSRESPONSE']._serialized_start=1504
+  _globals['_STREAMBUILDLOGSRESPONSE']._serialized_end=1606
+  _globals['_LOGTEXTOPTIONS']._serialized_start=1608
+  _globals['_LOGTEXTOPTIONS']._serialized_end=1720
+  _globals['_READBUILDLOGTEXTREQUEST']._serialized_start=1723
+  _globals['_READBUILDLOGTEXTREQUEST']._serialized_end=1882
+  _globals['_READBUILDLOGTEXTRESPONSE']._serialized_start=1884
+  _globals['_READBUILDLOGTEXTRESPONSE']._serialized_end=1940
+  _globals['_BUILDLOGSERVICE']._serialized_start=2245
+  _globals['_BUILDLOGSERVICE']._serialized_end=2725
 # @@protoc_insertion_point(module_scope)
