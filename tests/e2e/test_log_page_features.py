@@ -13,7 +13,17 @@ from buildplatform.v1 import build_event_pb2, build_log_pb2, build_pb2
 from google.protobuf import struct_pb2
 
 from tests.e2e.browser import Browser
-from tests.e2e.test_log_page import ERROR, INFO, TOOL, LogPage, append, browser, http_base, page_server, run
+from tests.e2e.test_log_page import (
+    ERROR,
+    INFO,
+    TOOL,
+    LogPage,
+    append,
+    browser,
+    http_base,
+    page_server,
+    run,
+)
 from tests.support import ServerProcess, service_token
 
 __all__ = ["browser", "page_server"]  # the fixtures, shared with test_log_page
