@@ -10,9 +10,11 @@ ingest and statements (issue 3); delivery and idle (issue 7: live delivery
 and idle followers beside a bare grpc.aio fan-out, bench.delivery); filters
 and rings (issue 7: filtered reads on a 1,000,000-line build, RSS with big
 lines, bench.feeds); http (issue 9: GetBuild and StreamBuildLogs over
-Connect and gRPC-Web beside gRPC on the same server, bench.connect);
-download (issue 14: GET /builds/{id}/logs.txt of a 1,000,000-line log,
-bytes/s and server RSS, beside COPY out of PostgreSQL, bench.download).
+Connect and gRPC-Web beside gRPC on the same server, bench.connect); archive
+(issue 14: the archive codec's throughput and ratio on realistic build
+output beside plain zstd of the same bytes, bench.archive); download (issue
+14: GET /builds/{id}/logs.txt of a 1,000,000-line log, bytes/s and server
+RSS, beside COPY out of PostgreSQL, bench.download).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from bench import env, report
 from bench.h2 import Load
 
 CORE = ("get", "list", "create", "workers")
-STREAMS = ("ingest", "statements", "delivery", "idle", "filters", "rings", "http", "download")
+STREAMS = ("ingest", "statements", "delivery", "idle", "filters", "rings", "http", "archive", "download")
 
 
 def parse_args() -> argparse.Namespace:
@@ -89,7 +91,7 @@ def main() -> int:
             run.shape = shape
             run.core = core.run(pg.url, h2load, shape, args.selected, builds=builds, rounds=args.rounds)
         if args.selected & set(STREAMS):
-            from bench import connect, delivery, download, feeds, streams
+            from bench import archive, connect, delivery, download, feeds, streams
 
             run.streams = streams.Figures()
             for name in STREAMS:
@@ -100,7 +102,7 @@ def main() -> int:
                     continue
                 print(f"{name}:", flush=True)
                 try:
-                    module = next(m for m in (feeds, delivery, connect, download, streams) if hasattr(m, name))
+                    module = next(m for m in (feeds, delivery, connect, download, streams, archive) if hasattr(m, name))
                     module.__dict__[name](pg.url, run.streams)
                 except Exception as error:  # report the others even if one bench breaks
                     failed = True

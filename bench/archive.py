@@ -49,30 +49,43 @@ _UNICODE = ("✓", "✗", "→", "…", "⚠", "🚀", "📦", "✨", "构建成
 
 
 class _Names:
+    """A project's vocabulary: identifiers, types, paths and packages drawn
+    once per build (a codebase has a finite set of them, used unevenly), so
+    that lines vary the way real ones do rather than being random text."""
+
     def __init__(self, rng: random.Random) -> None:
         self.rng = rng
-        self.paths = [self._path() for _ in range(400)]
-        self.packages = [self.ident() + rng.choice(("", "-js", "-utils", "-core", "-cli")) for _ in range(600)]
+        self.idents = [self._ident() for _ in range(3000)]
+        self.types = [self._ident().title().replace("_", "") for _ in range(600)]
+        self.paths = [self._path() for _ in range(800)]
+        self.packages = [self._ident() + rng.choice(("", "-js", "-utils", "-core", "-cli")) for _ in range(900)]
 
-    def ident(self) -> str:
+    def _ident(self) -> str:
         rng = self.rng
         word = "".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(2, 4)))
         return rng.choice((word, f"{rng.choice(_WORDS)}_{word}", f"{word}{rng.choice(_WORDS).title()}"))
 
+    def _pick(self, names: list[str]) -> str:
+        rank = int(len(names) * self.rng.random() ** 3)   # skewed towards the first names
+        return names[rank]
+
+    def ident(self) -> str:
+        return self._pick(self.idents)
+
     def type_name(self) -> str:
-        return self.ident().title().replace("_", "")
+        return self._pick(self.types)
 
     def _path(self) -> str:
         rng = self.rng
         parts = [rng.choice(("src", "lib", "app", "pkg", "internal", "crates")),
                  *(rng.choice(_WORDS) for _ in range(rng.randint(0, 3)))]
-        return "/".join(parts) + "/" + self.ident() + "." + rng.choice(_EXT)
+        return "/".join(parts) + "/" + self._ident() + "." + rng.choice(_EXT)
 
     def path(self) -> str:
-        return self.rng.choice(self.paths)
+        return self._pick(self.paths)
 
     def package(self) -> str:
-        return self.rng.choice(self.packages)
+        return self._pick(self.packages)
 
     def version(self) -> str:
         rng = self.rng

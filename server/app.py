@@ -15,6 +15,7 @@ import contextlib
 import errno
 import logging
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +52,7 @@ from server.tls import CertificateFiles, TlsError
 from server.transport.calls import Calls
 
 if TYPE_CHECKING:
+    from server.archive.job import Archiver
     from server.http.server import HttpServer
     from server.telemetry.endpoint import MetricsEndpoint
     from server.telemetry.metrics import Metrics
@@ -108,6 +110,7 @@ class App:
     stopping: bool = False
     metrics: Metrics | None = None      # None: METRICS_ADDRESS is empty
     metrics_endpoint: MetricsEndpoint | None = None   # None: none, or the supervisor serves it
+    archiver: Archiver | None = None    # None: archiving is off (ARCHIVE=false or ARCHIVE_URL=)
     _probe: psycopg.AsyncConnection[Any] | None = field(default=None, repr=False)
     _monitor: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -125,6 +128,8 @@ class App:
         if self.http is not None:
             await self.http.start()
         self._monitor = asyncio.create_task(self._watch_database())
+        if self.archiver is not None:
+            self.archiver.start()
 
     def not_ready(self) -> str | None:
         """Why this server should get no traffic now (HTTP's /readyz), or
@@ -210,6 +215,9 @@ class App:
     async def stop(self, grace: float) -> None:
         self.stopping = True
         await self.health.enter_graceful_shutdown()
+        if self.archiver is not None:
+            # An attempt cut short commits nothing; the next one cleans up.
+            await self.archiver.stop()
         # Streams that follow a build would hold the grace period open; they
         # end now with UNAVAILABLE, and their clients resume elsewhere.
         self.hub.begin_shutdown()
@@ -346,9 +354,41 @@ def build_server(settings: Settings, *, tracing: bool = False) -> App:
     if settings.http_address:
         app.http = _http_server(settings, deps, calls, gate.authenticator, app)
     app.metrics = metrics
+    app.archiver = _archiver(settings, db, metrics, serving=lambda: bool(app.serving) and not app.stopping)
     if metrics is not None and not multiprocess_worker():
         app.metrics_endpoint = metrics_endpoint(settings)
     return app
+
+
+def _archiver(
+    settings: Settings, db: Database, metrics: Metrics | None, *, serving: Callable[[], bool]
+) -> Archiver | None:
+    """The archiver job of this process (server.archive.job), None when
+    archiving is off (ARCHIVE=false or ARCHIVE_URL empty).
+    ARCHIVE_TEST_PAUSE_AT is for tests only: it stops the job at a named step
+    so a test can SIGKILL the process there."""
+    if not settings.archive or not settings.archive_url:
+        return None
+    import os
+
+    from server.archive.job import Archiver
+    from server.archive.objects import from_settings
+
+    try:
+        store = from_settings(settings)
+    except (ValueError, OSError) as error:
+        raise SystemExit(f"cannot archive to ARCHIVE_URL={settings.archive_url!r}: {error}; fix ARCHIVE_URL, "
+                         "or set ARCHIVE=false") from None
+    if store is None:
+        return None
+    try:
+        return Archiver(
+            db, store, after_seconds=settings.archive_after_seconds,
+            interval_seconds=settings.archive_interval_seconds, lease_seconds=settings.archive_lease_seconds,
+            metrics=metrics, pause_at=os.environ.get("ARCHIVE_TEST_PAUSE_AT", ""), serving=serving,
+        )
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
 
 
 def _metrics(settings: Settings) -> Metrics | None:

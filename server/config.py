@@ -81,6 +81,12 @@ ENVIRONMENT: list[tuple[str, str, str]] = [
      "a directory (created when missing), file:///path, s3://bucket/prefix, gs://bucket/prefix or "
      "az://container/prefix, with each cloud's standard credentials from the environment; empty archives nothing."),
     ("ARCHIVE", "true", "false archives nothing (whatever ARCHIVE_URL says): logs and events stay in PostgreSQL."),
+    ("ARCHIVE_AFTER_SECONDS", "600", "how long after a build finished its logs and events are archived "
+     "(0: at the archiver's next look)."),
+    ("ARCHIVE_INTERVAL_SECONDS", "10", "how often each process's archiver looks for builds due to be archived "
+     "when it found none last time."),
+    ("ARCHIVE_LEASE_SECONDS", "60", "how long an archiver's claim on a build lasts unless renewed (every third "
+     "of it while it works): a build whose process died is archived by another after this."),
     ("EMBEDDED_PG_DIR", ".data/postgres", "data directory of the embedded PostgreSQL."),
 ]
 
@@ -297,6 +303,9 @@ class Settings:
     feed_total_bytes: int = setting(_whole(1))
     archive_url: str = setting(parse_archive_url)
     archive: bool = setting(_boolean)
+    archive_after_seconds: float = setting(_seconds(zero=True))
+    archive_interval_seconds: float = setting(_seconds())
+    archive_lease_seconds: float = setting(_seconds())
     embedded_pg_dir: str = setting(_text)
 
     @classmethod
@@ -354,6 +363,9 @@ def _together(values: dict[str, Any]) -> list[str]:
             if address and taken and _same_port(taken, address):
                 return [f"{other} and {name} are both {address!r}: give {name} its own port "
                         f"(or {name}='' to serve no {'HTTP' if name == 'HTTP_ADDRESS' else 'metrics'})"]
+    if values["archive_lease_seconds"] < 1:
+        return [f"ARCHIVE_LEASE_SECONDS={values['archive_lease_seconds']:g} is too short to be renewed in time "
+                "(every third of it): give it at least 1 (the default is 60)"]
     return []
 
 

@@ -19,9 +19,11 @@ from server import migrate
 from tests.auth_support import ISSUER, ORIGIN, JwksServer, SigningKey, jwks_server
 from tests.support import (
     CertificateAuthority,
+    MotoS3,
     ServerProcess,
     create_database,
     drop_database,
+    moto_s3,
     running_server,
     start_database,
     stubs,
@@ -45,6 +47,13 @@ def database_url(postgres: str) -> Iterator[str]:
     migrate.upgrade(url)
     yield url
     drop_database(postgres, url)
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[MotoS3]:
+    """A real S3 protocol server (moto) for this session; `s3.bucket()` makes a fresh bucket."""
+    with moto_s3() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

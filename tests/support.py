@@ -494,3 +494,52 @@ def stubs(channel: grpc.Channel) -> SimpleNamespace:
         specs=app_spec_pb2_grpc.AppSpecServiceStub(channel),
         health=health_pb2_grpc.HealthStub(channel),
     )
+
+
+class MotoS3:
+    """A real S3 protocol server (moto's ThreadedMotoServer) on a free local
+    port, in this process: range GETs, multipart uploads, listings and
+    deletes over HTTP, as the archive's client (obstore) speaks them.
+
+    `config` points an in-process store at it (server.archive.objects.open_store(
+    f"s3://{bucket}/prefix", config=moto.config, allow_http=True)); `env` points a
+    server process at it (the AWS SDK variables obstore reads). Credentials are
+    moto's dummies."""
+
+    REGION = "us-east-1"
+
+    def __init__(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self._server.start()
+        host, port = self._server.get_host_and_port()
+        self.endpoint = f"http://{host}:{port}"
+        self.config = {"endpoint": self.endpoint, "access_key_id": "testing", "secret_access_key": "testing",
+                       "region": self.REGION}
+        self.env = {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                    "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": self.REGION, "AWS_ALLOW_HTTP": "true"}
+        self.running = True
+
+    def bucket(self, name: str | None = None) -> str:
+        """A new, empty bucket (a fresh name unless given)."""
+        import urllib.request
+
+        name = name or f"archive-{uuid.uuid4().hex[:12]}"
+        urllib.request.urlopen(urllib.request.Request(f"{self.endpoint}/{name}", method="PUT"), timeout=10).close()
+        return name
+
+    def stop(self) -> None:
+        if self.running:
+            self.running = False
+            self._server.stop()
+
+
+@contextmanager
+def moto_s3() -> Iterator[MotoS3]:
+    """A MotoS3 for the time of the block."""
+    server = MotoS3()
+    try:
+        yield server
+    finally:
+        server.stop()

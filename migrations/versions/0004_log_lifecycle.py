@@ -6,7 +6,8 @@ the hot log and event tables partitioned by build id.
   statement that reads its position.
 - archive_chunks: one row per chunk of an archived build (docs/lifecycle.md).
 - archive_claims: the archiver's claims, each with a lease that ends when its
-  process stops renewing it (server.archive.job).
+  process stops renewing it, and the failures of the build's attempts so far
+  (a failed build waits longer before its next attempt; server.archive.job).
 - build_logs and build_events become RANGE partitioned by build_id: a build id
   is a cuid, so an id range is a creation-time window (server.store.partitions).
   The table as it was becomes the partition below the first window,
@@ -131,6 +132,7 @@ def upgrade() -> None:
         sa.Column("attempt", sa.Text(), nullable=False),
         sa.Column("claim_time", TS, nullable=False),
         sa.Column("lease_until", TS, nullable=False),
+        sa.Column("failures", sa.Integer(), server_default=sa.text("0"), nullable=False),
         sa.ForeignKeyConstraint(
             ["build_id"], ["builds.id"], name="fk_archive_claims_build_id_builds", ondelete="CASCADE"
         ),

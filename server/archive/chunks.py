@@ -13,9 +13,18 @@ its own xxhash64 content checksum to the frame):
 
     b"BPC1"
     u32 count, u16 nvalues
-    nvalues x (u16 length, utf-8 name)               the filter values it holds
-    count x (i64 seq, f64 time, u16 value index, u32 wire length)
+    nvalues x (u16 length, utf-8 name)        the filter values it holds
+    count x i64 seq                           then the same fields column by column:
+    count x f64 time                          (create_time, seconds since the epoch)
+    count x u16 value index                   (into the names above)
+    count x u32 wire length
     the wires, concatenated
+
+The record fields are stored as columns rather than one struct per record
+(the design's first draft): each column is one array conversion in C on
+both sides instead of a Python call per record, which made encoding 1.5x
+and decoding 2x faster here, and sequences and times compress to almost
+nothing (docs/lifecycle.md#the-chunk-format).
 
 Chunks are cut at CHUNK_BYTES of wire bytes (one stream message's budget,
 RESPONSE_BYTES) or CHUNK_RECORDS records, whichever comes first. Every chunk
@@ -27,11 +36,18 @@ skip chunks; filtered tails count from the end).
 
 from __future__ import annotations
 
+import operator
 import struct
+import sys
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from array import array
+from bisect import bisect_right
+from collections import Counter
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from functools import partial
+from itertools import accumulate
 from typing import Any
 
 import zstandard
@@ -49,8 +65,23 @@ LEVEL = 3
 
 _HEAD = struct.Struct("<4sIH")
 _NAME = struct.Struct("<H")
-_RECORD = struct.Struct("<qdHI")
 MAX_VALUES = 0xFFFF
+_BIG_ENDIAN = sys.byteorder == "big"
+
+
+def _column(typecode: str, values: Iterable[Any]) -> bytes:
+    column = array(typecode, values)
+    if _BIG_ENDIAN:
+        column.byteswap()
+    return column.tobytes()
+
+
+def _read_column(typecode: str, data: memoryview) -> array[Any]:
+    column = array(typecode)
+    column.frombytes(data)
+    if _BIG_ENDIAN:
+        column.byteswap()
+    return column
 
 
 class ChunkCorrupt(Exception):
@@ -137,9 +168,6 @@ class Encoder:
     def add(self, entry: Entry) -> tuple[bytes, ChunkMeta] | None:
         """Take one record; returns the chunk this record closed (the records
         before it), if any."""
-        if self._last_seq is not None and entry.seq <= self._last_seq:
-            raise ValueError(f"records must come in increasing seq order: {entry.seq} after {self._last_seq}")
-        self._last_seq = entry.seq
         done = None
         size = len(entry.wire)
         if self._pending and (self._pending_bytes + size > self.chunk_bytes or len(self._pending) >= self.chunk_records):
@@ -153,11 +181,19 @@ class Encoder:
         return self._flush() if self._pending else None
 
     def encode(self, entries: Iterable[Entry]) -> Iterator[tuple[bytes, ChunkMeta]]:
-        """Every chunk of `entries` and of what was added before."""
+        """Every chunk of `entries` and of what was added before (add's loop,
+        with its state in locals: the per-record cost of encoding)."""
+        pending, size = self._pending, self._pending_bytes
+        limit, records = self.chunk_bytes, self.chunk_records
         for entry in entries:
-            done = self.add(entry)
-            if done is not None:
-                yield done
+            length = len(entry[2])
+            if pending and (size + length > limit or len(pending) >= records):
+                self._pending_bytes = size
+                yield self._flush()
+                pending, size = self._pending, 0
+            pending.append(entry)
+            size += length
+        self._pending_bytes = size
         done = self.finish()
         if done is not None:
             yield done
@@ -165,42 +201,45 @@ class Encoder:
     def _flush(self) -> tuple[bytes, ChunkMeta]:
         records = self._pending
         self._pending, self._pending_bytes = [], 0
-        index: dict[str, int] = {}
-        counts: list[int] = []
-        for entry in records:
-            at = index.setdefault(entry.value, len(index))
-            if at == len(counts):
-                counts.append(0)
-            counts[at] += 1
-        if len(index) > MAX_VALUES:
-            raise ValueError(f"a chunk may hold at most {MAX_VALUES} distinct values, not {len(index)}")
-        names = [name.encode() for name in index]
-        wires = [entry.wire for entry in records]
-        pack = _RECORD.pack
+        seqs, values, wires, times = zip(*records, strict=True)
+        first_seq = seqs[0]
+        if (self._last_seq is not None and first_seq <= self._last_seq) or not all(map(operator.lt, seqs, seqs[1:])):
+            raise ValueError(f"records must come in increasing seq order (chunk {self.chunks} of build {self.build_id!r})")
+        self._last_seq = seqs[-1]
+        counts = Counter(values)
+        if len(counts) > MAX_VALUES:
+            raise ValueError(f"a chunk may hold at most {MAX_VALUES} distinct values, not {len(counts)}")
+        index = {name: at for at, name in enumerate(counts)}
+        lengths = _column("I", map(len, wires))
         payload = b"".join([
-            _HEAD.pack(MAGIC, len(records), len(names)),
-            *(_NAME.pack(len(name)) + name for name in names),
-            b"".join([pack(e.seq, e.time, index[e.value], len(e.wire)) for e in records]),
+            _HEAD.pack(MAGIC, len(records), len(index)),
+            *(_NAME.pack(len(name)) + name for name in map(str.encode, index)),
+            _column("q", seqs), _column("d", times), _column("H", map(index.__getitem__, values)), lengths,
             *wires,
         ])
         frame = self._compressor.compress(payload)
-        first, last = records[0], records[-1]
         meta = ChunkMeta(
             build_id=self.build_id, kind=self.kind, chunk=self.chunks, object_key=self.object_key,
             byte_offset=self.offset, byte_length=len(frame),
-            first_seq=first.seq, last_seq=last.seq, first_time=_when(first.time), last_time=_when(last.time),
+            first_seq=first_seq, last_seq=seqs[-1], first_time=_when(times[0]), last_time=_when(times[-1]),
             count=len(records), raw_bytes=len(payload), wire_bytes=sum(map(len, wires)), crc32=zlib.crc32(frame),
-            value_names=tuple(index), value_counts=tuple(counts),
+            value_names=tuple(index), value_counts=tuple(counts.values()),
         )
         self.chunks += 1
         self.offset += len(frame)
         return frame, meta
 
 
-def decode(frame: bytes | memoryview, meta: ChunkMeta) -> list[Entry]:
+def decode(frame: bytes | memoryview, meta: ChunkMeta, *, after: int | None = None, upto: int | None = None,
+           values: Collection[str] | None = None) -> list[Entry]:
     """The records of one chunk, read back from its stored bytes: ChunkCorrupt
     when they fail the crc32 of the index, zstd's content checksum, or do not
-    hold what the index says (count, sizes, seq range)."""
+    hold what the index says (count, sizes, seq range).
+
+    With `after` / `upto`, only the records with after < seq <= upto; with
+    `values`, only those whose value is one of them. The whole frame is still
+    verified; only the records asked for are made into Entries (a tail of 10
+    lines makes 10, not a chunk's thousands)."""
     if len(frame) != meta.byte_length:
         raise ChunkCorrupt(meta, f"{len(frame)} bytes where the index says {meta.byte_length}")
     crc = zlib.crc32(frame)
@@ -213,16 +252,21 @@ def decode(frame: bytes | memoryview, meta: ChunkMeta) -> list[Entry]:
     if len(payload) != meta.raw_bytes:
         raise ChunkCorrupt(meta, f"{len(payload)} uncompressed bytes where the index says {meta.raw_bytes}")
     try:
-        return _records(memoryview(payload), meta)
-    except (struct.error, IndexError, UnicodeDecodeError) as error:
+        return _records(payload, meta, after, upto, values)
+    except (struct.error, IndexError, ValueError) as error:
         raise ChunkCorrupt(meta, f"malformed payload ({error})") from None
 
 
-def _records(view: memoryview, meta: ChunkMeta) -> list[Entry]:
+_new_entry = partial(tuple.__new__, Entry)
+
+
+def _records(payload: bytes, meta: ChunkMeta, after: int | None, upto: int | None,
+             wanted: Collection[str] | None) -> list[Entry]:
+    view = memoryview(payload)
     magic, count, nvalues = _HEAD.unpack_from(view, 0)
     if magic != MAGIC:
         raise ChunkCorrupt(meta, f"payload starts with {bytes(magic)!r}, not {MAGIC!r}")
-    if count != meta.count:
+    if count != meta.count or count == 0:
         raise ChunkCorrupt(meta, f"{count} records where the index says {meta.count}")
     at = _HEAD.size
     names = []
@@ -231,16 +275,29 @@ def _records(view: memoryview, meta: ChunkMeta) -> list[Entry]:
         at += _NAME.size
         names.append(str(view[at:at + length], "utf-8"))
         at += length
-    end = at + count * _RECORD.size
-    heads = _RECORD.iter_unpack(view[at:end])
-    at = end
-    entries = []
-    for seq, when, value, length in heads:
-        entries.append(Entry(seq, names[value], bytes(view[at:at + length]), when))
-        at += length
-    if at != len(view):
-        raise ChunkCorrupt(meta, f"the records end at byte {at} of a {len(view)}-byte payload")
-    if entries[0].seq != meta.first_seq or entries[-1].seq != meta.last_seq:
-        raise ChunkCorrupt(meta, f"seqs {entries[0].seq}..{entries[-1].seq} where the index says "
-                                 f"{meta.first_seq}..{meta.last_seq}")
-    return entries
+    seqs = _read_column("q", view[at:at + 8 * count])
+    at += 8 * count
+    times = _read_column("d", view[at:at + 8 * count])
+    at += 8 * count
+    values = _read_column("H", view[at:at + 2 * count])
+    at += 2 * count
+    lengths = _read_column("I", view[at:at + 4 * count])
+    at += 4 * count
+    ends = list(accumulate(lengths, initial=at))
+    if ends[-1] != len(payload) or len(seqs) != count or len(lengths) != count:
+        raise ChunkCorrupt(meta, f"the records end at byte {ends[-1]} of a {len(payload)}-byte payload")
+    if seqs[0] != meta.first_seq or seqs[-1] != meta.last_seq:
+        raise ChunkCorrupt(meta, f"seqs {seqs[0]}..{seqs[-1]} where the index says {meta.first_seq}..{meta.last_seq}")
+    if max(values) >= len(names):
+        raise ChunkCorrupt(meta, f"a record names value {max(values)} of {len(names)}")
+    low = 0 if after is None else bisect_right(seqs, after)
+    high = count if upto is None else bisect_right(seqs, upto)
+    if wanted is None:
+        if low == 0 and high == count:
+            wires = map(payload.__getitem__, map(slice, ends, ends[1:]))
+            return list(map(_new_entry, zip(seqs, map(names.__getitem__, values), wires, times, strict=True)))
+        picked: Iterable[int] = range(low, high)
+    else:
+        keep = [name in wanted for name in names]
+        picked = [at for at in range(low, high) if keep[values[at]]]
+    return [_new_entry((seqs[at], names[values[at]], payload[ends[at]:ends[at + 1]], times[at])) for at in picked]

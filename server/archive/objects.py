@@ -3,7 +3,7 @@
 One small surface over obstore's async API, the same for a local directory,
 S3, Google Cloud Storage and Azure Blob Storage:
 
-    store = open_store(settings.archive_url)          # None: archiving is off
+    store = from_settings(settings)                   # None: archiving is off
     await store.put(key, frames, timeout=60)          # streamed, multipart
     data = await store.get(key, start, end, timeout=5)
     async for piece in store.stream(key, start, end, timeout=5): ...
@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import os
 import secrets
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -37,7 +37,7 @@ import obstore
 from obstore.exceptions import BaseError, PermissionDeniedError, UnauthenticatedError
 from obstore.store import LocalStore, from_url
 
-from server.config import parse_archive_url
+from server.config import Settings, parse_archive_url
 from server.domain.errors import Unavailable
 
 if TYPE_CHECKING:
@@ -82,15 +82,17 @@ class ObjectMissing(Exception):
 
 class ArchiveUnavailable(Unavailable):
     """The store could not be reached, did not answer within the timeout, or
-    refused this process's credentials. The same call may succeed later."""
+    refused this process's credentials. The same call may succeed later.
 
-    def __init__(self, where: str, what: str, why: str) -> None:
-        super().__init__(
-            f"the log archive ({where}) is unavailable: {what} {why}; retry in a few seconds",
-            retry_after=RETRY_AFTER_SECONDS,
-            metadata={"store": where},
-        )
+    `message` is for the caller and names no part of the deployment (no
+    bucket, endpoint or path); `detail` is for the server's log: the store
+    and the underlying error's first line."""
+
+    def __init__(self, where: str, what: str, why: str, cause: str = "") -> None:
+        super().__init__(f"the log archive is unavailable: {what} {why}; retry in a few seconds",
+                         retry_after=RETRY_AFTER_SECONDS)
         self.where = where
+        self.detail = f"{where}: {what} {why}" + (f" ({cause})" if cause else "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,10 +283,10 @@ class _Bounded:
             return False
         if isinstance(error, PermissionDeniedError | UnauthenticatedError | PermissionError):
             raise ArchiveUnavailable(
-                self.where, self.what, "was refused: check this process's credentials for the store"
+                self.where, self.what, "was refused by the store (its credentials)", _first_line(error)
             ) from error
         if isinstance(error, BaseError | OSError):
-            raise ArchiveUnavailable(self.where, self.what, f"failed ({_first_line(error)})") from error
+            raise ArchiveUnavailable(self.where, self.what, "failed", _first_line(error)) from error
         return False
 
 
@@ -296,14 +298,17 @@ def _first_line(error: BaseException) -> str:
 # -- configuration ------------------------------------------------------------------------
 
 
-def open_store(url: str) -> ObjectStore:
-    """The store ARCHIVE_URL names (as server.config.parse_archive_url accepts it): a local directory
-    (created when missing), or s3://, gs://, az:// with the standard
-    credentials and settings of each cloud read from the environment
-    (AWS_ACCESS_KEY_ID, AWS_REGION, AWS_ENDPOINT_URL, ...;
-    GOOGLE_APPLICATION_CREDENTIALS, ...; AZURE_STORAGE_ACCOUNT_NAME, ...). An
-    endpoint over plain http (a test server) also needs AWS_ALLOW_HTTP=true
-    (or ALLOW_HTTP=true for gs:// and az://)."""
+def open_store(url: str, *, config: Mapping[str, Any] | None = None, allow_http: bool | None = None) -> ObjectStore:
+    """The store ARCHIVE_URL names (as server.config.parse_archive_url accepts
+    it): a local directory (created when missing), or s3://, gs://, az://
+    with the standard credentials and settings of each cloud, which obstore
+    reads from the environment (AWS_ACCESS_KEY_ID, AWS_REGION,
+    AWS_ENDPOINT_URL, an instance or pod role, ...;
+    GOOGLE_APPLICATION_CREDENTIALS or the metadata server; AZURE_STORAGE_*
+    or a managed identity). `config` adds obstore settings of that cloud
+    (S3Config, GCSConfig, AzureConfig) over the environment's. An endpoint
+    over plain http (a local test server) needs `allow_http`, by default
+    AWS_ALLOW_HTTP=true for s3:// (ALLOW_HTTP=true for gs:// and az://)."""
     value = parse_archive_url(url)
     if not value:
         raise ValueError("ARCHIVE_URL is empty: archiving is off, there is no store to open")
@@ -313,11 +318,21 @@ def open_store(url: str) -> ObjectStore:
         directory.mkdir(parents=True, exist_ok=True)
         return ObjectStore(LocalStore(directory), str(directory))
     options = dict(_CLIENT_OPTIONS)
-    allow = os.environ.get("AWS_ALLOW_HTTP" if scheme == "s3" else "ALLOW_HTTP", "")
-    if allow.strip().lower() in ("1", "true", "yes", "on"):
+    if allow_http is None:
+        flag = os.environ.get("AWS_ALLOW_HTTP" if scheme == "s3" else "ALLOW_HTTP", "")
+        allow_http = flag.strip().lower() in ("1", "true", "yes", "on")
+    if allow_http:
         options["allow_http"] = True
     try:
-        store = from_url(value, client_options=options, retry_config=_RETRY)  # type: ignore[call-overload]
+        store = from_url(value, config=dict(config or {}) or None, client_options=options,  # type: ignore[call-overload]
+                         retry_config=_RETRY)
     except (BaseError, ValueError) as error:
         raise ValueError(f"ARCHIVE_URL={value!r} cannot be used: {_first_line(error)}") from None
     return ObjectStore(store, value)
+
+
+def from_settings(settings: Settings) -> ObjectStore | None:
+    """The archive's store, or None when archiving is off (ARCHIVE=false or ARCHIVE_URL empty)."""
+    if not settings.archive or not settings.archive_url:
+        return None
+    return open_store(settings.archive_url)

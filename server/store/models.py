@@ -264,6 +264,8 @@ class ArchiveClaim(Base):
     attempt: Mapped[str] = mapped_column(Text)
     claim_time: Mapped[datetime] = mapped_column(TS)
     lease_until: Mapped[datetime] = mapped_column(TS)
+    # Attempts of this build that failed so far: the next waits longer.
+    failures: Mapped[int] = mapped_column(Integer, server_default=text("0"))
 
 
 class ChatSession(Base):

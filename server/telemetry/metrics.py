@@ -57,6 +57,7 @@ TRANSPORTS = ("grpc", "http")
 FEED_KINDS = ("log", "event")
 CALL_KINDS = ("unary", "stream")
 POOLS = ("psycopg", "sqlalchemy")
+ARCHIVE_FAILURES = ("error", "mismatch", "lost_claim", "build_deleted", "round")
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,12 +215,35 @@ class Metrics:
             "buildplatform_db_notification_queue_usage", "pg_notification_queue_usage(): the fraction of "
             "PostgreSQL's NOTIFY queue in use (0 to 1), read by the health check.",
             multiprocess_mode="livemax", registry=r)
+        self.archive_lag = Gauge(
+            "buildplatform_archive_lag_seconds", "How long the oldest build due to be archived (finished more than "
+            "ARCHIVE_AFTER_SECONDS ago, still hot) has waited past its due time; 0 when none waits (sampled by "
+            "the archiver).", multiprocess_mode="livemax", registry=r)
+        self.archive_builds = Counter(
+            "buildplatform_archive_builds", "Builds whose logs and events this process archived.", registry=r)
+        self.archive_objects = Counter(
+            "buildplatform_archive_objects", "Objects this process wrote to the archive and indexed.", ["kind"],
+            registry=r)
+        self.archive_bytes = Counter(
+            "buildplatform_archive_bytes", "Bytes archived: `raw` the chunks' uncompressed frames, `stored` the "
+            "objects' compressed bytes.", ["kind", "form"], registry=r)
+        self.archive_failures = Counter(
+            "buildplatform_archive_failures", "Archiving attempts (or rounds) that failed, by reason: error (store "
+            "or database), mismatch (hot rows unlike the counters), lost_claim, build_deleted, round (no claim "
+            "could be made).", ["reason"], registry=r)
 
         self._methods: dict[str, dict[str, MethodMetrics]] = {transport: {} for transport in TRANSPORTS}
         self.feed = {kind: FeedMetrics(self, kind) for kind in FEED_KINDS}
         self.refused = {kind: self.calls_refused.labels(kind) for kind in CALL_KINDS}
         self.pool_waits = {pool: self.pool_wait.labels(pool) for pool in POOLS}
         self.listen_reconnects.inc(0)
+        self.archive_builds.inc(0)
+        for kind in FEED_KINDS:
+            self.archive_objects.labels(kind).inc(0)
+            for form in ("raw", "stored"):
+                self.archive_bytes.labels(kind, form).inc(0)
+        for reason in ARCHIVE_FAILURES:
+            self.archive_failures.labels(reason).inc(0)
 
     def method(self, path: str, transport: str, stream: bool) -> MethodMetrics:
         """The children of RPC `path` (/buildplatform.v1.BuildService/GetBuild) on `transport`."""

@@ -16,11 +16,14 @@ from types import SimpleNamespace
 from typing import Any
 
 import grpc
+import psycopg
 import pytest
 from buildplatform.v1 import build_log_pb2 as L
 from buildplatform.v1 import build_pb2, project_pb2, user_pb2
 from google.protobuf import struct_pb2
 
+from server import migrate
+from tests.auth_support import ORIGIN
 from tests.e2e.streaming import (
     ERROR,
     INFO,
@@ -32,7 +35,14 @@ from tests.e2e.streaming import (
     start_running,
     violations,
 )
-from tests.support import ServerProcess, eventually, stubs
+from tests.support import (
+    ServerProcess,
+    create_database,
+    drop_database,
+    eventually,
+    running_server,
+    stubs,
+)
 
 MISSING = "c" + "0" * 24
 
@@ -413,3 +423,86 @@ def test_a_client_that_goes_away_stops_the_render(server, finished):
     (line,) = _access_lines(server, request_id)
     assert line["method"] == "/buildplatform.v1.BuildLogService/ReadBuildLogText"
     assert line["transport"] == "http" and line["code"] == "CANCELLED", line
+
+
+# Each read compared before and after archiving: (query, curl arguments).
+READS = [
+    ("", ()), ("?ansi=strip&timestamps=true&levels=true", ()), ("?ansi=strip", ("-r", "1000-250000")),
+    ("?levels=true", ("-r", "-5000")), ("", ("--compressed",)),
+]
+
+
+def _reads(server: ServerProcess, build_id: str) -> dict[str, Any]:
+    """Every read of READS over HTTP, and the RPC's chunks from two offsets."""
+    found: dict[str, Any] = {}
+    for query, args in READS:
+        status, headers, body = curl(server, f"/builds/{build_id}/logs.txt{query}", *args)
+        found[f"{query} {args}"] = (status, headers.get("content-range"), headers.get("etag"), body)
+    with server.channel() as channel:
+        api = stubs(channel)
+        for offset in (0, 123_457):
+            responses = read_text(api, build_id, read_offset=offset, options=L.LogTextOptions(timestamps=True))
+            found[f"rpc {offset}"] = [(r.offset, r.data) for r in responses]
+    return found
+
+
+@pytest.fixture
+def own_database(postgres: str) -> Iterator[str]:
+    url = create_database(postgres, prefix="bp_download")
+    migrate.upgrade(url)
+    yield url
+    drop_database(postgres, url)
+
+
+def test_the_same_bytes_before_and_after_archiving(own_database, tmp_path):
+    """A finished build's text read hot (ARCHIVE=false), then by a server
+    that archives it (the real archiver, to a local directory): every read,
+    range and chunk is the same, and the build's state says archived."""
+    archive = {"ARCHIVE_URL": str(tmp_path / "archive")}
+    with running_server(own_database, ARCHIVE="false", **archive) as hot:
+        with hot.channel() as channel:
+            api = stubs(channel)
+            user = new_user(api)
+            project = api.projects.CreateProject(project_pb2.CreateProjectRequest(
+                project=project_pb2.Project(user_id=user.id, name="archived"))).project
+            build = api.builds.CreateBuild(build_pb2.CreateBuildRequest(
+                build=build_pb2.Build(user_id=user.id, project_id=project.id, app_spec="# archived"))).build
+            append(api, build.id, [L.LogEntry(level=level, message=message) for level, message in MESSAGES])
+            for batch in range(4):   # several chunks of the archive (about 1 MiB of records each)
+                append(api, build.id, lines(*(f"{RED}{batch}-{i}{RESET} " + "z" * (200 + i % 50) for i in range(5000)),
+                                            level=WARN if batch % 2 else TOOL))
+            finish(api, build.id)
+        before = _reads(hot, build.id)
+    with running_server(own_database, ARCHIVE_AFTER_SECONDS="0", ARCHIVE_INTERVAL_SECONDS="0.2", **archive) as cold:
+        def state() -> str:
+            with psycopg.connect(own_database) as conn:
+                row = conn.execute("SELECT archive_state FROM builds WHERE id = %s", (build.id,)).fetchone()
+            return str(row[0]) if row else ""
+
+        eventually(lambda: state() == "archived", "the build to be archived")
+        with psycopg.connect(own_database) as conn:
+            chunks = conn.execute("SELECT count(*) FROM archive_chunks WHERE build_id = %s AND kind = 'log'",
+                                  (build.id,)).fetchone()
+        assert chunks is not None and chunks[0] >= 3, chunks
+        after = _reads(cold, build.id)
+    assert after.keys() == before.keys()
+    for key in before:
+        assert after[key] == before[key], f"{key}: the archived build reads differently"
+    assert before[" ()"][3].startswith(f"{BOLD_GREEN}Compiling".encode())
+
+
+def test_a_page_of_an_allowed_origin_may_read_ranges_and_the_file_name(server, finished):
+    build_id, _ = finished
+    status, headers, _ = curl(server, f"/builds/{build_id}/logs.txt?download=1", "-r", "0-4", "-H", f"Origin: {ORIGIN}")
+    assert status == 206 and headers["access-control-allow-origin"] == ORIGIN
+    exposed = {name.strip() for name in headers["access-control-expose-headers"].split(",")}
+    assert {"content-range", "content-disposition", "content-length", "etag", "x-request-id"} <= exposed
+    preflight = subprocess.run(
+        ["curl", "-sS", "-D", "-", "-o", "/dev/null", "-X", "OPTIONS", "-H", f"Origin: {ORIGIN}",
+         "-H", "Access-Control-Request-Method: GET", "-H", "Access-Control-Request-Headers: authorization, range",
+         f"http://127.0.0.1:{server.http_port}/builds/{build_id}/logs.txt"],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout.lower()
+    allowed = re.search(r"access-control-allow-headers: (.*)", preflight)
+    assert allowed is not None and {"authorization", "range", "if-range"} <= {h.strip() for h in allowed.group(1).split(",")}
+    assert "access-control-allow-methods: get, post" in preflight

@@ -10,6 +10,8 @@
 export interface DownloadOptions {
   buildId: string;
   token: () => string;
+  /** After a 401: a new token from the embedding page (true), or none to be had (false). */
+  renew: () => Promise<boolean>;
   button: HTMLButtonElement;
   keepAnsi: HTMLInputElement;
   problem: (text: string) => void;
@@ -31,16 +33,19 @@ async function refusal(response: Response): Promise<string> {
   return `HTTP ${response.status}`;
 }
 
-export function enableDownload({ buildId, token, button, keepAnsi, problem }: DownloadOptions): void {
+export function enableDownload({ buildId, token, renew, button, keepAnsi, problem }: DownloadOptions): void {
   button.addEventListener("click", async () => {
     button.disabled = true;
     const label = button.textContent;
     button.textContent = "Downloading…";
     try {
-      const response = await fetch(logTextUrl(buildId, keepAnsi.checked), {
-        headers: { authorization: `Bearer ${token()}` },
-        cache: "no-store",
-      });
+      const get = () =>
+        fetch(logTextUrl(buildId, keepAnsi.checked), {
+          headers: { authorization: `Bearer ${token()}` },
+          cache: "no-store",
+        });
+      let response = await get();
+      if (response.status === 401 && (await renew())) response = await get();
       if (!response.ok) {
         problem(`The download failed: ${await refusal(response)}`);
         return;

@@ -128,6 +128,7 @@ async function main(): Promise<void> {
   enableDownload({
     buildId,
     token: credential.current,
+    renew: () => credential.renew(),
     button: element<HTMLButtonElement>("download"),
     keepAnsi: element<HTMLInputElement>("download-ansi"),
     problem,

@@ -92,7 +92,10 @@ class BuildLogServiceStub:
     read_offset past the end of the text: the message says how long the text
     is), NOT_FOUND (no such build), FAILED_PRECONDITION with ErrorInfo
     reason LOGS_EXPIRED (the build's logs passed its project's retention and
-    were deleted; metadata "expire_time" says when).
+    were deleted; metadata "expire_time" says when), DATA_LOSS (an archived
+    chunk of the log is missing or fails its checksum: the message names the
+    build and the chunk), UNAVAILABLE (the database or the object store did
+    not answer: retry, resuming at the offset reached).
     """
 
 @_typing.type_check_only
@@ -159,7 +162,10 @@ class BuildLogServiceAsyncStub(BuildLogServiceStub):
     read_offset past the end of the text: the message says how long the text
     is), NOT_FOUND (no such build), FAILED_PRECONDITION with ErrorInfo
     reason LOGS_EXPIRED (the build's logs passed its project's retention and
-    were deleted; metadata "expire_time" says when).
+    were deleted; metadata "expire_time" says when), DATA_LOSS (an archived
+    chunk of the log is missing or fails its checksum: the message names the
+    build and the chunk), UNAVAILABLE (the database or the object store did
+    not answer: retry, resuming at the offset reached).
     """
 
 class BuildLogServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -247,7 +253,10 @@ class BuildLogServiceServicer(metaclass=_abc_1.ABCMeta):
         read_offset past the end of the text: the message says how long the text
         is), NOT_FOUND (no such build), FAILED_PRECONDITION with ErrorInfo
         reason LOGS_EXPIRED (the build's logs passed its project's retention and
-        were deleted; metadata "expire_time" says when).
+        were deleted; metadata "expire_time" says when), DATA_LOSS (an archived
+        chunk of the log is missing or fails its checksum: the message names the
+        build and the chunk), UNAVAILABLE (the database or the object store did
+        not answer: retry, resuming at the offset reached).
         """
 
 def add_BuildLogServiceServicer_to_server(servicer: BuildLogServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -766,7 +766,10 @@ export const BuildLogService: GenService<{
    * read_offset past the end of the text: the message says how long the text
    * is), NOT_FOUND (no such build), FAILED_PRECONDITION with ErrorInfo
    * reason LOGS_EXPIRED (the build's logs passed its project's retention and
-   * were deleted; metadata "expire_time" says when).
+   * were deleted; metadata "expire_time" says when), DATA_LOSS (an archived
+   * chunk of the log is missing or fails its checksum: the message names the
+   * build and the chunk), UNAVAILABLE (the database or the object store did
+   * not answer: retry, resuming at the offset reached).
    *
    * @generated from rpc buildplatform.v1.BuildLogService.ReadBuildLogText
    */
