@@ -529,6 +529,15 @@ class MotoS3:
         urllib.request.urlopen(urllib.request.Request(f"{self.endpoint}/{name}", method="PUT"), timeout=10).close()
         return name
 
+    def incomplete_uploads(self, bucket: str) -> list[str]:
+        """The keys of the multipart uploads begun and neither completed nor aborted (ListMultipartUploads)."""
+        import urllib.request
+        import xml.etree.ElementTree as ElementTree
+
+        with urllib.request.urlopen(f"{self.endpoint}/{bucket}?uploads", timeout=10) as answer:
+            tree = ElementTree.fromstring(answer.read())
+        return [key.text or "" for key in tree.iter("{http://s3.amazonaws.com/doc/2006-03-01/}Key")]
+
     def stop(self) -> None:
         if self.running:
             self.running = False

@@ -141,24 +141,43 @@ class ObjectStore:
         that name); returns the bytes written. The frames are streamed: at most
         a few PART_BYTES parts are in memory at once, however long the object.
         The object appears whole or not at all (a multipart upload is only
-        completed after its last part; a local file is renamed into place)."""
+        completed after its last part; a local file is renamed into place).
+
+        An error of `frames` (the caller's own exception) aborts the upload
+        and is raised as is. So does running out of time while frames still
+        come (ArchiveUnavailable): the frames stop a little before `timeout`
+        so that obstore aborts the multipart upload itself; only a store that
+        stalls in the last moments is cut off by the hard bound, which leaves
+        an incomplete multipart upload to the bucket's lifecycle rule
+        (docs/lifecycle.md#the-object-store)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout - min(1.0, timeout / 10)
         written = 0
 
         async def counted() -> AsyncIterator[bytes]:
             nonlocal written
-            if isinstance(frames, AsyncIterable):
-                async for frame in frames:
-                    written += len(frame)
-                    yield frame
-            else:
-                for frame in frames:
-                    written += len(frame)
-                    yield frame
+            source = aiter(frames) if isinstance(frames, AsyncIterable) else _aiter(frames)
+            while True:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        frame = await anext(source)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    raise _OutOfTime from None
+                if loop.time() > deadline:
+                    raise _OutOfTime
+                written += len(frame)
+                yield frame
 
-        async with self._bounded(f"writing {key!r}", timeout):
-            await obstore.put_async(
-                self._store, key, counted(), chunk_size=PART_BYTES, max_concurrency=UPLOAD_CONCURRENCY
-            )
+        what = f"writing {key!r}"
+        try:
+            async with self._bounded(what, timeout):
+                await obstore.put_async(
+                    self._store, key, counted(), chunk_size=PART_BYTES, max_concurrency=UPLOAD_CONCURRENCY
+                )
+        except _OutOfTime:
+            raise ArchiveUnavailable(self.where, what, f"took longer than {timeout:g} s") from None
         return written
 
     async def delete(self, keys: Sequence[str], *, timeout: float) -> None:
@@ -288,6 +307,15 @@ class _Bounded:
         if isinstance(error, BaseError | OSError):
             raise ArchiveUnavailable(self.where, self.what, "failed", _first_line(error)) from error
         return False
+
+
+class _OutOfTime(Exception):
+    """A put's frames ran out of time (raised inside its frames, so that obstore aborts the upload)."""
+
+
+async def _aiter(items: Iterable[bytes]) -> AsyncIterator[bytes]:
+    for item in items:
+        yield item
 
 
 def _first_line(error: BaseException) -> str:

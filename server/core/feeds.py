@@ -121,7 +121,13 @@ class FeedStreams:
                 values=req.values, until=req.principal.expire_time,
             ) as follower:
                 while True:
-                    got = await follower.next_batch(MAX_MESSAGE_BYTES)
+                    try:
+                        got = await follower.next_batch(MAX_MESSAGE_BYTES)
+                    except Unavailable as error:   # the archive's object store: resume from here
+                        raise Unavailable(
+                            f"{error.message}; resume with after_sequence={resume}", retry_after=error.retry_after,
+                            metadata={**error.metadata, "after_sequence": str(resume)},
+                        ) from error
                     if isinstance(got, Batch):
                         resume = got.cursor
                         yield stream_response(got.items, got.cursor, got.caught_up)

@@ -93,14 +93,17 @@ def repeated_field_1(serialized: bytes) -> bytes:
 
 
 # The store reads rows of either kind as dicts (one implementation for both).
+# Serialized deterministically: the map of a Struct (metadata, data) is
+# otherwise written in the order of a hash table seeded per process, and the
+# archiver's process must write the bytes the readers' processes write.
 def log_entry(row: dict[str, Any]) -> Entry:
-    return Entry(row["seq"], row["level"], repeated_field_1(log_to_pb(cast(LogRow, row)).SerializeToString()),
-                 row["create_time"].timestamp())
+    message = log_to_pb(cast(LogRow, row)).SerializeToString(deterministic=True)
+    return Entry(row["seq"], row["level"], repeated_field_1(message), row["create_time"].timestamp())
 
 
 def event_entry(row: dict[str, Any]) -> Entry:
-    return Entry(row["seq"], row["type"], repeated_field_1(event_to_pb(cast(EventRow, row)).SerializeToString()),
-                 row["create_time"].timestamp())
+    message = event_to_pb(cast(EventRow, row)).SerializeToString(deterministic=True)
+    return Entry(row["seq"], row["type"], repeated_field_1(message), row["create_time"].timestamp())
 
 
 # The converter of each kind (server.store.feeds.Kind.name).

@@ -156,3 +156,15 @@ def test_decode_can_make_only_the_records_asked_for():
     damaged[-40] ^= 1
     with pytest.raises(ChunkCorrupt, match="crc32"):
         decode(bytes(damaged), meta, after=last - 1)
+
+
+def test_any_time_comes_back_exactly_and_a_time_before_1970_is_refused():
+    import random
+
+    rng = random.Random(3)
+    times = [0.0, 1e-300, 0.1, 1.7976931348623157e308, *(rng.uniform(0, 4e9) for _ in range(500))]
+    entries = [Entry(seq, "info", b"w", when) for seq, when in enumerate(times, start=1)]
+    ((frame, meta),) = encode(entries)
+    assert [e.time for e in decode(frame, meta)] == times
+    with pytest.raises(ValueError, match="before 1970"):
+        encode([Entry(1, "info", b"w", 5.0), Entry(2, "info", b"w", -1.0)])

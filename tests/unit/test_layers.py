@@ -63,7 +63,6 @@ def _under(name: str, prefixes: set[str] | tuple[str, ...]) -> bool:
     return any(name == prefix or name.startswith(prefix + ".") for prefix in prefixes)
 
 
-# (archive: once branch archive-format brings it)
 @pytest.mark.parametrize("package", sorted(name for name in LAYERS if (SERVER / name).is_dir()))
 def test_dependencies_run_one_way(package):
     allowed, forbidden = LAYERS[package]
