@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -18,6 +19,14 @@ import signal
 import sys
 import time
 from dataclasses import replace
+
+# This process forks only to exec another program (pg_ctl of the embedded
+# PostgreSQL, `python -m server.migrate`, workers), never to run gRPC in the
+# child, which is what gRPC's fork handlers are for. With them on, a fork while
+# gRPC's threads run (the embedded PostgreSQL stopped at shutdown) makes the C
+# core print a line of its own (fork_posix.cc, not JSON) into the log. Read
+# when gRPC initialises, so set before it is imported.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 from server import logs, telemetry, workers
 from server.config import Settings, help_text
@@ -68,6 +77,13 @@ async def schema(action: str, database_url: str) -> str:
         child.kill()
         await child.wait()
         return f"the database did not answer the schema check within {SCHEMA_CHECK_SECONDS:.0f}s"
+    except BaseException:
+        # Cancelled (a signal while waiting for the database): the child goes
+        # with us, instead of writing its answer to a pipe nobody reads.
+        if child.returncode is None:
+            child.kill()
+            await asyncio.shield(child.wait())
+        raise
     said = out.decode().strip().splitlines()[-1] if out.strip() else ""
     if child.returncode == 0:
         return ""
@@ -90,7 +106,17 @@ async def serve(settings: Settings, *, action: str) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    unreachable = await schema(action, settings.database_url)
+    checking = asyncio.create_task(schema(action, settings.database_url))
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait((checking, stopping), return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not checking.done():   # a signal while the database did not answer yet
+        checking.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await checking
+        log.info("stopped before serving: the signal came while the database was being checked")
+        return 0
+    unreachable = checking.result()
     if unreachable:
         log.warning("waiting for the database: %s; retrying every %.0fs", unreachable, RETRY_SECONDS)
     from server.auth.bootstrap import BootstrapError
@@ -179,8 +205,11 @@ def _log_tracing(on: bool) -> None:
         log.info("tracing is on: spans go to %s", tracing.exporting_to(os.environ),
                  extra={"tracing": "on", "otel_sdk_loaded": loaded})
     else:
-        log.info("tracing is off (set OTEL_EXPORTER_OTLP_ENDPOINT to turn it on); OpenTelemetry SDK loaded: %s",
-                 "yes" if loaded else "no", extra={"tracing": "off", "otel_sdk_loaded": loaded})
+        # Said at INFO only to whoever set an OTEL_* variable; a plain start keeps to what a person needs.
+        asked = any(name.startswith("OTEL_") for name in os.environ)
+        log.log(logging.INFO if asked else logging.DEBUG,
+                "tracing is off (set OTEL_EXPORTER_OTLP_ENDPOINT to turn it on); OpenTelemetry SDK loaded: %s",
+                "yes" if loaded else "no", extra={"tracing": "off", "otel_sdk_loaded": loaded})
 
 
 def supervise(settings: Settings, action: str) -> int:
@@ -246,7 +275,9 @@ def main() -> None:
             ) from None
         settings = replace(settings, database_url=url)
         os.environ["DATABASE_URL"] = url
-        log.info("DATABASE_URL is not set: using the embedded PostgreSQL", extra={"database_url": url})
+        data_dir = os.path.abspath(settings.embedded_pg_dir)
+        log.info("DATABASE_URL is not set: using the embedded PostgreSQL, data directory %s", data_dir,
+                 extra={"database_url": url, "data_dir": data_dir})
     action = "upgrade" if args.migrate or args.migrate_only else "check"
     try:
         if args.command is None and not args.migrate_only and workers.count(settings.workers) > 1:

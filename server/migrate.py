@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from sqlalchemy import create_engine
 from server.config import sqlalchemy_url
 
 ROOT = Path(__file__).resolve().parent.parent
+log = logging.getLogger("server.lifecycle")
 
 
 def alembic_config(database_url: str) -> Config:
@@ -30,9 +32,14 @@ def _with_connection(database_url: str, action: str, revision: str) -> None:
     try:
         with engine.begin() as connection:
             config.attributes["connection"] = connection
+            before = MigrationContext.configure(connection).get_current_revision()
             getattr(command, action)(config, revision)
+            after = MigrationContext.configure(connection).get_current_revision()
     finally:
         engine.dispose()
+    if before != after:   # one line; Alembic's own (a line per migration) are at DEBUG
+        log.info("database schema %s from %s to %s", "upgraded" if action == "upgrade" else "downgraded",
+                 before or "none (empty database)", after or "none")
 
 
 def upgrade(database_url: str, revision: str = "head") -> None:
@@ -107,12 +114,22 @@ def main(argv: list[str]) -> int:
         found = _connection_problem(error)
         if found is None:
             raise
-        print(found[1])
-        return found[0]
+        return _answer(found[1], found[0])
     if problem:
-        print(problem)
-        return SCHEMA_NOT_AT_HEAD
+        return _answer(problem, SCHEMA_NOT_AT_HEAD)
     return 0
+
+
+def _answer(line: str, code: int) -> int:
+    """Print the one line `python -m server` reads; `code`. When that
+    process is gone (stopped while it waited for us), there is nobody to
+    tell: exit with the code, without a BrokenPipeError traceback."""
+    try:
+        print(line, flush=True)
+    except BrokenPipeError:
+        # Python flushes stdout again at exit: point it at nothing.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return code
 
 
 if __name__ == "__main__":

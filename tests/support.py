@@ -552,3 +552,32 @@ def moto_s3() -> Iterator[MotoS3]:
         yield server
     finally:
         server.stop()
+
+
+@contextmanager
+def make_run_starts(count: int = 2) -> Iterator[tuple[Path, list[ServerProcess]]]:
+    """`make run`'s command, `python -m server --migrate` without DATABASE_URL
+    (the embedded PostgreSQL), started, then stopped with SIGTERM once it said
+    where the log pages are, `count` times on one new data directory: the
+    first start, then later ones. (Not under pytest's temporary directory: the
+    embedded server runs as another user, who must traverse it.)"""
+    import shutil
+
+    directory = Path(tempfile.mkdtemp(prefix="bp-make-run-"))
+    env = {
+        "EMBEDDED_PG_DIR": str(directory / "postgres"),
+        "AUTH_BOOTSTRAP_TOKEN_FILE": str(directory / "admin-token"),
+        "LOG_LEVEL": "INFO",   # make run's default
+    }
+    runs = []
+    try:
+        for _ in range(count):
+            proc = ServerProcess("", args=["--migrate"], env=env).start(timeout=120)
+            try:
+                eventually(lambda: "build log pages" in proc.log(), "the line that says where the pages are")  # noqa: B023
+            finally:
+                assert proc.stop() == 0, proc.log()
+            runs.append(proc)
+        yield directory, runs
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)

@@ -130,8 +130,9 @@ class Authenticator:
         self, credential: str, key: bytes, prefix: str, find: Callable[[credentials.Conn, bytes], Awaitable[T | None]]
     ) -> T:
         """The live row of a token of this server, looked up by its digest."""
-        if not tokens.well_formed(credential, prefix):
-            raise Unauthenticated("MALFORMED", f"not a {prefix}... token")
+        problem = tokens.shape_problem(credential, prefix)
+        if problem is not None:
+            raise Unauthenticated("MALFORMED", problem)
         async with self.db.connection() as conn:
             found = await find(conn, key)
         if found is None:

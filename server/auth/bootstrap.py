@@ -36,6 +36,9 @@ async def bootstrap_admin_token(db: Database, path: str) -> bool:
     async with db.connection() as conn, conn.transaction():
         token = await credentials.create_bootstrap_token(conn)
         if token is None:
+            if os.path.isfile(path):   # said on every start: it is what a person looks for
+                log.info("the admin token is in %s (made by the first start; `python -m server tokens list` "
+                         "shows every token)", os.path.abspath(path), extra={"admin_token_file": os.path.abspath(path)})
             return False
         try:
             write_private(Path(path), token + "\n")

@@ -25,9 +25,18 @@ def digest(credential: str) -> bytes:
 
 
 def well_formed(token: str, prefix: str) -> bool:
+    return shape_problem(token, prefix) is None
+
+
+def shape_problem(token: str, prefix: str) -> str | None:
+    """None when `token` has the form of the tokens made with `prefix`, else
+    what is wrong with it, in words (never the token itself)."""
+    if not token.startswith(prefix):
+        return f"it does not start with {prefix}"
     body = token[len(prefix):]
-    return (
-        token.startswith(prefix)
-        and len(body) == _BODY_CHARS
-        and all(c.isascii() and (c.isalnum() or c in "-_") for c in body)
-    )
+    shape = f"a {prefix} token is {prefix} and {_BODY_CHARS} characters of A-Z, a-z, 0-9, - and _"
+    if len(body) != _BODY_CHARS:
+        return f"{shape}; this one has {len(body)} after {prefix}: copy the whole token"
+    if not all(c.isascii() and (c.isalnum() or c in "-_") for c in body):
+        return f"{shape}; this one has other characters: copy the token exactly"
+    return None

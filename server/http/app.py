@@ -13,6 +13,11 @@
                                  binary), gRPC-Web, plain JSON POST (Connect unary
                                  without its optional headers)
 
+What connectrpc refuses before a call begins (a path that is no RPC, a method
+other than POST, a content type the method cannot take) it answers with a
+status and no body; those answers get a Connect error body here
+({"code": ..., "message": ...}, as every other refusal) saying what to send.
+
 A response to an origin of HTTP_CORS_ORIGINS carries the CORS headers that
 let a browser read it; any other origin gets none (and the browser refuses).
 """
@@ -21,9 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import Any
 
+from connectrpc.method import StreamType
 from connectrpc.server import ConnectASGIApplication
 
 from server.http.calls import CallInterceptor
@@ -68,6 +75,42 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
+def _error_body(code: str, message: str) -> bytes:
+    """A Connect error (docs/http.md#errors), the body of every refusal on this port."""
+    return json.dumps({"code": code, "message": message}).encode()
+
+
+async def _respond_error(send: Send, status: int, code: str, message: str,
+                         headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    body = _error_body(code, message)
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"), *headers,
+    ]})
+    await send({"type": "http.response.body", "body": body})
+
+
+STREAM_ACCEPT = b"application/connect+json, application/connect+proto, application/grpc-web"
+UNARY_CONTENT = "content-type: application/json (or application/proto)"
+STREAM_CONTENT = ("content-type: application/connect+json with the request in a Connect envelope "
+                  "(a flag byte 0, its 4-byte big-endian length, then the JSON), as `buf curl` and "
+                  "@buildplatform/api/web send it, or application/grpc-web")
+
+
+def _what_to_send(status: int, method: str, path: str, content_type: str, streams: bool | None) -> tuple[str, str]:
+    """(Connect code, message) for a refusal connectrpc answers without a body."""
+    if streams is None:
+        return "unimplemented", (f"no RPC at {path[:200]}: POST to /<package>.<Service>/<Method>, "
+                                 "for example /buildplatform.v1.BuildService/GetBuild (docs/http.md)")
+    rpc = path.lstrip("/")
+    how = (f"it is a server stream: POST with {STREAM_CONTENT} (docs/http.md)" if streams
+           else f"POST the request as JSON with {UNARY_CONTENT} (docs/http.md)")
+    if status == 405:
+        return "unimplemented", f"{method} is not served on {rpc}: {how}"
+    sent = f"content-type {content_type[:100]!r}" if content_type else "no content-type"
+    return "invalid_argument", f"{sent} is not accepted by {rpc}: {how}"
+
+
 async def _respond(send: Send, status: int, body: bytes, headers: Iterable[tuple[bytes, bytes]] = (),
                    *, head: bool = False) -> None:
     await send({"type": "http.response.start", "status": status, "headers": [
@@ -101,6 +144,8 @@ class HttpApp:
     ) -> None:
         self.log_download = log_download
         self.procedures = frozenset(endpoints)
+        self.streams = frozenset(path for path, found in endpoints.items()
+                                 if found.method.stream_type != StreamType.UNARY)
         self.connect = _Procedures(
             service=None, endpoints=lambda _: endpoints, interceptors=[interceptor],
             read_max_bytes=MAX_REQUEST_BYTES, codecs=CODECS,
@@ -135,17 +180,42 @@ class HttpApp:
             return
         content_type = _header(scope, b"content-type") or b""
         if content_type.startswith(b"application/grpc") and not content_type.startswith(b"application/grpc-web"):
-            await _respond(send, 415, b"gRPC is served on GRPC_ADDRESS (HTTP/2); this port speaks Connect, "
-                                      b"gRPC-Web and JSON\n")
+            await _respond_error(send, 415, "invalid_argument", "gRPC is served on GRPC_ADDRESS (HTTP/2); this port "
+                                 "speaks Connect, gRPC-Web and JSON (docs/http.md)")
             return
         try:
-            await self.connect(scope, receive, send)
+            await self.connect(scope, receive, self._explained(send, method, path, content_type))
         except asyncio.CancelledError:
             if not self.calls.draining:
                 raise
             # Cut at the end of the shutdown grace period: the call was
             # answered UNAVAILABLE (server.http.calls); nothing for uvicorn to report.
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
+
+    def _explained(self, send: Send, method: str, path: str, content_type: bytes) -> Send:
+        """`send`, with a Connect error body for connectrpc's refusals without one."""
+        body: bytes | None = None
+
+        async def explaining(message: dict[str, Any]) -> None:
+            nonlocal body
+            if message["type"] == "http.response.start" and message["status"] in (404, 405, 415) and not any(
+                name.lower() == b"content-type" for name, _ in message.get("headers", ())
+            ):
+                streams = path in self.streams if path in self.procedures else None
+                code, said = _what_to_send(message["status"], method, path, content_type.decode("latin-1"), streams)
+                body = _error_body(code, said)
+                headers = list(message.get("headers", ()))
+                if streams:   # connectrpc names the unary content types whatever the method
+                    headers = [(name, STREAM_ACCEPT if name.lower() == b"accept-post" else value)
+                               for name, value in headers]
+                message = {**message, "headers": [
+                    *headers, (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                ]}
+            elif message["type"] == "http.response.body" and body is not None:
+                message = {**message, "body": body}
+            await send(message)
+
+        return explaining
 
     async def _preflight(self, send: Send, origin: bytes | None) -> None:
         headers: list[tuple[bytes, bytes]] = [

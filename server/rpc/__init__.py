@@ -1,1 +1,2 @@
-"""Transport: servicers check input, call the store, convert the result."""
+"""The gRPC transport: one generic adapter per method over the core's
+functions (registry.py), the interceptor around every call, reflection."""

@@ -98,6 +98,24 @@ def test_a_call_without_a_bearer_credential_is_unauthenticated(server, authoriza
     assert "authorization: Bearer" in message
 
 
+@pytest.mark.parametrize(("credential", "reason", "said"), [
+    ("bps_wrongtoken123", "MALFORMED", "a bps_ token is bps_ and 43 characters of A-Z, a-z, 0-9, - and _; "
+                                       "this one has 13 after bps_: copy the whole token"),
+    ("bpa_" + "A" * 42 + "!", "MALFORMED", "this one has other characters: copy the token exactly"),
+    ("bps_" + "A" * 43, "UNKNOWN_TOKEN", "the token is unknown: it was never issued here, or was mistyped"),
+], ids=["too short", "another character", "well formed, unknown"])
+def test_a_token_of_this_server_that_is_refused_says_what_is_wrong_with_it(server, credential, reason, said):
+    """Over both ports, in one line, without the token."""
+    code, got, by_grpc = refused_with(server, f"Bearer {credential}")
+    assert (code, got) == (UNAUTHENTICATED, reason), by_grpc
+    by_http = server.http(credential).unary("buildplatform.v1.UserService/GetUser",
+                                            user_pb2.GetUserRequest(id="c" + "0" * 24), user_pb2.GetUserResponse)
+    assert (by_http.http_status, by_http.code) == (401, "UNAUTHENTICATED")
+    for message in (by_grpc, by_http.message):
+        assert said in message and "not a bps_" not in message, message
+        assert credential not in message and "\n" not in message, message
+
+
 def test_the_same_session_signed_properly_is_the_user(server, session_key, clerk_user):
     with open_channel(server.address, token=session_key.sign(clerk_user.clerk_id)) as channel:
         assert stubs(channel).users.GetUser(user_pb2.GetUserRequest(id=clerk_user.id)).user == clerk_user

@@ -8,6 +8,7 @@ message and google.rpc details, or the same response message.
 
 from __future__ import annotations
 
+import json
 import shutil
 import ssl
 import subprocess
@@ -406,10 +407,63 @@ def test_another_origin_gets_no_cors_headers(server, build):
         assert not [name for name in headers if name.startswith("access-control-allow")], headers
 
 
+def curl(server: ServerProcess, path: str, *args: str) -> tuple[int, dict[str, str], dict[str, Any]]:
+    """curl against the HTTP port with the admin token: the status, the headers and the JSON body."""
+    done = subprocess.run(
+        ["curl", "-sS", "-i", "-H", f"authorization: Bearer {server.token}", *args,
+         f"http://127.0.0.1:{server.http_port}{path}"],
+        capture_output=True, text=True, timeout=30, check=True,
+    )
+    head, _, body = done.stdout.partition("\n\n")   # text mode: curl's CRLF is read as LF
+    status = int(head.split()[1])
+    headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in head.splitlines()[1:])}
+    return status, headers, json.loads(body)
+
+
 def test_grpc_is_pointed_to_its_own_port(server):
-    status, _, body = server.http().request("POST", "/buildplatform.v1.BuildService/GetBuild", b"",
-                                            {"content-type": "application/grpc"})
-    assert status == 415 and b"GRPC_ADDRESS" in body
+    status, headers, body = curl(server, "/buildplatform.v1.BuildService/GetBuild", "-H",
+                                 "content-type: application/grpc", "--data-binary", "")
+    assert status == 415 and headers["content-type"] == "application/json"
+    assert body["code"] == "invalid_argument" and "GRPC_ADDRESS" in body["message"], body
+
+
+@pytest.mark.parametrize(("args", "status", "code", "said"), [
+    # A plain JSON POST to a server stream: Connect streams are enveloped.
+    (["-H", "content-type: application/json", "-d", "{}"], 415, "invalid_argument",
+     "'application/json' is not accepted by buildplatform.v1.BuildLogService/StreamBuildLogs: "
+     "it is a server stream: POST with content-type: application/connect+json"),
+    # No content type at all (curl -d sends form encoding unless told; --data-binary with none).
+    (["-H", "content-type:", "--data-binary", "{}"], 415, "invalid_argument",
+     "no content-type is not accepted by buildplatform.v1.BuildLogService/StreamBuildLogs"),
+    # A GET on an RPC's path.
+    ([], 405, "unimplemented", "GET is not served on buildplatform.v1.BuildLogService/StreamBuildLogs: "),
+], ids=["JSON POST to a stream", "no content type", "GET"])
+def test_a_request_connect_cannot_take_is_a_json_error_saying_what_to_send(server, args, status, code, said):
+    got, headers, body = curl(server, "/buildplatform.v1.BuildLogService/StreamBuildLogs", *args)
+    assert (got, headers["content-type"]) == (status, "application/json"), body
+    assert body["code"] == code and said in body["message"] and "docs/http.md" in body["message"], body
+    if status == 415:   # what the stream takes, not the unary content types
+        assert headers["accept-post"].startswith("application/connect+json"), headers
+
+
+@pytest.mark.parametrize(("args", "status", "said"), [
+    (["--data-binary", "{}", "-H", "content-type:"], 415,
+     "no content-type is not accepted by buildplatform.v1.BuildService/GetBuild: POST the request as JSON "
+     "with content-type: application/json"),
+    (["-H", "content-type: text/plain", "-d", "{}"], 415, "content-type 'text/plain' is not accepted"),
+    ([], 405, "GET is not served on buildplatform.v1.BuildService/GetBuild: POST the request as JSON"),
+], ids=["no content type", "text/plain", "GET"])
+def test_a_unary_call_connect_cannot_take_says_to_post_json(server, args, status, said):
+    got, headers, body = curl(server, "/buildplatform.v1.BuildService/GetBuild", *args)
+    assert (got, headers["content-type"]) == (status, "application/json"), body
+    assert said in body["message"], body
+
+
+def test_a_post_to_a_path_that_is_no_rpc_names_the_form_of_one(server):
+    got, _, body = curl(server, "/buildplatform.v1.BuildService/NoSuchMethod", "-H",
+                        "content-type: application/json", "-d", "{}")
+    assert got == 404 and body["code"] == "unimplemented", body
+    assert "/buildplatform.v1.BuildService/GetBuild" in body["message"], body
 
 
 # --- settings ---------------------------------------------------------------------------------

@@ -374,6 +374,70 @@ def test_a_refused_token_and_a_build_that_does_not_exist_are_said_and_not_retrie
     assert browser.evaluate(failed)
 
 
+# What a person reads of the page's state: the status badge, the connection
+# indicator (and data-connection), the line above the log, the problem box.
+SHOWN = """() => ({
+    badge: document.getElementById('status').textContent,
+    indicator: document.getElementById('connection').textContent,
+    connection: document.body.dataset.connection,
+    above: document.getElementById('above').textContent,
+    problem: document.getElementById('problem').hidden ? null : document.getElementById('problem').textContent,
+})"""
+STILL_STARTING = ("loading…", "connecting…", "loading the log…")
+
+
+def shown(browser: Browser, frame: str | None = None) -> dict[str, Any]:
+    """SHOWN, once the page settled: none of it may still say it is starting."""
+    now = dict(browser.evaluate(SHOWN, frame=frame))
+    assert not {now["badge"], now["indicator"], now["above"]} & set(STILL_STARTING), now
+    return now
+
+
+def test_every_state_of_the_page_says_so_in_words(
+    browser: Browser, page_server: ServerProcess, api: SimpleNamespace, make_build: Any
+):
+    base = http_base(page_server)
+    settled = "() => !['connecting', undefined].includes(document.body.dataset.connection)"
+
+    # No token: nothing can be shown, and every part of the page says so.
+    empty = make_build()
+    browser.open(f"{base}/builds/{empty.id}")
+    browser.wait(settled, what="the page to say it has no token")
+    now = shown(browser)
+    assert now["connection"] == "failed" and now["indicator"] == "not connected: no token", now
+    assert now["badge"] == "status unknown" and now["above"] == "no lines shown: no token", now
+    assert "#token=" in now["problem"], now
+
+    # A token the server refuses (one that starts with bps_ but is not one).
+    LogPage(browser, base, empty.id, "bps_wrongtoken123")
+    browser.wait("() => document.body.dataset.connection === 'failed'", what="the page to give up")
+    browser.wait("() => document.getElementById('status').textContent !== 'loading…'", what="the badge to change")
+    now = shown(browser)
+    assert now["indicator"].startswith("the token was refused: ") and "43 characters" in now["indicator"], now
+    assert now["badge"] == "status unknown", now
+    assert now["above"].startswith("no lines shown: the token was refused"), now
+
+    # Served: a pending build without lines yet, then a finished one whose log is empty.
+    page = LogPage(browser, base, empty.id, page_server.token)
+    browser.wait("() => document.body.dataset.connection === 'live'", what="the page to be live")
+    browser.wait("() => document.getElementById('above').textContent.startsWith('no lines yet')", what="no lines yet")
+    assert page.text("#status") == "pending" and page.text("#connection") == "live"
+    api.builds.CancelBuild(build_pb2.CancelBuildRequest(id=empty.id))
+    browser.wait("() => document.body.dataset.connection === 'done'", what="the streams to end with the build")
+    assert (page.text("#status"), page.text("#connection")) == ("cancelled", "build ended · log complete")
+    LogPage(browser, base, empty.id, page_server.token)   # opened on the finished build
+    browser.wait("() => document.body.dataset.connection === 'done'", what="the ended build")
+    browser.wait("() => document.getElementById('above').textContent === 'the log is empty'", what="an empty log")
+
+    # Embedded, while the embedding page has not given a token yet.
+    frame = f"{base}/builds/{empty.id}"
+    browser.open_html(f'<iframe src="{frame}" width="1000" height="600"></iframe>')
+    browser.wait("() => document.body.dataset.connection === 'waiting'", what="the frame to wait", frame=frame)
+    now = shown(browser, frame)
+    assert now["indicator"] == "waiting for a token from the embedding page…" and now["badge"] == "status unknown", now
+    assert now["above"] == "no lines shown until the embedding page gives a token", now
+
+
 def test_the_http_port_serves_the_page_and_its_hashed_assets_and_nothing_else(page_server: ServerProcess, build: build_pb2.Build):
     def get(path: str) -> tuple[int, dict[str, str], bytes]:
         try:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 
 from server.config import ENVIRONMENT
-from tests.support import ROOT
+from tests.support import ROOT, make_run_starts
 
 README = (ROOT / "README.md").read_text()
 
@@ -53,3 +54,30 @@ def test_the_readme_shows_the_tested_first_call_examples_as_they_are():
     """tests/e2e/test_clients.py runs these files from the built packages."""
     for example in ("examples/python/first_call.py", "examples/typescript/first_call.ts"):
         assert (ROOT / example).read_text() in README, f"the README does not show {example} as it is"
+
+
+def test_the_readme_says_what_a_later_make_run_prints_at_info():
+    """The README's block of `make run`'s lines against a real second start
+    (the first one made the data directory and the admin token)."""
+    block = re.search(r"`make run` says, at `INFO`.*?```\n(.*?)```", README, re.S)
+    assert block is not None
+    documented = [json.loads(line.replace(", ...}", "}")) for line in block.group(1).strip().splitlines()]
+    with make_run_starts(2) as (directory, runs):
+        later = runs[-1]
+    ports = {"50051": str(later.port), "8080": str(later.http_port), "9464": str(later.metrics_port)}
+    printed = [json.loads(line) for line in later.lines]
+    printed = [record for record in printed if record["level"] == "INFO"]
+    printed = printed[:next(i for i, record in enumerate(printed) if "build log pages" in record["msg"]) + 1]
+    expected = []
+    for record in documented:
+        assert record["level"] == "INFO"
+        msg = record["msg"].replace("/home/you/buildplatform/.data/postgres", str(directory / "postgres"))
+        msg = msg.replace("/home/you/buildplatform/.data/admin-token", str(directory / "admin-token"))
+        expected.append(re.sub(r"(?<=:)(50051|8080|9464)\b", lambda port: ports[port.group(0)], msg))
+    assert [record["msg"] for record in printed] == expected
+
+
+def test_the_readme_says_authentication_is_enforced():
+    """It said "built but not yet enforced" after every RPC needed a credential."""
+    assert "not yet enforced" not in README
+    assert "Every RPC but health" in " ".join(README.split())

