@@ -17,6 +17,7 @@ import logging
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -33,6 +34,7 @@ from buildplatform.v1 import (
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from server.archive.janitor import Janitor
 from server.archive.objects import open_store
 from server.auth import Authenticator
 from server.auth.bootstrap import bootstrap_admin_token, page_token_secret
@@ -111,6 +113,7 @@ class App:
     metrics: Metrics | None = None      # None: METRICS_ADDRESS is empty
     metrics_endpoint: MetricsEndpoint | None = None   # None: none, or the supervisor serves it
     archiver: Archiver | None = None    # None: archiving is off (ARCHIVE=false or ARCHIVE_URL=)
+    janitor: Janitor | None = None   # None: JANITOR_SECONDS is 0
     _probe: psycopg.AsyncConnection[Any] | None = field(default=None, repr=False)
     _monitor: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -130,6 +133,12 @@ class App:
         self._monitor = asyncio.create_task(self._watch_database())
         if self.archiver is not None:
             self.archiver.start()
+        self._start_janitor()
+
+    def _start_janitor(self) -> None:
+        """The janitor works on the migrated schema only: it starts once ready."""
+        if self.janitor is not None and self.ready and not self.janitor.started:
+            self.janitor.start()
 
     def not_ready(self) -> str | None:
         """Why this server should get no traffic now (HTTP's /readyz), or
@@ -145,6 +154,7 @@ class App:
         database answers; False when the database went away meanwhile."""
         self.ready = await self._prepare()
         await self._publish_health()
+        self._start_janitor()
         return self.ready
 
     async def _prepare(self) -> bool:
@@ -236,6 +246,8 @@ class App:
             stopping.append(asyncio.create_task(self.http.stop()))
         await self.calls.drain(grace)
         await asyncio.gather(*stopping)
+        if self.janitor is not None:
+            await self.janitor.stop()
         await self.hub.close()
         await self.db.close()
         if self._probe is not None:
@@ -301,13 +313,15 @@ def build_server(settings: Settings, *, tracing: bool = False) -> App:
         metrics=metrics,
         cursor_factory=cursor_factory,
     )
+    # Readers of archived builds read it, and the janitor deletes from it, even
+    # when ARCHIVE=false stops archiving more.
+    archive = open_store(settings.archive_url) if settings.archive_url else None
     hub = Hub(
         db, settings.database_url, check_seconds=settings.health_check_seconds,
         heartbeat_seconds=settings.stream_heartbeat_seconds,
         ring_bytes=settings.feed_ring_bytes, total_bytes=settings.feed_total_bytes,
         metrics=metrics,
-        # Readers of archived builds read it even when ARCHIVE=false stops archiving more.
-        archive=open_store(settings.archive_url) if settings.archive_url else None,
+        archive=archive,
     )
     # The key is loaded when the database first answers (App._prepare).
     page_tokens = PageTokens()
@@ -357,6 +371,13 @@ def build_server(settings: Settings, *, tracing: bool = False) -> App:
         app.http = _http_server(settings, deps, calls, gate.authenticator, app)
     app.metrics = metrics
     app.archiver = _archiver(settings, db, metrics, serving=lambda: bool(app.serving) and not app.stopping)
+    if settings.janitor_seconds > 0:
+        app.janitor = Janitor(
+            database_url=settings.database_url, store=archive, default_days=settings.log_retention_days,
+            interval=settings.janitor_seconds, window_seconds=settings.hot_partition_seconds,
+            grace=timedelta(seconds=settings.hot_partition_grace_seconds), timeout=settings.db_timeout_seconds,
+            garbage_age=timedelta(seconds=settings.archive_lease_seconds), metrics=metrics,
+        )
     if metrics is not None and not multiprocess_worker():
         app.metrics_endpoint = metrics_endpoint(settings)
     return app

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from server.domain.limits import MAX_RETENTION_DAYS, MIN_RETENTION_DAYS
+
 # name, default, description: the single source of the documentation.
 ENVIRONMENT: list[tuple[str, str, str]] = [
     ("DATABASE_URL", "", "PostgreSQL URL (postgresql://user:pass@host:5432/db). When unset, "
@@ -88,6 +90,15 @@ ENVIRONMENT: list[tuple[str, str, str]] = [
     ("ARCHIVE_LEASE_SECONDS", "60", "how long an archiver's claim on a build lasts unless renewed (every third "
      "of it while it works): a build whose process died is archived by another after this."),
     ("EMBEDDED_PG_DIR", ".data/postgres", "data directory of the embedded PostgreSQL."),
+    ("LOG_RETENTION_DAYS", "90", "days a finished build's logs and events are kept after its finish_time "
+     "(1 to 3650), unless its project sets log_retention_days; then they are deleted and reads answer "
+     "LOGS_EXPIRED (docs/lifecycle.md#retention)."),
+    ("JANITOR_SECONDS", "60", "how often each process's janitor expires logs past their retention, empties "
+     "deleted builds' objects from the archive and creates and drops the hot tables' windows; 0 runs none."),
+    ("HOT_PARTITION_SECONDS", "3600", "width of the time windows the hot log and event tables are partitioned in "
+     "(by build id, which holds the build's creation time); read by the migration that partitions them too."),
+    ("HOT_PARTITION_GRACE_SECONDS", "3600", "how long every build of a window must have been out of the hot tier "
+     "(archived, expired or deleted) before the janitor drops the window, giving its space back."),
 ]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -238,6 +249,16 @@ def _whole(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def _bounded(minimum: int, maximum: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        value = _whole(minimum)(raw)
+        if value > maximum:
+            raise ValueError(f"must be between {minimum} and {maximum}")
+        return value
+
+    return parse
+
+
 def _seconds(*, zero: bool = False) -> Callable[[str], float]:
     def parse(raw: str) -> float:
         try:
@@ -307,6 +328,10 @@ class Settings:
     archive_interval_seconds: float = setting(_seconds())
     archive_lease_seconds: float = setting(_seconds())
     embedded_pg_dir: str = setting(_text)
+    log_retention_days: int = setting(_bounded(MIN_RETENTION_DAYS, MAX_RETENTION_DAYS))
+    janitor_seconds: float = setting(_seconds(zero=True))
+    hot_partition_seconds: int = setting(_bounded(60, 366 * 86400))
+    hot_partition_grace_seconds: float = setting(_seconds(zero=True))
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

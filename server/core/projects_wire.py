@@ -14,7 +14,7 @@ from server.store.rows import ProjectRow
 from server.wellknown import timestamp
 
 UPDATE = UpdateFields.of(project_pb2.Project.DESCRIPTOR)
-CREATE_FIELDS = ("user_id", "name", "description")
+CREATE_FIELDS = ("user_id", "name", "description", "log_retention_days")
 
 
 def project_to_pb(row: ProjectRow) -> project_pb2.Project:
@@ -26,6 +26,9 @@ def project_to_pb(row: ProjectRow) -> project_pb2.Project:
         create_time=timestamp(row.create_time),
         update_time=timestamp(row.update_time),
         etag=etag(row.revision),
+        # Unset when the project keeps the server's default (LOG_RETENTION_DAYS):
+        # a read says what was set, not the default of the moment.
+        log_retention_days=row.log_retention_days,
     )
 
 
@@ -42,5 +45,8 @@ def project_values(project: project_pb2.Project, paths: Iterable[str]) -> dict[s
             values["description"] = (
                 None if description is None else check.text("project.description", description, max_chars=MAX_SHORT_TEXT)
             )
+        elif path == "log_retention_days":
+            days = project.log_retention_days if project.HasField("log_retention_days") else None
+            values["log_retention_days"] = check.retention_days("project.log_retention_days", days)
     check.done()
     return values

@@ -45,6 +45,11 @@ MAX_ITEM_BYTES = MAX_DOCUMENT_BYTES + MAX_PROGRESS_BYTES + MAX_KEPT_REVIEWS * 81
 
 assert RESPONSE_BYTES + MAX_ITEM_BYTES + 64 * 1024 < CLIENT_RECEIVE_BYTES
 
+# Log retention (Project.log_retention_days and LOG_RETENTION_DAYS), in days
+# after a build's finish_time: from a day to ten years.
+MIN_RETENTION_DAYS = 1
+MAX_RETENTION_DAYS = 3650
+
 # Build agent tokens (BuildService.CreateAgentToken): how long they live.
 AGENT_TOKEN_TTL_SECONDS = 24 * 3600      # when the request gives none
 MIN_AGENT_TOKEN_TTL_SECONDS = 60

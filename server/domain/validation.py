@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from server.domain.errors import FieldViolation, InvalidArgument
-from server.domain.limits import MAX_EMAIL
+from server.domain.limits import MAX_EMAIL, MAX_RETENTION_DAYS, MIN_RETENTION_DAYS
 
 ID_PATTERN = re.compile(r"c[0-9a-z]{24}")
 EVENT_TYPE_PATTERN = re.compile(r"[a-z][a-z0-9_.:\-]{0,63}")
@@ -163,6 +163,16 @@ class Checker:
             self.add(field, "is not an etag issued by this API")
             return None
         return int(value)
+
+    def retention_days(self, field: str, value: int | None) -> int | None:
+        """A log retention in days, None for the server's default (unset or 0)."""
+        if not value:
+            return None
+        if not MIN_RETENTION_DAYS <= value <= MAX_RETENTION_DAYS:
+            self.add(field, f"must be between {MIN_RETENTION_DAYS} and {MAX_RETENTION_DAYS} days, got {value} "
+                            "(leave it unset for the server's default, LOG_RETENTION_DAYS)")
+            return None
+        return value
 
     def page_size(self, field: str, value: int, *, default: int, maximum: int) -> int:
         if value == 0:

@@ -46,6 +46,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from server.domain.limits import MAX_RETENTION_DAYS, MIN_RETENTION_DAYS
 from server.domain.status import BuildStatus
 
 NAMING_CONVENTION = {
@@ -96,8 +97,14 @@ class Project(Base):
     revision: Mapped[int] = mapped_column(Integer, server_default=text("1"))
     # Counter of app spec versions: the next CreateAppSpec takes this + 1.
     last_app_spec_version: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # Days a finished build's logs and events are kept; NULL: the server's
+    # LOG_RETENTION_DAYS (server.archive.janitor).
+    log_retention_days: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (
+        CheckConstraint(
+            f"log_retention_days BETWEEN {MIN_RETENTION_DAYS} AND {MAX_RETENTION_DAYS}", name="log_retention_days"
+        ),
         Index("ix_projects_user_id_create_time_id", "user_id", "create_time", "id"),
         Index("ix_projects_create_time_id", "create_time", "id"),
     )
@@ -178,6 +185,11 @@ class Build(Base):
             "ix_builds_archive_due", "finish_time",
             postgresql_where=text(f"archive_state = 'hot' AND status IN {FINISHED_STATUSES!r}"),
         ),
+        # The janitor's candidates for expiry, oldest first (migration 0005).
+        Index(
+            "ix_builds_expiry_due", "finish_time",
+            postgresql_where=text(f"archive_state <> 'expired' AND status IN {FINISHED_STATUSES!r}"),
+        ),
     )
 
 
@@ -193,7 +205,7 @@ class BuildLog(Base):
     message: Mapped[str] = mapped_column(Text)
     metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONB)
     # The LogStep the line opens or closes ({"id", "name"?, "action":
-    # "start"|"end"}), NULL for an ordinary line (migration 0005).
+    # "start"|"end"}), NULL for an ordinary line (migration 0006).
     step: Mapped[dict[str, str] | None] = mapped_column(JSONB)
     create_time: Mapped[datetime] = mapped_column(TS)
     # An upper bound of the row's size in a response (server.store.feeds):
@@ -340,6 +352,19 @@ class ServerKey(Base):
     create_time: Mapped[datetime] = mapped_column(TS, server_default=text("now()"))
 
 
+class ArchiveGarbage(Base):
+    """An object prefix (`builds/<id>/`) of a deleted build, to empty in the
+    archive. Filled by a statement trigger on builds (migration 0005), in the
+    deleting transaction; drained by the janitor once `not_before` passed."""
+
+    __tablename__ = "archive_garbage"
+
+    prefix: Mapped[str] = mapped_column(Text, primary_key=True)
+    build_id: Mapped[str] = mapped_column(ID)
+    queue_time: Mapped[datetime] = mapped_column(TS)
+    not_before: Mapped[datetime] = mapped_column(TS, index=True)
+
+
 def _table(model: type[Base]) -> Table:
     table = model.__table__
     assert isinstance(table, Table)
@@ -360,3 +385,4 @@ agent_tokens = _table(AgentToken)
 server_keys = _table(ServerKey)
 archive_chunks = _table(ArchiveChunk)
 archive_claims = _table(ArchiveClaim)
+archive_garbage = _table(ArchiveGarbage)

@@ -47,6 +47,7 @@ class ProjectRow:
     update_time: datetime
     revision: int
     last_app_spec_version: int
+    log_retention_days: int | None
 
 
 @dataclass(frozen=True, slots=True)

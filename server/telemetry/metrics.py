@@ -187,6 +187,15 @@ class Metrics:
         self.archive_read_errors = Counter(
             "buildplatform_archive_read_errors", "Archived chunks a reader found missing from the object store "
             "or failing their checksum (each answered DATA_LOSS).", ["kind", "reason"], registry=r)
+        self.logs_expired = Counter(
+            "buildplatform_logs_expired", "Builds whose logs and events the janitor expired (their project's "
+            "retention passed).", registry=r)
+        self.archive_objects_deleted = Counter(
+            "buildplatform_archive_objects_deleted", "Objects the janitor deleted from the archive (of expired "
+            "and deleted builds).", registry=r)
+        self.hot_partitions_dropped = Counter(
+            "buildplatform_hot_partitions_dropped", "Windows of the hot log and event tables the janitor "
+            "detached and dropped (every build in them archived, expired or deleted).", registry=r)
         self.ring_bytes = Gauge(
             "buildplatform_feed_ring_bytes", "Bytes of recent lines and events held in memory for followers "
             "(FEED_TOTAL_BYTES bounds it per process; sampled).", multiprocess_mode="livesum", registry=r)
@@ -237,6 +246,9 @@ class Metrics:
         self.refused = {kind: self.calls_refused.labels(kind) for kind in CALL_KINDS}
         self.pool_waits = {pool: self.pool_wait.labels(pool) for pool in POOLS}
         self.listen_reconnects.inc(0)
+        self.logs_expired.inc(0)
+        self.archive_objects_deleted.inc(0)
+        self.hot_partitions_dropped.inc(0)
         self.archive_builds.inc(0)
         for kind in FEED_KINDS:
             self.archive_objects.labels(kind).inc(0)

@@ -18,7 +18,7 @@ from tests.support import create_database, drop_database
 
 EXPECTED_TABLES = {
     "users", "projects", "builds", "build_logs", "build_events", "chat_sessions", "chat_messages", "app_specs",
-    "service_tokens", "agent_tokens", "server_keys", "archive_chunks", "archive_claims",
+    "service_tokens", "agent_tokens", "server_keys", "archive_chunks", "archive_claims", "archive_garbage",
 }
 
 

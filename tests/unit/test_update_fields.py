@@ -15,7 +15,7 @@ from server.domain.errors import InvalidArgument
     ("message", "mutable"),
     [
         (user_pb2.User, {"email", "name"}),
-        (project_pb2.Project, {"name", "description"}),
+        (project_pb2.Project, {"name", "description", "log_retention_days"}),
         (build_pb2.Build, {"app_spec", "sandbox_id", "progress", "output_url", "artifact_key"}),
         (chat_session_pb2.ChatSession, {"title", "project_id"}),
         (app_spec_pb2.AppSpec, {"summary"}),

@@ -7,10 +7,11 @@
 // - StreamBuildLogs without follow from the log's start, for the lines before
 //   that tail, stopped once it reaches them (the store joins the two runs).
 
-import { LogStepAction, connectBuildPlatformWeb, type BuildLog } from "@buildplatform/api/web";
+import { LogStepAction, connectBuildPlatformWeb, type Build, type BuildLog } from "@buildplatform/api/web";
 import { Credential } from "./credential.js";
 import { enableDownload } from "./download.js";
 import { EventFeed } from "./events.js";
+import { expiredText, logsExpired } from "./expired.js";
 import { BuildHeader } from "./header.js";
 import { Links, parseTarget } from "./links.js";
 import { keepStreaming, type Health } from "./resume.js";
@@ -203,11 +204,34 @@ async function main(): Promise<void> {
   // A mark once the next frame (with what was just received) is rendered.
   const painted = (name: string) => requestAnimationFrame(() => setTimeout(() => performance.mark(name)));
 
+  let shown: Build | undefined;
+  let expiredAt: Date | null = null;
+  // Said again when the build (its finish time) arrives after the refusal.
+  const sayExpired = () => {
+    if (expiredAt === null) return;
+    const finish = shown?.finishTime;
+    const finished = finish === undefined ? null : new Date(Number(finish.seconds) * 1000);
+    const notice = element("expired");
+    notice.textContent = expiredText(expiredAt, finished);
+    notice.hidden = false;
+    document.body.dataset.logs = "expired";
+    above.textContent = "";
+  };
+  // The log streams end with LOGS_EXPIRED when the build's logs passed their retention.
+  const logHealth = (stream: string) => (health: Health) => {
+    const expired = health.state === "failed" && health.error ? logsExpired(health.error) : null;
+    if (expired === null) return connection.set(stream, health);
+    expiredAt = expired;
+    sayExpired();
+    connection.set(stream, { state: "failed", reason: "logs expired" });
+  };
+
   const watching = keepStreaming({
     async attempt(signal, alive) {
       for await (const { build } of api.builds.watchBuild({ id: buildId }, { signal })) {
         alive();
         if (build) {
+          shown = build;
           header.show(build);
           review.show(build);
           times.buildStarted(millis(build.startTime) ?? millis(build.createTime));
@@ -216,6 +240,7 @@ async function main(): Promise<void> {
             steps.finished = finished;
             view.redraw();
           }
+          sayExpired();
         }
       }
     },
@@ -239,7 +264,7 @@ async function main(): Promise<void> {
           if (store.missingEarlier === 0) break; // the rest is the tail's
         }
       },
-      health: (health) => connection.set("history", health),
+      health: logHealth("history"),
       renewCredential: () => credential.renew(),
     }).then(() => {
       painted("log-complete");
@@ -272,7 +297,7 @@ async function main(): Promise<void> {
       }
     },
     health: (health) => {
-      connection.set("log", health);
+      logHealth("log")(health);
       if (health.state === "failed" && store.size === 0) above.textContent = `no lines shown: ${health.reason}`;
     },
     renewCredential: () => credential.renew(),
@@ -287,7 +312,7 @@ async function main(): Promise<void> {
         feed.cursor = response.cursor;
       }
     },
-    health: (health) => connection.set("events", health),
+    health: logHealth("events"),
     renewCredential: () => credential.renew(),
   });
 

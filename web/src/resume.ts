@@ -9,7 +9,7 @@ export type Health =
   | { readonly state: "live" }
   | { readonly state: "reconnecting"; readonly attempt: number; readonly at: number; readonly reason: string }
   | { readonly state: "done" }
-  | { readonly state: "failed"; readonly reason: string };
+  | { readonly state: "failed"; readonly reason: string; readonly error?: ConnectError };
 
 const FIRST_PAUSE_MS = 500;
 const LONGEST_PAUSE_MS = 10_000;
@@ -20,7 +20,14 @@ const SILENT_MS = 45_000;
 
 // Errors no retry can fix. (A body cut off mid-stream surfaces as a Connect
 // "protocol error", code INVALID_ARGUMENT: that one is retried.)
-const FINAL = new Set([Code.PermissionDenied, Code.NotFound, Code.Unimplemented, Code.InvalidArgument]);
+// FAILED_PRECONDITION: the build's logs expired (LOGS_EXPIRED; expired.ts).
+const FINAL = new Set([
+  Code.PermissionDenied,
+  Code.NotFound,
+  Code.Unimplemented,
+  Code.InvalidArgument,
+  Code.FailedPrecondition,
+]);
 
 function isFinal(error: ConnectError): boolean {
   return FINAL.has(error.code) && !error.rawMessage.startsWith("protocol error");
@@ -82,7 +89,7 @@ export async function keepStreaming(stream: Resumable): Promise<void> {
         return;
       }
       if (isFinal(error)) {
-        stream.health({ state: "failed", reason: error.rawMessage || Code[error.code] });
+        stream.health({ state: "failed", reason: error.rawMessage || Code[error.code], error });
         return;
       }
       failures++;

@@ -28,7 +28,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x62uildplatform/v1/project.proto\x12\x10\x62uildplatform.v1\x1a\x1d\x62uildplatform/v1/access.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf9\x01\n\x07Project\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x07user_id\x18\x02 \x01(\tB\x05\xe2\x41\x02\x02\x05\x12\x12\n\x04name\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1e\n\x0b\x64\x65scription\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01H\x00\x88\x01\x01\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x65tag\x18\x07 \x01(\tB\x04\xe2\x41\x01\x01\x42\x0e\n\x0c_description\"H\n\x14\x43reateProjectRequest\x12\x30\n\x07project\x18\x01 \x01(\x0b\x32\x19.buildplatform.v1.ProjectB\x04\xe2\x41\x01\x02\"C\n\x15\x43reateProjectResponse\x12*\n\x07project\x18\x01 \x01(\x0b\x32\x19.buildplatform.v1.Project\"%\n\x11GetProjectRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"@\n\x12GetProjectResponse\x12*\n\x07project\x18\x01 \x01(\x0b\x32\x19.buildplatform.v1.Project\"_\n\x13ListProjectsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x15\n\x07user_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"\\\n\x14ListProjectsResponse\x12+\n\x08projects\x18\x01 \x03(\x0b\x32\x19.buildplatform.v1.Project\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x7f\n\x14UpdateProjectRequest\x12\x30\n\x07project\x18\x01 \x01(\x0b\x32\x19.buildplatform.v1.ProjectB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\"C\n\x15UpdateProjectResponse\x12*\n\x07project\x18\x01 \x01(\x0b\x32\x19.buildplatform.v1.Project\"<\n\x14\x44\x65leteProjectRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04\x65tag\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"\x17\n\x15\x44\x65leteProjectResponse2\xa0\x04\n\x0eProjectService\x12j\n\rCreateProject\x12&.buildplatform.v1.CreateProjectRequest\x1a\'.buildplatform.v1.CreateProjectResponse\"\x08\xca\xa5\x19\x04\x08\x02\x10\x01\x12\x61\n\nGetProject\x12#.buildplatform.v1.GetProjectRequest\x1a$.buildplatform.v1.GetProjectResponse\"\x08\xca\xa5\x19\x04\x08\x01\x10\x01\x12g\n\x0cListProjects\x12%.buildplatform.v1.ListProjectsRequest\x1a&.buildplatform.v1.ListProjectsResponse\"\x08\xca\xa5\x19\x04\x08\x01\x10\x01\x12j\n\rUpdateProject\x12&.buildplatform.v1.UpdateProjectRequest\x1a\'.buildplatform.v1.UpdateProjectResponse\"\x08\xca\xa5\x19\x04\x08\x02\x10\x01\x12j\n\rDeleteProject\x12&.buildplatform.v1.DeleteProjectRequest\x1a\'.buildplatform.v1.DeleteProjectResponse\"\x08\xca\xa5\x19\x04\x08\x02\x10\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x62uildplatform/v1/project.proto\x12\x10\x62uildplatform.v1\x1a\x1d\x62uildplatform/v1/access.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb7\x02\n\x07Project\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x07user_id\x18\x02 \x01(\tB\x05\xe2\x41\x02\x02\x05\x12\x12\n\x04name\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1e\n\x0b\x64\x65scription\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01H\x00\x88\x01\x01\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x65tag\x18\x07 \x01(\tB\x04\xe2\x41\x01\x01\x12%\n\x12log_retention_days\x18\x08 \x01(\x05\x42\x04\xe2\x41\x01\x01H\x01\x88\x01\x01\x42\x0e\n\x0c_descriptionB\x15\n\x13_log_retention_days\"H\n\x14\x43reateProjectRequest\x12\x30\n\x07project\x18\x01 \x01(\x0b\x32\x19.buildplatform.v1.ProjectB\x04\xe2\x41\x01\x02\"C\n\x15\x43reateProjectResponse\x12*\n\x07project\x18\x01 \x01(\x0b\x32\x19.buildplatform.v1.Project\"%\n\x11GetProjectRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"@\n\x12GetProjectResponse\x12*\n\x07project\x18\x01 \x01(\x0b\x32\x19.buildplatform.v1.Project\"_\n\x13ListProjectsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x15\n\x07user_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"\\\n\x14ListProjectsResponse\x12+\n\x08projects\x18\x01 \x03(\x0b\x32\x19.buildplatform.v1.Project\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x7f\n\x14UpdateProjectRequest\x12\x30\n\x07project\x18\x01 \x01(\x0b\x32\x19.buildplatform.v1.ProjectB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\"C\n\x15UpdateProjectResponse\x12*\n\x07project\x18\x01 \x01(\x0b\x32\x19.buildplatform.v1.Project\"<\n\x14\x44\x65leteProjectRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04\x65tag\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"\x17\n\x15\x44\x65leteProjectResponse2\xa0\x04\n\x0eProjectService\x12j\n\rCreateProject\x12&.buildplatform.v1.CreateProjectRequest\x1a\'.buildplatform.v1.CreateProjectResponse\"\x08\xca\xa5\x19\x04\x08\x02\x10\x01\x12\x61\n\nGetProject\x12#.buildplatform.v1.GetProjectRequest\x1a$.buildplatform.v1.GetProjectResponse\"\x08\xca\xa5\x19\x04\x08\x01\x10\x01\x12g\n\x0cListProjects\x12%.buildplatform.v1.ListProjectsRequest\x1a&.buildplatform.v1.ListProjectsResponse\"\x08\xca\xa5\x19\x04\x08\x01\x10\x01\x12j\n\rUpdateProject\x12&.buildplatform.v1.UpdateProjectRequest\x1a\'.buildplatform.v1.UpdateProjectResponse\"\x08\xca\xa5\x19\x04\x08\x02\x10\x01\x12j\n\rDeleteProject\x12&.buildplatform.v1.DeleteProjectRequest\x1a\'.buildplatform.v1.DeleteProjectResponse\"\x08\xca\xa5\x19\x04\x08\x02\x10\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,6 +49,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PROJECT'].fields_by_name['update_time']._serialized_options = b'\342A\001\003'
   _globals['_PROJECT'].fields_by_name['etag']._loaded_options = None
   _globals['_PROJECT'].fields_by_name['etag']._serialized_options = b'\342A\001\001'
+  _globals['_PROJECT'].fields_by_name['log_retention_days']._loaded_options = None
+  _globals['_PROJECT'].fields_by_name['log_retention_days']._serialized_options = b'\342A\001\001'
   _globals['_CREATEPROJECTREQUEST'].fields_by_name['project']._loaded_options = None
   _globals['_CREATEPROJECTREQUEST'].fields_by_name['project']._serialized_options = b'\342A\001\002'
   _globals['_GETPROJECTREQUEST'].fields_by_name['id']._loaded_options = None
@@ -78,27 +80,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PROJECTSERVICE'].methods_by_name['DeleteProject']._loaded_options = None
   _globals['_PROJECTSERVICE'].methods_by_name['DeleteProject']._serialized_options = b'\312\245\031\004\010\002\020\001'
   _globals['_PROJECT']._serialized_start=184
-  _globals['_PROJECT']._serialized_end=433
-  _globals['_CREATEPROJECTREQUEST']._serialized_start=435
-  _globals['_CREATEPROJECTREQUEST']._serialized_end=507
-  _globals['_CREATEPROJECTRESPONSE']._serialized_start=509
-  _globals['_CREATEPROJECTRESPONSE']._serialized_end=576
-  _globals['_GETPROJECTREQUEST']._serialized_start=578
-  _globals['_GETPROJECTREQUEST']._serialized_end=615
-  _globals['_GETPROJECTRESPONSE']._serialized_start=617
-  _globals['_GETPROJECTRESPONSE']._serialized_end=681
-  _globals['_LISTPROJECTSREQUEST']._serialized_start=683
-  _globals['_LISTPROJECTSREQUEST']._serialized_end=778
-  _globals['_LISTPROJECTSRESPONSE']._serialized_start=780
-  _globals['_LISTPROJECTSRESPONSE']._serialized_end=872
-  _globals['_UPDATEPROJECTREQUEST']._serialized_start=874
-  _globals['_UPDATEPROJECTREQUEST']._serialized_end=1001
-  _globals['_UPDATEPROJECTRESPONSE']._serialized_start=1003
-  _globals['_UPDATEPROJECTRESPONSE']._serialized_end=1070
-  _globals['_DELETEPROJECTREQUEST']._serialized_start=1072
-  _globals['_DELETEPROJECTREQUEST']._serialized_end=1132
-  _globals['_DELETEPROJECTRESPONSE']._serialized_start=1134
-  _globals['_DELETEPROJECTRESPONSE']._serialized_end=1157
-  _globals['_PROJECTSERVICE']._serialized_start=1160
-  _globals['_PROJECTSERVICE']._serialized_end=1704
+  _globals['_PROJECT']._serialized_end=495
+  _globals['_CREATEPROJECTREQUEST']._serialized_start=497
+  _globals['_CREATEPROJECTREQUEST']._serialized_end=569
+  _globals['_CREATEPROJECTRESPONSE']._serialized_start=571
+  _globals['_CREATEPROJECTRESPONSE']._serialized_end=638
+  _globals['_GETPROJECTREQUEST']._serialized_start=640
+  _globals['_GETPROJECTREQUEST']._serialized_end=677
+  _globals['_GETPROJECTRESPONSE']._serialized_start=679
+  _globals['_GETPROJECTRESPONSE']._serialized_end=743
+  _globals['_LISTPROJECTSREQUEST']._serialized_start=745
+  _globals['_LISTPROJECTSREQUEST']._serialized_end=840
+  _globals['_LISTPROJECTSRESPONSE']._serialized_start=842
+  _globals['_LISTPROJECTSRESPONSE']._serialized_end=934
+  _globals['_UPDATEPROJECTREQUEST']._serialized_start=936
+  _globals['_UPDATEPROJECTREQUEST']._serialized_end=1063
+  _globals['_UPDATEPROJECTRESPONSE']._serialized_start=1065
+  _globals['_UPDATEPROJECTRESPONSE']._serialized_end=1132
+  _globals['_DELETEPROJECTREQUEST']._serialized_start=1134
+  _globals['_DELETEPROJECTREQUEST']._serialized_end=1194
+  _globals['_DELETEPROJECTRESPONSE']._serialized_start=1196
+  _globals['_DELETEPROJECTRESPONSE']._serialized_end=1219
+  _globals['_PROJECTSERVICE']._serialized_start=1222
+  _globals['_PROJECTSERVICE']._serialized_end=1766
 # @@protoc_insertion_point(module_scope)

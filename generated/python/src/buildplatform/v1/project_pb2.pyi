@@ -33,6 +33,7 @@ class Project(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    LOG_RETENTION_DAYS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Output only. Server-assigned CUID."""
     user_id: _builtins.str
@@ -44,6 +45,17 @@ class Project(_message.Message):
     etag: _builtins.str
     """Optional. Opaque version; send it back to make an update or delete
     conditional (ABORTED when stale).
+    """
+    log_retention_days: _builtins.int
+    """Optional. Days the logs and events of this project's finished builds are
+    kept, counted from each build's finish_time, 1 to 3650; then they are
+    deleted (hot rows and archived objects alike) and reading them answers
+    FAILED_PRECONDITION with reason LOGS_EXPIRED. The build itself, its
+    status and timings stay. Unset (or 0 on the wire) means the server's
+    default, the setting LOG_RETENTION_DAYS (90 unless configured), and a
+    read returns it unset. Set by whoever may update the project (its owner
+    or a service); clear it with update_mask "log_retention_days" and the
+    field unset. A shorter value applies to builds already finished.
     """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
@@ -63,14 +75,20 @@ class Project(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
+        log_retention_days: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "create_time", b"create_time", "description", b"description", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_log_retention_days", b"_log_retention_days", "create_time", b"create_time", "description", b"description", "log_retention_days", b"log_retention_days", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "create_time", b"create_time", "description", b"description", "etag", b"etag", "id", b"id", "name", b"name", "update_time", b"update_time", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_log_retention_days", b"_log_retention_days", "create_time", b"create_time", "description", b"description", "etag", b"etag", "id", b"id", "log_retention_days", b"log_retention_days", "name", b"name", "update_time", b"update_time", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__description: _TypeAlias = _typing.Literal["description"]  # noqa: Y015
     _WhichOneofArgType__description: _TypeAlias = _typing.Literal["_description", b"_description"]  # noqa: Y015
+    _WhichOneofReturnType__log_retention_days: _TypeAlias = _typing.Literal["log_retention_days"]  # noqa: Y015
+    _WhichOneofArgType__log_retention_days: _TypeAlias = _typing.Literal["_log_retention_days", b"_log_retention_days"]  # noqa: Y015
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__description) -> _WhichOneofReturnType__description | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__log_retention_days) -> _WhichOneofReturnType__log_retention_days | None: ...
 
 Global___Project: _TypeAlias = Project  # noqa: Y015
 
@@ -242,7 +260,9 @@ class UpdateProjectRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """Required. The fields to update: name, description. "*" means both."""
+        """Required. The fields to update: name, description, log_retention_days.
+        "*" means all three.
+        """
 
     def __init__(
         self,

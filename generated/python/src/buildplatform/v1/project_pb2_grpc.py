@@ -98,7 +98,8 @@ class ProjectServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def UpdateProject(self, request, context):
-        """Updates the fields named by update_mask (name, description).
+        """Updates the fields named by update_mask (name, description,
+        log_retention_days).
         Errors: INVALID_ARGUMENT, NOT_FOUND, ABORTED (etag given and stale).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -51,7 +51,8 @@ class ProjectServiceStub:
     Errors: INVALID_ARGUMENT (page_size, page_token, filter).
     """
     UpdateProject: _grpc.UnaryUnaryMultiCallable[_project_pb2.UpdateProjectRequest, _project_pb2.UpdateProjectResponse]
-    """Updates the fields named by update_mask (name, description).
+    """Updates the fields named by update_mask (name, description,
+    log_retention_days).
     Errors: INVALID_ARGUMENT, NOT_FOUND, ABORTED (etag given and stale).
     """
     DeleteProject: _grpc.UnaryUnaryMultiCallable[_project_pb2.DeleteProjectRequest, _project_pb2.DeleteProjectResponse]
@@ -82,7 +83,8 @@ class ProjectServiceAsyncStub(ProjectServiceStub):
     Errors: INVALID_ARGUMENT (page_size, page_token, filter).
     """
     UpdateProject: _aio.UnaryUnaryMultiCallable[_project_pb2.UpdateProjectRequest, _project_pb2.UpdateProjectResponse]  # type: ignore[assignment]
-    """Updates the fields named by update_mask (name, description).
+    """Updates the fields named by update_mask (name, description,
+    log_retention_days).
     Errors: INVALID_ARGUMENT, NOT_FOUND, ABORTED (etag given and stale).
     """
     DeleteProject: _aio.UnaryUnaryMultiCallable[_project_pb2.DeleteProjectRequest, _project_pb2.DeleteProjectResponse]  # type: ignore[assignment]
@@ -134,7 +136,8 @@ class ProjectServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _project_pb2.UpdateProjectRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_project_pb2.UpdateProjectResponse, _abc.Awaitable[_project_pb2.UpdateProjectResponse]]:
-        """Updates the fields named by update_mask (name, description).
+        """Updates the fields named by update_mask (name, description,
+        log_retention_days).
         Errors: INVALID_ARGUMENT, NOT_FOUND, ABORTED (etag given and stale).
         """
 

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file buildplatform/v1/project.proto.
  */
 export const file_buildplatform_v1_project: GenFile = /*@__PURE__*/
-  fileDesc("Ch5idWlsZHBsYXRmb3JtL3YxL3Byb2plY3QucHJvdG8SEGJ1aWxkcGxhdGZvcm0udjEi+QEKB1Byb2plY3QSEAoCaWQYASABKAlCBOJBAQMSFgoHdXNlcl9pZBgCIAEoCUIF4kECAgUSEgoEbmFtZRgDIAEoCUIE4kEBAhIeCgtkZXNjcmlwdGlvbhgEIAEoCUIE4kEBAUgAiAEBEjUKC2NyZWF0ZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxI1Cgt1cGRhdGVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSEgoEZXRhZxgHIAEoCUIE4kEBAUIOCgxfZGVzY3JpcHRpb24iSAoUQ3JlYXRlUHJvamVjdFJlcXVlc3QSMAoHcHJvamVjdBgBIAEoCzIZLmJ1aWxkcGxhdGZvcm0udjEuUHJvamVjdEIE4kEBAiJDChVDcmVhdGVQcm9qZWN0UmVzcG9uc2USKgoHcHJvamVjdBgBIAEoCzIZLmJ1aWxkcGxhdGZvcm0udjEuUHJvamVjdCIlChFHZXRQcm9qZWN0UmVxdWVzdBIQCgJpZBgBIAEoCUIE4kEBAiJAChJHZXRQcm9qZWN0UmVzcG9uc2USKgoHcHJvamVjdBgBIAEoCzIZLmJ1aWxkcGxhdGZvcm0udjEuUHJvamVjdCJfChNMaXN0UHJvamVjdHNSZXF1ZXN0EhcKCXBhZ2Vfc2l6ZRgBIAEoBUIE4kEBARIYCgpwYWdlX3Rva2VuGAIgASgJQgTiQQEBEhUKB3VzZXJfaWQYAyABKAlCBOJBAQEiXAoUTGlzdFByb2plY3RzUmVzcG9uc2USKwoIcHJvamVjdHMYASADKAsyGS5idWlsZHBsYXRmb3JtLnYxLlByb2plY3QSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIn8KFFVwZGF0ZVByb2plY3RSZXF1ZXN0EjAKB3Byb2plY3QYASABKAsyGS5idWlsZHBsYXRmb3JtLnYxLlByb2plY3RCBOJBAQISNQoLdXBkYXRlX21hc2sYAiABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrQgTiQQECIkMKFVVwZGF0ZVByb2plY3RSZXNwb25zZRIqCgdwcm9qZWN0GAEgASgLMhkuYnVpbGRwbGF0Zm9ybS52MS5Qcm9qZWN0IjwKFERlbGV0ZVByb2plY3RSZXF1ZXN0EhAKAmlkGAEgASgJQgTiQQECEhIKBGV0YWcYAiABKAlCBOJBAQEiFwoVRGVsZXRlUHJvamVjdFJlc3BvbnNlMqAECg5Qcm9qZWN0U2VydmljZRJqCg1DcmVhdGVQcm9qZWN0EiYuYnVpbGRwbGF0Zm9ybS52MS5DcmVhdGVQcm9qZWN0UmVxdWVzdBonLmJ1aWxkcGxhdGZvcm0udjEuQ3JlYXRlUHJvamVjdFJlc3BvbnNlIgjKpRkECAIQARJhCgpHZXRQcm9qZWN0EiMuYnVpbGRwbGF0Zm9ybS52MS5HZXRQcm9qZWN0UmVxdWVzdBokLmJ1aWxkcGxhdGZvcm0udjEuR2V0UHJvamVjdFJlc3BvbnNlIgjKpRkECAEQARJnCgxMaXN0UHJvamVjdHMSJS5idWlsZHBsYXRmb3JtLnYxLkxpc3RQcm9qZWN0c1JlcXVlc3QaJi5idWlsZHBsYXRmb3JtLnYxLkxpc3RQcm9qZWN0c1Jlc3BvbnNlIgjKpRkECAEQARJqCg1VcGRhdGVQcm9qZWN0EiYuYnVpbGRwbGF0Zm9ybS52MS5VcGRhdGVQcm9qZWN0UmVxdWVzdBonLmJ1aWxkcGxhdGZvcm0udjEuVXBkYXRlUHJvamVjdFJlc3BvbnNlIgjKpRkECAIQARJqCg1EZWxldGVQcm9qZWN0EiYuYnVpbGRwbGF0Zm9ybS52MS5EZWxldGVQcm9qZWN0UmVxdWVzdBonLmJ1aWxkcGxhdGZvcm0udjEuRGVsZXRlUHJvamVjdFJlc3BvbnNlIgjKpRkECAIQAWIGcHJvdG8z", [file_buildplatform_v1_access, file_google_api_field_behavior, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
+  fileDesc("Ch5idWlsZHBsYXRmb3JtL3YxL3Byb2plY3QucHJvdG8SEGJ1aWxkcGxhdGZvcm0udjEitwIKB1Byb2plY3QSEAoCaWQYASABKAlCBOJBAQMSFgoHdXNlcl9pZBgCIAEoCUIF4kECAgUSEgoEbmFtZRgDIAEoCUIE4kEBAhIeCgtkZXNjcmlwdGlvbhgEIAEoCUIE4kEBAUgAiAEBEjUKC2NyZWF0ZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxI1Cgt1cGRhdGVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSEgoEZXRhZxgHIAEoCUIE4kEBARIlChJsb2dfcmV0ZW50aW9uX2RheXMYCCABKAVCBOJBAQFIAYgBAUIOCgxfZGVzY3JpcHRpb25CFQoTX2xvZ19yZXRlbnRpb25fZGF5cyJIChRDcmVhdGVQcm9qZWN0UmVxdWVzdBIwCgdwcm9qZWN0GAEgASgLMhkuYnVpbGRwbGF0Zm9ybS52MS5Qcm9qZWN0QgTiQQECIkMKFUNyZWF0ZVByb2plY3RSZXNwb25zZRIqCgdwcm9qZWN0GAEgASgLMhkuYnVpbGRwbGF0Zm9ybS52MS5Qcm9qZWN0IiUKEUdldFByb2plY3RSZXF1ZXN0EhAKAmlkGAEgASgJQgTiQQECIkAKEkdldFByb2plY3RSZXNwb25zZRIqCgdwcm9qZWN0GAEgASgLMhkuYnVpbGRwbGF0Zm9ybS52MS5Qcm9qZWN0Il8KE0xpc3RQcm9qZWN0c1JlcXVlc3QSFwoJcGFnZV9zaXplGAEgASgFQgTiQQEBEhgKCnBhZ2VfdG9rZW4YAiABKAlCBOJBAQESFQoHdXNlcl9pZBgDIAEoCUIE4kEBASJcChRMaXN0UHJvamVjdHNSZXNwb25zZRIrCghwcm9qZWN0cxgBIAMoCzIZLmJ1aWxkcGxhdGZvcm0udjEuUHJvamVjdBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkifwoUVXBkYXRlUHJvamVjdFJlcXVlc3QSMAoHcHJvamVjdBgBIAEoCzIZLmJ1aWxkcGxhdGZvcm0udjEuUHJvamVjdEIE4kEBAhI1Cgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2tCBOJBAQIiQwoVVXBkYXRlUHJvamVjdFJlc3BvbnNlEioKB3Byb2plY3QYASABKAsyGS5idWlsZHBsYXRmb3JtLnYxLlByb2plY3QiPAoURGVsZXRlUHJvamVjdFJlcXVlc3QSEAoCaWQYASABKAlCBOJBAQISEgoEZXRhZxgCIAEoCUIE4kEBASIXChVEZWxldGVQcm9qZWN0UmVzcG9uc2UyoAQKDlByb2plY3RTZXJ2aWNlEmoKDUNyZWF0ZVByb2plY3QSJi5idWlsZHBsYXRmb3JtLnYxLkNyZWF0ZVByb2plY3RSZXF1ZXN0GicuYnVpbGRwbGF0Zm9ybS52MS5DcmVhdGVQcm9qZWN0UmVzcG9uc2UiCMqlGQQIAhABEmEKCkdldFByb2plY3QSIy5idWlsZHBsYXRmb3JtLnYxLkdldFByb2plY3RSZXF1ZXN0GiQuYnVpbGRwbGF0Zm9ybS52MS5HZXRQcm9qZWN0UmVzcG9uc2UiCMqlGQQIARABEmcKDExpc3RQcm9qZWN0cxIlLmJ1aWxkcGxhdGZvcm0udjEuTGlzdFByb2plY3RzUmVxdWVzdBomLmJ1aWxkcGxhdGZvcm0udjEuTGlzdFByb2plY3RzUmVzcG9uc2UiCMqlGQQIARABEmoKDVVwZGF0ZVByb2plY3QSJi5idWlsZHBsYXRmb3JtLnYxLlVwZGF0ZVByb2plY3RSZXF1ZXN0GicuYnVpbGRwbGF0Zm9ybS52MS5VcGRhdGVQcm9qZWN0UmVzcG9uc2UiCMqlGQQIAhABEmoKDURlbGV0ZVByb2plY3QSJi5idWlsZHBsYXRmb3JtLnYxLkRlbGV0ZVByb2plY3RSZXF1ZXN0GicuYnVpbGRwbGF0Zm9ybS52MS5EZWxldGVQcm9qZWN0UmVzcG9uc2UiCMqlGQQIAhABYgZwcm90bzM", [file_buildplatform_v1_access, file_google_api_field_behavior, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
 
 /**
  * A user's project: the unit that builds and app specifications belong to.
@@ -71,6 +71,21 @@ export type Project = Message<"buildplatform.v1.Project"> & {
    * @generated from field: string etag = 7;
    */
   etag: string;
+
+  /**
+   * Optional. Days the logs and events of this project's finished builds are
+   * kept, counted from each build's finish_time, 1 to 3650; then they are
+   * deleted (hot rows and archived objects alike) and reading them answers
+   * FAILED_PRECONDITION with reason LOGS_EXPIRED. The build itself, its
+   * status and timings stay. Unset (or 0 on the wire) means the server's
+   * default, the setting LOG_RETENTION_DAYS (90 unless configured), and a
+   * read returns it unset. Set by whoever may update the project (its owner
+   * or a service); clear it with update_mask "log_retention_days" and the
+   * field unset. A shorter value applies to builds already finished.
+   *
+   * @generated from field: optional int32 log_retention_days = 8;
+   */
+  logRetentionDays?: number | undefined;
 };
 
 /**
@@ -242,7 +257,8 @@ export type UpdateProjectRequest = Message<"buildplatform.v1.UpdateProjectReques
   project?: Project | undefined;
 
   /**
-   * Required. The fields to update: name, description. "*" means both.
+   * Required. The fields to update: name, description, log_retention_days.
+   * "*" means all three.
    *
    * @generated from field: google.protobuf.FieldMask update_mask = 2;
    */
@@ -364,7 +380,8 @@ export const ProjectService: GenService<{
     output: typeof ListProjectsResponseSchema;
   },
   /**
-   * Updates the fields named by update_mask (name, description).
+   * Updates the fields named by update_mask (name, description,
+   * log_retention_days).
    * Errors: INVALID_ARGUMENT, NOT_FOUND, ABORTED (etag given and stale).
    *
    * @generated from rpc buildplatform.v1.ProjectService.UpdateProject
