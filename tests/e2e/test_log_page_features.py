@@ -37,6 +37,13 @@ ON_SCREEN = """(seq) => {
     return box.top >= log.top && box.bottom <= log.bottom;
 }"""
 
+WHERE = """(seq) => {
+    const row = document.querySelector(`#lines [data-sequence='${seq}']`);
+    const log = document.getElementById('log');
+    return {row: row && row.getBoundingClientRect().toJSON(), log: log.getBoundingClientRect().toJSON(), top: log.scrollTop,
+            first: document.querySelector('#lines .line')?.dataset.sequence, rows: document.querySelectorAll('#lines .line').length};
+}"""
+
 
 def open_at(browser: Browser, server: ServerProcess, build_id: str, target: str, token: str | None = None) -> None:
     browser.open(f"{http_base(server)}/builds/{build_id}#{target}&token={token or server.token}")
@@ -57,7 +64,7 @@ def test_a_link_to_a_line_far_from_the_tail_opens_scrolled_to_it_and_highlighted
     open_at(browser, page_server, build.id, "L1234")
     browser.wait("() => document.body.dataset.target === 'shown'", what="the linked line")
     assert browser.evaluate(HIGHLIGHTED) == [1234]
-    assert browser.evaluate(ON_SCREEN, 1234)
+    assert browser.evaluate(ON_SCREEN, 1234), browser.evaluate(WHERE, 1234)
     assert browser.evaluate("() => document.querySelector(\"#lines [data-sequence='1234'] .message\").textContent") == "line 1234"
     # The token left the address bar; the link stays, to be copied.
     assert browser.evaluate("() => location.hash") == "#L1234"
