@@ -1,11 +1,14 @@
 // The live build log page, /builds/<id> on the server's HTTP port.
 //
-// Three streams, each resumed on its own after any failure (resume.ts):
+// Four streams, each resumed on its own after any failure (resume.ts):
 // - WatchBuild: the build's status, timings and review gate (header.ts);
 // - StreamBuildLogs with follow, opened with tail_lines so that the end of
 //   a long log paints at once, then resumed with after_sequence = its cursor;
 // - StreamBuildLogs without follow from the log's start, for the lines before
-//   that tail, stopped once it reaches them (the store joins the two runs).
+//   that tail, stopped once it reaches them (the store joins the two runs);
+// - StreamBuildEvents with follow, the activity feed beside the log (events.ts).
+// Links to lines, steps, times and tool metadata decorate the rows (links.ts,
+// steps.ts, times.ts); the review form answers the gate (review.ts).
 
 import { LogStepAction, connectBuildPlatformWeb, type Build, type BuildLog } from "@buildplatform/api/web";
 import { Credential } from "./credential.js";
