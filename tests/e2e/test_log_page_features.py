@@ -7,12 +7,16 @@ page shows is read off the DOM as a person sees it."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from types import SimpleNamespace
 
+import psycopg
 from buildplatform.v1 import build_event_pb2, build_log_pb2, build_pb2
 from google.protobuf import struct_pb2
 
+from server import migrate
 from tests.e2e.browser import Browser
+from tests.e2e.streaming import finish, new_build
 from tests.e2e.test_log_page import (
     ERROR,
     INFO,
@@ -24,7 +28,16 @@ from tests.e2e.test_log_page import (
     page_server,
     run,
 )
-from tests.support import ServerProcess, service_token
+from tests.support import (
+    ServerProcess,
+    create_database,
+    drop_database,
+    eventually,
+    free_port,
+    running_server,
+    service_token,
+    stubs,
+)
 
 __all__ = ["browser", "page_server"]  # the fixtures, shared with test_log_page
 
@@ -90,6 +103,57 @@ def test_a_link_to_a_line_far_from_the_tail_opens_scrolled_to_it_and_highlighted
     assert browser.evaluate("() => location.hash") == "#L2003-L2006"
     assert browser.evaluate(HIGHLIGHTED) == [2003, 2004, 2005, 2006]
     assert browser.errors() == []
+
+
+def test_a_link_into_an_archived_log_opens_scrolled_and_highlighted_with_its_steps_and_events(
+    browser: Browser, postgres: str, tmp_path: Path
+):
+    """A server that archives finished builds at once (its own database, so no
+    other test's build is archived where that test's servers do not look)."""
+    url = create_database(postgres, prefix="bp_page")
+    migrate.upgrade(url)
+    env = {
+        "HTTP_ADDRESS": f"127.0.0.1:{free_port()}",
+        "ARCHIVE_URL": str(tmp_path / "archive"),
+        "ARCHIVE_AFTER_SECONDS": "0",
+        "ARCHIVE_INTERVAL_SECONDS": "0.2",
+    }
+    try:
+        with running_server(url, **env) as server, server.channel() as channel:
+            api = stubs(channel)
+            build = new_build(api)
+            run(api, build)
+            events(api, build.id, "checkout")
+            append(api, build.id, "before the step")
+            api.logs.AppendBuildLogs(
+                build_log_pb2.AppendBuildLogsRequest(
+                    build_id=build.id,
+                    entries=[step("compile", START, name="Compile"), line("cc -c a.c"), line("a.c:1: error", ERROR), step("compile", END)],
+                )
+            )
+            assert many(api, build.id, 6000) == 6000 + 5
+            finish(api, build.id)
+
+            def archived() -> bool:
+                with psycopg.connect(url) as pg:
+                    found = pg.execute("SELECT archive_state FROM builds WHERE id = %s", (build.id,)).fetchone()
+                return found is not None and found[0] == "archived"
+
+            eventually(archived, "the build to be archived")
+            open_at(browser, server, build.id, "L4321", token=server.token)
+            browser.wait("() => document.body.dataset.target === 'shown'", what="the linked line of the archived log")
+            assert browser.evaluate(HIGHLIGHTED) == [4321]
+            assert browser.evaluate(ON_SCREEN, 4321), browser.evaluate(WHERE, 4321)
+            assert browser.evaluate("() => document.querySelector(\"#lines [data-sequence='4321'] .message\").textContent") == "line 4316"
+            # The archived lines carry their steps: the failed step is open, with its error mark.
+            browser.evaluate("() => document.getElementById('log').dispatchEvent(new KeyboardEvent('keydown', {key: 'Home'}))")
+            browser.wait("() => document.querySelector(\"#lines [data-step='compile']\") !== null", what="the step's header")
+            assert browser.evaluate("() => document.querySelector(\"[data-step='compile'] .step-header\").textContent").endswith("✖ errors")
+            assert rows_shown(browser)[:6] == [1, 2, 3, 4, 5, 6]
+            browser.wait("() => document.querySelectorAll('#events .event').length === 1", what="the archived event")
+            assert browser.errors() == []
+    finally:
+        drop_database(postgres, url)
 
 
 def step(step_id: str, action: int, message: str = "", name: str = "", level: int = INFO) -> build_log_pb2.LogEntry:
