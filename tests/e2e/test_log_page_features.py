@@ -354,3 +354,51 @@ def test_the_review_gate_is_answered_from_the_page_and_a_refusal_is_said(
     assert got.status == build_pb2.BUILD_STATUS_RUNNING
     assert [(r.decision, r.reviewer) for r in got.reviews] == [(build_pb2.REVIEW_DECISION_APPROVE, "ada@example.com")]
     assert browser.errors() == []
+
+
+def test_a_screenshot_of_a_failed_step_with_times_tool_lines_events_and_a_linked_line(
+    browser: Browser, page_server: ServerProcess, api: SimpleNamespace, build: build_pb2.Build, tmp_path: Path
+):
+    """The second screenshot in docs/log-page.md; LOG_PAGE_FEATURES_SCREENSHOT=docs/log-page-features.png rewrites it."""
+    import os
+
+    from tests.support import ROOT
+
+    run(api, build)
+    events(api, build.id, "checkout")
+    npm = struct_pb2.Struct()
+    npm.update({"command": "npm ci", "exit_code": 0})
+    tests_failed = struct_pb2.Struct()
+    tests_failed.update({"command": "npm test", "exit_code": 1})
+    api.logs.AppendBuildLogs(
+        build_log_pb2.AppendBuildLogsRequest(
+            build_id=build.id,
+            entries=[
+                line("$ git clone todo-app"),
+                step("install", START, name="Install dependencies"),
+                build_log_pb2.LogEntry(level=TOOL, message="added 312 packages in 4s", metadata=npm),
+                step("install", END),
+                step("test", START, name="Run the tests"),
+                line("PASS src/list.test.ts"),
+                line("FAIL src/item.test.ts", ERROR),
+                line("  expected 'done' to be 'open'", ERROR),
+                build_log_pb2.LogEntry(level=TOOL, message="1 failed, 11 passed", metadata=tests_failed),
+                step("test", END),
+            ],
+        )
+    )
+    events(api, build.id, "tests.failed")
+    api.builds.TransitionBuild(
+        build_pb2.TransitionBuildRequest(id=build.id, status=build_pb2.BUILD_STATUS_AWAITING_FEATURE_REVIEW)
+    )
+    open_at(browser, page_server, build.id, "L7-L8")
+    browser.wait("() => document.body.dataset.target === 'shown'", what="the linked lines")
+    browser.wait("() => document.querySelectorAll('#events .event').length === 2", what="the events")
+    browser.wait("() => !document.getElementById('review').hidden", what="the review form")
+    browser.click("#times")
+    browser.wait("() => document.querySelectorAll('#lines .time').length > 0", what="the times")
+    assert rows_shown(browser) == [1, 2, 5, 6, 7, 8, 9, 10]
+    target = ROOT / os.environ.get("LOG_PAGE_FEATURES_SCREENSHOT", tmp_path / "log-page-features.png")
+    browser.screenshot(target)
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "](log-page-features.png)" in (ROOT / "docs" / "log-page.md").read_text()

@@ -161,8 +161,13 @@ export class Steps {
     const owner = this.owner[line.seq - 1] ?? null;
     const step = this.headers.get(line.seq);
     const depth = step !== undefined ? step.depth : owner === null ? 0 : owner.depth + 1;
-    if (depth > 0) body.style.paddingLeft = `${2 * depth}ch`;
-    if (step === undefined) return;
+    // Indent the message (not the time the times toggle puts before it).
+    const indent = depth > 0 ? `${2 * depth}ch` : "";
+    if (step === undefined) {
+      const message = body.querySelector<HTMLElement>(".message");
+      if (message !== null && indent !== "") message.style.marginLeft = indent;
+      return;
+    }
     const folded = this.folded(step);
     row.classList.add("step-start");
     row.dataset.step = step.id;
@@ -170,6 +175,7 @@ export class Steps {
     if (step.errors) row.classList.add("step-errors");
     const header = document.createElement("span");
     header.className = "step-header";
+    if (indent !== "") header.style.marginLeft = indent;
     header.append(span(folded ? "▸" : "▾", "step-toggle"), span(step.name, "step-name"));
     const end = step.endTime ?? this.finished;
     header.append(
