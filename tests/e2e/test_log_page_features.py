@@ -346,8 +346,10 @@ def test_the_review_gate_is_answered_from_the_page_and_a_refusal_is_said(
         " document.getElementById('review-comment').value = 'Looks right'; }"
     )
     browser.click("#review button[data-decision='approve']")
-    browser.wait("() => document.getElementById('status').textContent === 'running'", what="the build to run again")
+    # The answer to the call and the build's new status (WatchBuild) come in either order.
+    browser.wait("() => document.querySelector('.review-answer').dataset.state === 'sent'", what="the review's answer")
     assert page.text(".review-answer") == "Approved: the build goes on."
+    browser.wait("() => document.getElementById('status').textContent === 'running'", what="the build to run again")
     browser.wait("() => document.getElementById('review').hidden", what="the form to close")
     assert page.text("#reviews") == "feature review: approve by ada@example.com — “Looks right”"
     got = api.builds.GetBuild(build_pb2.GetBuildRequest(id=build.id)).build
