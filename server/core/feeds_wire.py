@@ -10,6 +10,7 @@ once per follower); the grpc adapter sends such bytes as they are
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 from buildplatform.v1 import build_event_pb2, build_log_pb2
@@ -20,8 +21,9 @@ from server.domain.limits import (
     MAX_FILTER_VALUES,
     MAX_LOG_MESSAGE_BYTES,
     MAX_LOG_METADATA_BYTES,
+    MAX_LOG_STEP_NAME_BYTES,
 )
-from server.domain.validation import EVENT_TYPE_PATTERN, Checker
+from server.domain.validation import EVENT_TYPE_PATTERN, STEP_ID_PATTERN, Checker
 from server.live.records import LEVEL_FROM_PB, varint
 from server.store import feeds
 from server.wellknown import struct_to_dict
@@ -48,11 +50,29 @@ def _batch_size(check: Checker, count: int) -> None:
     check.done()
 
 
-def log_entries(request: build_log_pb2.AppendBuildLogsRequest) -> list[tuple[str, str, str | None, int]]:
-    """(level, message, metadata JSON, wire size bound) per entry."""
+STEP_ACTIONS = {build_log_pb2.LOG_STEP_ACTION_START: "start", build_log_pb2.LOG_STEP_ACTION_END: "end"}
+
+
+def _step(check: Checker, index: int, step: build_log_pb2.LogStep) -> str:
+    """The step of entries[index] as the JSON stored in build_logs.step."""
+    field = f"entries[{index}].step"
+    if not STEP_ID_PATTERN.fullmatch(step.id):
+        check.add(f"{field}.id", "must be 1 to 64 characters from A-Z, a-z, 0-9, '_', '.', ':', '-'")
+    check.text(f"{field}.name", step.name, max_bytes=MAX_LOG_STEP_NAME_BYTES)
+    action = STEP_ACTIONS.get(step.action)
+    if action is None:
+        check.add(f"{field}.action", "must be LOG_STEP_ACTION_START or LOG_STEP_ACTION_END")
+    stored: dict[str, str] = {"id": step.id, "action": action or ""}
+    if step.name and action == "start":
+        stored["name"] = step.name
+    return json.dumps(stored, ensure_ascii=False, separators=(",", ":"))
+
+
+def log_entries(request: build_log_pb2.AppendBuildLogsRequest) -> list[tuple[str, str, str | None, str | None, int]]:
+    """(level, message, metadata JSON, step JSON, wire size bound) per entry."""
     check = Checker()
     _batch_size(check, len(request.entries))
-    out: list[tuple[str, str, str | None, int]] = []
+    out: list[tuple[str, str, str | None, str | None, int]] = []
     for index, entry in enumerate(request.entries):
         level = LEVEL_FROM_PB.get(entry.level)
         if level is None:
@@ -65,12 +85,13 @@ def log_entries(request: build_log_pb2.AppendBuildLogsRequest) -> list[tuple[str
             if entry.HasField("metadata")
             else None
         )
+        step = _step(check, index, entry.step) if entry.HasField("step") else None
         message = entry.message
-        if not message and metadata is None:
-            check.add(f"entries[{index}].message", "is required (it may be empty only when metadata is set)")
+        if not message and metadata is None and step is None:
+            check.add(f"entries[{index}].message", "is required (it may be empty only when metadata or step is set)")
         else:
             check.text(f"entries[{index}].message", message, max_bytes=MAX_LOG_MESSAGE_BYTES)
-        out.append((level or "", message, metadata, feeds.wire_bound(entry.ByteSize())))
+        out.append((level or "", message, metadata, step, feeds.wire_bound(entry.ByteSize())))
     check.done()
     return out
 

@@ -25,6 +25,8 @@ MAX_PROGRESS_BYTES = 256 * 1024
 MAX_CHAT_METADATA_BYTES = 64 * 1024
 MAX_LOG_MESSAGE_BYTES = 65536
 MAX_LOG_METADATA_BYTES = 16384
+# A log step's name (LogStep.name), in UTF-8 bytes.
+MAX_LOG_STEP_NAME_BYTES = 256
 MAX_EVENT_DATA_BYTES = 65536
 MAX_BATCH = 5000                    # entries of one append
 MAX_FILTER_VALUES = 16              # levels / types of one List or Stream request

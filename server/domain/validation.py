@@ -20,6 +20,8 @@ from server.domain.limits import MAX_EMAIL, MAX_RETENTION_DAYS, MIN_RETENTION_DA
 
 ID_PATTERN = re.compile(r"c[0-9a-z]{24}")
 EVENT_TYPE_PATTERN = re.compile(r"[a-z][a-z0-9_.:\-]{0,63}")
+# A log step's id (LogStep.id).
+STEP_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
 
 JSON = dict[str, Any]
 

@@ -53,7 +53,17 @@ def log_to_pb(row: LogRow) -> build_log_pb2.BuildLog:
         message=row["message"],
         metadata=dict_to_struct(row["metadata"]),
         create_time=timestamp(row["create_time"]),
+        step=_step(row.get("step")),
     )
+
+
+STEP_TO_PB = {"start": build_log_pb2.LOG_STEP_ACTION_START, "end": build_log_pb2.LOG_STEP_ACTION_END}
+
+
+def _step(step: dict[str, str] | None) -> build_log_pb2.LogStep | None:
+    if step is None:
+        return None
+    return build_log_pb2.LogStep(id=step["id"], name=step.get("name", ""), action=STEP_TO_PB[step["action"]])
 
 
 def event_to_pb(row: EventRow) -> build_event_pb2.BuildEvent:

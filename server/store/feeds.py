@@ -63,7 +63,7 @@ class Kind:
 
 
 LOGS = Kind("log", "build_logs", "last_log_seq", "bp_log", "last_log_time",
-            ("level", "message", "metadata"), ("text", "text", "jsonb"), "level")
+            ("level", "message", "metadata", "step"), ("text", "text", "jsonb", "jsonb"), "level")
 EVENTS = Kind("event", "build_events", "last_event_seq", "bp_event", "last_event_time",
               ("type", "data"), ("text", "jsonb"), "type")
 
@@ -99,7 +99,7 @@ def _same(stored: dict[str, Any], entry: Sequence[Any], kind: Kind) -> bool:
     """Whether a stored row holds the same line as `entry` (JSON compared as
     values; the trailing wire size is derived, not compared)."""
     for column, value in zip(kind.columns, entry[: len(kind.columns)], strict=True):
-        if column in ("metadata", "data"):
+        if column in ("metadata", "data", "step"):
             if stored[column] != (json.loads(value) if value is not None else None):
                 return False
         elif stored[column] != value:

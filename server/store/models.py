@@ -210,6 +210,9 @@ class BuildLog(Base):
     level: Mapped[str] = mapped_column(Text)
     message: Mapped[str] = mapped_column(Text)
     metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONB)
+    # The LogStep the line opens or closes ({"id", "name"?, "action":
+    # "start"|"end"}), NULL for an ordinary line (migration 0007).
+    step: Mapped[dict[str, str] | None] = mapped_column(JSONB)
     create_time: Mapped[datetime] = mapped_column(TS)
     # An upper bound of the row's size in a response (server.store.feeds):
     # reads cut on its running sum, so big lines are read a page at a time.

@@ -128,6 +128,7 @@ class LogRow(TypedDict):
     level: str
     message: str
     metadata: dict[str, Any] | None
+    step: dict[str, str] | None
     create_time: datetime
     wire_bytes: int
 

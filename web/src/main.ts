@@ -1,20 +1,28 @@
 // The live build log page, /builds/<id> on the server's HTTP port.
 //
-// Three streams, each resumed on its own after any failure (resume.ts):
+// Four streams, each resumed on its own after any failure (resume.ts):
 // - WatchBuild: the build's status, timings and review gate (header.ts);
 // - StreamBuildLogs with follow, opened with tail_lines so that the end of
 //   a long log paints at once, then resumed with after_sequence = its cursor;
 // - StreamBuildLogs without follow from the log's start, for the lines before
-//   that tail, stopped once it reaches them (the store joins the two runs).
+//   that tail, stopped once it reaches them (the store joins the two runs);
+// - StreamBuildEvents with follow, the activity feed beside the log (events.ts).
+// Links to lines, steps, times and tool metadata decorate the rows (links.ts,
+// steps.ts, times.ts); the review form answers the gate (review.ts).
 
-import { connectBuildPlatformWeb, type Build, type BuildLog } from "@buildplatform/api/web";
+import { LogStepAction, connectBuildPlatformWeb, type Build, type BuildLog } from "@buildplatform/api/web";
 import { Credential } from "./credential.js";
-import { expiredText, logsExpired } from "./expired.js";
 import { enableDownload } from "./download.js";
+import { EventFeed } from "./events.js";
+import { expiredText, logsExpired } from "./expired.js";
 import { BuildHeader } from "./header.js";
+import { Links, parseTarget } from "./links.js";
 import { keepStreaming, type Health } from "./resume.js";
 import { LogSearch } from "./search.js";
 import { LogStore, type Line } from "./store.js";
+import { ReviewForm } from "./review.js";
+import { Steps } from "./steps.js";
+import { Times, toolMetadata } from "./times.js";
 import { LEVEL_NAMES, LogView } from "./view.js";
 
 /** Lines of the tail the page asks for first. */
@@ -26,13 +34,19 @@ function element<T extends HTMLElement = HTMLElement>(id: string): T {
   return found as T;
 }
 
+function millis(time: { seconds: bigint; nanos: number } | undefined): number | null {
+  return time === undefined ? null : Number(time.seconds) * 1000 + Math.floor(time.nanos / 1e6);
+}
+
 function line(log: BuildLog): Line {
-  const time = log.createTime;
+  const step = log.step;
   return {
     seq: Number(log.sequence),
     level: log.level,
     message: log.message,
-    time: time === undefined ? 0 : Number(time.seconds) * 1000 + Math.floor(time.nanos / 1e6),
+    time: millis(log.createTime) ?? 0,
+    ...(log.metadata === undefined ? {} : { metadata: log.metadata }),
+    ...(step === undefined ? {} : { step: { id: step.id, name: step.name, start: step.action === LogStepAction.START } }),
   };
 }
 
@@ -126,6 +140,7 @@ async function main(): Promise<void> {
   const header = new BuildHeader(buildId);
   failedHeader = header;
 
+  const target = parseTarget(location.hash); // read before the credential clears the fragment
   const credential = new Credential();
   if (credential.source === null) {
     return stopped(
@@ -192,6 +207,19 @@ async function main(): Promise<void> {
   search = found;
   view.setHighlight(found);
   store.listen({ inserted: () => found.held(), appended: () => found.held(), reset: () => found.held() });
+  // Steps, links, times, tool metadata: decorations of the rows (steps.ts, links.ts, times.ts).
+  const lines = element("lines");
+  const steps = new Steps(store, lines);
+  const links = new Links(view, store, lines, (seq) => steps.reveal(seq));
+  const times = new Times(view, element<HTMLInputElement>("times"), element("zone"));
+  toolMetadata();
+  const arrived = () => {
+    steps.update();
+    links.arrived();
+  };
+  const review = new ReviewForm(element("review"), api.builds);
+  const feed = new EventFeed(element("events"), store, (range) => links.go(range));
+  if (target !== null) links.go(target);
   // A mark once the next frame (with what was just received) is rendered.
   const painted = (name: string) => requestAnimationFrame(() => setTimeout(() => performance.mark(name)));
 
@@ -230,6 +258,13 @@ async function main(): Promise<void> {
         if (build) {
           shown = build;
           header.show(build);
+          review.show(build);
+          times.buildStarted(millis(build.startTime) ?? millis(build.createTime));
+          const finished = millis(build.finishTime);
+          if (finished !== steps.finished) {
+            steps.finished = finished;
+            view.redraw();
+          }
           sayExpired();
         }
       }
@@ -250,6 +285,7 @@ async function main(): Promise<void> {
         for await (const { logs } of api.buildLogs.streamBuildLogs(request, { signal })) {
           alive();
           store.addHead(logs.map(line));
+          arrived();
           if (store.missingEarlier === 0) break; // the rest is the tail's
         }
       },
@@ -273,17 +309,32 @@ async function main(): Promise<void> {
           store.startTail(first === undefined ? Number(response.cursor) : Number(first.sequence) - 1);
           tailed = true;
           store.addTail(response.logs.map(line));
+          arrived();
           if (store.size === 0) above.textContent = emptyLog();
           painted("tail-painted");
           history = store.missingEarlier > 0 ? readHistory() : null;
           if (history === null) painted("log-complete");
         } else {
           store.addTail(response.logs.map(line));
+          arrived();
         }
         cursor = response.cursor;
       }
     },
     health: logHealth("log"),
+    renewCredential: () => credential.renew(),
+  });
+
+  const events = keepStreaming({
+    async attempt(signal, alive) {
+      const request = { buildId, follow: true, afterSequence: feed.cursor };
+      for await (const response of api.buildEvents.streamBuildEvents(request, { signal })) {
+        alive();
+        feed.add(response.events);
+        feed.cursor = response.cursor;
+      }
+    },
+    health: logHealth("events"),
     renewCredential: () => credential.renew(),
   });
 
@@ -296,9 +347,12 @@ async function main(): Promise<void> {
         return view.following;
       },
       LEVEL_NAMES,
+      steps,
+      feed,
+      links,
     },
   });
-  await Promise.all([watching, following]);
+  await Promise.all([watching, following, events]);
   await history;
 }
 

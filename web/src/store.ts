@@ -16,6 +16,16 @@ export interface Line {
   readonly message: string;
   /** Milliseconds since the epoch. */
   readonly time: number;
+  /** The writer's metadata (a `tool` line's command and exit code), when set. */
+  readonly metadata?: Readonly<Record<string, unknown>>;
+  /** The step this line opens or closes (steps.ts), when set. */
+  readonly step?: StepMark;
+}
+
+export interface StepMark {
+  readonly id: string;
+  readonly name: string;
+  readonly start: boolean;
 }
 
 /** What changed in the view, for the renderer. */
@@ -37,6 +47,8 @@ export class LogStore {
   private shown: Line[] = [];
   private shownHead = 0;
   private levels: ReadonlySet<number> | null = null; // null: every level
+  /** Lines hidden besides the level filter (those of a folded step). */
+  private folded: ((line: Line) => boolean) | null = null;
   private tailStart: number | null = null;
   private tailLast = 0;
   readonly counts = new Map<number, number>();
@@ -122,6 +134,29 @@ export class LogStore {
     return this.headLast;
   }
 
+  /** Every line held, in sequence order (the head, then the tail). */
+  get lines(): readonly Line[] {
+    return this.all;
+  }
+
+  /** Hide the lines `hidden` says (a folded step's), and show the view again. */
+  fold(hidden: ((line: Line) => boolean) | null): void {
+    this.folded = hidden;
+    this.filter(this.levels);
+  }
+
+  /** The first line held committed at or after `time` (ms), or null. Times never decrease along the log. */
+  firstAtOrAfter(time: number): Line | null {
+    let low = 0;
+    let high = this.all.length;
+    while (low < high) {
+      const middle = (low + high) >>> 1;
+      if (this.all[middle]!.time < time) low = middle + 1;
+      else high = middle;
+    }
+    return this.all[low] ?? null;
+  }
+
   /** Show only `levels` (null: all). */
   filter(levels: ReadonlySet<number> | null): void {
     this.levels = levels;
@@ -148,12 +183,12 @@ export class LogStore {
   }
 
   private passes(line: Line): boolean {
-    return this.levels === null || this.levels.has(line.level);
+    return (this.levels === null || this.levels.has(line.level)) && !(this.folded?.(line) ?? false);
   }
 
   /** Count `lines` by level; return those the filter lets through. */
   private count(lines: readonly Line[]): Line[] {
     for (const line of lines) this.counts.set(line.level, (this.counts.get(line.level) ?? 0) + 1);
-    return this.levels === null ? lines.slice() : lines.filter((line) => this.passes(line));
+    return this.levels === null && this.folded === null ? lines.slice() : lines.filter((line) => this.passes(line));
   }
 }

@@ -25,21 +25,35 @@ export interface Highlight {
 
 let highlight: Highlight | null = null;
 
+/** Adds to a line's row as it is rendered (links, steps, times, metadata): `body` holds the message. */
+export type Decorator = (line: Line, row: HTMLElement, body: HTMLElement) => void;
+/** The decorators every row goes through, in order. */
+export const decorators: Decorator[] = [];
+
 function row(line: Line): HTMLElement {
   const element = document.createElement("div");
   element.className = `line level-${LEVEL_NAMES[line.level]?.toLowerCase() ?? "other"}`;
   const marks = highlight?.marks(line.seq, line.message);
   if (marks !== undefined) element.classList.add("match");
   if (highlight?.currentSequence === line.seq) element.classList.add("current");
-  element.dataset.sequence = String(line.seq); // shown by CSS (::before), so copying skips it
+  element.dataset.sequence = String(line.seq);
+  // The line's number, a link to it (links.ts); not selectable, so copying skips it.
+  const number = document.createElement("a");
+  number.className = "ln";
+  number.href = `#L${line.seq}`;
+  number.textContent = String(line.seq);
   const level = document.createElement("span");
   level.className = "level";
   level.textContent = LEVEL_NAMES[line.level] ?? String(line.level);
   level.title = new Date(line.time).toISOString();
+  const body = document.createElement("span");
+  body.className = "body";
   const message = document.createElement("span");
   message.className = "message";
   renderAnsi(line.message, message, marks);
-  element.append(level, message);
+  body.append(message);
+  element.append(number, level, body);
+  for (const decorate of decorators) decorate(line, element, body);
   return element;
 }
 
@@ -126,6 +140,33 @@ export class LogView implements ViewListener {
     const target = this.container.children[index - this.from] as HTMLElement | undefined;
     this.scroller.scrollTop = target?.offsetTop ?? 0; // the scroller is the rows' offsetParent
     this.report();
+  }
+
+  /** Render the rows again where they are (a decorator's input changed). */
+  redraw(): void {
+    this.reset();
+  }
+
+  /**
+   * A new window around line `seq` (or the first line after it the filters
+   * show), scrolled so that it is on screen a little below the top; false
+   * when that line is not held yet.
+   */
+  jumpTo(seq: number): boolean {
+    const view = this.store.view;
+    const index = this.store.indexOf(seq);
+    if (index >= view.length || index < this.store.contiguousFrom) return false;
+    this.unfollow();
+    this.container.replaceChildren();
+    this.from = Math.max(this.store.contiguousFrom, index - CHUNK);
+    this.to = Math.min(view.length, index + CHUNK);
+    this.container.appendChild(rows(view, this.from, this.to));
+    const target = this.container.children[index - this.from] as HTMLElement | undefined;
+    this.scroller.scrollTop = Math.max(0, (target?.offsetTop ?? 0) - this.scroller.clientHeight / 4);
+    this.lastTop = this.scroller.scrollTop;
+    this.unseen = view.length - this.to;
+    this.report();
+    return true;
   }
 
   /** Follow the end again (the "jump to end" button). */

@@ -53,6 +53,30 @@ LOG_LEVEL_TOOL: LogLevel.ValueType  # 4
 """Output of a tool the agent ran."""
 Global___LogLevel: _TypeAlias = LogLevel  # noqa: Y015
 
+class _LogStepAction:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LogStepActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LogStepAction.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LOG_STEP_ACTION_UNSPECIFIED: _LogStepAction.ValueType  # 0
+    """Not an action; rejected as input."""
+    LOG_STEP_ACTION_START: _LogStepAction.ValueType  # 1
+    """The line opens the step: the lines after it belong to it."""
+    LOG_STEP_ACTION_END: _LogStepAction.ValueType  # 2
+    """The line closes the step: it is the step's last line."""
+
+class LogStepAction(_LogStepAction, metaclass=_LogStepActionEnumTypeWrapper):
+    """What a step line does."""
+
+LOG_STEP_ACTION_UNSPECIFIED: LogStepAction.ValueType  # 0
+"""Not an action; rejected as input."""
+LOG_STEP_ACTION_START: LogStepAction.ValueType  # 1
+"""The line opens the step: the lines after it belong to it."""
+LOG_STEP_ACTION_END: LogStepAction.ValueType  # 2
+"""The line closes the step: it is the step's last line."""
+Global___LogStepAction: _TypeAlias = LogStepAction  # noqa: Y015
+
 class _AnsiMode:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -100,6 +124,7 @@ class BuildLog(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     """Output only. Server-assigned id, unique across all builds."""
     build_id: _builtins.str
@@ -118,6 +143,12 @@ class BuildLog(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """Output only. When the line was committed."""
 
+    @_builtins.property
+    def step(self) -> Global___LogStep:
+        """Output only. The step this line opens or closes, as appended; unset for
+        an ordinary line (see LogStep).
+        """
+
     def __init__(
         self,
         *,
@@ -128,14 +159,76 @@ class BuildLog(_message.Message):
         message: _builtins.str = ...,
         metadata: _struct_pb2.Struct | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        step: Global___LogStep | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "metadata", b"metadata"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "metadata", b"metadata", "step", b"step"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["build_id", b"build_id", "create_time", b"create_time", "id", b"id", "level", b"level", "message", b"message", "metadata", b"metadata", "sequence", b"sequence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["build_id", b"build_id", "create_time", b"create_time", "id", b"id", "level", b"level", "message", b"message", "metadata", b"metadata", "sequence", b"sequence", "step", b"step"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BuildLog: _TypeAlias = BuildLog  # noqa: Y015
+
+@_typing.final
+class LogStep(_message.Message):
+    """A named step (a section) of a build's log, like GitHub Actions' ::group::
+    and GitLab's section_start/section_end: a line with a START step opens
+    it, the lines after it belong to it, and a line with the END step of the
+    same id closes it. The server stores the step with its line and sends it
+    back unchanged (hot and archived alike); it keeps no state about which
+    steps are open, so every reader derives the same structure from the lines
+    alone, by these rules:
+
+    - Nesting: a step started while another is open is inside it. Ending a
+      step also ends every step started inside it that is still open (as if
+      each were ended on the same line).
+    - An END whose id is not open (never started, or already ended) is an
+      ordinary line; a START with the id of a step still open is an ordinary
+      line too (ids are unique among open steps; they may be used again once
+      the step ended).
+    - A step still open when the build finishes is unclosed: it lasts until the
+      build's finish time (or, while the build runs, it is running).
+    - A step's duration runs from its START line's create_time to its END
+      line's create_time.
+    - A step holds errors when a line inside it (its own lines, START and END
+      included, and those of the steps inside it) has LOG_LEVEL_ERROR. The log
+      page opens such a step (the step that failed) and folds the others once
+      they ended.
+
+    The step's line is a line like any other (level, message, metadata): its
+    message is what a reader shows as the step's title line, and may be empty
+    (then a reader shows the step's name).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Required. The step's id: 1 to 64 characters from A-Z, a-z, 0-9, '_',
+    '.', ':', '-' (the same id starts and ends one step).
+    """
+    name: _builtins.str
+    """Optional. The step's name for people: at most 256 bytes of UTF-8, no
+    NUL character; empty means the id. Set on START; ignored on END.
+    """
+    action: Global___LogStepAction.ValueType
+    """Required. Whether the line opens or closes the step."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        action: Global___LogStepAction.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "id", b"id", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogStep: _TypeAlias = LogStep  # noqa: Y015
 
 @_typing.final
 class LogEntry(_message.Message):
@@ -146,16 +239,23 @@ class LogEntry(_message.Message):
     LEVEL_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
     level: Global___LogLevel.ValueType
     """Required. Severity."""
     message: _builtins.str
     """Required. The text: at most 65536 bytes of UTF-8, no NUL character.
-    May be empty only when metadata is set.
+    May be empty only when metadata or step is set.
     """
     @_builtins.property
     def metadata(self) -> _struct_pb2.Struct:
         """Optional. Additional context: at most 16384 bytes as JSON, no NUL
         character in keys or strings, no NaN or infinite numbers.
+        """
+
+    @_builtins.property
+    def step(self) -> Global___LogStep:
+        """Optional. The step this line opens or closes (see LogStep). Old
+        writers that never set it append ordinary lines, as before.
         """
 
     def __init__(
@@ -164,10 +264,11 @@ class LogEntry(_message.Message):
         level: Global___LogLevel.ValueType = ...,
         message: _builtins.str = ...,
         metadata: _struct_pb2.Struct | None = ...,
+        step: Global___LogStep | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata", "step", b"step"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["level", b"level", "message", b"message", "metadata", b"metadata"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["level", b"level", "message", b"message", "metadata", b"metadata", "step", b"step"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -14,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file buildplatform/v1/build_log.proto.
  */
 export const file_buildplatform_v1_build_log: GenFile = /*@__PURE__*/
-  fileDesc("CiBidWlsZHBsYXRmb3JtL3YxL2J1aWxkX2xvZy5wcm90bxIQYnVpbGRwbGF0Zm9ybS52MSL8AQoIQnVpbGRMb2cSEAoCaWQYASABKANCBOJBAQMSFgoIYnVpbGRfaWQYAiABKAlCBOJBAQMSFgoIc2VxdWVuY2UYAyABKANCBOJBAQMSLwoFbGV2ZWwYBCABKA4yGi5idWlsZHBsYXRmb3JtLnYxLkxvZ0xldmVsQgTiQQEDEhUKB21lc3NhZ2UYBSABKAlCBOJBAQMSLwoIbWV0YWRhdGEYBiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0QgTiQQEDEjUKC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAyKDAQoITG9nRW50cnkSLwoFbGV2ZWwYASABKA4yGi5idWlsZHBsYXRmb3JtLnYxLkxvZ0xldmVsQgTiQQECEhUKB21lc3NhZ2UYAiABKAlCBOJBAQISLwoIbWV0YWRhdGEYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0QgTiQQEBIoEBChZBcHBlbmRCdWlsZExvZ3NSZXF1ZXN0EhYKCGJ1aWxkX2lkGAEgASgJQgTiQQECEjEKB2VudHJpZXMYAiADKAsyGi5idWlsZHBsYXRmb3JtLnYxLkxvZ0VudHJ5QgTiQQECEhwKDmZpcnN0X3NlcXVlbmNlGAMgASgDQgTiQQEBImEKF0FwcGVuZEJ1aWxkTG9nc1Jlc3BvbnNlEhYKDmZpcnN0X3NlcXVlbmNlGAEgASgDEhUKDWxhc3Rfc2VxdWVuY2UYAiABKAMSFwoPYWxyZWFkeV93cml0dGVuGAMgASgIIrEBChRMaXN0QnVpbGRMb2dzUmVxdWVzdBIWCghidWlsZF9pZBgBIAEoCUIE4kEBAhIXCglwYWdlX3NpemUYAiABKAVCBOJBAQESGAoKcGFnZV90b2tlbhgDIAEoCUIE4kEBARIcCg5hZnRlcl9zZXF1ZW5jZRgEIAEoA0IE4kEBARIwCgZsZXZlbHMYBSADKA4yGi5idWlsZHBsYXRmb3JtLnYxLkxvZ0xldmVsQgTiQQEBIloKFUxpc3RCdWlsZExvZ3NSZXNwb25zZRIoCgRsb2dzGAEgAygLMhouYnVpbGRwbGF0Zm9ybS52MS5CdWlsZExvZxIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAki5gEKFlN0cmVhbUJ1aWxkTG9nc1JlcXVlc3QSFgoIYnVpbGRfaWQYASABKAlCBOJBAQISHAoOYWZ0ZXJfc2VxdWVuY2UYAiABKANCBOJBAQESFAoGZm9sbG93GAMgASgIQgTiQQEBEhgKCnRhaWxfbGluZXMYBCABKAVCBOJBAQESNAoKc2luY2VfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQESMAoGbGV2ZWxzGAYgAygOMhouYnVpbGRwbGF0Zm9ybS52MS5Mb2dMZXZlbEIE4kEBASJmChdTdHJlYW1CdWlsZExvZ3NSZXNwb25zZRIoCgRsb2dzGAEgAygLMhouYnVpbGRwbGF0Zm9ybS52MS5CdWlsZExvZxIOCgZjdXJzb3IYAiABKAMSEQoJY2F1Z2h0X3VwGAMgASgIInAKDkxvZ1RleHRPcHRpb25zEi4KBGFuc2kYASABKA4yGi5idWlsZHBsYXRmb3JtLnYxLkFuc2lNb2RlQgTiQQEBEhgKCnRpbWVzdGFtcHMYAiABKAhCBOJBAQESFAoGbGV2ZWxzGAMgASgIQgTiQQEBIp8BChdSZWFkQnVpbGRMb2dUZXh0UmVxdWVzdBIWCghidWlsZF9pZBgBIAEoCUIE4kEBAhIZCgtyZWFkX29mZnNldBgCIAEoA0IE4kEBARIYCgpyZWFkX2xpbWl0GAMgASgDQgTiQQEBEjcKB29wdGlvbnMYBCABKAsyIC5idWlsZHBsYXRmb3JtLnYxLkxvZ1RleHRPcHRpb25zQgTiQQEBIjgKGFJlYWRCdWlsZExvZ1RleHRSZXNwb25zZRIMCgRkYXRhGAEgASgMEg4KBm9mZnNldBgCIAEoAyKXAgoWU2VhcmNoQnVpbGRMb2dzUmVxdWVzdBIWCghidWlsZF9pZBgBIAEoCUIE4kEBAhITCgVxdWVyeRgCIAEoCUIE4kEBAhITCgVyZWdleBgDIAEoCEIE4kEBARIZCgtpZ25vcmVfY2FzZRgEIAEoCEIE4kEBARIwCgZsZXZlbHMYBSADKA4yGi5idWlsZHBsYXRmb3JtLnYxLkxvZ0xldmVsQgTiQQEBEhwKDmFmdGVyX3NlcXVlbmNlGAYgASgDQgTiQQEBEhsKDWNvbnRleHRfbGluZXMYByABKAVCBOJBAQESGQoLbWF4X21hdGNoZXMYCCABKAVCBOJBAQESGAoKb21pdF9saW5lcxgJIAEoCEIE4kEBASInCglNYXRjaFNwYW4SDQoFc3RhcnQYASABKAUSCwoDZW5kGAIgASgFIoYBCgxMb2dTZWFyY2hIaXQSJwoDbG9nGAEgASgLMhouYnVpbGRwbGF0Zm9ybS52MS5CdWlsZExvZxIQCghzZXF1ZW5jZRgCIAEoAxIqCgVzcGFucxgDIAMoCzIbLmJ1aWxkcGxhdGZvcm0udjEuTWF0Y2hTcGFuEg8KB2NvbnRleHQYBCABKAgiegoXU2VhcmNoQnVpbGRMb2dzUmVzcG9uc2USLAoEaGl0cxgBIAMoCzIeLmJ1aWxkcGxhdGZvcm0udjEuTG9nU2VhcmNoSGl0Eg4KBmN1cnNvchgCIAEoAxIMCgRkb25lGAMgASgIEhMKC21hdGNoX2NvdW50GAQgASgDKnYKCExvZ0xldmVsEhkKFUxPR19MRVZFTF9VTlNQRUNJRklFRBAAEhIKDkxPR19MRVZFTF9JTkZPEAESEgoOTE9HX0xFVkVMX1dBUk4QAhITCg9MT0dfTEVWRUxfRVJST1IQAxISCg5MT0dfTEVWRUxfVE9PTBAEKk4KCEFuc2lNb2RlEhkKFUFOU0lfTU9ERV9VTlNQRUNJRklFRBAAEhIKDkFOU0lfTU9ERV9LRUVQEAESEwoPQU5TSV9NT0RFX1NUUklQEAIy1gQKD0J1aWxkTG9nU2VydmljZRJwCg9BcHBlbmRCdWlsZExvZ3MSKC5idWlsZHBsYXRmb3JtLnYxLkFwcGVuZEJ1aWxkTG9nc1JlcXVlc3QaKS5idWlsZHBsYXRmb3JtLnYxLkFwcGVuZEJ1aWxkTG9nc1Jlc3BvbnNlIgjKpRkECAIYARJsCg1MaXN0QnVpbGRMb2dzEiYuYnVpbGRwbGF0Zm9ybS52MS5MaXN0QnVpbGRMb2dzUmVxdWVzdBonLmJ1aWxkcGxhdGZvcm0udjEuTGlzdEJ1aWxkTG9nc1Jlc3BvbnNlIgrKpRkGCAEQARgBEnQKD1N0cmVhbUJ1aWxkTG9ncxIoLmJ1aWxkcGxhdGZvcm0udjEuU3RyZWFtQnVpbGRMb2dzUmVxdWVzdBopLmJ1aWxkcGxhdGZvcm0udjEuU3RyZWFtQnVpbGRMb2dzUmVzcG9uc2UiCsqlGQYIARABGAEwARJ3ChBSZWFkQnVpbGRMb2dUZXh0EikuYnVpbGRwbGF0Zm9ybS52MS5SZWFkQnVpbGRMb2dUZXh0UmVxdWVzdBoqLmJ1aWxkcGxhdGZvcm0udjEuUmVhZEJ1aWxkTG9nVGV4dFJlc3BvbnNlIgrKpRkGCAEQARgBMAESdAoPU2VhcmNoQnVpbGRMb2dzEiguYnVpbGRwbGF0Zm9ybS52MS5TZWFyY2hCdWlsZExvZ3NSZXF1ZXN0GikuYnVpbGRwbGF0Zm9ybS52MS5TZWFyY2hCdWlsZExvZ3NSZXNwb25zZSIKyqUZBggBEAEYATABYgZwcm90bzM", [file_buildplatform_v1_access, file_google_api_field_behavior, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("CiBidWlsZHBsYXRmb3JtL3YxL2J1aWxkX2xvZy5wcm90bxIQYnVpbGRwbGF0Zm9ybS52MSKrAgoIQnVpbGRMb2cSEAoCaWQYASABKANCBOJBAQMSFgoIYnVpbGRfaWQYAiABKAlCBOJBAQMSFgoIc2VxdWVuY2UYAyABKANCBOJBAQMSLwoFbGV2ZWwYBCABKA4yGi5idWlsZHBsYXRmb3JtLnYxLkxvZ0xldmVsQgTiQQEDEhUKB21lc3NhZ2UYBSABKAlCBOJBAQMSLwoIbWV0YWRhdGEYBiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0QgTiQQEDEjUKC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxItCgRzdGVwGAggASgLMhkuYnVpbGRwbGF0Zm9ybS52MS5Mb2dTdGVwQgTiQQEDImYKB0xvZ1N0ZXASEAoCaWQYASABKAlCBOJBAQISEgoEbmFtZRgCIAEoCUIE4kEBARI1CgZhY3Rpb24YAyABKA4yHy5idWlsZHBsYXRmb3JtLnYxLkxvZ1N0ZXBBY3Rpb25CBOJBAQIisgEKCExvZ0VudHJ5Ei8KBWxldmVsGAEgASgOMhouYnVpbGRwbGF0Zm9ybS52MS5Mb2dMZXZlbEIE4kEBAhIVCgdtZXNzYWdlGAIgASgJQgTiQQECEi8KCG1ldGFkYXRhGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdEIE4kEBARItCgRzdGVwGAQgASgLMhkuYnVpbGRwbGF0Zm9ybS52MS5Mb2dTdGVwQgTiQQEBIoEBChZBcHBlbmRCdWlsZExvZ3NSZXF1ZXN0EhYKCGJ1aWxkX2lkGAEgASgJQgTiQQECEjEKB2VudHJpZXMYAiADKAsyGi5idWlsZHBsYXRmb3JtLnYxLkxvZ0VudHJ5QgTiQQECEhwKDmZpcnN0X3NlcXVlbmNlGAMgASgDQgTiQQEBImEKF0FwcGVuZEJ1aWxkTG9nc1Jlc3BvbnNlEhYKDmZpcnN0X3NlcXVlbmNlGAEgASgDEhUKDWxhc3Rfc2VxdWVuY2UYAiABKAMSFwoPYWxyZWFkeV93cml0dGVuGAMgASgIIrEBChRMaXN0QnVpbGRMb2dzUmVxdWVzdBIWCghidWlsZF9pZBgBIAEoCUIE4kEBAhIXCglwYWdlX3NpemUYAiABKAVCBOJBAQESGAoKcGFnZV90b2tlbhgDIAEoCUIE4kEBARIcCg5hZnRlcl9zZXF1ZW5jZRgEIAEoA0IE4kEBARIwCgZsZXZlbHMYBSADKA4yGi5idWlsZHBsYXRmb3JtLnYxLkxvZ0xldmVsQgTiQQEBIloKFUxpc3RCdWlsZExvZ3NSZXNwb25zZRIoCgRsb2dzGAEgAygLMhouYnVpbGRwbGF0Zm9ybS52MS5CdWlsZExvZxIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAki5gEKFlN0cmVhbUJ1aWxkTG9nc1JlcXVlc3QSFgoIYnVpbGRfaWQYASABKAlCBOJBAQISHAoOYWZ0ZXJfc2VxdWVuY2UYAiABKANCBOJBAQESFAoGZm9sbG93GAMgASgIQgTiQQEBEhgKCnRhaWxfbGluZXMYBCABKAVCBOJBAQESNAoKc2luY2VfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQESMAoGbGV2ZWxzGAYgAygOMhouYnVpbGRwbGF0Zm9ybS52MS5Mb2dMZXZlbEIE4kEBASJmChdTdHJlYW1CdWlsZExvZ3NSZXNwb25zZRIoCgRsb2dzGAEgAygLMhouYnVpbGRwbGF0Zm9ybS52MS5CdWlsZExvZxIOCgZjdXJzb3IYAiABKAMSEQoJY2F1Z2h0X3VwGAMgASgIInAKDkxvZ1RleHRPcHRpb25zEi4KBGFuc2kYASABKA4yGi5idWlsZHBsYXRmb3JtLnYxLkFuc2lNb2RlQgTiQQEBEhgKCnRpbWVzdGFtcHMYAiABKAhCBOJBAQESFAoGbGV2ZWxzGAMgASgIQgTiQQEBIp8BChdSZWFkQnVpbGRMb2dUZXh0UmVxdWVzdBIWCghidWlsZF9pZBgBIAEoCUIE4kEBAhIZCgtyZWFkX29mZnNldBgCIAEoA0IE4kEBARIYCgpyZWFkX2xpbWl0GAMgASgDQgTiQQEBEjcKB29wdGlvbnMYBCABKAsyIC5idWlsZHBsYXRmb3JtLnYxLkxvZ1RleHRPcHRpb25zQgTiQQEBIjgKGFJlYWRCdWlsZExvZ1RleHRSZXNwb25zZRIMCgRkYXRhGAEgASgMEg4KBm9mZnNldBgCIAEoAyKXAgoWU2VhcmNoQnVpbGRMb2dzUmVxdWVzdBIWCghidWlsZF9pZBgBIAEoCUIE4kEBAhITCgVxdWVyeRgCIAEoCUIE4kEBAhITCgVyZWdleBgDIAEoCEIE4kEBARIZCgtpZ25vcmVfY2FzZRgEIAEoCEIE4kEBARIwCgZsZXZlbHMYBSADKA4yGi5idWlsZHBsYXRmb3JtLnYxLkxvZ0xldmVsQgTiQQEBEhwKDmFmdGVyX3NlcXVlbmNlGAYgASgDQgTiQQEBEhsKDWNvbnRleHRfbGluZXMYByABKAVCBOJBAQESGQoLbWF4X21hdGNoZXMYCCABKAVCBOJBAQESGAoKb21pdF9saW5lcxgJIAEoCEIE4kEBASInCglNYXRjaFNwYW4SDQoFc3RhcnQYASABKAUSCwoDZW5kGAIgASgFIoYBCgxMb2dTZWFyY2hIaXQSJwoDbG9nGAEgASgLMhouYnVpbGRwbGF0Zm9ybS52MS5CdWlsZExvZxIQCghzZXF1ZW5jZRgCIAEoAxIqCgVzcGFucxgDIAMoCzIbLmJ1aWxkcGxhdGZvcm0udjEuTWF0Y2hTcGFuEg8KB2NvbnRleHQYBCABKAgiegoXU2VhcmNoQnVpbGRMb2dzUmVzcG9uc2USLAoEaGl0cxgBIAMoCzIeLmJ1aWxkcGxhdGZvcm0udjEuTG9nU2VhcmNoSGl0Eg4KBmN1cnNvchgCIAEoAxIMCgRkb25lGAMgASgIEhMKC21hdGNoX2NvdW50GAQgASgDKnYKCExvZ0xldmVsEhkKFUxPR19MRVZFTF9VTlNQRUNJRklFRBAAEhIKDkxPR19MRVZFTF9JTkZPEAESEgoOTE9HX0xFVkVMX1dBUk4QAhITCg9MT0dfTEVWRUxfRVJST1IQAxISCg5MT0dfTEVWRUxfVE9PTBAEKmQKDUxvZ1N0ZXBBY3Rpb24SHwobTE9HX1NURVBfQUNUSU9OX1VOU1BFQ0lGSUVEEAASGQoVTE9HX1NURVBfQUNUSU9OX1NUQVJUEAESFwoTTE9HX1NURVBfQUNUSU9OX0VORBACKk4KCEFuc2lNb2RlEhkKFUFOU0lfTU9ERV9VTlNQRUNJRklFRBAAEhIKDkFOU0lfTU9ERV9LRUVQEAESEwoPQU5TSV9NT0RFX1NUUklQEAIy1gQKD0J1aWxkTG9nU2VydmljZRJwCg9BcHBlbmRCdWlsZExvZ3MSKC5idWlsZHBsYXRmb3JtLnYxLkFwcGVuZEJ1aWxkTG9nc1JlcXVlc3QaKS5idWlsZHBsYXRmb3JtLnYxLkFwcGVuZEJ1aWxkTG9nc1Jlc3BvbnNlIgjKpRkECAIYARJsCg1MaXN0QnVpbGRMb2dzEiYuYnVpbGRwbGF0Zm9ybS52MS5MaXN0QnVpbGRMb2dzUmVxdWVzdBonLmJ1aWxkcGxhdGZvcm0udjEuTGlzdEJ1aWxkTG9nc1Jlc3BvbnNlIgrKpRkGCAEQARgBEnQKD1N0cmVhbUJ1aWxkTG9ncxIoLmJ1aWxkcGxhdGZvcm0udjEuU3RyZWFtQnVpbGRMb2dzUmVxdWVzdBopLmJ1aWxkcGxhdGZvcm0udjEuU3RyZWFtQnVpbGRMb2dzUmVzcG9uc2UiCsqlGQYIARABGAEwARJ3ChBSZWFkQnVpbGRMb2dUZXh0EikuYnVpbGRwbGF0Zm9ybS52MS5SZWFkQnVpbGRMb2dUZXh0UmVxdWVzdBoqLmJ1aWxkcGxhdGZvcm0udjEuUmVhZEJ1aWxkTG9nVGV4dFJlc3BvbnNlIgrKpRkGCAEQARgBMAESdAoPU2VhcmNoQnVpbGRMb2dzEiguYnVpbGRwbGF0Zm9ybS52MS5TZWFyY2hCdWlsZExvZ3NSZXF1ZXN0GikuYnVpbGRwbGF0Zm9ybS52MS5TZWFyY2hCdWlsZExvZ3NSZXNwb25zZSIKyqUZBggBEAEYATABYgZwcm90bzM", [file_buildplatform_v1_access, file_google_api_field_behavior, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * A log line of a build.
@@ -70,6 +70,14 @@ export type BuildLog = Message<"buildplatform.v1.BuildLog"> & {
    * @generated from field: google.protobuf.Timestamp create_time = 7;
    */
   createTime?: Timestamp | undefined;
+
+  /**
+   * Output only. The step this line opens or closes, as appended; unset for
+   * an ordinary line (see LogStep).
+   *
+   * @generated from field: buildplatform.v1.LogStep step = 8;
+   */
+  step?: LogStep | undefined;
 };
 
 /**
@@ -78,6 +86,69 @@ export type BuildLog = Message<"buildplatform.v1.BuildLog"> & {
  */
 export const BuildLogSchema: GenMessage<BuildLog> = /*@__PURE__*/
   messageDesc(file_buildplatform_v1_build_log, 0);
+
+/**
+ * A named step (a section) of a build's log, like GitHub Actions' ::group::
+ * and GitLab's section_start/section_end: a line with a START step opens
+ * it, the lines after it belong to it, and a line with the END step of the
+ * same id closes it. The server stores the step with its line and sends it
+ * back unchanged (hot and archived alike); it keeps no state about which
+ * steps are open, so every reader derives the same structure from the lines
+ * alone, by these rules:
+ *
+ * - Nesting: a step started while another is open is inside it. Ending a
+ *   step also ends every step started inside it that is still open (as if
+ *   each were ended on the same line).
+ * - An END whose id is not open (never started, or already ended) is an
+ *   ordinary line; a START with the id of a step still open is an ordinary
+ *   line too (ids are unique among open steps; they may be used again once
+ *   the step ended).
+ * - A step still open when the build finishes is unclosed: it lasts until the
+ *   build's finish time (or, while the build runs, it is running).
+ * - A step's duration runs from its START line's create_time to its END
+ *   line's create_time.
+ * - A step holds errors when a line inside it (its own lines, START and END
+ *   included, and those of the steps inside it) has LOG_LEVEL_ERROR. The log
+ *   page opens such a step (the step that failed) and folds the others once
+ *   they ended.
+ *
+ * The step's line is a line like any other (level, message, metadata): its
+ * message is what a reader shows as the step's title line, and may be empty
+ * (then a reader shows the step's name).
+ *
+ * @generated from message buildplatform.v1.LogStep
+ */
+export type LogStep = Message<"buildplatform.v1.LogStep"> & {
+  /**
+   * Required. The step's id: 1 to 64 characters from A-Z, a-z, 0-9, '_',
+   * '.', ':', '-' (the same id starts and ends one step).
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * Optional. The step's name for people: at most 256 bytes of UTF-8, no
+   * NUL character; empty means the id. Set on START; ignored on END.
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * Required. Whether the line opens or closes the step.
+   *
+   * @generated from field: buildplatform.v1.LogStepAction action = 3;
+   */
+  action: LogStepAction;
+};
+
+/**
+ * Describes the message buildplatform.v1.LogStep.
+ * Use `create(LogStepSchema)` to create a new message.
+ */
+export const LogStepSchema: GenMessage<LogStep> = /*@__PURE__*/
+  messageDesc(file_buildplatform_v1_build_log, 1);
 
 /**
  * A line to append.
@@ -94,7 +165,7 @@ export type LogEntry = Message<"buildplatform.v1.LogEntry"> & {
 
   /**
    * Required. The text: at most 65536 bytes of UTF-8, no NUL character.
-   * May be empty only when metadata is set.
+   * May be empty only when metadata or step is set.
    *
    * @generated from field: string message = 2;
    */
@@ -107,6 +178,14 @@ export type LogEntry = Message<"buildplatform.v1.LogEntry"> & {
    * @generated from field: google.protobuf.Struct metadata = 3;
    */
   metadata?: JsonObject | undefined;
+
+  /**
+   * Optional. The step this line opens or closes (see LogStep). Old
+   * writers that never set it append ordinary lines, as before.
+   *
+   * @generated from field: buildplatform.v1.LogStep step = 4;
+   */
+  step?: LogStep | undefined;
 };
 
 /**
@@ -114,7 +193,7 @@ export type LogEntry = Message<"buildplatform.v1.LogEntry"> & {
  * Use `create(LogEntrySchema)` to create a new message.
  */
 export const LogEntrySchema: GenMessage<LogEntry> = /*@__PURE__*/
-  messageDesc(file_buildplatform_v1_build_log, 1);
+  messageDesc(file_buildplatform_v1_build_log, 2);
 
 /**
  * Request for AppendBuildLogs.
@@ -155,7 +234,7 @@ export type AppendBuildLogsRequest = Message<"buildplatform.v1.AppendBuildLogsRe
  * Use `create(AppendBuildLogsRequestSchema)` to create a new message.
  */
 export const AppendBuildLogsRequestSchema: GenMessage<AppendBuildLogsRequest> = /*@__PURE__*/
-  messageDesc(file_buildplatform_v1_build_log, 2);
+  messageDesc(file_buildplatform_v1_build_log, 3);
 
 /**
  * Response for AppendBuildLogs.
@@ -191,7 +270,7 @@ export type AppendBuildLogsResponse = Message<"buildplatform.v1.AppendBuildLogsR
  * Use `create(AppendBuildLogsResponseSchema)` to create a new message.
  */
 export const AppendBuildLogsResponseSchema: GenMessage<AppendBuildLogsResponse> = /*@__PURE__*/
-  messageDesc(file_buildplatform_v1_build_log, 3);
+  messageDesc(file_buildplatform_v1_build_log, 4);
 
 /**
  * Request for ListBuildLogs.
@@ -240,7 +319,7 @@ export type ListBuildLogsRequest = Message<"buildplatform.v1.ListBuildLogsReques
  * Use `create(ListBuildLogsRequestSchema)` to create a new message.
  */
 export const ListBuildLogsRequestSchema: GenMessage<ListBuildLogsRequest> = /*@__PURE__*/
-  messageDesc(file_buildplatform_v1_build_log, 4);
+  messageDesc(file_buildplatform_v1_build_log, 5);
 
 /**
  * Response for ListBuildLogs.
@@ -269,7 +348,7 @@ export type ListBuildLogsResponse = Message<"buildplatform.v1.ListBuildLogsRespo
  * Use `create(ListBuildLogsResponseSchema)` to create a new message.
  */
 export const ListBuildLogsResponseSchema: GenMessage<ListBuildLogsResponse> = /*@__PURE__*/
-  messageDesc(file_buildplatform_v1_build_log, 5);
+  messageDesc(file_buildplatform_v1_build_log, 6);
 
 /**
  * Request for StreamBuildLogs.
@@ -328,7 +407,7 @@ export type StreamBuildLogsRequest = Message<"buildplatform.v1.StreamBuildLogsRe
  * Use `create(StreamBuildLogsRequestSchema)` to create a new message.
  */
 export const StreamBuildLogsRequestSchema: GenMessage<StreamBuildLogsRequest> = /*@__PURE__*/
-  messageDesc(file_buildplatform_v1_build_log, 6);
+  messageDesc(file_buildplatform_v1_build_log, 7);
 
 /**
  * One message of StreamBuildLogs.
@@ -366,7 +445,7 @@ export type StreamBuildLogsResponse = Message<"buildplatform.v1.StreamBuildLogsR
  * Use `create(StreamBuildLogsResponseSchema)` to create a new message.
  */
 export const StreamBuildLogsResponseSchema: GenMessage<StreamBuildLogsResponse> = /*@__PURE__*/
-  messageDesc(file_buildplatform_v1_build_log, 7);
+  messageDesc(file_buildplatform_v1_build_log, 8);
 
 /**
  * How each line of the text is written.
@@ -403,7 +482,7 @@ export type LogTextOptions = Message<"buildplatform.v1.LogTextOptions"> & {
  * Use `create(LogTextOptionsSchema)` to create a new message.
  */
 export const LogTextOptionsSchema: GenMessage<LogTextOptions> = /*@__PURE__*/
-  messageDesc(file_buildplatform_v1_build_log, 8);
+  messageDesc(file_buildplatform_v1_build_log, 9);
 
 /**
  * Request for ReadBuildLogText.
@@ -447,7 +526,7 @@ export type ReadBuildLogTextRequest = Message<"buildplatform.v1.ReadBuildLogText
  * Use `create(ReadBuildLogTextRequestSchema)` to create a new message.
  */
 export const ReadBuildLogTextRequestSchema: GenMessage<ReadBuildLogTextRequest> = /*@__PURE__*/
-  messageDesc(file_buildplatform_v1_build_log, 9);
+  messageDesc(file_buildplatform_v1_build_log, 10);
 
 /**
  * One chunk of ReadBuildLogText.
@@ -480,7 +559,7 @@ export type ReadBuildLogTextResponse = Message<"buildplatform.v1.ReadBuildLogTex
  * Use `create(ReadBuildLogTextResponseSchema)` to create a new message.
  */
 export const ReadBuildLogTextResponseSchema: GenMessage<ReadBuildLogTextResponse> = /*@__PURE__*/
-  messageDesc(file_buildplatform_v1_build_log, 10);
+  messageDesc(file_buildplatform_v1_build_log, 11);
 
 /**
  * Request for SearchBuildLogs.
@@ -563,7 +642,7 @@ export type SearchBuildLogsRequest = Message<"buildplatform.v1.SearchBuildLogsRe
  * Use `create(SearchBuildLogsRequestSchema)` to create a new message.
  */
 export const SearchBuildLogsRequestSchema: GenMessage<SearchBuildLogsRequest> = /*@__PURE__*/
-  messageDesc(file_buildplatform_v1_build_log, 11);
+  messageDesc(file_buildplatform_v1_build_log, 12);
 
 /**
  * Where a match is within a line's message: bytes [start, end) of its
@@ -592,7 +671,7 @@ export type MatchSpan = Message<"buildplatform.v1.MatchSpan"> & {
  * Use `create(MatchSpanSchema)` to create a new message.
  */
 export const MatchSpanSchema: GenMessage<MatchSpan> = /*@__PURE__*/
-  messageDesc(file_buildplatform_v1_build_log, 12);
+  messageDesc(file_buildplatform_v1_build_log, 13);
 
 /**
  * A line SearchBuildLogs sends: a match, or a line of context around one.
@@ -636,7 +715,7 @@ export type LogSearchHit = Message<"buildplatform.v1.LogSearchHit"> & {
  * Use `create(LogSearchHitSchema)` to create a new message.
  */
 export const LogSearchHitSchema: GenMessage<LogSearchHit> = /*@__PURE__*/
-  messageDesc(file_buildplatform_v1_build_log, 13);
+  messageDesc(file_buildplatform_v1_build_log, 14);
 
 /**
  * One message of SearchBuildLogs.
@@ -683,7 +762,7 @@ export type SearchBuildLogsResponse = Message<"buildplatform.v1.SearchBuildLogsR
  * Use `create(SearchBuildLogsResponseSchema)` to create a new message.
  */
 export const SearchBuildLogsResponseSchema: GenMessage<SearchBuildLogsResponse> = /*@__PURE__*/
-  messageDesc(file_buildplatform_v1_build_log, 14);
+  messageDesc(file_buildplatform_v1_build_log, 15);
 
 /**
  * Severity of a log line.
@@ -734,6 +813,40 @@ export const LogLevelSchema: GenEnum<LogLevel> = /*@__PURE__*/
   enumDesc(file_buildplatform_v1_build_log, 0);
 
 /**
+ * What a step line does.
+ *
+ * @generated from enum buildplatform.v1.LogStepAction
+ */
+export enum LogStepAction {
+  /**
+   * Not an action; rejected as input.
+   *
+   * @generated from enum value: LOG_STEP_ACTION_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The line opens the step: the lines after it belong to it.
+   *
+   * @generated from enum value: LOG_STEP_ACTION_START = 1;
+   */
+  START = 1,
+
+  /**
+   * The line closes the step: it is the step's last line.
+   *
+   * @generated from enum value: LOG_STEP_ACTION_END = 2;
+   */
+  END = 2,
+}
+
+/**
+ * Describes the enum buildplatform.v1.LogStepAction.
+ */
+export const LogStepActionSchema: GenEnum<LogStepAction> = /*@__PURE__*/
+  enumDesc(file_buildplatform_v1_build_log, 1);
+
+/**
  * What to do with ANSI escape sequences (colours, cursor moves, window titles)
  * in the text.
  *
@@ -769,7 +882,7 @@ export enum AnsiMode {
  * Describes the enum buildplatform.v1.AnsiMode.
  */
 export const AnsiModeSchema: GenEnum<AnsiMode> = /*@__PURE__*/
-  enumDesc(file_buildplatform_v1_build_log, 1);
+  enumDesc(file_buildplatform_v1_build_log, 2);
 
 /**
  * BuildLogService stores the log lines of builds and streams them live.
