@@ -444,7 +444,7 @@ class ServerProcess:
     lines: list[str] = field(default_factory=list)
     _pump: threading.Thread = field(init=False, repr=False)
 
-    def start(self, timeout: float = 30) -> ServerProcess:
+    def start(self, timeout: float = 90) -> ServerProcess:
         env = {
             **os.environ,
             "DATABASE_URL": self.database_url,
