@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy
-from sqlalchemy import ColumnElement, bindparam, exists, func, insert, select
+from sqlalchemy import bindparam, exists, func, insert, select
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -94,16 +94,11 @@ async def list_builds(
     budget: int,
     after: tuple[datetime, str] | None,
 ) -> Page[BuildRow]:
-    where: list[ColumnElement[bool]] = []
-    if user_id:
-        where.append(builds.c.user_id == user_id)
-    if project_id:
-        where.append(builds.c.project_id == project_id)
-    if statuses:
-        where.append(builds.c.status.in_(sorted(statuses)))
-    async with db.read() as conn:
-        page = await crud.newest_first(conn, builds, where=where, limit=limit, budget=budget, after=after)
-    return page.typed(BuildRow)
+    equal = {name: value for name, value in (("user_id", user_id), ("project_id", project_id)) if value}
+    return await crud.newest_page_hot(
+        db, builds, BuildRow, equal=equal, among={"status": [s.value for s in sorted(statuses)]},
+        limit=limit, budget=budget, after=after,
+    )
 
 
 async def _locked(conn: AsyncConnection, key: str, expected_revision: int | None) -> BuildRow:
