@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy
-from sqlalchemy import ColumnElement, bindparam, exists, func, insert, select
+from sqlalchemy import bindparam, insert
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -29,7 +29,7 @@ from server.domain.status import TERMINAL, BuildStatus
 from server.store import crud
 from server.store.crud import Page
 from server.store.db import Database
-from server.store.models import app_specs, build_secrets, builds, projects, users
+from server.store.models import app_specs, build_secrets, builds
 from server.store.rows import BuildRow, typed
 
 BUILD_CHANNEL = "bp_build"
@@ -40,8 +40,17 @@ def notify_payload(row: BuildRow) -> str:
     return f"{row.id} {row.status} {row.last_log_seq} {row.last_event_seq}"
 
 
+# Fixed statements as driver SQL: no SQLAlchemy statement to build, key and
+# look up per call (CreateBuild's profile, docs/benchmarks.md).
+_NOTIFY = f"SELECT pg_notify('{BUILD_CHANNEL}', %(payload)s)"
+_OWNERSHIP = (
+    "SELECT (SELECT user_id FROM projects WHERE id = %(project_id)s), "
+    "EXISTS (SELECT 1 FROM users WHERE id = %(user_id)s)"
+)
+
+
 async def _notify(conn: AsyncConnection, row: BuildRow) -> None:
-    await conn.execute(select(func.pg_notify(BUILD_CHANNEL, notify_payload(row))))
+    await conn.exec_driver_sql(_NOTIFY, {"payload": notify_payload(row)})
 
 
 async def get(db: Database, key: str) -> BuildRow:
@@ -51,9 +60,8 @@ async def get(db: Database, key: str) -> BuildRow:
 
 async def ownership(conn: AsyncConnection, project_id: str, user_id: str) -> Ownership:
     """The project's owner and whether the user exists, in one statement."""
-    owner = select(projects.c.user_id).where(projects.c.id == project_id).scalar_subquery()
-    found = select(owner, exists().where(users.c.id == user_id))
-    row = (await conn.execute(found)).one()
+    result = await conn.exec_driver_sql(_OWNERSHIP, {"project_id": project_id, "user_id": user_id})
+    row: Any = result.one()
     return Ownership(project_id, user_id, row[0], bool(row[1]))
 
 
@@ -94,16 +102,11 @@ async def list_builds(
     budget: int,
     after: tuple[datetime, str] | None,
 ) -> Page[BuildRow]:
-    where: list[ColumnElement[bool]] = []
-    if user_id:
-        where.append(builds.c.user_id == user_id)
-    if project_id:
-        where.append(builds.c.project_id == project_id)
-    if statuses:
-        where.append(builds.c.status.in_(sorted(statuses)))
-    async with db.read() as conn:
-        page = await crud.newest_first(conn, builds, where=where, limit=limit, budget=budget, after=after)
-    return page.typed(BuildRow)
+    equal = {name: value for name, value in (("user_id", user_id), ("project_id", project_id)) if value}
+    return await crud.newest_page_hot(
+        db, builds, BuildRow, equal=equal, among={"status": [s.value for s in sorted(statuses)]},
+        limit=limit, budget=budget, after=after,
+    )
 
 
 async def _locked(conn: AsyncConnection, key: str, expected_revision: int | None) -> BuildRow:

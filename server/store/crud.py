@@ -11,20 +11,24 @@ loaded by the thousand to fill one page of RESPONSE_BYTES.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from psycopg.rows import class_row
 from sqlalchemy import (
+    BindParameter,
     ClauseElement,
     Column,
     ColumnElement,
+    Select,
     Table,
     Text,
     and_,
+    bindparam,
     case,
     cast,
     delete,
@@ -36,6 +40,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -171,6 +176,39 @@ def estimated_bytes(table: Table) -> ColumnElement[int]:
     return total
 
 
+def _bounded_statement(
+    table: Table,
+    where: Sequence[ColumnElement[bool]],
+    order: Sequence[tuple[Column[Any], bool]],
+    limit: int | BindParameter[int],
+) -> Select[Any]:
+    """bounded_page's statement; `limit` is the page size + 1 (a value, or a
+    parameter when the statement is compiled once and reused)."""
+    keys = list(table.primary_key.columns)
+    ordered = {column.name: column for column, _ in order}
+    candidates = (
+        select(*keys, *(c for c in ordered.values() if c not in keys), estimated_bytes(table).label("size"))
+        .where(*where)
+        .order_by(*(column.desc() if descending else column for column, descending in order))
+        .limit(limit)
+        .subquery("candidates")
+    )
+    window_order = [candidates.c[c.name].desc() if d else candidates.c[c.name] for c, d in order]
+    sized = select(
+        *(candidates.c[c.name] for c in keys),
+        func.coalesce(
+            func.sum(candidates.c.size).over(order_by=window_order, rows=(None, -1)), 0
+        ).label("before"),
+        func.count().over().label("candidates"),
+    ).subquery("sized")
+    return (
+        select(table, sized.c.candidates)
+        .join(sized, and_(*(table.c[c.name] == sized.c[c.name] for c in keys)))
+        .where(sized.c.before < bindparam("budget"))
+        .order_by(*(column.desc() if descending else column for column, descending in order))
+    )
+
+
 async def bounded_page(
     conn: AsyncConnection,
     table: Table,
@@ -189,31 +227,83 @@ async def bounded_page(
     them, and only then the full rows of the keys whose preceding rows sum to
     less than the budget. The caller cuts exactly on the serialized size.
     """
-    keys = list(table.primary_key.columns)
-    ordered = {column.name: column for column, _ in order}
-    candidates = (
-        select(*keys, *(c for c in ordered.values() if c not in keys), estimated_bytes(table).label("size"))
-        .where(*where)
-        .order_by(*(column.desc() if descending else column for column, descending in order))
-        .limit(limit + 1)
-        .subquery("candidates")
-    )
-    window_order = [candidates.c[c.name].desc() if d else candidates.c[c.name] for c, d in order]
-    sized = select(
-        *(candidates.c[c.name] for c in keys),
-        func.coalesce(
-            func.sum(candidates.c.size).over(order_by=window_order, rows=(None, -1)), 0
-        ).label("before"),
-        func.count().over().label("candidates"),
-    ).subquery("sized")
-    stmt = (
-        select(table, sized.c.candidates)
-        .join(sized, and_(*(table.c[c.name] == sized.c[c.name] for c in keys)))
-        .where(sized.c.before < budget)
-        .order_by(*(column.desc() if descending else column for column, descending in order))
-    )
-    rows = (await conn.execute(stmt)).mappings().all()
+    stmt = _bounded_statement(table, where, order, limit + 1)
+    rows = (await conn.execute(stmt, {"budget": budget})).mappings().all()
     return Page(rows[:limit], rows[0]["candidates"] if rows else 0)
+
+
+# Newest-first pages run on the hot psycopg pool as SQL compiled once per
+# filter shape (which filters are set, how many values an IN list has):
+# building, caching and compiling a SQLAlchemy statement and reading its
+# typed rows cost more CPU than the query itself (docs/benchmarks.md,
+# "Unary calls: where the time went"). Same statement, same plan.
+_PAGE_SQL: dict[tuple[Any, ...], str] = {}
+_DIALECT = psycopg_dialect.dialect()  # type: ignore[no-untyped-call]
+
+
+def _page_sql(table: Table, equal: Sequence[str], among: Sequence[tuple[str, int]], after: bool) -> str:
+    shape = (table.name, tuple(equal), tuple(among), after)
+    query = _PAGE_SQL.get(shape)
+    if query is None:
+        where: list[ColumnElement[bool]] = [table.c[name] == bindparam(name) for name in equal]
+        for name, count in among:
+            where.append(table.c[name].in_([bindparam(f"{name}_{i}") for i in range(count)]))
+        if after:
+            where.append(
+                tuple_(table.c.create_time, table.c.id) < tuple_(bindparam("after_time"), bindparam("after_id"))
+            )
+        order = [(table.c.create_time, True), (table.c.id, True)]
+        stmt = _bounded_statement(table, where, order, bindparam("limit"))
+        compiled = stmt.compile(dialect=_DIALECT)
+        # ROW_OVERHEAD and the like are constants of the statement.
+        constants = {k: v for k, v in compiled.params.items() if v is not None}
+        query = _PAGE_SQL[shape] = str(compiled) % {
+            **{k: f"%({k})s" for k in compiled.params}, **{k: str(int(v)) for k, v in constants.items()},
+        }
+    return query
+
+
+def _page_rows(cls: type[T]) -> Callable[[Any], Callable[[Sequence[Any]], tuple[T, int]]]:
+    """A psycopg row factory: (a `cls` of the row's columns, its `candidates`)."""
+    fields = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+
+    def factory(cursor: Any) -> Callable[[Sequence[Any]], tuple[T, int]]:
+        names = [column.name for column in cursor.description]
+        index = [names.index(name) for name in fields]
+        count = names.index("candidates")
+
+        def make(values: Sequence[Any]) -> tuple[T, int]:
+            return cls(*[values[i] for i in index]), values[count]
+
+        return make
+
+    return factory
+
+
+async def newest_page_hot(
+    db: Database,
+    table: Table,
+    cls: type[T],
+    *,
+    equal: Mapping[str, Any],
+    among: Mapping[str, Sequence[Any]],
+    limit: int,
+    budget: int,
+    after: tuple[datetime, str] | None,
+) -> Page[T]:
+    """newest_page for equality and IN filters (unset ones left out), on the
+    hot psycopg pool: `equal` column -> value, `among` column -> values."""
+    sets = [(name, list(values)) for name, values in among.items() if values]
+    query = _page_sql(table, list(equal), [(name, len(values)) for name, values in sets], after is not None)
+    params: dict[str, Any] = {**equal, "limit": limit + 1, "budget": budget}
+    for name, values in sets:
+        params.update({f"{name}_{i}": value for i, value in enumerate(values)})
+    if after is not None:
+        params["after_time"], params["after_id"] = after
+    async with db.connection() as conn, conn.cursor(row_factory=_page_rows(cls)) as cur:
+        await cur.execute(query, params)
+        rows = await cur.fetchall()
+    return Page([row for row, _ in rows[:limit]], rows[0][1] if rows else 0)
 
 
 async def newest_first(
