@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import multiprocessing
+import os
 import time
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
@@ -39,7 +40,7 @@ from bench.streams import Figures, new_builds
 from server.live.notifier import Notifier
 from server.store import feeds
 
-POINTS = (1, 10, 100, 1000)
+POINTS = tuple(int(p) for p in os.environ.get("BENCH_SCALE_POINTS", "1,10,100,1000").split(","))
 CONNECTIONS = 32
 BATCH = 10
 FILLER = "x" * 80
@@ -101,6 +102,8 @@ async def _run(url: str, builds: list[str], path: str, seconds: float) -> tuple[
     finally:
         if notifier is not None:
             await notifier.close()
+            print(f"    notifier: {notifier.sent} notifying commits, {notifier.sending / max(notifier.sent, 1) * 1000:.1f} ms "
+                  "each on average", flush=True)
     return len(committed), committed
 
 
