@@ -18,7 +18,10 @@ bench.masking); download (issue 14: GET /builds/{id}/logs.txt of a
 1,000,000-line log, bytes/s and server RSS, beside COPY out of
 PostgreSQL, bench.download); search (issue 15: SearchBuildLogs on a
 1,000,000-line build, hot and archived, beside PostgreSQL and an
-in-process scan, bench.search).
+in-process scan, bench.search); scale (issue 16: appends/s and commits/s
+at 1 to 1,000 builds appending at once, NOTIFY in the commit against the
+coalescing notifier against no notification, and the wake-up delay on
+another replica, bench.scale).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from bench.h2 import Load
 
 CORE = ("get", "list", "create", "workers")
 STREAMS = ("ingest", "statements", "delivery", "idle", "filters", "rings", "http", "archive", "masking",
-           "download", "search")
+           "download", "search", "scale")
 
 
 def parse_args() -> argparse.Namespace:
@@ -96,7 +99,17 @@ def main() -> int:
             run.shape = shape
             run.core = core.run(pg.url, h2load, shape, args.selected, builds=builds, rounds=args.rounds)
         if args.selected & set(STREAMS):
-            from bench import archive, connect, delivery, download, feeds, masking, search, streams
+            from bench import (
+                archive,
+                connect,
+                delivery,
+                download,
+                feeds,
+                masking,
+                scale,
+                search,
+                streams,
+            )
 
             run.streams = streams.Figures()
             for name in STREAMS:
@@ -107,7 +120,7 @@ def main() -> int:
                     continue
                 print(f"{name}:", flush=True)
                 try:
-                    module = next(m for m in (feeds, delivery, connect, download, streams, archive, masking, search)
+                    module = next(m for m in (feeds, delivery, connect, download, streams, archive, masking, search, scale)
                                   if hasattr(m, name))
                     module.__dict__[name](pg.url, run.streams)
                 except Exception as error:  # report the others even if one bench breaks

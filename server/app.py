@@ -322,6 +322,7 @@ def build_server(settings: Settings, *, tracing: bool = False) -> App:
         db, settings.database_url, check_seconds=settings.health_check_seconds,
         heartbeat_seconds=settings.stream_heartbeat_seconds,
         ring_bytes=settings.feed_ring_bytes, total_bytes=settings.feed_total_bytes,
+        notify_tick_seconds=settings.notify_tick_seconds, poll_seconds=settings.feed_poll_seconds,
         metrics=metrics,
         archive=archive,
     )

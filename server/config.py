@@ -80,6 +80,10 @@ ENVIRONMENT: list[tuple[str, str, str]] = [
      "and kind; followers further behind read the database."),
     ("FEED_TOTAL_BYTES", "268435456", "bytes of recent lines and events kept in memory for all "
      "followed builds of a process; above it the largest rings lose their oldest entries."),
+    ("NOTIFY_TICK_SECONDS", "0.005", "how long each process gathers its committed appends before it announces "
+     "them to the other replicas in one notification (docs/streaming.md#how-replicas-learn-of-new-lines)."),
+    ("FEED_POLL_SECONDS", "1", "how often each process reads the positions of the builds it follows, the "
+     "safety net for a notification lost with a process killed between an append's commit and its notification."),
     ("ARCHIVE_URL", ".data/archive", "where finished builds' logs and events are archived (docs/lifecycle.md): "
      "a directory (created when missing), file:///path, s3://bucket/prefix, gs://bucket/prefix or "
      "az://container/prefix, with each cloud's standard credentials from the environment; empty archives nothing."),
@@ -323,6 +327,8 @@ class Settings:
     stream_heartbeat_seconds: float = setting(_seconds())
     feed_ring_bytes: int = setting(_whole(1))
     feed_total_bytes: int = setting(_whole(1))
+    notify_tick_seconds: float = setting(_seconds())
+    feed_poll_seconds: float = setting(_seconds())
     archive_url: str = setting(parse_archive_url)
     archive: bool = setting(_boolean)
     archive_after_seconds: float = setting(_seconds(zero=True))

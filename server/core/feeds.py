@@ -184,6 +184,10 @@ class FeedStreams:
             break
         else:
             raise Unavailable(f"the secrets of build {build_id!r} changed during each attempt to append; retry")
+        if not done.already_written:
+            # Committed: wake this process's followers now, and the other
+            # replicas' with the notifier's next tick (server.live.notifier).
+            d.hub.appended(self.kind, build_id, done.last)
         if d.metrics is not None and not done.already_written:
             # The entries' own serialized size: each carries its wire bound last.
             size = sum(map(itemgetter(-1), entries)) - len(entries) * feeds.SERVER_FIELDS_BYTES

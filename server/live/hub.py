@@ -1,10 +1,16 @@
 """LISTEN/NOTIFY fan-out: one listening connection per process.
 
-Writers send `pg_notify` inside their transaction (server.store.feeds,
-server.store.builds); PostgreSQL delivers it on commit to every replica. A
-notification is only a hint that something changed: feeds always read the
-rows themselves, so a lost notification (a listener reconnect) costs
-latency, never data. After a reconnect every feed and watcher re-reads.
+Build writes send `pg_notify('bp_build', ...)` inside their transaction
+(server.store.builds: rare, and WatchBuild wants them). Appends commit with
+no notification: the core tells the hub (`appended`), which wakes this
+process's followers at once and has the process's coalescing notifier
+(server.live.notifier) announce the builds that changed to every replica,
+at most once per tick. A notification is only a hint that something
+changed: feeds always read the rows themselves, so a lost notification (a
+listener reconnect, a process killed between commit and notify) costs
+latency, never data: the hub polls the positions of its followed builds
+every `poll_seconds` (FEED_POLL_SECONDS), and after a reconnect every feed
+and watcher re-reads.
 
 The hub owns the process's feeds (server.live.feed), one per followed build
 and kind, and their bound together (FEED_TOTAL_BYTES); readers get a
@@ -28,6 +34,7 @@ import psycopg
 
 from server.domain.status import TERMINAL, BuildStatus
 from server.live.feed import Feed
+from server.live.notifier import Notifier
 from server.live.reader import Follower
 from server.store import feeds
 from server.store.builds import BUILD_CHANNEL
@@ -55,6 +62,8 @@ class Hub:
         total_bytes: int = 256 << 20,
         metrics: Metrics | None = None,
         archive: ObjectStore | None = None,
+        notify_tick_seconds: float = 0.005,
+        poll_seconds: float = 1.0,
     ) -> None:
         self.db = db
         self.archive = archive             # where archived builds' chunks are read (None: ARCHIVE_URL empty)
@@ -68,6 +77,9 @@ class Hub:
         self.feeds: dict[tuple[str, str], Feed] = {}
         self.watchers: dict[str, set[asyncio.Event]] = {}
         self.connected = asyncio.Event()
+        self.notifier = Notifier(database_url, tick_seconds=notify_tick_seconds, timeout=db.timeout if db else 5.0)
+        self.poll_seconds = poll_seconds  # FEED_POLL_SECONDS: followed builds' positions are read this often
+        self._poller: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._closing = False
@@ -78,6 +90,42 @@ class Hub:
         server may start while the database is down)."""
         self._task = asyncio.create_task(self._listen())
         self._ticker = asyncio.create_task(self._tick())
+        self._poller = asyncio.create_task(self._poll())
+        self.notifier.start()
+
+    def appended(self, kind: Kind, build_id: str, last: int) -> None:
+        """An append of this process committed `build_id`'s `kind` up to
+        `last`: wake its followers here now, and announce it to the other
+        replicas with the next tick's notification."""
+        feed = self.feeds.get((kind.name, build_id))
+        if feed is not None:
+            feed.announce(last)
+        self.notifier.note(kind.channel, build_id, last)
+
+    async def _poll(self) -> None:
+        """The safety net of notifications: every poll_seconds, read the
+        positions of the builds followed here (one query per 1,000) and
+        announce them. A process killed between an append's commit and its
+        notification delays the lines to other replicas' followers by at
+        most this period."""
+        while True:
+            await asyncio.sleep(self.poll_seconds)
+            ids = sorted({build_id for _, build_id in self.feeds})
+            for start in range(0, len(ids), 1000):
+                try:
+                    found = await feeds.positions(self.db, ids[start:start + 1000])
+                except (psycopg.Error, OSError, DatabaseUnavailable, DatabaseRejected) as error:
+                    log.warning("polling followed builds failed: %s", error)
+                    break
+                for build_id, status, last_log, last_event in found:
+                    for kind, last in ((feeds.LOGS, last_log), (feeds.EVENTS, last_event)):
+                        feed = self.feeds.get((kind.name, build_id))
+                        if feed is None:
+                            continue
+                        if status in TERMINAL and feed.final is None:
+                            feed.finished(last)
+                        elif feed.head is not None and last > feed.head:
+                            feed.announce(last)
 
     async def _tick(self) -> None:
         """Wake every follower twice per heartbeat period. A follower that
@@ -100,7 +148,8 @@ class Hub:
 
     async def close(self) -> None:
         self._closing = True
-        for task in (self._task, self._ticker):
+        await self.notifier.close()
+        for task in (self._task, self._ticker, self._poller):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -166,11 +215,13 @@ class Hub:
                     if feed is not None:
                         feed.finished(int(last))
             return
-        build_id, seq = payload.split(" ")
+        # "<id> <seq> <id> <seq> ...": every build a notifier's tick changed.
         kind = feeds.LOGS if channel == feeds.LOGS.channel else feeds.EVENTS
-        feed = self.feeds.get((kind.name, build_id))
-        if feed is not None:
-            feed.announce(int(seq))
+        words = payload.split(" ")
+        for index in range(0, len(words) - 1, 2):
+            feed = self.feeds.get((kind.name, words[index]))
+            if feed is not None:
+                feed.announce(int(words[index + 1]))
 
     def _wake_everything(self) -> None:
         for events in self.watchers.values():

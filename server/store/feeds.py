@@ -4,11 +4,13 @@ One `Kind` describes each feed (table, counter column, NOTIFY channel), so
 logs and events share every query.
 
 The append path is three round trips in one transaction:
-1. `UPDATE builds SET <counter> = <counter> + n ... RETURNING <counter>,
-   pg_notify(...)`: takes the build's row lock, refuses finished builds and
-   (when the writer gave first_sequence) a wrong offset, reserves n sequence
-   numbers, and queues the notification, which PostgreSQL delivers only if
-   and when the transaction commits;
+1. `UPDATE builds SET <counter> = <counter> + n ... RETURNING <counter>`:
+   takes the build's row lock, refuses finished builds and (when the writer
+   gave first_sequence) a wrong offset or a stale secrets_version, sets the
+   call's deadline as lock_timeout/statement_timeout, and reserves n
+   sequence numbers. No NOTIFY: it would serialise every append's commit
+   database-wide; the caller tells the hub after the commit
+   (server.live.notifier);
 2. `COPY ... FROM STDIN` of the rows (the fastest bulk path, see
    docs/benchmarks.md);
 3. COMMIT.
@@ -177,8 +179,8 @@ async def append(
         "ms": str(db.deadline_ms()),
     }
     versioned = secrets_version is not None
-    # The counter, the rows and the notification commit together: one
-    # statement (its own transaction), or one explicit transaction around COPY.
+    # The counter and the rows commit together: one statement (its own
+    # transaction), or one explicit transaction around COPY.
     async with _turns.turn(build_id, db.budget()[0]), db.connection() as pg:
         if n <= ONE_STATEMENT_ROWS:
             # One JSON document: json.dumps is C, where psycopg's array
@@ -206,10 +208,12 @@ async def append(
             return Appended(first, last, False)
 
 
-def _counter(kind: Kind, expected: bool, versioned: bool = False) -> str:
+def _counter(kind: Kind, expected: bool, versioned: bool = False, notify: bool = False) -> str:
     """Reserve %(n)s sequence numbers of a build that is not finished (and
-    whose last one is %(expected)s - 1), and queue the notification that
-    PostgreSQL delivers only if and when the transaction commits."""
+    whose last one is %(expected)s - 1). `notify` (the old path, kept for
+    bench `scale` only) also queues a notification in the transaction, which
+    serialises every notifying commit of the database (see
+    server.live.notifier)."""
     return (
         f"UPDATE builds SET {kind.counter} = {kind.counter} + %(n)s, "
         f"{kind.last_time} = greatest({kind.last_time}, %(now)s) "
@@ -221,12 +225,12 @@ def _counter(kind: Kind, expected: bool, versioned: bool = False) -> str:
         " AND set_config('statement_timeout', %(ms)s, true) IS NOT NULL"
         + (f" AND {kind.counter} = %(expected)s - 1" if expected else "")
         + (" AND secrets_version = %(secrets)s" if versioned else "")
-        + f" RETURNING {kind.counter} AS last, {kind.last_time} AS stamp, "
-        f"pg_notify('{kind.channel}', id || ' ' || {kind.counter}) AS notified"
+        + f" RETURNING {kind.counter} AS last, {kind.last_time} AS stamp"
+        + (f", pg_notify('{kind.channel}', id || ' ' || {kind.counter}) AS notified" if notify else "")
     )
 
 
-def _one_statement(kind: Kind, expected: bool, versioned: bool = False) -> str:
+def _one_statement(kind: Kind, expected: bool, versioned: bool = False, notify: bool = False) -> str:
     """The counter and the rows in one statement: the rows, a JSON array of
     entries in %(rows)s (payload columns, then the wire size), are inserted
     only if the counter moved, so a refused append writes nothing."""
@@ -236,7 +240,7 @@ def _one_statement(kind: Kind, expected: bool, versioned: bool = False) -> str:
     ]
     columns = ", ".join(("build_id", "seq", *kind.columns, "wire_bytes", "create_time"))
     return (
-        f"WITH counter AS ({_counter(kind, expected, versioned)}), "
+        f"WITH counter AS ({_counter(kind, expected, versioned, notify)}), "
         f"inserted AS (INSERT INTO {kind.table} ({columns}) "
         f"SELECT %(id)s, counter.last - %(n)s + e.ord, {', '.join(values)}, "
         f"(e.entry->>{len(kind.types)})::int, counter.stamp "
@@ -555,6 +559,16 @@ async def start_cursor(
 
 
 # --- whole units of work on the hot-path pool (what the core and the hub call) ---
+
+
+async def positions(db: Database, build_ids: Sequence[str]) -> list[tuple[str, BuildStatus, int, int]]:
+    """(id, status, last log sequence, last event sequence) of the builds of
+    `build_ids` that exist (the hub's poll of its followed builds)."""
+    async with db.connection() as pg, pg.cursor() as cur:
+        await cur.execute(
+            "SELECT id, status, last_log_seq, last_event_seq FROM builds WHERE id = ANY(%s)", (list(build_ids),)
+        )
+        return [(row[0], BuildStatus(row[1]), int(row[2]), int(row[3])) for row in await cur.fetchall()]
 
 
 async def position(db: Database, kind: Kind, build_id: str) -> Position:
