@@ -16,7 +16,10 @@ output beside plain zstd of the same bytes, bench.archive); masking (issue
 15: appends with 0, 10 and 200 secrets registered against no masking,
 bench.masking); download (issue 14: GET /builds/{id}/logs.txt of a
 1,000,000-line log, bytes/s and server RSS, beside COPY out of
-PostgreSQL, bench.download).
+PostgreSQL, bench.download); lifecycle (issue 14: tail and catch-up of a
+1,000,000-line archived build beside the same reads hot, appends while the
+archiver works beside the archiver off, hot table bytes after a simulated
+month beside the live window alone, bench.lifecycle).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from bench.h2 import Load
 
 CORE = ("get", "list", "create", "workers")
 STREAMS = ("ingest", "statements", "delivery", "idle", "filters", "rings", "http", "archive", "masking",
-           "download")
+           "download", "lifecycle")
 
 
 def parse_args() -> argparse.Namespace:
@@ -94,7 +97,16 @@ def main() -> int:
             run.shape = shape
             run.core = core.run(pg.url, h2load, shape, args.selected, builds=builds, rounds=args.rounds)
         if args.selected & set(STREAMS):
-            from bench import archive, connect, delivery, download, feeds, masking, streams
+            from bench import (
+                archive,
+                connect,
+                delivery,
+                download,
+                feeds,
+                lifecycle,
+                masking,
+                streams,
+            )
 
             run.streams = streams.Figures()
             for name in STREAMS:
@@ -105,7 +117,7 @@ def main() -> int:
                     continue
                 print(f"{name}:", flush=True)
                 try:
-                    module = next(m for m in (feeds, delivery, connect, download, streams, archive, masking)
+                    module = next(m for m in (feeds, delivery, connect, download, streams, archive, masking, lifecycle)
                                   if hasattr(m, name))
                     module.__dict__[name](pg.url, run.streams)
                 except Exception as error:  # report the others even if one bench breaks
