@@ -21,7 +21,10 @@ PostgreSQL, bench.download); search (issue 15: SearchBuildLogs on a
 in-process scan, bench.search); scale (issue 16: appends/s and commits/s
 at 1 to 1,000 builds appending at once, NOTIFY in the commit against the
 coalescing notifier against no notification, and the wake-up delay on
-another replica, bench.scale).
+another replica, bench.scale); lifecycle (issue 14: tail and catch-up of a
+1,000,000-line archived build beside the same reads hot, appends while the
+archiver works beside the archiver off, hot table bytes after a simulated
+month beside the live window alone, bench.lifecycle).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from bench.h2 import Load
 
 CORE = ("get", "list", "create", "workers")
 STREAMS = ("ingest", "statements", "delivery", "idle", "filters", "rings", "http", "archive", "masking",
-           "download", "search", "scale")
+           "download", "search", "scale", "lifecycle")
 
 
 def parse_args() -> argparse.Namespace:
@@ -105,6 +108,7 @@ def main() -> int:
                 delivery,
                 download,
                 feeds,
+                lifecycle,
                 masking,
                 scale,
                 search,
@@ -120,7 +124,8 @@ def main() -> int:
                     continue
                 print(f"{name}:", flush=True)
                 try:
-                    module = next(m for m in (feeds, delivery, connect, download, streams, archive, masking, search, scale)
+                    module = next(m for m in (feeds, delivery, connect, download, streams, archive, masking, search, scale,
+                                            lifecycle)
                                   if hasattr(m, name))
                     module.__dict__[name](pg.url, run.streams)
                 except Exception as error:  # report the others even if one bench breaks

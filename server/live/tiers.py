@@ -70,7 +70,8 @@ class Source:
         self._to_entry = TO_ENTRY[kind.name]
         self.tier = tier
         self.gone = False   # the last read found no build (it was deleted)
-        self._chunk: tuple[int, list[Entry]] | None = None  # the last chunk decoded
+        # The last chunk decoded: (chunk, the cursor it was decoded after, its entries after it).
+        self._chunk: tuple[int, int, list[Entry]] | None = None
 
     async def read(
         self, after: int, upto: int | None, *, values: Sequence[str], limit: int, max_bytes: int
@@ -151,7 +152,9 @@ class Source:
             if not index:
                 return found, False
             for row in index:
-                entries = await self._entries(row)
+                # Only the entries after the cursor are made (a tail of 10 makes 10,
+                # not the chunk's thousands); reads of one reader only move forward.
+                entries = await self._entries(row, after=cursor)
                 for entry in entries[bisect.bisect_right(entries, cursor, key=_seq):]:
                     if entry.seq > upto:
                         return found, False
@@ -214,10 +217,12 @@ class Source:
                 need -= len(matching)
                 cursor = row["first_seq"] - 1
 
-    async def _entries(self, row: dict[str, Any]) -> list[Entry]:
-        """The entries of one chunk: one ranged GET, checked and decoded."""
-        if self._chunk is not None and self._chunk[0] == row["chunk"]:
-            return self._chunk[1]
+    async def _entries(self, row: dict[str, Any], *, after: int = -1) -> list[Entry]:
+        """The entries of one chunk with seq > `after` (all of them by
+        default): one ranged GET, the whole frame checked, only those decoded
+        into Entries."""
+        if self._chunk is not None and self._chunk[0] == row["chunk"] and self._chunk[1] <= after:
+            return self._chunk[2]
         store = self._hub.archive
         if store is None:
             raise Unavailable(
@@ -228,14 +233,14 @@ class Source:
         meta = codec.ChunkMeta.from_row(row)
         try:
             frame = await store.get(meta.object_key, meta.byte_offset, meta.byte_end, timeout=self._hub.db.budget()[0])
-            entries = codec.decode(frame, meta)
+            entries = codec.decode(frame, meta, after=after if after > meta.first_seq else None)
         except ObjectMissing as error:
             raise self._lost(meta, corrupt=False, detail=error.detail) from None
         except codec.ChunkCorrupt as error:
             raise self._lost(meta, corrupt=True, detail=error.detail) from None
         if self._hub.metrics is not None:
             self._hub.metrics.archive_chunk_reads.labels(self._kind.name).inc()
-        self._chunk = (meta.chunk, entries)
+        self._chunk = (meta.chunk, after, entries)
         return entries
 
     def _lost(self, meta: codec.ChunkMeta, *, corrupt: bool, detail: str) -> Exception:
