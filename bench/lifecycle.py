@@ -99,7 +99,7 @@ def _reads_bench(url: str, figures: Figures, lines: int, calls: int, catch_ups: 
         conn.execute(FINISH, ([build_id],))
     server = procs.server(
         "server-lifecycle-reads", url, LOG_LEVEL="WARNING", ARCHIVE_URL=_archive_dir("archive-reads"),
-        ARCHIVE_AFTER_SECONDS="3600", ARCHIVE_INTERVAL_SECONDS="1", JANITOR_SECONDS="0",
+        ARCHIVE="true", ARCHIVE_AFTER_SECONDS="3600", ARCHIVE_INTERVAL_SECONDS="1", JANITOR_SECONDS="0",
     )
     try:
         with open_channel(server.address, token=server.token) as channel:
@@ -210,7 +210,7 @@ def _appends_bench(url: str, figures: Figures, seconds: float, backlog: tuple[in
     done = (0, 0)
     store = _archive_dir("archive-appends")
     for mode in ("off", "on", "off"):
-        env = {"ARCHIVE": "false"} if mode == "off" else {"ARCHIVE_AFTER_SECONDS": "0", "ARCHIVE_INTERVAL_SECONDS": "1"}
+        env = {"ARCHIVE": "false"} if mode == "off" else {"ARCHIVE": "true", "ARCHIVE_AFTER_SECONDS": "0", "ARCHIVE_INTERVAL_SECONDS": "1"}
         server = procs.server(f"server-lifecycle-appends-{mode}", url, LOG_LEVEL="WARNING", ARCHIVE_URL=store,
                               JANITOR_SECONDS="0", **env)
         try:

@@ -109,7 +109,12 @@ def server(name: str, database_url: str, **env: str) -> Proc:
         # Metrics on, on a port of its own (METRICS_ADDRESS= measures them off).
         "METRICS_ADDRESS": os.environ.get("METRICS_ADDRESS", "127.0.0.1:0"),
         # The bench database's first admin token, never the developer's .data/admin-token.
-        "AUTH_BOOTSTRAP_TOKEN_FILE": str(RUN_DIR / "admin-token"), **env,
+        "AUTH_BOOTSTRAP_TOKEN_FILE": str(RUN_DIR / "admin-token"),
+        # No archiver and no janitor unless a bench asks for them (bench.lifecycle):
+        # the loaded builds are finished and up to a year old, and archiving or
+        # expiring them would spend the server's CPU during a figure whose bare
+        # handler does neither.
+        "ARCHIVE": "false", "JANITOR_SECONDS": "0", **env,
     }, token=admin_token(database_url))
     proc.port, proc.http_port = port, http_port
     deadline = time.monotonic() + 60
