@@ -423,6 +423,7 @@ def _archiver(
         return Archiver(
             db, store, after_seconds=settings.archive_after_seconds,
             interval_seconds=settings.archive_interval_seconds, lease_seconds=settings.archive_lease_seconds,
+            cpu_share=settings.archive_cpu_share,
             metrics=metrics, pause_at=os.environ.get("ARCHIVE_TEST_PAUSE_AT", ""), serving=serving,
         )
     except ValueError as error:

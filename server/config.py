@@ -94,6 +94,8 @@ ENVIRONMENT: list[tuple[str, str, str]] = [
      "when it found none last time."),
     ("ARCHIVE_LEASE_SECONDS", "60", "how long an archiver's claim on a build lasts unless renewed (every third "
      "of it while it works): a build whose process died is archived by another after this."),
+    ("ARCHIVE_CPU_SHARE", "0.25", "the most of its process's CPU an archiver takes (0.01 to 1): after each "
+     "batch of rows it converted and compressed, it rests so that appends and reads keep the rest."),
     ("EMBEDDED_PG_DIR", ".data/postgres", "data directory of the embedded PostgreSQL."),
     ("LOG_RETENTION_DAYS", "90", "days a finished build's logs and events are kept after its finish_time "
      "(1 to 3650), unless its project sets log_retention_days; then they are deleted and reads answer "
@@ -277,6 +279,19 @@ def _seconds(*, zero: bool = False) -> Callable[[str], float]:
     return parse
 
 
+def _fraction(low: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"is not a number: give one from {low:g} to 1") from None
+        if not low <= value <= 1:
+            raise ValueError(f"must be from {low:g} to 1")
+        return value
+
+    return parse
+
+
 def _log_level(raw: str) -> str:
     if raw.upper() not in LOG_LEVELS:
         raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
@@ -334,6 +349,7 @@ class Settings:
     archive_after_seconds: float = setting(_seconds(zero=True))
     archive_interval_seconds: float = setting(_seconds())
     archive_lease_seconds: float = setting(_seconds())
+    archive_cpu_share: float = setting(_fraction(0.01))
     embedded_pg_dir: str = setting(_text)
     log_retention_days: int = setting(_bounded(MIN_RETENTION_DAYS, MAX_RETENTION_DAYS))
     janitor_seconds: float = setting(_seconds(zero=True))

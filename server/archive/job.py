@@ -156,7 +156,7 @@ class Archiver:
     def __init__(
         self, db: Database, store: ObjectStore, *, after_seconds: float, interval_seconds: float,
         lease_seconds: float, metrics: Metrics | None = None, pause_at: str = "",
-        serving: Callable[[], bool] = lambda: True,
+        serving: Callable[[], bool] = lambda: True, cpu_share: float = 1.0,
     ) -> None:
         if pause_at and pause_at not in PAUSE_STEPS:
             raise ValueError(f"ARCHIVE_TEST_PAUSE_AT={pause_at!r} is not one of {', '.join(PAUSE_STEPS)}")
@@ -165,6 +165,10 @@ class Archiver:
         self.after = after_seconds
         self.interval = interval_seconds
         self.lease = lease_seconds
+        # ARCHIVE_CPU_SHARE: converting and compressing run on the event loop
+        # that serves the calls, so after each batch the job rests for
+        # (1 - share) / share times the CPU the batch took.
+        self.rest = (1 - cpu_share) / cpu_share
         self.metrics = metrics
         self.pause_at = pause_at
         # False while the process does not serve (the database down, the
@@ -316,12 +320,15 @@ class Archiver:
                     rows = await cur.fetchall()
                 if not rows:
                     break
+                began = time.thread_time()
                 for row in rows:
                     done = encoder.add(convert(row))
                     if done is not None:
                         chunks.append(done[1])
                         yield done[0]
                 after = rows[-1]["seq"]
+                if self.rest:
+                    await asyncio.sleep((time.thread_time() - began) * self.rest)
             done = encoder.finish()
             if done is not None:
                 chunks.append(done[1])

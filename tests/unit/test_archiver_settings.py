@@ -15,6 +15,7 @@ def test_the_defaults():
     assert (settings.archive_after_seconds, settings.archive_interval_seconds, settings.archive_lease_seconds) == (
         600, 10, 60)
     assert Settings.from_env({"ARCHIVE_AFTER_SECONDS": "0"}).archive_after_seconds == 0
+    assert settings.archive_cpu_share == 0.25
 
 
 @pytest.mark.parametrize(
@@ -24,6 +25,8 @@ def test_the_defaults():
         ({"ARCHIVE_INTERVAL_SECONDS": "0"}, "ARCHIVE_INTERVAL_SECONDS='0' must be a finite number of seconds above 0"),
         ({"ARCHIVE_LEASE_SECONDS": "soon"}, "ARCHIVE_LEASE_SECONDS='soon' is not a number of seconds"),
         ({"ARCHIVE_LEASE_SECONDS": "0.5"}, "ARCHIVE_LEASE_SECONDS=0.5 is too short to be renewed in time"),
+        ({"ARCHIVE_CPU_SHARE": "0"}, "ARCHIVE_CPU_SHARE='0' must be from 0.01 to 1"),
+        ({"ARCHIVE_CPU_SHARE": "half"}, "ARCHIVE_CPU_SHARE='half' is not a number: give one from 0.01 to 1"),
     ],
 )
 def test_invalid_values_are_refused_by_name(env, said):
