@@ -219,6 +219,7 @@ class Archiver:
             return False
         build_id, failures = claimed
         await self._archive(build_id, attempt, failures)
+        await self._sample_lag()   # the gauge says where the backlog stands now, not before this build
         return True
 
     # -- the steps -------------------------------------------------------------------------

@@ -236,7 +236,11 @@ def test_two_servers_on_one_database_archive_each_build_once(archive_db, store):
         assert total("buildplatform_archive_objects_total", kind="event") == len(builds)
         assert total("buildplatform_archive_bytes_total", kind="log", form="raw") > total(
             "buildplatform_archive_bytes_total", kind="log", form="stored") > 0
-        assert total("buildplatform_archive_lag_seconds") == 0
+        # Each process samples the lag when a round begins and after each build
+        # it archived: the one that archived nothing last sees the empty backlog
+        # at its next round (ARCHIVE_INTERVAL_SECONDS).
+        eventually(lambda: sum(sample(scrape(proc), "buildplatform_archive_lag_seconds") or 0
+                               for proc in (first, second)) == 0, "the archive lag back to 0 on both servers")
         with first.channel() as channel:
             api = stubs(channel)
             for build, (lines, _) in zip(builds, counts, strict=True):
@@ -261,5 +265,7 @@ def test_with_archiving_off_nothing_is_archived(archive_db, tmp_path):
         time.sleep(2)   # ten times ARCHIVE_INTERVAL_SECONDS
         metrics = scrape(proc)
     assert _state(archive_db, build_id)["archive_state"] == "hot"
-    assert not directory.exists()
+    # The directory may exist (readers open the store ARCHIVE_URL names even
+    # with ARCHIVE=false, for builds archived before), but holds no object.
+    assert not [path for path in directory.rglob("*") if path.is_file()]
     assert sample(metrics, "buildplatform_archive_builds_total") == 0
