@@ -113,7 +113,15 @@ def test_a_primary_killed_mid_append_loses_and_repeats_nothing(pair):
             serving = None
             while time.monotonic() - killed < SERVING_BOUND + 5:
                 if health(server.address) == health_pb2.HealthCheckResponse.SERVING:
-                    probe = api.builds.GetBuild(build_pb2.GetBuildRequest(id=builds[0].id), timeout=5)
+                    # Health is checked every HEALTH_CHECK_SECONDS: right after the
+                    # kill it may still say SERVING while the pools hold connections
+                    # to the dead primary, which answer UNAVAILABLE (retry) once each.
+                    try:
+                        probe = api.builds.GetBuild(build_pb2.GetBuildRequest(id=builds[0].id), timeout=5)
+                    except grpc.RpcError as error:
+                        assert error.code() == grpc.StatusCode.UNAVAILABLE, error
+                        time.sleep(0.1)
+                        continue
                     if probe.build.id == builds[0].id:
                         serving = time.monotonic() - killed
                         break
