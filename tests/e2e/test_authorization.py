@@ -198,6 +198,7 @@ ON_BOBS: dict[str, Callable[[World, str], Any]] = {
     "ListBuildLogs": lambda w, i: build_log_pb2.ListBuildLogsRequest(build_id=i or w.build.id),
     "StreamBuildLogs": lambda w, i: build_log_pb2.StreamBuildLogsRequest(build_id=i or w.build.id),
     "ReadBuildLogText": lambda w, i: build_log_pb2.ReadBuildLogTextRequest(build_id=i or w.build.id),
+    "SearchBuildLogs": lambda w, i: build_log_pb2.SearchBuildLogsRequest(build_id=i or w.build.id, query="planted"),
     "ListBuildEvents": lambda w, i: build_event_pb2.ListBuildEventsRequest(build_id=i or w.build.id),
     "StreamBuildEvents": lambda w, i: build_event_pb2.StreamBuildEventsRequest(build_id=i or w.build.id),
     "CreateChatSession": lambda w, i: chat_session_pb2.CreateChatSessionRequest(
@@ -228,6 +229,7 @@ ON_ANOTHER_BUILD: dict[str, Callable[[World, str], Any]] = {
     "ListBuildLogs": ON_BOBS["ListBuildLogs"],
     "StreamBuildLogs": ON_BOBS["StreamBuildLogs"],
     "ReadBuildLogText": ON_BOBS["ReadBuildLogText"],
+    "SearchBuildLogs": ON_BOBS["SearchBuildLogs"],
     "ListBuildEvents": ON_BOBS["ListBuildEvents"],
     "StreamBuildEvents": ON_BOBS["StreamBuildEvents"],
     "UpdateBuild": lambda w, i: build_pb2.UpdateBuildRequest(
