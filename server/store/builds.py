@@ -1,6 +1,7 @@
 """Builds in PostgreSQL: each function opens its own unit of work on the
-pool that suits it (the hot-path psycopg pool for a read by id, a SQLAlchemy
-transaction for writes, an autocommit connection for lists).
+pool that suits it (the hot-path psycopg pool for a read by id, a list and
+CreateBuild's fixed statements, a SQLAlchemy transaction for the other
+writes).
 
 Writes that depend on a rule read the facts it needs under the build's row
 lock, hand them to a pure function of server.domain.builds (passed in by
@@ -20,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy
-from sqlalchemy import bindparam, insert
+from sqlalchemy import bindparam
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -29,7 +30,7 @@ from server.domain.status import TERMINAL, BuildStatus
 from server.store import crud
 from server.store.crud import Page
 from server.store.db import Database
-from server.store.models import app_specs, build_secrets, builds
+from server.store.models import build_secrets, builds
 from server.store.rows import BuildRow, typed
 
 BUILD_CHANNEL = "bp_build"
@@ -43,6 +44,8 @@ def notify_payload(row: BuildRow) -> str:
 # Fixed statements as driver SQL: no SQLAlchemy statement to build, key and
 # look up per call (CreateBuild's profile, docs/benchmarks.md).
 _NOTIFY = f"SELECT pg_notify('{BUILD_CHANNEL}', %(payload)s)"
+_SPEC = "SELECT id, project_id, content FROM app_specs WHERE id = %(id)s"
+_SECRET = "INSERT INTO build_secrets (build_id, value_hash, value) VALUES (%s, %s, %s)"
 _OWNERSHIP = (
     "SELECT (SELECT user_id FROM projects WHERE id = %(project_id)s), "
     "EXISTS (SELECT 1 FROM users WHERE id = %(user_id)s)"
@@ -75,20 +78,22 @@ async def create(
     """Insert a build, with the secret values its logs mask: `decide` gets
     the project's ownership and the named app spec (when app_spec_id is
     set) and returns the values to insert."""
-    async with db.transaction() as conn:
-        facts = await ownership(conn, values["project_id"], values["user_id"])
+    async with db.hot_transaction() as conn:
+        cursor = await conn.execute(_OWNERSHIP, {"project_id": values["project_id"], "user_id": values["user_id"]})
+        owner, user_exists = await cursor.fetchone() or (None, False)
+        facts = Ownership(values["project_id"], values["user_id"], owner, bool(user_exists))
         source = None
         if values.get("app_spec_id"):
-            spec = await crud.get_row(conn, app_specs, values["app_spec_id"])
+            cursor = await conn.execute(_SPEC, {"id": values["app_spec_id"]})
+            spec = await cursor.fetchone()
             if spec is not None:
-                source = SpecSource(spec["id"], spec["project_id"], spec["content"])
-        row = typed(BuildRow, await crud.insert_row(conn, builds, decide(facts, source)))
+                source = SpecSource(*spec)
+        row = await crud.insert_row_hot(conn, builds, decide(facts, source), BuildRow)
         distinct = list(dict.fromkeys(secrets))
         if distinct:
-            await conn.execute(insert(build_secrets), [
-                {"build_id": row.id, "value_hash": hashlib.sha256(v.encode()).digest(), "value": v} for v in distinct
-            ])
-        await _notify(conn, row)
+            async with conn.cursor() as cur:
+                await cur.executemany(_SECRET, [(row.id, hashlib.sha256(v.encode()).digest(), v) for v in distinct])
+        await conn.execute(_NOTIFY, {"payload": notify_payload(row)})
     return row
 
 

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
+import psycopg
 from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
 from sqlalchemy import (
     BindParameter,
     ClauseElement,
@@ -86,6 +88,31 @@ async def insert_row(conn: AsyncConnection, table: Table, values: Mapping[str, A
             stmt = _INSERT[table.name] = insert(table).returning(*table.c)
         result = await conn.execute(stmt, dict(values))
     return result.mappings().one()
+
+
+_INSERT_SQL: dict[tuple[str, tuple[str, ...]], str] = {}
+
+
+async def insert_row_hot(
+    conn: psycopg.AsyncConnection[Any], table: Table, values: Mapping[str, Any], cls: type[T]
+) -> T:
+    """insert_row on a psycopg connection (Database.hot_transaction): the
+    statement is compiled once per table and set of columns, JSONB values
+    travel as Jsonb (None as SQL NULL), and the row comes back as a `cls`."""
+    shape = (table.name, tuple(values))
+    query = _INSERT_SQL.get(shape)
+    if query is None:
+        stmt = insert(table).values({name: bindparam(name) for name in values}).returning(*table.c)
+        query = _INSERT_SQL[shape] = str(stmt.compile(dialect=_DIALECT))
+    params = {
+        name: Jsonb(value) if value is not None and isinstance(table.c[name].type, JSONB) else value
+        for name, value in values.items()
+    }
+    async with conn.cursor(row_factory=class_row(cls)) as cur:
+        await cur.execute(query, params)
+        row = await cur.fetchone()
+    assert row is not None  # INSERT ... RETURNING answers its row or raises
+    return row
 
 
 async def get_row(conn: AsyncConnection, table: Table, key: str, *, lock: bool = False) -> Row | None:
