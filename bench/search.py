@@ -28,7 +28,8 @@ from bench import procs
 from bench.feeds import load_lines
 from bench.streams import Figures, new_builds
 from server.archive.chunks import CHUNK_BYTES
-from tests.support import archive_build, open_channel
+from tests.archive_support import archive_build
+from tests.support import open_channel
 
 LINES = 1_000_000
 # The messages are 'line <seq> [compile] src/components/TodoList.tsx: 14 modules' (bench.feeds.load_lines).
@@ -80,8 +81,9 @@ def search(url: str, figures: Figures, *, lines: int = LINES) -> None:
             stub = build_log_pb2_grpc.BuildLogServiceStub(channel)
             for tier in ("hot", "archived"):
                 if tier == "archived":
-                    seconds, chunks = _timed(lambda: archive_build(url, archive_dir, build_id, chunk_bytes=CHUNK_BYTES))
-                    print(f"  archived in {seconds:.1f} s: {chunks} chunks", flush=True)
+                    seconds, archived = _timed(lambda: archive_build(url, archive_dir, build_id, chunk_bytes=CHUNK_BYTES,
+                                                                       drop_hot=False))
+                    print(f"  archived in {seconds:.1f} s: {archived.chunks} chunks", flush=True)
                 for (name, request, _, _), expected in zip(CASES, EXPECTED, strict=True):
                     seconds, (found, calls) = _timed(lambda request=request: _search(stub, build_id, request))
                     if found != expected:

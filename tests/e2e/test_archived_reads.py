@@ -352,7 +352,7 @@ def test_a_missing_or_corrupt_chunk_is_data_loss_naming_build_and_chunk(served, 
     start_running(api, build_id)
     append(api, build_id, [L.LogEntry(level=L.LOG_LEVEL_INFO, message=f"{i} " + "w" * 100) for i in range(200)])
     finish(api, build_id)
-    (key,) = archive_build(own_database, archive_dir, build_id, chunk_bytes=5000)
+    (key,) = archive_build(own_database, archive_dir, build_id, chunk_bytes=5000).keys
     path = Path(archive_dir) / key
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF                     # a flipped byte in the middle chunk
