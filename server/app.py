@@ -373,7 +373,7 @@ def build_server(settings: Settings, *, tracing: bool = False) -> App:
     if settings.http_address:
         app.http = _http_server(settings, deps, calls, gate.authenticator, app)
     app.metrics = metrics
-    app.archiver = _archiver(settings, db, metrics, serving=lambda: bool(app.serving) and not app.stopping)
+    app.archiver = _archiver(settings, db, archive, metrics, serving=lambda: bool(app.serving) and not app.stopping)
     if settings.janitor_seconds > 0:
         app.janitor = Janitor(
             database_url=settings.database_url, store=archive, default_days=settings.log_retention_days,
@@ -399,26 +399,20 @@ def _archive_for_readers(settings: Settings) -> ObjectStore | None:
 
 
 def _archiver(
-    settings: Settings, db: Database, metrics: Metrics | None, *, serving: Callable[[], bool]
+    settings: Settings, db: Database, store: ObjectStore | None, metrics: Metrics | None, *,
+    serving: Callable[[], bool],
 ) -> Archiver | None:
-    """The archiver job of this process (server.archive.job), None when
-    archiving is off (ARCHIVE=false or ARCHIVE_URL empty).
-    ARCHIVE_TEST_PAUSE_AT is for tests only: it stops the job at a named step
-    so a test can SIGKILL the process there."""
-    if not settings.archive or not settings.archive_url:
+    """The archiver job of this process (server.archive.job), writing to
+    `store` (the one the readers and the janitor use: one client, one
+    connection pool per process), None when archiving is off (ARCHIVE=false
+    or ARCHIVE_URL empty). ARCHIVE_TEST_PAUSE_AT is for tests only: it stops
+    the job at a named step so a test can SIGKILL the process there."""
+    if not settings.archive or store is None:
         return None
     import os
 
     from server.archive.job import Archiver
-    from server.archive.objects import from_settings
 
-    try:
-        store = from_settings(settings)
-    except (ValueError, OSError) as error:
-        raise SystemExit(f"cannot archive to ARCHIVE_URL={settings.archive_url!r}: {error}; fix ARCHIVE_URL, "
-                         "or set ARCHIVE=false") from None
-    if store is None:
-        return None
     try:
         return Archiver(
             db, store, after_seconds=settings.archive_after_seconds,

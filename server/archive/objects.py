@@ -3,7 +3,7 @@
 One small surface over obstore's async API, the same for a local directory,
 S3, Google Cloud Storage and Azure Blob Storage:
 
-    store = from_settings(settings)                   # None: archiving is off
+    store = open_store(settings.archive_url)          # one per process (server.app)
     await store.put(key, frames, timeout=60)          # streamed, multipart
     data = await store.get(key, start, end, timeout=5)
     async for piece in store.stream(key, start, end, timeout=5): ...
@@ -37,7 +37,7 @@ import obstore
 from obstore.exceptions import BaseError, PermissionDeniedError, UnauthenticatedError
 from obstore.store import LocalStore, from_url
 
-from server.config import Settings, parse_archive_url
+from server.config import parse_archive_url
 from server.domain.errors import Unavailable
 
 if TYPE_CHECKING:
@@ -357,10 +357,3 @@ def open_store(url: str, *, config: Mapping[str, Any] | None = None, allow_http:
     except (BaseError, ValueError) as error:
         raise ValueError(f"ARCHIVE_URL={value!r} cannot be used: {_first_line(error)}") from None
     return ObjectStore(store, value)
-
-
-def from_settings(settings: Settings) -> ObjectStore | None:
-    """The archive's store, or None when archiving is off (ARCHIVE=false or ARCHIVE_URL empty)."""
-    if not settings.archive or not settings.archive_url:
-        return None
-    return open_store(settings.archive_url)

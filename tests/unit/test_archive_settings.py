@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from server.archive.objects import from_settings, open_store
+from server.app import _archive_for_readers
+from server.archive.objects import open_store
 from server.config import Settings
 
 
@@ -14,10 +15,15 @@ def test_archiving_goes_to_a_directory_beside_the_embedded_database_by_default()
     assert Settings.from_env({}).embedded_pg_dir.rpartition("/")[0] == settings.archive_url.rpartition("/")[0]
 
 
-@pytest.mark.parametrize("env", [{"ARCHIVE_URL": ""}, {"ARCHIVE_URL": "  "}, {"ARCHIVE": "false"},
-                                 {"ARCHIVE": "false", "ARCHIVE_URL": "s3://bucket/logs"}])
-def test_an_empty_archive_url_or_archive_false_turns_archiving_off(env):
-    assert from_settings(Settings.from_env(env)) is None
+@pytest.mark.parametrize("env", [{"ARCHIVE_URL": ""}, {"ARCHIVE_URL": "  "}])
+def test_an_empty_archive_url_opens_no_store(env):
+    assert _archive_for_readers(Settings.from_env(env)) is None
+
+
+def test_archive_false_still_opens_the_store_for_readers():
+    """ARCHIVE=false stops archiving more; what was archived stays readable."""
+    store = _archive_for_readers(Settings.from_env({"ARCHIVE": "false", "ARCHIVE_URL": "s3://bucket/logs"}))
+    assert store is not None and store.where == "s3://bucket/logs"
 
 
 @pytest.mark.parametrize("url", ["s3://bucket", "s3://bucket/logs/prod", "gs://bucket/logs", "az://container/logs",
@@ -47,7 +53,7 @@ def test_a_wrong_archive_setting_is_refused_in_one_line(env, said):
 
 def test_a_local_archive_directory_is_created_when_missing(tmp_path):
     where = tmp_path / "data" / "archive"
-    store = from_settings(Settings.from_env({"ARCHIVE_URL": str(where)}))
+    store = _archive_for_readers(Settings.from_env({"ARCHIVE_URL": str(where)}))
     assert store is not None and where.is_dir() and store.where == str(where)
     assert open_store(f"file://{where}").where == str(where)
 

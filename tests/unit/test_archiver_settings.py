@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from server.app import _archiver
+from server.app import _archive_for_readers, _archiver
 from server.archive.job import Archiver
+from server.archive.objects import ObjectStore
 from server.config import Settings
 from server.store.db import Database
 
@@ -35,19 +36,21 @@ def test_invalid_values_are_refused_by_name(env, said):
     assert said in str(refused.value)
 
 
-def _database() -> Database:
-    return Database("postgresql://nobody@127.0.0.1:1/none", pool_size=1, max_overflow=0)
+def _opened(settings: Settings) -> tuple[Settings, Database, ObjectStore | None]:
+    """What server.app hands _archiver: the settings, the database, the process's store."""
+    return settings, Database("postgresql://nobody@127.0.0.1:1/none", pool_size=1, max_overflow=0), \
+        _archive_for_readers(settings)
 
 
 @pytest.mark.parametrize("env", [{"ARCHIVE": "false"}, {"ARCHIVE_URL": ""}])
 def test_archiving_off_runs_no_job(env):
-    assert _archiver(Settings.from_env(env), _database(), None, serving=lambda: True) is None
+    assert _archiver(*_opened(Settings.from_env(env)), None, serving=lambda: True) is None
 
 
 def test_archiving_on_makes_the_job_with_the_settings(tmp_path):
     settings = Settings.from_env({"ARCHIVE_URL": str(tmp_path / "a"), "ARCHIVE_AFTER_SECONDS": "5",
                                   "ARCHIVE_LEASE_SECONDS": "30"})
-    job = _archiver(settings, _database(), None, serving=lambda: True)
+    job = _archiver(*_opened(settings), None, serving=lambda: True)
     assert isinstance(job, Archiver) and (job.after, job.lease, job.pause_at) == (5, 30, "")
     assert (tmp_path / "a").is_dir()
 
@@ -55,5 +58,5 @@ def test_archiving_on_makes_the_job_with_the_settings(tmp_path):
 def test_an_unknown_test_pause_step_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("ARCHIVE_TEST_PAUSE_AT", "halfway")
     with pytest.raises(SystemExit) as refused:
-        _archiver(Settings.from_env({"ARCHIVE_URL": str(tmp_path)}), _database(), None, serving=lambda: True)
+        _archiver(*_opened(Settings.from_env({"ARCHIVE_URL": str(tmp_path)})), None, serving=lambda: True)
     assert "ARCHIVE_TEST_PAUSE_AT='halfway' is not one of before-upload, after-upload, after-index" in str(refused.value)
