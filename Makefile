@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-fast test-quick generate check-generated lint typecheck check bench dist clean help web web-if-node web-typecheck browser-tests-deps
+.PHONY: install run test test-fast test-quick generate check-generated lint typecheck check bench dist clean help web web-if-node web-typecheck browser-tests-deps network-tests-deps
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -50,7 +50,7 @@ install: $(STAMP)  ## create .venv and install the server, the stubs and the dev
 run: $(STAMP) web-if-node  ## build the log page (with Node), migrate and serve (embedded PostgreSQL in ./.data unless DATABASE_URL is set)
 	$(PY) -m server --migrate
 
-test: $(STAMP) web browser-tests-deps  ## run the test suite against a real PostgreSQL (embedded unless TEST_DATABASE_URL)
+test: $(STAMP) web browser-tests-deps network-tests-deps  ## run the test suite against a real PostgreSQL (embedded unless TEST_DATABASE_URL)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)  ## the unit and integration tests (no server process, no browser): seconds, while working
@@ -143,6 +143,17 @@ browser-tests-deps: tests/browser/node_modules/.package-lock.json  ## chromium (
 	      && test -x $(CHROMIUM) || { echo "apt-get installed no Chromium at $(CHROMIUM): set CHROMIUM to one"; exit 1; }; \
 	  else \
 	    echo "the browser tests need Chromium at $(CHROMIUM): run 'sudo apt-get install -y chromium' (or make test CHROMIUM=/path/to/chromium)"; exit 1; \
+	  fi; }
+
+network-tests-deps:  ## iptables (apt-get, when root) for the test that makes PostgreSQL vanish (tests/e2e/test_network_faults.py)
+	@command -v iptables >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing iptables for the network fault tests (apt-get)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iptables >/dev/null 2>&1 \
+	      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iptables >/dev/null; } \
+	      || { echo "apt-get could not install iptables: the network fault tests need it"; exit 1; }; \
+	  else \
+	    echo "the network fault tests drop packets with iptables, as root: run 'sudo apt-get install -y iptables' and make test as root"; exit 1; \
 	  fi; }
 
 tests/browser/node_modules/.package-lock.json: tests/browser/package-lock.json

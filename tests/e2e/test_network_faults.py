@@ -9,11 +9,13 @@ client-side cancellation cannot reach PostgreSQL."""
 from __future__ import annotations
 
 import shutil
+import subprocess
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -24,6 +26,7 @@ from buildplatform.v1 import build_pb2
 from grpc_health.v1 import health_pb2
 
 from server import migrate
+from server.store.db import CONNECT_OPTIONS
 from tests.e2e.streaming import Appender, finish, new_build, start_running
 from tests.support import FaultyLink, OwnPostgres, ServerProcess, eventually, health, stubs
 
@@ -150,3 +153,97 @@ def test_resets_and_a_blackhole_cost_calls_their_deadline_and_lose_nothing(linke
             stored = api.logs.ListBuildLogs(
                 L.ListBuildLogsRequest(build_id=appender.build_id, page_size=1000), timeout=10).logs
             assert [(log.sequence, log.message) for log in stored] == appender.expected()   # none lost, none repeated
+
+
+# --- a peer that vanished: packets dropped, nothing closed --------------------------------
+#
+# The proxy's blackhole above still has a kernel that acknowledges every
+# packet: what a stalled PostgreSQL looks like. A primary whose machine died,
+# or a partition, acknowledges nothing, and only TCP keepalives (an idle
+# connection) or TCP_USER_TIMEOUT (one with data unacknowledged) find it:
+# without them a connection to a vanished peer stays ESTABLISHED for hours.
+# The kernel drops the packets here (iptables, on the test's own PostgreSQL
+# port only), which is the one way to make a peer vanish on one machine.
+
+KEEPALIVE_BOUND = max(
+    CONNECT_OPTIONS["keepalives_idle"] + CONNECT_OPTIONS["keepalives_interval"] * CONNECT_OPTIONS["keepalives_count"],
+    CONNECT_OPTIONS["tcp_user_timeout"] / 1000,
+)
+
+
+def _client_sockets(port: int) -> set[int]:
+    """Local ports of the TCP connections to 127.0.0.1:`port` from this
+    machine's clients (the service: the test opens none meanwhile), in any
+    state the kernel still keeps them in."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, remote = line.split()[1:3]
+        if int(remote.split(":")[1], 16) == port:
+            found.add(int(local.split(":")[1], 16))
+    return found
+
+
+@contextmanager
+def _dropped(port: int) -> Iterator[None]:
+    """Every packet to or from `port` dropped by the kernel, both ways."""
+    iptables = shutil.which("iptables")
+    assert iptables, "this test needs iptables (make test installs it when root: apt-get install iptables)"
+    rules = [["OUTPUT", "-p", "tcp", "--dport", str(port), "-j", "DROP"],
+             ["OUTPUT", "-p", "tcp", "--sport", str(port), "-j", "DROP"]]
+    for rule in rules:
+        subprocess.run([iptables, "-w", "-I", *rule], check=True, capture_output=True)
+    try:
+        yield
+    finally:
+        for rule in rules:
+            subprocess.run([iptables, "-w", "-D", *rule], check=False, capture_output=True)
+
+
+def test_connections_to_a_vanished_database_are_dropped_within_the_keepalive_bound():
+    directory = Path(tempfile.mkdtemp(prefix="bp-vanish-"))
+    try:
+        pg = OwnPostgres(directory / "pg")
+        migrate.upgrade(pg.admin_url)
+        server = ServerProcess(pg.admin_url, env=SETTINGS).start()
+        try:
+            eventually(lambda: health(server.address) == SERVING, "the service to serve")
+            with server.channel() as channel:
+                api = stubs(channel)
+                build = new_build(api)
+                start_running(api, build.id)
+                appender = Appender(api, build.id, batches=20, lines=5)
+                appender.run()
+                assert appender.acknowledged == appender.expected(), appender.failures
+                before = _client_sockets(pg.port)
+                assert len(before) >= 2, before   # the pools' and the LISTEN connection
+
+                gone: dict[int, float] = {}
+                with _dropped(pg.port):
+                    began = time.monotonic()
+                    while set(gone) != before and time.monotonic() - began < KEEPALIVE_BOUND + 20:
+                        left = _client_sockets(pg.port)
+                        gone.update({port: time.monotonic() - began for port in before - left if port not in gone})
+                        time.sleep(0.1)
+                    assert health(server.address) != SERVING
+                print(f"\n{len(before)} connections to the vanished database; each dropped after "
+                      f"{sorted(round(t, 1) for t in gone.values())} s (bound {KEEPALIVE_BOUND:g} s)")
+                # Without keepalives they would still be ESTABLISHED; the slack
+                # is the kernel's timer granularity on a loaded machine.
+                assert set(gone) == before and max(gone.values()) < KEEPALIVE_BOUND + 5, (gone, KEEPALIVE_BOUND)
+
+                # The database is back: the service reconnects on its own, and nothing acknowledged was lost.
+                eventually(lambda: health(server.address) == SERVING, "health to serve again", wait=60)
+                last = len(appender.expected()) + 1
+                api.logs.AppendBuildLogs(L.AppendBuildLogsRequest(
+                    build_id=build.id, first_sequence=last,
+                    entries=[L.LogEntry(level=L.LOG_LEVEL_INFO, message="after the partition")]), timeout=10)
+                finish(api, build.id)
+                stored = api.logs.ListBuildLogs(L.ListBuildLogsRequest(build_id=build.id, page_size=1000), timeout=10)
+                assert [(log.sequence, log.message) for log in stored.logs] == [
+                    *appender.expected(), (last, "after the partition")]
+        finally:
+            code = server.stop()
+            pg.close()
+        assert code == 0, server.log()[-3000:]
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
