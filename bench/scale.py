@@ -61,7 +61,10 @@ def _listen(url: str, channel: str, ready: Any, stop: Any, out: Connection) -> N
 
 
 def _rows(build: str) -> str:
-    row = ["info", f"{build} {FILLER}", None, 110 + feeds.SERVER_FIELDS_BYTES]
+    # The append statement's row: the payload columns in the feed's order
+    # (None for those left unset: metadata, step), then the wire size.
+    values = {"level": "info", "message": f"{build} {FILLER}"}
+    row = [values.get(column) for column in feeds.LOGS.columns] + [110 + feeds.SERVER_FIELDS_BYTES]
     return json.dumps([row] * BATCH)
 
 
