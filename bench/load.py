@@ -78,12 +78,16 @@ def load(url: str, *, users: int, builds: int) -> dict[str, float]:
             conn.execute("SET session_replication_role = replica")
         # Build i belongs to user (i - 1) % users + 1 and to one of that
         # user's projects; builds are created over the last 365 days, so the
-        # newest-first order interleaves every user's builds.
+        # newest-first order interleaves every user's builds. Finished
+        # builds are loaded archived, as the archiver leaves a build with no
+        # logs 10 minutes after it finished: a server whose archiver runs on
+        # this database (bench.lifecycle) archives the benches' own builds,
+        # not 880,000 empty ones first.
         conn.execute(
             f"""
             INSERT INTO builds (id, user_id, project_id, status, app_spec, progress, output_url,
                                 create_time, update_time, start_time, finish_time, status_reason,
-                                revision, last_log_seq, last_event_seq)
+                                revision, last_log_seq, last_event_seq, archive_state, archive_time)
             SELECT {_sql_id('b', 'i')},
                    {_sql_id('u', 'u')},
                    {_sql_id('p', '(u - 1) * %(per)s + 1 + (i / %(users)s) %% %(per)s')},
@@ -95,7 +99,9 @@ def load(url: str, *, users: int, builds: int) -> dict[str, float]:
                    CASE WHEN s <> 'PENDING' THEN t + interval '10 seconds' END,
                    CASE WHEN s IN ('COMPLETED', 'FAILED', 'CANCELLED') THEN t + interval '3 minutes' END,
                    CASE WHEN s = 'FAILED' THEN 'tests failed' ELSE '' END,
-                   3, 0, 0
+                   3, 0, 0,
+                   CASE WHEN s IN ('COMPLETED', 'FAILED', 'CANCELLED') THEN 'archived' ELSE 'hot' END,
+                   CASE WHEN s IN ('COMPLETED', 'FAILED', 'CANCELLED') THEN t + interval '13 minutes' END
             FROM (
                 SELECT i, (i - 1) %% %(users)s + 1 AS u,
                        now() - interval '365 days' * (1 - i::float8 / %(builds)s)
