@@ -121,7 +121,16 @@ class App:
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.start()
         await self.db.open()
-        self.ready = ready and await self._prepare()
+        try:
+            self.ready = ready and await self._prepare()
+        except BaseException:
+            # A start that cannot go on (BootstrapError) closes what it
+            # opened: the pool's connection attempts, left to asyncio.run's
+            # final cancellation, could keep the process from exiting.
+            await self.db.close()
+            if self.metrics_endpoint is not None:
+                self.metrics_endpoint.stop()
+            raise
         self.hub.start()
         # Publish the health of every service before listening: a check that
         # arrives first must not find the service unknown (NOT_FOUND).

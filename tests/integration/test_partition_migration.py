@@ -15,9 +15,7 @@ from server.store import partitions
 from tests.integration.test_migrations import empty_database  # noqa: F401  (fixture)
 
 OLD = "c" + "b" * 24                     # a past id: below every window
-NOW = cuid.cuid()                        # an id of now: the window of now
 STRANGE = "zz-not-a-cuid"                # above every window: the DEFAULT partition
-BUILDS = (OLD, NOW, STRANGE)
 
 
 def window_of(build_id: str) -> datetime:
@@ -34,10 +32,10 @@ def _where(conn: psycopg.Connection, table: str) -> dict[str, str]:
     return dict(rows)
 
 
-def _seed(conn: psycopg.Connection) -> None:
+def _seed(conn: psycopg.Connection, builds: tuple[str, ...]) -> None:
     conn.execute("INSERT INTO users (id, clerk_id, email, create_time, update_time) VALUES ('u', 'k', 'a@b', now(), now())")
     conn.execute("INSERT INTO projects (id, user_id, name, create_time, update_time) VALUES ('p', 'u', 'p', now(), now())")
-    for build in BUILDS:
+    for build in builds:
         conn.execute(
             "INSERT INTO builds (id, user_id, project_id, status, app_spec, create_time, update_time, "
             "last_log_seq, last_event_seq) VALUES (%s, 'u', 'p', 'COMPLETED', '#', now(), now(), 3, 2)",
@@ -58,26 +56,30 @@ def _seed(conn: psycopg.Connection) -> None:
 
 
 def test_upgrade_keeps_every_row_in_its_partition_and_downgrade_gives_them_back(empty_database):  # noqa: F811
+    # An id of now, minted just before the migration that makes the window
+    # of now (minted at import, it fell below the first window when the
+    # suite crossed an hour before this test ran).
+    now_id = cuid.cuid()
     migrate.upgrade(empty_database, "0003")
     with psycopg.connect(empty_database, autocommit=True) as conn:
-        _seed(conn)
+        _seed(conn, (OLD, now_id, STRANGE))
         before = {table: _rows(conn, table) for table in partitions.TABLES}
     migrate.upgrade(empty_database)
     with psycopg.connect(empty_database, autocommit=True) as conn:
         for table in partitions.TABLES:
             assert _rows(conn, table) == before[table]
             where = _where(conn, table)
-            start = window_of(NOW)
+            start = window_of(now_id)
             assert where == {
                 OLD: partitions.initial_name(table),
-                NOW: partitions.window_name(table, start),
+                now_id: partitions.window_name(table, start),
                 STRANGE: partitions.default_name(table),
             }
         # The id keeps coming from one sequence, after the old identity's.
         conn.execute(
             "INSERT INTO build_logs (build_id, seq, level, message, create_time, wire_bytes) "
             "VALUES (%s, 4, 'info', 'new', now(), 100), (%s, 4, 'warn', 'new', now(), 100)",
-            (OLD, NOW),
+            (OLD, now_id),
         )
         new_ids = [row[0] for row in conn.execute("SELECT id FROM build_logs WHERE seq = 4 ORDER BY id").fetchall()]
         assert new_ids == [max(row[2] for row in before["build_logs"]) + 1, max(row[2] for row in before["build_logs"]) + 2]
@@ -89,7 +91,7 @@ def test_upgrade_keeps_every_row_in_its_partition_and_downgrade_gives_them_back(
     with psycopg.connect(empty_database, autocommit=True) as conn:
         rows = _rows(conn, "build_logs")
         assert [row[:2] for row in rows] == [
-            *[(b, s) for b, s, _, _ in before["build_logs"] if b != STRANGE], (OLD, 4), (NOW, 4)
+            *[(b, s) for b, s, _, _ in before["build_logs"] if b != STRANGE], (OLD, 4), (now_id, 4)
         ]
         assert conn.execute(
             "SELECT relkind FROM pg_class WHERE relname = 'build_logs'"
