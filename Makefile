@@ -56,8 +56,8 @@ test: $(STAMP) web browser-tests-deps network-tests-deps  ## run the test suite 
 test-fast: $(STAMP)  ## the unit and integration tests (no server process, no browser): seconds, while working
 	$(PY) -m pytest tests/unit tests/integration $(PYTEST_ARGS)
 
-test-quick: $(STAMP) web  ## everything but the browser and Prometheus tests
-	$(PY) -m pytest -m "not browser and not prometheus" $(PYTEST_ARGS)
+test-quick: $(STAMP) web  ## everything but the browser, Prometheus and iptables tests
+	$(PY) -m pytest -m "not browser and not prometheus and not iptables" $(PYTEST_ARGS)
 
 # The generator runs in its own environment (it needs protobuf 6, the server
 # runs on protobuf 7), from requirements-generate.lock.

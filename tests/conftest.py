@@ -152,7 +152,8 @@ def build(make_build) -> build_pb2.Build:  # type: ignore[no-untyped-def]
 
 
 # Tests that need a program beyond Python and PostgreSQL carry a marker, so a
-# person can leave them out while working: pytest -m "not browser and not prometheus".
+# person can leave them out while working: pytest -m "not browser and not prometheus"
+# (and "not iptables": the one test that drops packets, marked where it is defined).
 _MARKED_MODULES = {"test_log_page": "browser", "test_metrics": "prometheus"}
 
 

@@ -209,6 +209,7 @@ def _dropped(port: int) -> Iterator[None]:
             subprocess.run([iptables, "-w", "-D", *rule], check=False, capture_output=True)
 
 
+@pytest.mark.iptables
 def test_connections_to_a_vanished_database_are_dropped_within_the_keepalive_bound():
     directory = Path(tempfile.mkdtemp(prefix="bp-vanish-"))
     try:
