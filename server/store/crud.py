@@ -93,6 +93,21 @@ async def insert_row(conn: AsyncConnection, table: Table, values: Mapping[str, A
 _INSERT_SQL: dict[tuple[str, tuple[str, ...]], str] = {}
 
 
+def hot_params(table: Table, values: Mapping[str, Any]) -> dict[str, Any]:
+    """`values` as psycopg parameters for `table`'s columns: JSONB values as
+    Jsonb (None stays SQL NULL)."""
+    return {
+        name: Jsonb(value) if value is not None and isinstance(table.c[name].type, JSONB) else value
+        for name, value in values.items()
+    }
+
+
+@functools.cache
+def sql_type(table: Table, column: str) -> str:
+    """The SQL type of `table`.`column`, as a cast names it (`build_status`, `JSONB`)."""
+    return str(table.c[column].type.compile(dialect=_DIALECT))
+
+
 async def insert_row_hot(
     conn: psycopg.AsyncConnection[Any], table: Table, values: Mapping[str, Any], cls: type[T]
 ) -> T:
@@ -104,10 +119,7 @@ async def insert_row_hot(
     if query is None:
         stmt = insert(table).values({name: bindparam(name) for name in values}).returning(*table.c)
         query = _INSERT_SQL[shape] = str(stmt.compile(dialect=_DIALECT))
-    params = {
-        name: Jsonb(value) if value is not None and isinstance(table.c[name].type, JSONB) else value
-        for name, value in values.items()
-    }
+    params = hot_params(table, values)
     async with conn.cursor(row_factory=class_row(cls)) as cur:
         await cur.execute(query, params)
         row = await cur.fetchone()
