@@ -33,8 +33,9 @@ def sql(url: str, query: str, *params: object) -> list[tuple]:  # type: ignore[t
 
 @pytest.fixture(params=["local", "s3"])
 def archive(request: pytest.FixtureRequest, tmp_path: Path, postgres: str) -> Iterator[SimpleNamespace]:
-    """A database, a server whose janitor runs every 0.2 s, and the server's
-    store opened in the test too."""
+    """A database, a server whose janitor and archiver look every 0.2 s (the
+    archiver's default, 10 s, made each build of this file wait for it),
+    and the server's store opened in the test too."""
     env: dict[str, str] = {}
     if request.param == "local":
         url = str(tmp_path / "archive")
@@ -47,7 +48,8 @@ def archive(request: pytest.FixtureRequest, tmp_path: Path, postgres: str) -> It
     database_url = create_database(postgres, prefix="bp_cleanup")
     migrate.upgrade(database_url)
     try:
-        with (running_server(database_url, ARCHIVE_URL=url, JANITOR_SECONDS="0.2", ARCHIVE_AFTER_SECONDS="0", **env) as server,
+        with (running_server(database_url, ARCHIVE_URL=url, JANITOR_SECONDS="0.2", ARCHIVE_AFTER_SECONDS="0",
+                             ARCHIVE_INTERVAL_SECONDS="0.2", **env) as server,
               server.channel() as channel):
             yield SimpleNamespace(api=stubs(channel), store=store, db=database_url, server=server)
     finally:
