@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
+import psycopg
 import pytest
 from buildplatform.v1 import build_pb2, project_pb2, user_pb2
 
@@ -72,3 +73,29 @@ async def test_refusals_are_domain_errors(deps: Deps):
             build=build_pb2.Build(id=build.id, app_spec="another"), update_mask={"paths": ["app_spec"]}
         ))
     assert caught.value.reason == "BUILD_STARTED"
+
+
+async def test_create_build_notifies_once_in_its_statement_and_a_wrong_owner_writes_nothing(deps: Deps, database_url):
+    """CreateBuild's one statement (server.store.builds.create) inserts the
+    build and sends its bp_build notification together; a claim the database
+    does not confirm (another user's project) writes and sends nothing, and
+    the domain's refusal comes from the full transaction's real facts."""
+    with psycopg.connect(database_url, autocommit=True) as listener:
+        listener.execute("LISTEN bp_build")
+        build = await _build(deps)
+        got = [n.payload for n in listener.notifies(timeout=1.0)]
+        assert got.count(f"{build.id} PENDING 0 0") == 1, got
+
+        other = await _build(deps)   # another user, another project
+        request = build_pb2.CreateBuildRequest(
+            build=build_pb2.Build(user_id=build.user_id, project_id=other.project_id, app_spec="not mine"))
+        with pytest.raises(FailedPrecondition) as caught:
+            await builds.create_build(deps, P, request)
+        assert caught.value.reason == "PROJECT_OWNER_MISMATCH"
+        request.build.project_id = "c" + "1" * 24
+        with pytest.raises(NotFound):
+            await builds.create_build(deps, P, request)
+        got = [n.payload for n in listener.notifies(timeout=0.5)]
+        assert got == [f"{other.id} PENDING 0 0"]   # the other build's own creation, nothing of the refused ones
+        count = listener.execute("SELECT count(*) FROM builds WHERE app_spec = 'not mine'").fetchone()
+        assert count == (0,)
