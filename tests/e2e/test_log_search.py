@@ -14,6 +14,7 @@ import psycopg
 import pytest
 from buildplatform.v1 import build_log_pb2 as L
 
+from tests.archive_support import archive_build
 from tests.e2e.streaming import (
     ERROR,
     INFO,
@@ -26,7 +27,6 @@ from tests.e2e.streaming import (
     new_build,
     violations,
 )
-from tests.archive_support import archive_build
 from tests.support import ServerProcess, running_server, stubs
 
 
