@@ -1,7 +1,7 @@
 """python -m bench: run the benches, print each figure beside its floor or
 target measured in the same run, and write docs/benchmarks.md.
 
-    make bench                                   everything (about 6-8 minutes)
+    make bench                                   everything (about 30 minutes on 2 cores)
     make bench BENCH_ARGS="--only get,list"      a subset; docs are not rewritten
     make bench BENCH_ARGS="--duration 5"         shorter h2load runs
 
