@@ -54,7 +54,7 @@ from server.domain.errors import InvalidArgument, Unavailable
 from server.domain.feeds import logs_expired
 from server.domain.limits import RESPONSE_BYTES
 from server.domain.status import TERMINAL
-from server.domain.validation import Checker
+from server.domain.validation import EPOCH, Checker
 from server.live.reader import Batch
 from server.live.records import LEVEL_FROM_PB
 from server.store import feeds
@@ -62,6 +62,7 @@ from server.store import feeds
 CHUNK_BYTES = 256 * 1024   # the most data one ReadBuildLogText response carries
 MARKED_TEXTS = 256         # (build, options) whose marks this process keeps
 MAX_MARKS = 1024           # marks per text; past it every other one is dropped
+HOT_ROWS = 5000            # hot lines read per statement (and at most RESPONSE_BYTES of them)
 
 # --- ANSI escape sequences (ECMA-48) --------------------------------------------------
 #
@@ -142,13 +143,33 @@ def render(lines: Iterable[Line], options: TextOptions) -> bytes:
 # --- where the entries come from ----------------------------------------------------------
 
 
+def _line(seq: int, level: str, message: str, create_time: datetime) -> Line:
+    delta = create_time - EPOCH   # exact integer arithmetic, as server.wellknown.timestamp
+    return Line(seq, level, message, delta.days * 86400 + delta.seconds, delta.microseconds * 1000)
+
+
 async def _entries(d: Deps, build_id: str, after: int, upto: int) -> AsyncIterator[tuple[list[Line], int]]:
     """The entries in (after, upto] in bounded batches, oldest first, each
     with the cursor after it (upto once every entry up to it was read). The
-    one function that knows where entries come from: the live feed's reader
-    (server.live), whichever tier holds them, its records parsed once."""
-    async with d.hub.follower(feeds.LOGS, build_id, after=after, follow=False) as follower:
-        cursor = after
+    one function that knows where entries come from. While the log is hot,
+    only the four columns the text shows are read (feeds.scan, the tier
+    checked by the same statement); from the first batch that finds it in
+    another tier on, the live feed's reader (server.live) reads whichever
+    tier holds them, its records parsed once. (Reading hot lines through
+    the reader built each one's stream record only to parse it back: three
+    quarters of a download's CPU, docs/lifecycle.md#download.)"""
+    cursor = after
+    while cursor < upto:
+        rows, more, tier = await feeds.scan(
+            d.db, feeds.LOGS, build_id, cursor, upto, values=(), limit=HOT_ROWS, max_bytes=RESPONSE_BYTES, times=True,
+        )
+        if tier != "hot" or not rows:
+            break
+        cursor = upto if not more else rows[-1][0]
+        yield [_line(*row) for row in rows], cursor
+    if cursor >= upto:
+        return
+    async with d.hub.follower(feeds.LOGS, build_id, after=cursor, follow=False) as follower:
         while cursor < upto:
             got = await follower.next_batch(RESPONSE_BYTES)
             if not isinstance(got, Batch):
@@ -258,26 +279,34 @@ class LogText:
 
     async def chunks(self, offset: int, limit: int = 0) -> AsyncIterator[tuple[int, bytes]]:
         """(offset, data) of the text from `offset`, at most `limit` bytes (0:
-        to the end), in chunks of 1 to CHUNK_BYTES bytes. InvalidArgument
-        (read_offset) before anything is yielded when `offset` is past the end."""
+        to the end), in chunks of CHUNK_BYTES bytes but the last (1 to
+        CHUNK_BYTES): where a chunk ends depends on the offset and the text
+        alone, not on how the entries were read (hot rows or archived
+        chunks). InvalidArgument (read_offset) before anything is yielded
+        when `offset` is past the end."""
         end = offset + limit if limit else None
         seq, mark = self.marks.before(offset)
         if seq > self.upto:   # a mark of a later, longer read of a running build
             seq, mark = self.marks.at_seq(self.upto)
         total = mark   # where the text rendered so far ends
+        pending = bytearray()   # the text from `offset` not sent yet: less than a chunk between batches
         async for at, data in self._pieces(seq, mark):
             total = at + len(data)
             if total <= offset:
                 continue
-            piece = memoryview(data)[offset - at:]
+            piece = memoryview(data)[max(0, offset + len(pending) - at):]
             if end is not None:
-                piece = piece[: end - offset]
-            for start in range(0, len(piece), CHUNK_BYTES):
-                chunk = bytes(piece[start:start + CHUNK_BYTES])
-                yield offset, chunk
-                offset += len(chunk)
-            if end is not None and offset >= end:
-                return
+                piece = piece[: max(0, end - offset - len(pending))]
+            pending += piece
+            while len(pending) >= CHUNK_BYTES:
+                yield offset, bytes(pending[:CHUNK_BYTES])
+                del pending[:CHUNK_BYTES]
+                offset += CHUNK_BYTES
+            if end is not None and offset + len(pending) >= end:
+                break
+        if pending:
+            yield offset, bytes(pending)
+            offset += len(pending)
         if offset > total:
             raise InvalidArgument.one(
                 "read_offset", f"is past the end of the text ({total} bytes with these options); "

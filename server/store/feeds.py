@@ -388,18 +388,22 @@ class Read:
 
 
 def scan_statement(
-    kind: Kind, build_id: str, after: int, upto: int, *, values: Sequence[str], limit: int, max_bytes: int
+    kind: Kind, build_id: str, after: int, upto: int, *, values: Sequence[str], limit: int, max_bytes: int,
+    times: bool = False,
 ) -> tuple[str, dict[str, Any]]:
     """Read's statement for a reader that looks at every line's message
-    and sends few of them (a search): the same rows, cut at the same place,
-    the tier checked the same way, but only (seq, value, message) of each:
-    no row is built whole (metadata parsed, times converted) to be dropped."""
+    and sends few of them (a search), or renders each as text (a download,
+    `times`): the same rows, cut at the same place, the tier checked the
+    same way, but only (seq, value, message[, create_time]) of each: no row
+    is built whole (metadata parsed, a message encoded) to be dropped."""
+    time = ", c.create_time" if times else ""
     matching = _matching(kind, values=values, upto=upto).replace(
         "WHERE build_id = %(id)s", "WHERE build_id = %(id)s AND b.archive_state = 'hot'"
     )
     sql = (
-        "SELECT b.archive_state AS tier, c.seq, c.value, c.message, c.next_seq FROM builds AS b LEFT JOIN LATERAL ("
-        f"SELECT * FROM (SELECT seq, {kind.filter_column} AS value, message, "
+        f"SELECT b.archive_state AS tier, c.seq, c.value, c.message, c.next_seq{time} FROM builds AS b "
+        "LEFT JOIN LATERAL ("
+        f"SELECT * FROM (SELECT seq, {kind.filter_column} AS value, message, create_time, "
         "sum(wire_bytes) OVER w - wire_bytes AS bytes_before, lead(seq) OVER w AS next_seq FROM ("
         + matching
         + ") AS matching WINDOW w AS (ORDER BY seq)) AS counted "
@@ -412,20 +416,23 @@ def scan_statement(
 
 async def scan(
     db: Database, kind: Kind, build_id: str, after: int, upto: int, *, values: Sequence[str], limit: int,
-    max_bytes: int,
-) -> tuple[list[tuple[int, str, str]], bool, str | None]:
+    max_bytes: int, times: bool = False,
+) -> tuple[list[tuple[Any, ...]], bool, str | None]:
     """scan_statement on a connection of its own: (seq, value, message) of
-    each row, whether matching rows were left, and the build's tier (None:
-    no such build)."""
+    each row (and its create_time, with `times`), whether matching rows were
+    left, and the build's tier (None: no such build)."""
     async with db.connection() as pg, pg.cursor() as cur:
         await cur.execute(*scan_statement(
-            kind, build_id, after, upto, values=values, limit=limit, max_bytes=max_bytes))
+            kind, build_id, after, upto, values=values, limit=limit, max_bytes=max_bytes, times=times))
         rows = await cur.fetchall()
     if not rows:
         return [], False, None
     if rows[0][1] is None:
         return [], False, rows[0][0]
-    return [(row[1], row[2], row[3]) for row in rows], rows[-1][4] is not None, rows[0][0]
+    more, tier = rows[-1][4] is not None, rows[0][0]
+    if times:
+        return [(row[1], row[2], row[3], row[5]) for row in rows], more, tier
+    return [(row[1], row[2], row[3]) for row in rows], more, tier
 
 
 async def rows_at(db: Database, kind: Kind, build_id: str, seqs: Sequence[int]) -> list[dict[str, Any]]:
