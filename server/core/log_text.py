@@ -160,12 +160,12 @@ async def _entries(d: Deps, build_id: str, after: int, upto: int) -> AsyncIterat
     quarters of a download's CPU, docs/lifecycle.md#download.)"""
     cursor = after
     while cursor < upto:
-        rows, more, tier = await feeds.scan(
+        rows, _, tier = await feeds.scan(
             d.db, feeds.LOGS, build_id, cursor, upto, values=(), limit=HOT_ROWS, max_bytes=RESPONSE_BYTES, times=True,
         )
         if tier != "hot" or not rows:
             break
-        cursor = upto if not more else rows[-1][0]
+        cursor = rows[-1][0]   # short of upto with nothing more: the next scan finds none, the reader says so
         yield [_line(*row) for row in rows], cursor
     if cursor >= upto:
         return
