@@ -20,6 +20,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+import psycopg
 import sqlalchemy
 from psycopg.rows import class_row
 from sqlalchemy import bindparam
@@ -65,7 +66,17 @@ async def get(db: Database, key: str) -> BuildRow:
 async def ownership(conn: AsyncConnection, project_id: str, user_id: str) -> Ownership:
     """The project's owner and whether the user exists, in one statement."""
     result = await conn.exec_driver_sql(_OWNERSHIP, {"project_id": project_id, "user_id": user_id})
-    row: Any = result.one()
+    return _ownership(project_id, user_id, result.one())
+
+
+async def _ownership_hot(conn: psycopg.AsyncConnection[Any], project_id: str, user_id: str) -> Ownership:
+    """ownership() on a psycopg connection (CreateBuild's transaction)."""
+    cursor = await conn.execute(_OWNERSHIP, {"project_id": project_id, "user_id": user_id})
+    return _ownership(project_id, user_id, await cursor.fetchone())
+
+
+def _ownership(project_id: str, user_id: str, row: Any) -> Ownership:
+    """_OWNERSHIP's one row (the owner, whether the user exists) as Ownership."""
     return Ownership(project_id, user_id, row[0], bool(row[1]))
 
 
@@ -94,9 +105,7 @@ async def create(
         if made is not None:
             return made
     async with db.hot_transaction() as conn:
-        cursor = await conn.execute(_OWNERSHIP, {"project_id": values["project_id"], "user_id": values["user_id"]})
-        owner, user_exists = await cursor.fetchone() or (None, False)
-        facts = Ownership(values["project_id"], values["user_id"], owner, bool(user_exists))
+        facts = await _ownership_hot(conn, values["project_id"], values["user_id"])
         source = None
         if values.get("app_spec_id"):
             cursor = await conn.execute(_SPEC, {"id": values["app_spec_id"]})
